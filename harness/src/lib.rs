@@ -1,0 +1,28 @@
+//! poolchaos: the chaos harness. It starts paired pools in containers, injects faults it can prove took
+//! effect, drives simulated users, and turns what happened into a verdict and failover-latency percentiles.
+//!
+//! The harness knows topologies and faults, not the internals of the reference pool: it talks to nodes
+//! through their images, their SIP ports and their status endpoints, so it could be pointed at another
+//! system's images.
+//!
+//! # Words (one per concept, used the same way in code, logs, files and tests)
+//!
+//! - **topology**: the sites, pools, links and users of one run, read from a TOML file.
+//! - **site**: a data centre; one Docker network per site, joined by the WAN.
+//! - **pool**: servers of one role reached by one name (a network alias shared by its servers).
+//! - **node**: one server of a pool, one container.
+//! - **fault**: a change to the running topology that has an inverse (`kill`/`restart`, …).
+//! - **schedule**: when which fault starts and ends; scripted or drawn from a seed.
+//! - **workload**: what the simulated users do.
+//! - **history**: every operation and fault as it happened, with monotonic timestamps.
+//! - **checker**: reads a history and returns a verdict.
+//! - **verdict**: `valid`, `invalid` (with violations) or `unknown` (with a reason).
+//! - **report**: the directory a run leaves: summary, latency histograms, HTML and Markdown.
+//!
+//! # Module map
+//!
+//! - [`images`]: builds the static binaries and the `FROM scratch` images, tagged by content.
+//! - [`exit`]: the process exit codes, in one place.
+
+pub mod exit;
+pub mod images;
