@@ -1,1 +1,278 @@
-pub fn placeholder() {}
+//! Images built here, never pulled: the static binaries of the workspace and the `FROM scratch` images
+//! around them, tagged by content so a changed binary gets a new image and an unchanged one is reused.
+//!
+//! Every run calls [`ensure`] first, so no user builds images by hand; `poolchaos images` calls it too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+/// The target the static binaries are built for. The `crt-static` flag is given per target (not in
+/// `[build] rustflags`) so that build scripts and proc-macros, which run on the host, stay dynamic.
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// One image of the project: which binary goes in, and which Dockerfile wraps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// Repository name, e.g. `poolchaos/poolnode`.
+    pub repository: &'static str,
+    /// The cargo package that builds the binary.
+    pub package: &'static str,
+    /// The binary's file name, copied to `/` in the image.
+    pub binary: &'static str,
+    /// The Dockerfile text (also kept in `docker/` for readers); part of the tag's hash.
+    pub dockerfile: &'static str,
+}
+
+/// The reference pool: every role as a subcommand of `poolnode`.
+pub const POOLNODE: ImageSpec = ImageSpec {
+    repository: "poolchaos/poolnode",
+    package: "poolnode",
+    binary: "poolnode",
+    dockerfile: include_str!("../../docker/poolnode.Dockerfile"),
+};
+
+/// The Toxiproxy-compatible fault proxy.
+pub const TOXIPROXY: ImageSpec = ImageSpec {
+    repository: "poolchaos/toxiproxy",
+    package: "faultproxy",
+    binary: "faultproxy",
+    dockerfile: include_str!("../../docker/toxiproxy.Dockerfile"),
+};
+
+/// Every image a run needs.
+pub const ALL: [ImageSpec; 2] = [POOLNODE, TOXIPROXY];
+
+/// A built image, ready to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub spec: ImageSpec,
+    /// Content tag: the first 16 hex digits of SHA-256 over the binary and the Dockerfile.
+    pub tag: String,
+    /// Whether this call built it (false: an image with this content tag already existed).
+    pub built: bool,
+}
+
+impl Image {
+    /// `repository:tag`, as Docker names it.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.spec.repository, self.tag)
+    }
+}
+
+/// What went wrong while making images, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("run `docker`: it is not installed or not on PATH; install Docker Engine and try again ({0})")]
+    DockerMissing(std::io::Error),
+    #[error(
+        "reach the Docker engine: {0}\n  start it (`sudo systemctl start docker` or `sudo dockerd &`), \
+         or set DOCKER_HOST, and check that this user may use it (`docker info`)"
+    )]
+    DockerUnreachable(String),
+    #[error("build the static binaries: `{command}` exited with {status}; its output is above")]
+    Cargo { command: String, status: String },
+    #[error("run cargo: {0}")]
+    CargoMissing(std::io::Error),
+    #[error("read the built binary {path}: {source}")]
+    Binary {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("build image {reference}: {detail}")]
+    Build { reference: String, detail: String },
+    #[error("prepare the build context: {0}")]
+    Context(std::io::Error),
+}
+
+/// Where the workspace lives: `POOLCHAOS_WORKSPACE` if set, else the tree this harness was built from.
+pub fn workspace_root() -> PathBuf {
+    match std::env::var_os("POOLCHAOS_WORKSPACE") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the harness crate lives one level below the workspace root")
+            .to_path_buf(),
+    }
+}
+
+/// Builds the static binaries (a no-op for cargo when nothing changed), then builds each image whose content
+/// tag does not exist yet. Progress goes to stderr.
+pub fn ensure(workspace: &Path) -> Result<Vec<Image>, ImageError> {
+    docker_reachable()?;
+    build_static_binaries(workspace, &ALL)?;
+    ALL.iter()
+        .map(|spec| ensure_image(workspace, *spec))
+        .collect()
+}
+
+/// Checks the Docker engine answers, so the first error a user sees says what to do.
+pub fn docker_reachable() -> Result<(), ImageError> {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map_err(ImageError::DockerMissing)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ImageError::DockerUnreachable(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), ImageError> {
+    let mut args = vec!["build", "--release", "--locked", "--target", STATIC_TARGET];
+    for spec in specs {
+        args.extend(["-p", spec.package, "--bin", spec.binary]);
+    }
+    eprintln!("poolchaos: building static binaries: cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(&args)
+        .current_dir(workspace)
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        )
+        .stdout(Stdio::null())
+        .status()
+        .map_err(ImageError::CargoMissing)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ImageError::Cargo {
+            command: format!("cargo {}", args.join(" ")),
+            status: status.to_string(),
+        })
+    }
+}
+
+/// The path of a static binary after [`ensure`] built it.
+pub fn static_binary(workspace: &Path, spec: ImageSpec) -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    target_dir
+        .join(STATIC_TARGET)
+        .join("release")
+        .join(spec.binary)
+}
+
+fn ensure_image(workspace: &Path, spec: ImageSpec) -> Result<Image, ImageError> {
+    let path = static_binary(workspace, spec);
+    let binary = std::fs::read(&path).map_err(|source| ImageError::Binary {
+        path: path.clone(),
+        source,
+    })?;
+    let tag = content_tag(&binary, spec.dockerfile);
+    let mut image = Image {
+        spec,
+        tag,
+        built: false,
+    };
+    let reference = image.reference();
+    if image_exists(&reference)? {
+        eprintln!("poolchaos: image {reference} is up to date");
+        return Ok(image);
+    }
+    eprintln!("poolchaos: building image {reference}");
+    let context = tempdir(spec.binary).map_err(ImageError::Context)?;
+    let result = build_image(&context, &binary, spec, &reference);
+    let _ = std::fs::remove_dir_all(&context);
+    result?;
+    image.built = true;
+    Ok(image)
+}
+
+/// The tag follows the content: the same binary and Dockerfile always give the same tag.
+pub fn content_tag(binary: &[u8], dockerfile: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(binary);
+    hash.update(dockerfile.as_bytes());
+    hex::encode(&hash.finalize()[..8])
+}
+
+fn image_exists(reference: &str) -> Result<bool, ImageError> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .output()
+        .map_err(ImageError::DockerMissing)?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No such image") || stderr.contains("No such object") {
+        Ok(false)
+    } else {
+        Err(ImageError::DockerUnreachable(stderr.trim().to_string()))
+    }
+}
+
+fn build_image(
+    context: &Path,
+    binary: &[u8],
+    spec: ImageSpec,
+    reference: &str,
+) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin_path = context.join(spec.binary);
+    std::fs::write(&bin_path, binary).map_err(ImageError::Context)?;
+    std::fs::set_permissions(&bin_path, std::fs::Permissions::from_mode(0o755))
+        .map_err(ImageError::Context)?;
+    std::fs::write(context.join("Dockerfile"), spec.dockerfile).map_err(ImageError::Context)?;
+    let latest = format!("{}:latest", spec.repository);
+    let out = Command::new("docker")
+        .args(["build", "--quiet", "-t", reference, "-t", &latest])
+        .arg(context)
+        .output()
+        .map_err(ImageError::DockerMissing)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ImageError::Build {
+            reference: reference.to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn tempdir(name: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "poolchaos-image-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_follows_the_binary_and_the_dockerfile() {
+        let a = content_tag(b"binary one", "FROM scratch");
+        assert_eq!(a, content_tag(b"binary one", "FROM scratch"));
+        assert_ne!(a, content_tag(b"binary two", "FROM scratch"));
+        assert_ne!(a, content_tag(b"binary one", "FROM scratch\nLABEL x=y"));
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn every_dockerfile_starts_from_scratch() {
+        for spec in ALL {
+            assert!(
+                spec.dockerfile
+                    .lines()
+                    .any(|l| l.trim() == "FROM scratch"),
+                "{} must be FROM scratch: no registry can be reached",
+                spec.repository
+            );
+        }
+    }
+}

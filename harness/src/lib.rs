@@ -23,6 +23,8 @@
 //!
 //! - [`images`]: builds the static binaries and the `FROM scratch` images, tagged by content.
 //! - [`exit`]: the process exit codes, in one place.
+//! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
 pub mod exit;
 pub mod images;
+pub mod topology;

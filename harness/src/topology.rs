@@ -1,0 +1,597 @@
+//! Topology files: sites, pools per role, pairing, back ends and witnesses, users, the timing profile and the
+//! links that pass through the fault proxy. Read with serde from TOML; every mistake names the file, the line,
+//! the field and what was expected.
+//!
+//! ```toml
+//! name = "paired"
+//! profile = "fast"                      # timing profile: "fast" or "lync2013"
+//!
+//! [[site]]
+//! name = "dc1"
+//!
+//! [[pool]]
+//! name = "fe1"                          # the pool's DNS name, shared by its servers
+//! role = "frontend"
+//! site = "dc1"
+//! size = 3
+//! pair = "fe2"                          # backup pool in another site (reciprocal)
+//! backend = "be1"
+//!
+//! [[pool]]
+//! name = "be1"
+//! role = "backend"                      # a principal and a mirror
+//! site = "dc1"
+//! witness = true                        # a third node that only votes
+//!
+//! [[users]]
+//! home = "fe1"
+//! count = 50
+//! remote = 5                            # of them, how many sit on the external network
+//!
+//! [[link]]
+//! from = "fe1"                          # a pool, or "users" for the simulated clients
+//! to = "be1"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A whole topology as written in its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyFile {
+    pub name: String,
+    #[serde(default)]
+    pub profile: Profile,
+    #[serde(rename = "site")]
+    pub sites: Vec<Spanned<Site>>,
+    #[serde(rename = "pool")]
+    pub pools: Vec<Spanned<Pool>>,
+    #[serde(default)]
+    pub users: Vec<Spanned<Users>>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<Spanned<Link>>,
+}
+
+/// The timing profile the pool runs with: every timer of the pool model is a setting of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Seconds instead of minutes, for tests.
+    #[default]
+    Fast,
+    /// The published Lync Server 2013 and SQL Server values.
+    Lync2013,
+}
+
+/// A data centre: one Docker network.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub name: String,
+}
+
+/// The role a pool's servers play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Frontend,
+    /// A principal and a mirror, plus a witness node when the pool says `witness = true`.
+    Backend,
+    Director,
+    Edge,
+    Mediation,
+    PstnGateway,
+}
+
+impl Role {
+    /// The word used in files, node names and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Frontend => "frontend",
+            Role::Backend => "backend",
+            Role::Director => "director",
+            Role::Edge => "edge",
+            Role::Mediation => "mediation",
+            Role::PstnGateway => "pstn-gateway",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Servers of one role, reached by one name.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub name: String,
+    pub role: Role,
+    pub site: String,
+    /// Number of servers. Back ends are always a principal and a mirror; leave it out for them.
+    pub size: Option<usize>,
+    /// Front End pools: the paired pool in another site (its backup registrar).
+    pub pair: Option<String>,
+    /// Front End pools: the back end pool that stores their users' data.
+    pub backend: Option<String>,
+    /// Back end pools: whether a witness makes failover automatic.
+    #[serde(default)]
+    pub witness: bool,
+    /// Edge pools: the Director pool they relay to.
+    pub next_hop: Option<String>,
+    /// Mediation pools: the PSTN gateway pool they relay calls to.
+    pub gateway: Option<String>,
+}
+
+/// Simulated users homed on one Front End pool.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    pub home: String,
+    pub count: usize,
+    /// How many of them are remote: on the external network, in only through an Edge pool.
+    #[serde(default)]
+    pub remote: usize,
+}
+
+/// A link that passes through the fault proxy, so link faults can be applied to it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The client side: a pool name, or `users` for the simulated clients.
+    pub from: String,
+    /// The server side: a pool name.
+    pub to: String,
+}
+
+/// The pseudo-pool name that stands for the simulated users in links and partitions.
+pub const USERS: &str = "users";
+
+/// A mistake in a topology (or scenario) file: where it is and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {expected}")]
+pub struct FileError {
+    pub file: PathBuf,
+    /// 1-based line of the offending value (or of its table when the field is missing).
+    pub line: usize,
+    /// The field, as a path (`pool[2].pair`).
+    pub field: String,
+    pub expected: String,
+}
+
+/// A validated topology: references resolved, pairing reciprocal, node names assigned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub profile: Profile,
+    pub sites: Vec<String>,
+    pub pools: Vec<PoolSpec>,
+    pub users: Vec<Users>,
+    pub links: Vec<Link>,
+}
+
+/// One pool with its nodes named.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSpec {
+    #[serde(flatten)]
+    pub pool: Pool,
+    /// Its servers, in topology order (the first ones are the seed servers of the quorum rule).
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// One server: one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSpec {
+    /// `<pool>-<n>`, or `<pool>-witness`: its hostname and network alias.
+    pub name: String,
+    pub pool: String,
+    pub role: NodeRole,
+    pub site: String,
+}
+
+/// What a single node runs: a pool role, or the back end's witness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeRole {
+    Pool(Role),
+    Witness,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Pool(role) => role.as_str(),
+            NodeRole::Witness => "witness",
+        }
+    }
+}
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Topology, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "(file)".into(),
+            expected: format!("a readable TOML file ({e})"),
+        })?;
+        Topology::parse(path, &text)
+    }
+
+    /// Parses and validates topology text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Topology, FileError> {
+        let file: TopologyFile = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        validate(path, text, file)
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolSpec> {
+        self.pools.iter().find(|p| p.pool.name == name)
+    }
+
+    /// Every node of every pool, in topology order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.pools.iter().flat_map(|p| p.nodes.iter())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes().find(|n| n.name == name)
+    }
+
+    /// Whether a link named `from -> to` passes through the fault proxy.
+    pub fn link(&self, from: &str, to: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.from == from && l.to == to)
+    }
+}
+
+/// Turns a serde/TOML error into a [`FileError`] with the line of the span and the field toml names.
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> FileError {
+    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+    let message = e.message().to_string();
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("field"))
+        .unwrap_or("(syntax)")
+        .to_string();
+    FileError {
+        file: path.to_path_buf(),
+        line,
+        field,
+        expected: message,
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, FileError> {
+    let err = |span: std::ops::Range<usize>, field: String, expected: String| FileError {
+        file: path.to_path_buf(),
+        line: line_of(text, span.start),
+        field,
+        expected,
+    };
+    let sites: Vec<String> = file.sites.iter().map(|s| s.get_ref().name.clone()).collect();
+    if sites.is_empty() {
+        return Err(err(0..0, "site".into(), "at least one [[site]]".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, site) in file.sites.iter().enumerate() {
+        if !seen.insert(site.get_ref().name.clone()) {
+            return Err(err(
+                site.span(),
+                format!("site[{i}].name"),
+                format!("a unique site name; `{}` is used twice", site.get_ref().name),
+            ));
+        }
+    }
+    let roles: BTreeMap<String, (Role, String)> = file
+        .pools
+        .iter()
+        .map(|p| {
+            let p = p.get_ref();
+            (p.name.clone(), (p.role, p.site.clone()))
+        })
+        .collect();
+    let mut names = BTreeSet::new();
+    let mut pools = Vec::new();
+    for (i, spanned) in file.pools.iter().enumerate() {
+        let span = spanned.span();
+        let pool = spanned.get_ref();
+        let at = |field: &str| format!("pool[{i}].{field} (pool `{}`)", pool.name);
+        if pool.name.is_empty()
+            || pool.name == USERS
+            || !pool
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(err(
+                span,
+                at("name"),
+                "a DNS label of lowercase letters, digits and '-', not `users`".into(),
+            ));
+        }
+        if !names.insert(pool.name.clone()) {
+            return Err(err(span, at("name"), "a pool name used only once".into()));
+        }
+        if !sites.contains(&pool.site) {
+            return Err(err(
+                span,
+                at("site"),
+                format!("one of the sites {sites:?}, not `{}`", pool.site),
+            ));
+        }
+        let reference = |field: &str, value: &Option<String>, want: Role| {
+            match value {
+                None => Ok(None),
+                Some(name) => match roles.get(name) {
+                    Some((role, site)) if *role == want => Ok(Some(site.clone())),
+                    Some((role, _)) => Err(err(
+                        span.clone(),
+                        at(field),
+                        format!("a {want} pool; `{name}` is a {role} pool"),
+                    )),
+                    None => Err(err(
+                        span.clone(),
+                        at(field),
+                        format!("the name of a {want} pool in this file; there is no pool `{name}`"),
+                    )),
+                },
+            }
+        };
+        let only = |field: &str, set: bool, role: Role| {
+            if set && pool.role != role {
+                Err(err(
+                    span.clone(),
+                    at(field),
+                    format!("`{field}` only on {role} pools"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        only("pair", pool.pair.is_some(), Role::Frontend)?;
+        only("backend", pool.backend.is_some(), Role::Frontend)?;
+        only("witness", pool.witness, Role::Backend)?;
+        only("next_hop", pool.next_hop.is_some(), Role::Edge)?;
+        only("gateway", pool.gateway.is_some(), Role::Mediation)?;
+        if let Some(pair_site) = reference("pair", &pool.pair, Role::Frontend)? {
+            let pair = pool.pair.as_deref().unwrap_or_default();
+            if pair == pool.name {
+                return Err(err(span, at("pair"), "another pool, not itself".into()));
+            }
+            if pair_site == pool.site {
+                return Err(err(
+                    span,
+                    at("pair"),
+                    format!("a pool in another site; `{pair}` is also in `{}`", pool.site),
+                ));
+            }
+            let back = file
+                .pools
+                .iter()
+                .find(|p| p.get_ref().name == pair)
+                .and_then(|p| p.get_ref().pair.clone());
+            if back.as_deref() != Some(pool.name.as_str()) {
+                return Err(err(
+                    span,
+                    at("pair"),
+                    format!("reciprocal pairing: pool `{pair}` must say pair = \"{}\"", pool.name),
+                ));
+            }
+        }
+        reference("backend", &pool.backend, Role::Backend)?;
+        reference("next_hop", &pool.next_hop, Role::Director)?;
+        reference("gateway", &pool.gateway, Role::PstnGateway)?;
+        let size = match (pool.role, pool.size) {
+            (Role::Backend, None) => 2,
+            (Role::Backend, Some(_)) => {
+                return Err(err(
+                    span,
+                    at("size"),
+                    "no size: a back end is always a principal and a mirror".into(),
+                ))
+            }
+            (Role::Frontend, Some(n)) if !(1..=12).contains(&n) => {
+                return Err(err(
+                    span,
+                    at("size"),
+                    format!("1 to 12 Front Ends (the quorum table's range), not {n}"),
+                ))
+            }
+            (_, Some(0)) => return Err(err(span, at("size"), "at least 1 server".into())),
+            (_, Some(n)) if n > 16 => {
+                return Err(err(span, at("size"), format!("at most 16 servers, not {n}")))
+            }
+            (_, Some(n)) => n,
+            (_, None) => return Err(err(span, at("size"), "the number of servers".into())),
+        };
+        let mut nodes: Vec<NodeSpec> = (1..=size)
+            .map(|n| NodeSpec {
+                name: format!("{}-{n}", pool.name),
+                pool: pool.name.clone(),
+                role: NodeRole::Pool(pool.role),
+                site: pool.site.clone(),
+            })
+            .collect();
+        if pool.witness {
+            nodes.push(NodeSpec {
+                name: format!("{}-witness", pool.name),
+                pool: pool.name.clone(),
+                role: NodeRole::Witness,
+                site: pool.site.clone(),
+            });
+        }
+        pools.push(PoolSpec {
+            pool: pool.clone(),
+            nodes,
+        });
+    }
+    for (i, spanned) in file.users.iter().enumerate() {
+        let users = spanned.get_ref();
+        let field = |f: &str| format!("users[{i}].{f}");
+        match roles.get(&users.home) {
+            Some((Role::Frontend, _)) => {}
+            _ => {
+                return Err(err(
+                    spanned.span(),
+                    field("home"),
+                    format!("the name of a frontend pool; `{}` is not one", users.home),
+                ))
+            }
+        }
+        if users.remote > users.count {
+            return Err(err(
+                spanned.span(),
+                field("remote"),
+                format!("at most count ({}) remote users", users.count),
+            ));
+        }
+        if users.remote > 0 && !roles.values().any(|(r, _)| *r == Role::Edge) {
+            return Err(err(
+                spanned.span(),
+                field("remote"),
+                "an edge pool: remote users get in only through one".into(),
+            ));
+        }
+    }
+    for (i, spanned) in file.links.iter().enumerate() {
+        let link = spanned.get_ref();
+        if link.from != USERS && !roles.contains_key(&link.from) {
+            return Err(err(
+                spanned.span(),
+                format!("link[{i}].from"),
+                format!("a pool name or `users`, not `{}`", link.from),
+            ));
+        }
+        if !roles.contains_key(&link.to) {
+            return Err(err(
+                spanned.span(),
+                format!("link[{i}].to"),
+                format!("a pool name, not `{}`", link.to),
+            ));
+        }
+    }
+    Ok(Topology {
+        name: file.name,
+        profile: file.profile,
+        sites,
+        pools,
+        users: file.users.into_iter().map(Spanned::into_inner).collect(),
+        links: file.links.into_iter().map(Spanned::into_inner).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAIRED: &str = r#"
+name = "paired"
+
+[[site]]
+name = "dc1"
+
+[[site]]
+name = "dc2"
+
+[[pool]]
+name = "fe1"
+role = "frontend"
+site = "dc1"
+size = 3
+pair = "fe2"
+backend = "be1"
+
+[[pool]]
+name = "fe2"
+role = "frontend"
+site = "dc2"
+size = 3
+pair = "fe1"
+
+[[pool]]
+name = "be1"
+role = "backend"
+site = "dc1"
+witness = true
+
+[[users]]
+home = "fe1"
+count = 10
+
+[[link]]
+from = "users"
+to = "fe1"
+"#;
+
+    fn parse(text: &str) -> Result<Topology, FileError> {
+        Topology::parse(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn a_paired_topology_names_its_nodes_in_order() {
+        let t = parse(PAIRED).unwrap();
+        let names: Vec<_> = t.nodes().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["fe1-1", "fe1-2", "fe1-3", "fe2-1", "fe2-2", "fe2-3", "be1-1", "be1-2", "be1-witness"]
+        );
+        assert_eq!(t.node("be1-witness").unwrap().role, NodeRole::Witness);
+        assert!(t.link(USERS, "fe1").is_some());
+    }
+
+    #[test]
+    fn a_misspelt_field_names_file_line_and_field() {
+        let text = PAIRED.replace("size = 3\npair = \"fe2\"", "sise = 3\npair = \"fe2\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field, "sise");
+        assert_eq!(e.line, 14, "{e}");
+        assert!(e.to_string().starts_with("t.toml:14: sise: unknown field `sise`"), "{e}");
+    }
+
+    #[test]
+    fn a_one_sided_pairing_is_refused() {
+        let text = PAIRED.replacen("pair = \"fe1\"\n", "", 1);
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field, "pool[0].pair (pool `fe1`)");
+        assert!(e.expected.contains("reciprocal"), "{e}");
+        assert_eq!(e.line, 10, "{e}");
+    }
+
+    #[test]
+    fn a_reference_to_a_missing_pool_says_what_exists() {
+        let text = PAIRED.replace("backend = \"be1\"", "backend = \"be9\"");
+        let e = parse(&text).unwrap_err();
+        assert!(e.expected.contains("there is no pool `be9`"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_reported_not_panicked() {
+        let text = PAIRED.replace("count = 10", "count = \"ten\"");
+        let e = parse(&text).unwrap_err();
+        assert!(e.expected.contains("invalid type"), "{e}");
+        assert_eq!(e.line, 33, "{e}");
+    }
+
+    #[test]
+    fn remote_users_need_an_edge_pool() {
+        let text = PAIRED.replace("count = 10", "count = 10\nremote = 2");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field, "users[0].remote");
+    }
+}
