@@ -23,8 +23,10 @@
 //!
 //! - [`images`]: builds the static binaries and the `FROM scratch` images, tagged by content.
 //! - [`exit`]: the process exit codes, in one place.
+//! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
 pub mod exit;
+pub mod history;
 pub mod images;
 pub mod topology;
