@@ -1,0 +1,77 @@
+//! The `faultproxy` binary: parses flags, binds the API, loads `--config`, prints the ready line,
+//! and calls `Server::serve`. Logs go to stderr; stdout carries only the ready line.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// A Toxiproxy-compatible TCP fault proxy with reproducible randomness.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address the HTTP API binds.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// Port of the HTTP API.
+    #[arg(long, default_value_t = 8474)]
+    port: u16,
+    /// Seed of every random draw (toxicity, jitter, slicing); drawn and printed when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// JSON array of proxies to create at start, as `POST /populate` takes.
+    #[arg(long)]
+    config: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    // The API gets this thread's own runtime; the proxies get the server's data-plane runtime.
+    let api_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the API runtime")?;
+    api_runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let server = faultproxy::Server::new(args.seed)?;
+    let seed = server.seed();
+    tracing::info!(seed, "seed (replay with --seed {seed})");
+    let api = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("failed to bind the API on {}:{}", args.host, args.port))?;
+    let addr = api.local_addr()?;
+    if let Some(path) = &args.config {
+        let proxies = faultproxy::read_config(path)?;
+        let created = server
+            .populate(proxies)
+            .await
+            .context("failed to populate --config")?;
+        tracing::info!(count = created.len(), path, "proxies from config");
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "faultproxy ready api={addr} seed={seed}")?;
+    stdout.flush()?;
+    drop(stdout);
+    server.serve(api, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,452 @@
+//! The API's nouns as Toxiproxy 2.x writes them in JSON: a *proxy* (name, listen, upstream, enabled,
+//! toxics) and a *toxic* (name, type, stream, toxicity, attributes).
+//!
+//! Inputs are parsed from `serde_json::Value` by hand rather than derived, because Toxiproxy answers
+//! a malformed body with its own error texts and statuses, and fills defaults (toxic name
+//! `<type>_<stream>`, stream downstream, toxicity 1.0) that a derive would not express.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Which way a toxic acts: upstream is client → server, downstream is server → client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Upstream,
+    Downstream,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Upstream => "upstream",
+            Stream::Downstream => "downstream",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Stream, ApiError> {
+        match text {
+            "upstream" => Ok(Stream::Upstream),
+            "downstream" => Ok(Stream::Downstream),
+            _ => Err(ApiError::InvalidStream),
+        }
+    }
+}
+
+/// A toxic's type with its attributes. Field names carry units; the JSON keys stay Toxiproxy's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToxicKind {
+    /// Delays every chunk by `latency_ms` ± a uniform draw within `jitter_ms`.
+    Latency { latency_ms: u64, jitter_ms: u64 },
+    /// Caps throughput at `rate_kbps` kilobytes (1000 bytes) per second; 0 means no cap.
+    Bandwidth { rate_kbps: u64 },
+    /// Holds the close (FIN) back for `delay_ms` after the sender closed.
+    SlowClose { delay_ms: u64 },
+    /// Drops data; closes the connection after `timeout_ms`, or never while present when 0.
+    Timeout { timeout_ms: u64 },
+    /// Resets the connection (RST) `timeout_ms` after the toxic started acting on it.
+    ResetPeer { timeout_ms: u64 },
+    /// Splits data into pieces of `average_size_bytes` ± `size_variation_bytes`, `delay_us` apart.
+    Slicer {
+        average_size_bytes: u64,
+        size_variation_bytes: u64,
+        delay_us: u64,
+    },
+    /// Passes `bytes` bytes, then closes the connection.
+    LimitData { bytes: u64 },
+}
+
+/// Every toxic type and the JSON attribute keys it understands, in the order Toxiproxy lists them.
+const TYPES: &[(&str, &[&str])] = &[
+    ("latency", &["latency", "jitter"]),
+    ("bandwidth", &["rate"]),
+    ("slow_close", &["delay"]),
+    ("timeout", &["timeout"]),
+    ("reset_peer", &["timeout"]),
+    ("slicer", &["average_size", "size_variation", "delay"]),
+    ("limit_data", &["bytes"]),
+];
+
+impl ToxicKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ToxicKind::Latency { .. } => "latency",
+            ToxicKind::Bandwidth { .. } => "bandwidth",
+            ToxicKind::SlowClose { .. } => "slow_close",
+            ToxicKind::Timeout { .. } => "timeout",
+            ToxicKind::ResetPeer { .. } => "reset_peer",
+            ToxicKind::Slicer { .. } => "slicer",
+            ToxicKind::LimitData { .. } => "limit_data",
+        }
+    }
+
+    /// The attribute values in the order of `TYPES`.
+    fn values(&self) -> Vec<u64> {
+        match *self {
+            ToxicKind::Latency {
+                latency_ms,
+                jitter_ms,
+            } => vec![latency_ms, jitter_ms],
+            ToxicKind::Bandwidth { rate_kbps } => vec![rate_kbps],
+            ToxicKind::SlowClose { delay_ms } => vec![delay_ms],
+            ToxicKind::Timeout { timeout_ms } => vec![timeout_ms],
+            ToxicKind::ResetPeer { timeout_ms } => vec![timeout_ms],
+            ToxicKind::Slicer {
+                average_size_bytes,
+                size_variation_bytes,
+                delay_us,
+            } => vec![average_size_bytes, size_variation_bytes, delay_us],
+            ToxicKind::LimitData { bytes } => vec![bytes],
+        }
+    }
+
+    fn from_values(type_name: &str, v: &[u64]) -> ToxicKind {
+        match type_name {
+            "latency" => ToxicKind::Latency {
+                latency_ms: v[0],
+                jitter_ms: v[1],
+            },
+            "bandwidth" => ToxicKind::Bandwidth { rate_kbps: v[0] },
+            "slow_close" => ToxicKind::SlowClose { delay_ms: v[0] },
+            "timeout" => ToxicKind::Timeout { timeout_ms: v[0] },
+            "reset_peer" => ToxicKind::ResetPeer { timeout_ms: v[0] },
+            "slicer" => ToxicKind::Slicer {
+                average_size_bytes: v[0],
+                size_variation_bytes: v[1],
+                delay_us: v[2],
+            },
+            "limit_data" => ToxicKind::LimitData { bytes: v[0] },
+            other => unreachable!("type {other} was checked against TYPES"),
+        }
+    }
+
+    fn keys(type_name: &str) -> Option<&'static [&'static str]> {
+        TYPES
+            .iter()
+            .find(|(name, _)| *name == type_name)
+            .map(|(_, keys)| *keys)
+    }
+
+    /// Builds a kind from JSON attributes on top of `base` (all zeros for a new toxic): keys absent
+    /// from `attributes` keep their base value, unknown keys are ignored, as Toxiproxy's decoder does.
+    pub fn parse(
+        type_name: &str,
+        attributes: Option<&Map<String, Value>>,
+        base: Option<&ToxicKind>,
+    ) -> Result<ToxicKind, ApiError> {
+        let keys = ToxicKind::keys(type_name).ok_or(ApiError::InvalidToxicType)?;
+        let mut values = match base {
+            Some(kind) => kind.values(),
+            None => vec![0; keys.len()],
+        };
+        if let Some(attributes) = attributes {
+            for (slot, key) in values.iter_mut().zip(keys.iter()) {
+                if let Some(value) = attributes.get(*key) {
+                    *slot = value.as_u64().ok_or_else(|| {
+                        ApiError::BadRequestBody(format!(
+                            "attribute {key} must be a non-negative integer, got {value}"
+                        ))
+                    })?;
+                }
+            }
+        }
+        Ok(ToxicKind::from_values(type_name, &values))
+    }
+
+    pub fn attributes(&self) -> Map<String, Value> {
+        let keys = ToxicKind::keys(self.type_name()).expect("every kind is in TYPES");
+        keys.iter()
+            .zip(self.values())
+            .map(|(key, value)| ((*key).to_owned(), Value::from(value)))
+            .collect()
+    }
+}
+
+/// One toxic as configured on a proxy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Toxic {
+    pub name: String,
+    pub stream: Stream,
+    /// Probability in [0, 1] that the toxic acts on a given connection.
+    pub toxicity: f32,
+    pub kind: ToxicKind,
+}
+
+/// A toxic as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToxicView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub stream: Stream,
+    pub toxicity: f32,
+    pub attributes: Map<String, Value>,
+}
+
+impl From<&Toxic> for ToxicView {
+    fn from(toxic: &Toxic) -> ToxicView {
+        ToxicView {
+            name: toxic.name.clone(),
+            type_name: toxic.kind.type_name().to_owned(),
+            stream: toxic.stream,
+            toxicity: toxic.toxicity,
+            attributes: toxic.kind.attributes(),
+        }
+    }
+}
+
+/// A proxy as the API shows it; `listen` is the bound address once the proxy has listened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyView {
+    pub name: String,
+    pub listen: String,
+    pub upstream: String,
+    pub enabled: bool,
+    pub toxics: Vec<ToxicView>,
+}
+
+/// A proxy to create: the body of `POST /proxies`, one element of `POST /populate`, one entry of
+/// the `--config` file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    pub name: String,
+    /// Where the proxy listens; port 0 picks a free port, which the API then reports.
+    pub listen: String,
+    pub upstream: String,
+    pub enabled: bool,
+}
+
+/// Toxiproxy binds all interfaces on a free port when `listen` is missing.
+const LISTEN_DEFAULT: &str = "0.0.0.0:0";
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadRequestBody("expected a JSON object".into())),
+        Err(err) => Err(ApiError::BadRequestBody(err.to_string())),
+    }
+}
+
+fn string_field(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(ApiError::BadRequestBody(format!(
+            "field {key} must be a string, got {other}"
+        ))),
+    }
+}
+
+fn bool_field(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(flag)) => Ok(Some(*flag)),
+        Some(other) => Err(ApiError::BadRequestBody(format!(
+            "field {key} must be a boolean, got {other}"
+        ))),
+    }
+}
+
+fn toxicity_field(map: &Map<String, Value>) -> Result<Option<f32>, ApiError> {
+    match map.get("toxicity") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_f64() {
+            Some(p) if (0.0..=1.0).contains(&p) => Ok(Some(p as f32)),
+            _ => Err(ApiError::BadRequestBody(format!(
+                "toxicity must be a number in [0, 1], got {value}"
+            ))),
+        },
+    }
+}
+
+fn attributes_field(map: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, ApiError> {
+    match map.get("attributes") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(attributes)) => Ok(Some(attributes)),
+        Some(other) => Err(ApiError::BadRequestBody(format!(
+            "attributes must be an object, got {other}"
+        ))),
+    }
+}
+
+impl ProxyConfig {
+    fn from_map(map: &Map<String, Value>) -> Result<ProxyConfig, ApiError> {
+        let name = string_field(map, "name")?.filter(|name| !name.is_empty());
+        let upstream = string_field(map, "upstream")?.filter(|up| !up.is_empty());
+        let (Some(name), Some(upstream)) = (name, upstream) else {
+            return Err(ApiError::MissingField);
+        };
+        Ok(ProxyConfig {
+            name,
+            listen: string_field(map, "listen")?
+                .filter(|listen| !listen.is_empty())
+                .unwrap_or_else(|| LISTEN_DEFAULT.to_owned()),
+            upstream,
+            enabled: bool_field(map, "enabled")?.unwrap_or(true),
+        })
+    }
+
+    /// Parses the body of `POST /proxies`.
+    pub fn parse(body: &[u8]) -> Result<ProxyConfig, ApiError> {
+        ProxyConfig::from_map(&object(body)?)
+    }
+
+    /// Parses the body of `POST /populate` or a `--config` file: a JSON array of proxies.
+    pub fn parse_list(body: &[u8]) -> Result<Vec<ProxyConfig>, ApiError> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(map) => ProxyConfig::from_map(map),
+                    _ => Err(ApiError::BadRequestBody(
+                        "expected an array of objects".into(),
+                    )),
+                })
+                .collect(),
+            Ok(_) => Err(ApiError::BadRequestBody("expected a JSON array".into())),
+            Err(err) => Err(ApiError::BadRequestBody(err.to_string())),
+        }
+    }
+}
+
+/// The body of `POST /proxies/{name}`: every field optional, absent ones unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyPatch {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+impl ProxyPatch {
+    pub fn parse(body: &[u8]) -> Result<ProxyPatch, ApiError> {
+        let map = object(body)?;
+        Ok(ProxyPatch {
+            listen: string_field(&map, "listen")?.filter(|listen| !listen.is_empty()),
+            upstream: string_field(&map, "upstream")?.filter(|up| !up.is_empty()),
+            enabled: bool_field(&map, "enabled")?,
+        })
+    }
+}
+
+impl Toxic {
+    /// Parses the body of `POST /proxies/{name}/toxics`.
+    pub fn parse_new(body: &[u8]) -> Result<Toxic, ApiError> {
+        let map = object(body)?;
+        let type_name = string_field(&map, "type")?.ok_or(ApiError::InvalidToxicType)?;
+        let stream = match string_field(&map, "stream")? {
+            None => Stream::Downstream,
+            Some(text) if text.is_empty() => Stream::Downstream,
+            Some(text) => Stream::parse(&text)?,
+        };
+        let kind = ToxicKind::parse(&type_name, attributes_field(&map)?, None)?;
+        let name = string_field(&map, "name")?
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| format!("{type_name}_{}", stream.as_str()));
+        Ok(Toxic {
+            name,
+            stream,
+            toxicity: toxicity_field(&map)?.unwrap_or(1.0),
+            kind,
+        })
+    }
+
+    /// Applies the body of `POST /proxies/{name}/toxics/{toxic}`: toxicity and attributes change,
+    /// absent attributes keep their values; name, type and stream stay.
+    pub fn parse_update(&self, body: &[u8]) -> Result<Toxic, ApiError> {
+        let map = object(body)?;
+        let kind = ToxicKind::parse(
+            self.kind.type_name(),
+            attributes_field(&map)?,
+            Some(&self.kind),
+        )?;
+        Ok(Toxic {
+            name: self.name.clone(),
+            stream: self.stream,
+            toxicity: toxicity_field(&map)?.unwrap_or(self.toxicity),
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toxic_defaults_follow_toxiproxy() {
+        let toxic = Toxic::parse_new(br#"{"type":"latency","attributes":{"latency":5}}"#).unwrap();
+        assert_eq!(toxic.name, "latency_downstream");
+        assert_eq!(toxic.stream, Stream::Downstream);
+        assert_eq!(toxic.toxicity, 1.0);
+        assert_eq!(
+            toxic.kind,
+            ToxicKind::Latency {
+                latency_ms: 5,
+                jitter_ms: 0
+            }
+        );
+        let view = serde_json::to_value(ToxicView::from(&toxic)).unwrap();
+        assert_eq!(
+            view,
+            serde_json::json!({"name":"latency_downstream","type":"latency","stream":"downstream",
+                "toxicity":1.0,"attributes":{"latency":5,"jitter":0}})
+        );
+    }
+
+    #[test]
+    fn toxic_update_keeps_absent_attributes() {
+        let toxic = Toxic::parse_new(
+            br#"{"type":"slicer","stream":"upstream","attributes":{"average_size":10,"delay":7}}"#,
+        )
+        .unwrap();
+        let updated = toxic
+            .parse_update(br#"{"toxicity":0.5,"attributes":{"average_size":20}}"#)
+            .unwrap();
+        assert_eq!(updated.toxicity, 0.5);
+        assert_eq!(
+            updated.kind,
+            ToxicKind::Slicer {
+                average_size_bytes: 20,
+                size_variation_bytes: 0,
+                delay_us: 7
+            }
+        );
+    }
+
+    #[test]
+    fn bad_toxics_are_rejected_with_toxiproxy_errors() {
+        assert!(matches!(
+            Toxic::parse_new(br#"{"type":"nope"}"#),
+            Err(ApiError::InvalidToxicType)
+        ));
+        assert!(matches!(
+            Toxic::parse_new(br#"{"type":"latency","stream":"sideways"}"#),
+            Err(ApiError::InvalidStream)
+        ));
+        assert!(matches!(
+            Toxic::parse_new(br#"{"type":"latency","attributes":{"latency":-1}}"#),
+            Err(ApiError::BadRequestBody(_))
+        ));
+        assert!(matches!(
+            Toxic::parse_new(br#"{"type":"latency","toxicity":2}"#),
+            Err(ApiError::BadRequestBody(_))
+        ));
+        assert!(matches!(
+            Toxic::parse_new(b"not json"),
+            Err(ApiError::BadRequestBody(_))
+        ));
+    }
+
+    #[test]
+    fn proxy_needs_name_and_upstream() {
+        assert!(matches!(
+            ProxyConfig::parse(br#"{"name":"a"}"#),
+            Err(ApiError::MissingField)
+        ));
+        let config = ProxyConfig::parse(br#"{"name":"a","upstream":"127.0.0.1:1"}"#).unwrap();
+        assert_eq!(config.listen, LISTEN_DEFAULT);
+        assert!(config.enabled);
+    }
+}
