@@ -11,6 +11,7 @@
 //! - **site**: a data centre; one Docker network per site, joined by the WAN.
 //! - **pool**: servers of one role reached by one name (a network alias shared by its servers).
 //! - **node**: one server of a pool, one container.
+//! - **cluster**: a topology running in containers, with its run id on every container and network.
 //! - **fault**: a change to the running topology that has an inverse (`kill`/`restart`, …).
 //! - **schedule**: when which fault starts and ends; scripted or drawn from a seed.
 //! - **workload**: what the simulated users do.
@@ -23,10 +24,16 @@
 //!
 //! - [`images`]: builds the static binaries and the `FROM scratch` images, tagged by content.
 //! - [`exit`]: the process exit codes, in one place.
+//! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
+//! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency.
+//! - [`runtime`]: the Docker runtime: a topology started as a [`runtime::Cluster`], labels and sweep.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
+pub mod checker;
 pub mod exit;
+pub mod fault;
 pub mod history;
 pub mod images;
+pub mod runtime;
 pub mod topology;

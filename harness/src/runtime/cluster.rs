@@ -1,0 +1,526 @@
+//! [`Cluster`]: a topology running in containers.
+//!
+//! Networks: one per site, a WAN that every node joins for cross-site traffic, and an external network for
+//! remote users and the Edge pools. On every network a node is known by its node name and by its pool's
+//! name, so a pool name resolves to all of its servers (DNS load balancing). Ports the harness needs are
+//! published on 127.0.0.1 only, so the harness works where the host cannot route to container addresses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use testcontainers::bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig, PortBinding,
+};
+use testcontainers::bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StartContainerOptions,
+};
+use tracing::{info, warn};
+
+use super::docker::{self, ctx, Docker, RuntimeError};
+use super::labels;
+use super::roles::{self, Launch};
+use crate::images::{self, Image};
+use crate::topology::{NodeRole, NodeSpec, Role, Topology};
+
+/// How long a node may take from start to its ready line before the run fails naming it.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The networks of a run, by their role.
+pub const WAN: &str = "wan";
+pub const EXTERNAL: &str = "external";
+/// The fault proxy's node name (and DNS alias on every network).
+pub const PROXY: &str = "toxiproxy";
+
+/// One running container of the run.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    /// Node name (`fe1-2`), also its hostname and an alias on each of its networks.
+    pub name: String,
+    /// The pool it belongs to (`fe1`), its other alias; `toxiproxy` for the proxy.
+    pub pool: String,
+    /// Docker container name: `pc-<run>-<node>`.
+    pub container: String,
+    /// Logical networks (`site:dc1`, `wan`, `external`) it is attached to.
+    pub networks: Vec<String>,
+    pub launch: Launch,
+}
+
+/// Start-up and teardown durations of a run, for the benchmark and the report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub images: Duration,
+    pub start_to_ready: Duration,
+    pub teardown: Duration,
+}
+
+/// A topology running in containers. Dropping it removes every container and network of the run.
+pub struct Cluster {
+    /// The run id, in every label and Docker name.
+    pub run: String,
+    pub topology: Topology,
+    pub docker: Docker,
+    /// Logical network name → Docker network name.
+    pub networks: BTreeMap<String, String>,
+    /// Every node (pool nodes and the proxy), by node name.
+    pub nodes: BTreeMap<String, NodeHandle>,
+    pub timings: Timings,
+    torn_down: bool,
+}
+
+impl Cluster {
+    /// Ensures the images, then starts every node of `topology` and waits until each is ready.
+    pub async fn up(topology: Topology, seed: u64) -> Result<Cluster, RuntimeError> {
+        let docker = docker::connect().await?;
+        let t0 = Instant::now();
+        let built = tokio::task::spawn_blocking(|| images::ensure(&images::workspace_root()))
+            .await
+            .map_err(|e| RuntimeError::Other(format!("join the image build: {e}")))??;
+        let images_took = t0.elapsed();
+        let run = new_run_id();
+        info!(run = %run, topology = %topology.name, "starting");
+        let mut cluster = Cluster {
+            run,
+            topology,
+            docker,
+            networks: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            timings: Timings {
+                images: images_took,
+                ..Timings::default()
+            },
+            torn_down: false,
+        };
+        // From here on a failure must not leave anything behind: `cluster` is dropped on `?`, and its drop
+        // removes what exists so far.
+        let t1 = Instant::now();
+        cluster.create_networks().await?;
+        let image_of = |spec: images::ImageSpec| -> String {
+            built
+                .iter()
+                .find(|i: &&Image| i.spec == spec)
+                .map(Image::reference)
+                .expect("images::ensure returns every image of images::ALL")
+        };
+        let mut handles = vec![cluster.handle_for_proxy(seed)];
+        let specs: Vec<NodeSpec> = cluster.topology.nodes().cloned().collect();
+        handles.extend(specs.iter().map(|n| cluster.handle_for_node(n)));
+        for h in &handles {
+            cluster.create(h, &image_of(h.launch.image)).await?;
+            cluster.nodes.insert(h.name.clone(), h.clone());
+        }
+        // The proxy first: the links through it must exist before any node dials them.
+        cluster.start_and_wait(&handles[0], 0).await?;
+        cluster.create_links().await?;
+        let starts = handles[1..].iter().map(|h| cluster.start_and_wait(h, 0));
+        for r in futures::future::join_all(starts).await {
+            r?;
+        }
+        cluster.timings.start_to_ready = t1.elapsed();
+        info!(
+            run = %cluster.run,
+            containers = cluster.nodes.len(),
+            ready_ms = cluster.timings.start_to_ready.as_millis() as u64,
+            "ready"
+        );
+        Ok(cluster)
+    }
+
+    /// Removes every container and network of the run.
+    pub async fn down(mut self) -> Result<Timings, RuntimeError> {
+        let t0 = Instant::now();
+        let removals = self.nodes.values().map(|n| {
+            self.docker.remove_container(
+                &n.container,
+                Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+            )
+        });
+        for r in futures::future::join_all(removals).await {
+            if let Err(e) = r {
+                if !is_not_found(&e) {
+                    return Err(RuntimeError::Docker {
+                        action: "remove a container of the run".into(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        for net in self.networks.values() {
+            if let Err(e) = self.docker.remove_network(net).await {
+                if !is_not_found(&e) {
+                    return Err(RuntimeError::Docker {
+                        action: format!("remove network {net}"),
+                        source: e,
+                    });
+                }
+            }
+        }
+        self.torn_down = true;
+        self.timings.teardown = t0.elapsed();
+        info!(run = %self.run, teardown_ms = self.timings.teardown.as_millis() as u64, "torn down");
+        Ok(self.timings)
+    }
+
+    /// The node, if it is part of this run; anything else is outside the blast radius.
+    pub fn node(&self, name: &str) -> Result<&NodeHandle, RuntimeError> {
+        self.nodes
+            .get(name)
+            .ok_or_else(|| RuntimeError::UnknownTarget(name.to_string()))
+    }
+
+    /// The nodes of a pool, in topology order.
+    pub fn pool_nodes(&self, pool: &str) -> Vec<&NodeHandle> {
+        match self.topology.pool(pool) {
+            Some(p) => p
+                .nodes
+                .iter()
+                .filter_map(|n| self.nodes.get(&n.name))
+                .collect(),
+            None if pool == PROXY => self.nodes.get(PROXY).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Where the host reaches a node's port now (a restart may change it, so this asks Docker each time).
+    pub async fn published(
+        &self,
+        node: &str,
+        port: u16,
+        protocol: &str,
+    ) -> Result<SocketAddr, RuntimeError> {
+        let handle = self.node(node)?;
+        let info = ctx(
+            format!("inspect {}", handle.container),
+            self.docker
+                .inspect_container(&handle.container, None::<InspectContainerOptions>)
+                .await,
+        )?;
+        let binding = info
+            .network_settings
+            .and_then(|s| s.ports)
+            .and_then(|p| p.get(&format!("{port}/{protocol}")).cloned().flatten())
+            .and_then(|b| b.into_iter().next());
+        let host_port = binding
+            .and_then(|b| b.host_port)
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "find the published {port}/{protocol} of {node}: it is not running or not published"
+                ))
+            })?;
+        Ok(SocketAddr::from(([127, 0, 0, 1], host_port)))
+    }
+
+    /// The fault proxy's API as the host reaches it.
+    pub async fn proxy_api(&self) -> Result<SocketAddr, RuntimeError> {
+        self.published(PROXY, roles::PROXY_API_PORT, "tcp").await
+    }
+
+    /// The last `lines` lines a node printed (stdout and stderr).
+    pub async fn logs(&self, node: &str, lines: usize) -> String {
+        let Ok(handle) = self.node(node) else {
+            return String::new();
+        };
+        let mut stream = self.docker.logs(
+            &handle.container,
+            Some(
+                LogsOptionsBuilder::new()
+                    .stdout(true)
+                    .stderr(true)
+                    .tail(&lines.to_string())
+                    .build(),
+            ),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        out
+    }
+
+    /// Starts a created or stopped node and waits for its next ready line. `seen` is how many ready lines
+    /// it printed before (0 at first start), so an old line is never taken for a new start.
+    pub async fn start_and_wait(&self, handle: &NodeHandle, seen: usize) -> Result<(), RuntimeError> {
+        ctx(
+            format!("start {}", handle.container),
+            self.docker
+                .start_container(&handle.container, None::<StartContainerOptions>)
+                .await,
+        )?;
+        self.wait_ready(handle, seen).await
+    }
+
+    /// How many ready lines a node has printed so far.
+    pub async fn ready_lines(&self, handle: &NodeHandle) -> usize {
+        let logs = self.logs(&handle.name, 100_000).await;
+        logs.lines()
+            .filter(|l| l.starts_with(&handle.launch.ready_prefix))
+            .count()
+    }
+
+    async fn wait_ready(&self, handle: &NodeHandle, seen: usize) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut stream = self.docker.logs(
+            &handle.container,
+            Some(
+                LogsOptionsBuilder::new()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(false)
+                    .tail("all")
+                    .build(),
+            ),
+        );
+        let mut found = 0;
+        let mut partial = String::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline.into(), stream.next()).await;
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                    while let Some(end) = partial.find('\n') {
+                        let line: String = partial.drain(..=end).collect();
+                        if line.starts_with(&handle.launch.ready_prefix) {
+                            found += 1;
+                            if found > seen {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                // The stream ends when the container exits: it will never be ready.
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                    return Err(RuntimeError::NotReady {
+                        node: handle.name.clone(),
+                        waited_s: READY_TIMEOUT.as_secs(),
+                        logs: self.logs(&handle.name, 20).await,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Creates one proxy per topology link, listening on its own port and forwarding to the pool name.
+    async fn create_links(&self) -> Result<(), RuntimeError> {
+        let api = self.proxy_api().await?;
+        for (i, link) in self.topology.links.iter().enumerate() {
+            let body = serde_json::json!({
+                "name": super::inject::link_proxy_name(&link.from, &link.to),
+                "listen": format!("0.0.0.0:{}", roles::PROXY_LINK_PORT_BASE + i as u16),
+                "upstream": format!("{}:{}", link.to, roles::SIP_PORT),
+                "enabled": true,
+            });
+            super::proxy::expect(api, "POST", "/proxies", Some(&body), &[200, 201]).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_networks(&mut self) -> Result<(), RuntimeError> {
+        let mut wanted: Vec<String> = self
+            .topology
+            .sites
+            .iter()
+            .map(|s| format!("site:{s}"))
+            .collect();
+        wanted.push(WAN.into());
+        wanted.push(EXTERNAL.into());
+        for logical in wanted {
+            let name = format!("pc-{}-{}", self.run, logical.replace(':', "-"));
+            ctx(
+                format!("create network {name}"),
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(labels::for_run(&self.run)),
+                        ..Default::default()
+                    })
+                    .await,
+            )?;
+            self.networks.insert(logical, name);
+        }
+        Ok(())
+    }
+
+    fn handle_for_node(&self, node: &NodeSpec) -> NodeHandle {
+        let mut networks = vec![format!("site:{}", node.site), WAN.to_string()];
+        if node.role == NodeRole::Pool(Role::Edge) {
+            networks.push(EXTERNAL.into());
+        }
+        NodeHandle {
+            name: node.name.clone(),
+            pool: node.pool.clone(),
+            container: format!("pc-{}-{}", self.run, node.name),
+            networks,
+            launch: roles::node(node),
+        }
+    }
+
+    fn handle_for_proxy(&self, seed: u64) -> NodeHandle {
+        // The proxy sits on every network so any link of the topology can pass through it.
+        NodeHandle {
+            name: PROXY.into(),
+            pool: PROXY.into(),
+            container: format!("pc-{}-{PROXY}", self.run),
+            networks: self
+                .topology
+                .sites
+                .iter()
+                .map(|s| format!("site:{s}"))
+                .chain([WAN.to_string(), EXTERNAL.to_string()])
+                .collect(),
+            launch: roles::proxy(seed, self.topology.links.len()),
+        }
+    }
+
+    /// The endpoint of a node on one network: reachable by node name and pool name.
+    pub fn endpoint(&self, handle: &NodeHandle) -> EndpointSettings {
+        EndpointSettings {
+            aliases: Some(vec![handle.name.clone(), handle.pool.clone()]),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, handle: &NodeHandle, image: &str) -> Result<(), RuntimeError> {
+        let mut node_labels = labels::for_run(&self.run);
+        node_labels.insert(labels::NODE.into(), handle.name.clone());
+        let first = &self.networks[&handle.networks[0]];
+        let exposed: HashMap<String, HashMap<(), ()>> = handle
+            .launch
+            .ports
+            .iter()
+            .map(|p| (format!("{}/{}", p.port, p.protocol), HashMap::new()))
+            .collect();
+        let bindings = handle
+            .launch
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}/{}", p.port, p.protocol),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(handle.launch.cmd.clone()),
+            hostname: Some(handle.name.clone()),
+            env: Some(vec![
+                format!("POOLNODE_NODE={}", handle.name),
+                format!("RUST_LOG=info"),
+            ]),
+            labels: Some(node_labels),
+            exposed_ports: Some(exposed.into_keys().collect()),
+            host_config: Some(HostConfig {
+                network_mode: Some(first.clone()),
+                port_bindings: Some(bindings),
+                init: Some(false),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(first.clone(), self.endpoint(handle))])),
+            }),
+            ..Default::default()
+        };
+        ctx(
+            format!("create container {}", handle.container),
+            self.docker
+                .create_container(
+                    Some(
+                        CreateContainerOptionsBuilder::new()
+                            .name(&handle.container)
+                            .build(),
+                    ),
+                    body,
+                )
+                .await,
+        )?;
+        for logical in &handle.networks[1..] {
+            self.connect(handle, logical).await?;
+        }
+        Ok(())
+    }
+
+    /// Attaches a node to one of the run's networks under its node and pool aliases.
+    pub async fn connect(&self, handle: &NodeHandle, logical: &str) -> Result<(), RuntimeError> {
+        let net = &self.networks[logical];
+        ctx(
+            format!("connect {} to {net}", handle.container),
+            self.docker
+                .connect_network(
+                    net,
+                    NetworkConnectRequest {
+                        container: handle.container.clone(),
+                        endpoint_config: Some(self.endpoint(handle)),
+                    },
+                )
+                .await,
+        )
+    }
+}
+
+impl Drop for Cluster {
+    /// A run that ends without `down` (a panic, an early return) still leaves nothing: remove by label with
+    /// the Docker CLI, which needs no runtime (drop may run outside one, or inside one that is shutting down).
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        warn!(run = %self.run, "run dropped without teardown: removing its containers and networks");
+        remove_by_label_blocking(&self.run);
+    }
+}
+
+/// Removes every container and network labelled with `run`, through the Docker CLI.
+pub fn remove_by_label_blocking(run: &str) {
+    let filter = format!("label={}={run}", labels::RUN);
+    let list = |args: &[&str]| -> Vec<String> {
+        std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = list(&["ps", "-aq", "--filter", &filter]);
+    if !containers.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", "-v"])
+            .args(&containers)
+            .output();
+    }
+    let networks = list(&["network", "ls", "-q", "--filter", &filter]);
+    if !networks.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm"])
+            .args(&networks)
+            .output();
+    }
+}
+
+fn is_not_found(e: &testcontainers::bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        testcontainers::bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// A short random run id: 8 hex digits, enough to tell concurrent runs apart.
+fn new_run_id() -> String {
+    use rand::Rng;
+    format!("{:08x}", rand::thread_rng().gen::<u32>())
+}

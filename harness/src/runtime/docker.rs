@@ -1,0 +1,59 @@
+//! The Docker client and the runtime's errors. testcontainers has no network aliases, no multi-network
+//! create, no kill with a signal and no network connect/disconnect, so the runtime drives its re-exported
+//! bollard directly and does its own label-based cleanup.
+
+pub use testcontainers::bollard::Docker;
+
+/// What went wrong in the Docker runtime, phrased to read after "failed to", with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "reach the Docker engine ({0}); start it (`sudo systemctl start docker`), or set DOCKER_HOST, \
+         and check `docker info` works for this user"
+    )]
+    Connect(String),
+    #[error("{action}: {source}")]
+    Docker {
+        action: String,
+        #[source]
+        source: testcontainers::bollard::errors::Error,
+    },
+    #[error("{0}")]
+    Images(#[from] crate::images::ImageError),
+    #[error("start node {node}: it did not print its ready line within {waited_s} s; its last log lines:\n{logs}")]
+    NotReady {
+        node: String,
+        waited_s: u64,
+        logs: String,
+    },
+    #[error("find node or pool `{0}` in this run's topology")]
+    UnknownTarget(String),
+    #[error(
+        "act on `{0}`: it does not carry this run's labels (the harness only touches its own containers)"
+    )]
+    OutsideBlastRadius(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Connects to the local engine (DOCKER_HOST honoured) and checks it answers.
+pub async fn connect() -> Result<Docker, RuntimeError> {
+    let docker =
+        Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Connect(e.to_string()))?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+    Ok(docker)
+}
+
+/// Wraps a bollard result with the action that failed.
+pub fn ctx<T>(
+    action: impl Into<String>,
+    r: Result<T, testcontainers::bollard::errors::Error>,
+) -> Result<T, RuntimeError> {
+    r.map_err(|source| RuntimeError::Docker {
+        action: action.into(),
+        source,
+    })
+}

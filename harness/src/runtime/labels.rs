@@ -1,0 +1,118 @@
+//! Labels on every container and network of a run, and the sweep that removes earlier runs' leftovers.
+//!
+//! A run is live while the process that started it runs on this host; anything labelled by a run whose
+//! process is gone is a leftover (a panic that skipped drop, a SIGKILL). `sweep` removes leftovers only,
+//! so it is safe while other runs are going.
+
+use std::collections::{BTreeMap, HashMap};
+
+use testcontainers::bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+
+use super::docker::{ctx, Docker, RuntimeError};
+
+/// The run id; every object of a run carries it.
+pub const RUN: &str = "org.poolchaos.run";
+/// The pid of the process that owns the run.
+pub const PID: &str = "org.poolchaos.pid";
+/// The host that process runs on (a pid means nothing elsewhere).
+pub const HOST: &str = "org.poolchaos.host";
+/// The node name (containers only).
+pub const NODE: &str = "org.poolchaos.node";
+
+/// The labels of a run owned by this process.
+pub fn for_run(run: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (RUN.to_string(), run.to_string()),
+        (PID.to_string(), std::process::id().to_string()),
+        (HOST.to_string(), hostname()),
+    ])
+}
+
+/// This machine's hostname, as the kernel knows it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether the run that set these labels still has its process on this host.
+pub fn owner_alive(labels: &HashMap<String, String>) -> bool {
+    let same_host = labels.get(HOST).map(String::as_str) == Some(hostname().as_str());
+    let pid = labels.get(PID).and_then(|p| p.parse::<u32>().ok());
+    match (same_host, pid) {
+        (true, Some(pid)) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        // Another host's run, or labels we cannot read: not ours to judge as dead unless asked for all.
+        _ => labels.get(HOST).is_some_and(|h| h != &hostname()),
+    }
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub runs: Vec<String>,
+    pub containers: usize,
+    pub networks: usize,
+}
+
+/// Removes the containers and networks of runs whose owner is gone (or of every run when `all`).
+pub async fn sweep(docker: &Docker, all: bool) -> Result<Swept, RuntimeError> {
+    let filters = HashMap::from([("label".to_string(), vec![RUN.to_string()])]);
+    let containers = ctx(
+        "list labelled containers",
+        docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await,
+    )?;
+    let networks = ctx(
+        "list labelled networks",
+        docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await,
+    )?;
+    let mut runs = BTreeMap::new();
+    let mut swept = Swept::default();
+    for c in containers {
+        let labels = c.labels.unwrap_or_default();
+        if !all && owner_alive(&labels) {
+            continue;
+        }
+        if let (Some(id), Some(run)) = (c.id, labels.get(RUN)) {
+            runs.insert(run.clone(), ());
+            ctx(
+                format!("remove leftover container {id}"),
+                docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+                    )
+                    .await,
+            )?;
+            swept.containers += 1;
+        }
+    }
+    for n in networks {
+        let labels = n.labels.unwrap_or_default();
+        if !all && owner_alive(&labels) {
+            continue;
+        }
+        if let (Some(id), Some(run)) = (n.id, labels.get(RUN)) {
+            runs.insert(run.clone(), ());
+            ctx(
+                format!("remove leftover network {id}"),
+                docker.remove_network(&id).await,
+            )?;
+            swept.networks += 1;
+        }
+    }
+    swept.runs = runs.into_keys().collect();
+    Ok(swept)
+}

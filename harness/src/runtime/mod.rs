@@ -1,0 +1,20 @@
+//! The Docker runtime: a topology started as containers on per-site networks, a WAN and an external network,
+//! every object labelled with its run so teardown, drop and `poolchaos sweep` find them all.
+//!
+//! - [`labels`]: the labels every container and network carries, and the sweep of earlier runs' leftovers.
+//! - [`roles`]: how each node role is started (command, ports, ready line): the one place that knows the image.
+//! - [`cluster`]: [`Cluster`], a topology running in containers: `up`, `down`, addresses, logs.
+//! - [`docker`]: the Docker client and its errors, each saying what to do.
+//! - [`inject`]: applies each fault, verifies it took effect, undoes it ([`Injector`]).
+//! - [`proxy`]: the fault proxy's Toxiproxy API, as the harness calls it.
+
+pub mod cluster;
+pub mod docker;
+pub mod inject;
+pub mod labels;
+pub mod proxy;
+pub mod roles;
+
+pub use cluster::{Cluster, NodeHandle};
+pub use docker::RuntimeError;
+pub use inject::{FaultRecord, Injector};
