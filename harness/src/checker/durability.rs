@@ -1,0 +1,423 @@
+//! Durability: every acknowledged contact or presence write stays visible to later reads and is never rolled
+//! back. For a pool failover, where the backup pool serves from a copy made every few minutes, the loss is
+//! measured (count, span, how far back before the fault) and judged against an RPO bound.
+//!
+//! Each piece of user data is a register: a contact-list entry (owner, contact) written by `contact_add`
+//! (present) and `contact_remove` (absent) and read by the owner's `contact_list`; a user's presence written by
+//! `publish` and read by any watcher's `notify_received`. A read must show the last write acknowledged before
+//! it started, or a write that may have been applied after that one (indeterminate or concurrent); anything
+//! else lost that acknowledged write.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::compose::Checker;
+use super::verdict::{Verdict, Violation};
+use crate::history::{Fault, History, Op, Outcome};
+
+/// What durability found, for the report's counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loss {
+    pub writes_acked: u64,
+    /// Acknowledged writes a later read did not show.
+    pub writes_lost: u64,
+    /// From the first to the last acknowledgement of a lost write.
+    pub loss_span_us: u64,
+    /// The largest time between a lost write's acknowledgement and the fault after it: the observed RPO.
+    pub rpo_observed_us: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Item {
+    Contact { owner: String, contact: String },
+    Presence { user: String },
+}
+
+impl Item {
+    fn describe(&self) -> String {
+        match self {
+            Item::Contact { owner, contact } => format!("contact {contact} of {owner}"),
+            Item::Presence { user } => format!("presence of {user}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Write {
+    user: String,
+    value: String,
+    invoke_us: u64,
+    /// `None` while indeterminate.
+    complete_us: Option<u64>,
+    acked: bool,
+    failed: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Read {
+    reader: String,
+    value: String,
+    /// The earliest moment the read may reflect.
+    from_us: u64,
+    to_us: u64,
+}
+
+/// Checks durability.
+#[derive(Clone, Debug)]
+pub struct Durability {
+    /// `None`: nothing acknowledged may be lost (RPO 0). `Some(b)`: writes acknowledged less than `b` before a
+    /// fault may be lost (counted, not a violation); older ones may not.
+    pub rpo_bound_ms: Option<u64>,
+    /// How stale a NOTIFY may be: a NOTIFY received at `t` must reflect writes acknowledged before `t - lag`
+    /// (one sent just before a PUBLISH was applied may arrive after its 200 OK).
+    pub notify_lag_ms: u64,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            rpo_bound_ms: None,
+            notify_lag_ms: 1_000,
+        }
+    }
+}
+
+const PRESENT: &str = "present";
+const ABSENT: &str = "absent";
+
+impl Durability {
+    fn collect(
+        &self,
+        history: &History,
+    ) -> (BTreeMap<Item, Vec<Write>>, BTreeMap<Item, Vec<Read>>) {
+        let mut writes: BTreeMap<Item, Vec<Write>> = BTreeMap::new();
+        let mut contact_reads: Vec<(String, BTreeSet<String>, u64, u64)> = Vec::new();
+        let mut reads: BTreeMap<Item, Vec<Read>> = BTreeMap::new();
+        for op in history.operations() {
+            let write = |value: &str| Write {
+                user: op.user.clone(),
+                value: value.to_owned(),
+                invoke_us: op.start_us(),
+                complete_us: if op.is_indeterminate() {
+                    None
+                } else {
+                    op.complete_at_us
+                },
+                acked: op.is_ok(),
+                failed: matches!(op.outcome, Outcome::Fail(_)),
+            };
+            match (&op.op, &op.outcome) {
+                (Op::ContactAdd { contact }, _) => writes
+                    .entry(Item::Contact {
+                        owner: op.user.clone(),
+                        contact: contact.clone(),
+                    })
+                    .or_default()
+                    .push(write(PRESENT)),
+                (Op::ContactRemove { contact }, _) => writes
+                    .entry(Item::Contact {
+                        owner: op.user.clone(),
+                        contact: contact.clone(),
+                    })
+                    .or_default()
+                    .push(write(ABSENT)),
+                (Op::Publish { state }, _) => writes
+                    .entry(Item::Presence {
+                        user: op.user.clone(),
+                    })
+                    .or_default()
+                    .push(write(state)),
+                (
+                    Op::ContactList { .. },
+                    Outcome::Ok(Op::ContactList {
+                        contacts: Some(list),
+                    }),
+                ) => contact_reads.push((
+                    op.user.clone(),
+                    list.iter().cloned().collect(),
+                    op.start_us(),
+                    op.complete_at_us.unwrap_or(0),
+                )),
+                (
+                    Op::NotifyReceived {
+                        target,
+                        state: Some(state),
+                    },
+                    Outcome::Ok(_),
+                ) => {
+                    let at = op.complete_at_us.unwrap_or(0);
+                    reads
+                        .entry(Item::Presence {
+                            user: target.clone(),
+                        })
+                        .or_default()
+                        .push(Read {
+                            reader: op.user.clone(),
+                            value: state.clone(),
+                            from_us: at.saturating_sub(self.notify_lag_ms * 1000),
+                            to_us: at,
+                        });
+                }
+                _ => {}
+            }
+        }
+        // A contact-list read reads every entry its owner ever wrote.
+        for (owner, list, from_us, to_us) in contact_reads {
+            for item in writes.keys() {
+                if let Item::Contact { owner: o, contact } = item {
+                    if *o == owner {
+                        let value = if list.contains(contact) {
+                            PRESENT
+                        } else {
+                            ABSENT
+                        };
+                        reads.entry(item.clone()).or_default().push(Read {
+                            reader: owner.clone(),
+                            value: value.to_owned(),
+                            from_us,
+                            to_us,
+                        });
+                    }
+                }
+            }
+        }
+        (writes, reads)
+    }
+
+    /// Judges durability and measures the loss.
+    pub fn judge(&self, history: &History) -> (Verdict, Loss) {
+        let name = self.name();
+        let (writes, reads) = self.collect(history);
+        let mut loss = Loss {
+            writes_acked: writes.values().flatten().filter(|w| w.acked).count() as u64,
+            ..Loss::default()
+        };
+        if loss.writes_acked == 0 {
+            return (
+                Verdict::Unknown("no contact or presence write was acknowledged".into()),
+                loss,
+            );
+        }
+        let mut violations = Vec::new();
+        let mut undecided = Vec::new();
+        // Every lost acknowledged write once: (item, index of the write).
+        let mut lost: BTreeMap<(Item, usize), (u64, &Read)> = BTreeMap::new();
+        for (item, item_reads) in &reads {
+            let Some(item_writes) = writes.get(item) else {
+                continue;
+            };
+            for read in item_reads {
+                // The last write acknowledged before the read could have started.
+                let Some((last_index, last)) = item_writes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.acked && w.complete_us.is_some_and(|c| c < read.from_us))
+                    .max_by_key(|(_, w)| w.complete_us)
+                else {
+                    continue;
+                };
+                let allowed = item_writes.iter().any(|w| {
+                    w.value == read.value
+                        && (std::ptr::eq(w, last)
+                            || (!w.failed
+                                && w.invoke_us < read.to_us
+                                && w.complete_us.is_none_or(|c| c > last.invoke_us)))
+                });
+                if !allowed {
+                    lost.entry((item.clone(), last_index))
+                        .or_insert((read.to_us, read));
+                }
+            }
+        }
+        let mut lost_acks = Vec::new();
+        for ((item, index), (read_at, read)) in &lost {
+            let write = &item_writes_of(&writes, item)[*index];
+            let acked_at = write.complete_us.unwrap_or(0);
+            lost_acks.push(acked_at);
+            let rolled_back = item_writes_of(&writes, item)
+                .iter()
+                .any(|w| w.value == read.value);
+            let how = if rolled_back {
+                "rolled back to an older value"
+            } else {
+                "not visible"
+            };
+            let within_rpo = match self.rpo_bound_ms {
+                None => false,
+                Some(bound_ms) => next_fault(&history.faults, acked_at).is_some_and(|f| {
+                    f.effective_at_us().saturating_sub(acked_at) <= bound_ms * 1000
+                }),
+            };
+            if let Some(fault) = next_fault(&history.faults, acked_at) {
+                loss.rpo_observed_us = loss
+                    .rpo_observed_us
+                    .max(fault.effective_at_us().saturating_sub(acked_at));
+            }
+            if !within_rpo {
+                violations.push(Violation::new(
+                    name,
+                    Some(&write.user),
+                    Some(*read_at),
+                    format!(
+                        "{} written {:?} (acknowledged at {} ms) {how}: {} read {:?}",
+                        item.describe(),
+                        write.value,
+                        acked_at / 1000,
+                        read.reader,
+                        read.value
+                    ),
+                ));
+            }
+        }
+        loss.writes_lost = lost.len() as u64;
+        if let (Some(first), Some(last)) = (lost_acks.iter().min(), lost_acks.iter().max()) {
+            loss.loss_span_us = last - first;
+        }
+        // Durability across a fault needs a read after it: without one, "nothing lost" was not observed.
+        if let Some(last_fault_us) = history.faults.iter().map(Fault::effective_at_us).max() {
+            let read_after = reads.values().flatten().any(|r| r.from_us >= last_fault_us);
+            if !read_after {
+                undecided.push("no contact list or presence was read after the last fault".into());
+            }
+        } else if reads.is_empty() {
+            undecided.push("no contact list or presence was read".into());
+        }
+        (Verdict::from_findings(violations, undecided), loss)
+    }
+}
+
+fn item_writes_of<'a>(writes: &'a BTreeMap<Item, Vec<Write>>, item: &Item) -> &'a [Write] {
+    writes.get(item).map_or(&[], Vec::as_slice)
+}
+
+/// The first fault in force at or after `at_us`.
+fn next_fault(faults: &[Fault], at_us: u64) -> Option<&Fault> {
+    faults
+        .iter()
+        .filter(|f| {
+            f.effective_at_us() >= at_us
+                || f.undone_at_us.is_none_or(|u| u >= at_us) && f.requested_at_us <= at_us
+        })
+        .min_by_key(|f| f.effective_at_us())
+}
+
+impl Checker for Durability {
+    fn name(&self) -> &'static str {
+        "durability"
+    }
+
+    fn check(&self, history: &History) -> Verdict {
+        self.judge(history).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::fixtures::{add, clean, list, list_invoke, Build};
+
+    #[test]
+    fn the_clean_run_is_valid() {
+        let (v, loss) = Durability::default().judge(&clean().build());
+        assert_eq!(v, Verdict::Valid);
+        assert_eq!((loss.writes_acked, loss.writes_lost), (2, 0));
+    }
+
+    #[test]
+    fn a_rolled_back_contact_is_a_violation() {
+        let h = clean()
+            .ok_with("bob", list_invoke(), list(&[]), 52_000, 52_030)
+            .build();
+        let (v, loss) = Durability::default().judge(&h);
+        assert_eq!(loss.writes_lost, 1);
+        assert!(
+            v.violations()[0].what.contains("contact alice of bob"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_rolled_back_presence_is_a_violation() {
+        let h = clean()
+            .ok(
+                "carol",
+                Op::Publish {
+                    state: "away#2".into(),
+                },
+                42_000,
+                42_020,
+            )
+            .observe(
+                "alice",
+                Op::NotifyReceived {
+                    target: "carol".into(),
+                    state: Some("busy#1".into()),
+                },
+                50_000,
+            )
+            .build();
+        let v = Durability::default().check(&h);
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("rolled back to an older value"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_loss_within_the_rpo_bound_is_measured_not_a_violation() {
+        // Pool failover at 100 s; the backup copy missed the contact acknowledged at 95 s.
+        let h = Build::new(&["dave"])
+            .ok("dave", add("erin"), 10_000, 10_050)
+            .ok("dave", add("frank"), 95_000, 95_050)
+            .fault("pool_failover", "fe-a", 100_000, Some(101_000), None)
+            .ok_with("dave", list_invoke(), list(&["erin"]), 120_000, 120_100)
+            .end(130_000)
+            .build();
+        let within = Durability {
+            rpo_bound_ms: Some(30_000),
+            ..Default::default()
+        };
+        let (v, loss) = within.judge(&h);
+        assert_eq!(v, Verdict::Valid);
+        assert_eq!(loss.writes_lost, 1);
+        assert_eq!(loss.rpo_observed_us, 5_950_000);
+        let strict = Durability {
+            rpo_bound_ms: Some(1_000),
+            ..Default::default()
+        };
+        assert_eq!(strict.check(&h).violations().len(), 1);
+    }
+
+    #[test]
+    fn a_write_concurrent_with_the_read_may_or_may_not_show() {
+        let h = clean()
+            .timeout(
+                "bob",
+                Op::ContactRemove {
+                    contact: "alice".into(),
+                },
+                51_000,
+                53_000,
+            )
+            .ok_with("bob", list_invoke(), list(&[]), 52_000, 52_030)
+            .build();
+        assert_eq!(Durability::default().check(&h), Verdict::Valid);
+    }
+
+    #[test]
+    fn no_read_after_the_fault_is_unknown() {
+        let h = Build::new(&["dave"])
+            .ok("dave", add("erin"), 1_000, 1_050)
+            .fault("kill", "fe-a1", 2_000, Some(2_100), Some(3_000))
+            .end(10_000)
+            .build();
+        assert!(
+            matches!(Durability::default().check(&h), Verdict::Unknown(r) if r.contains("after the last fault"))
+        );
+        assert!(matches!(
+            Durability::default().check(&History::default()),
+            Verdict::Unknown(_)
+        ));
+    }
+}

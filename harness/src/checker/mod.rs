@@ -1,0 +1,31 @@
+//! Checkers: each reads a history and returns a verdict. A checker that cannot decide says unknown, never valid.
+//!
+//! - [`verdict`]: `Verdict`, `Violation` and how verdicts merge (invalid beats unknown beats valid).
+//! - [`compose`]: the `Checker` trait and `Composed`, which runs a scenario's checkers and merges their verdicts.
+//! - [`registration`]: registration continuity: affected users come back within the bound, others never leave.
+//! - [`im`]: IM delivery: acknowledged IMs delivered exactly once and in order, refused ones never.
+//! - [`durability`]: acknowledged contact and presence writes stay visible; loss measured against an RPO bound.
+//! - [`split_brain`]: never two principals of a Back End pool, never two primaries of a routing group.
+//! - [`quorum`]: a pool serves exactly when the literal quorum table says it should.
+//! - [`resiliency`]: in resiliency mode persistent changes are refused and IM works.
+
+pub mod compose;
+pub mod durability;
+pub mod im;
+pub mod quorum;
+pub mod registration;
+pub mod resiliency;
+pub mod split_brain;
+pub mod verdict;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use compose::{Checker, Composed};
+pub use durability::Durability;
+pub use im::ImDelivery;
+pub use quorum::Quorum;
+pub use registration::RegistrationContinuity;
+pub use resiliency::ResiliencyMode;
+pub use split_brain::NoSplitBrain;
+pub use verdict::{Verdict, Violation};

@@ -1,0 +1,335 @@
+//! Registration continuity: every user whose registration broke during a fault registers again within the
+//! scenario's bound, and no user is signed out while no fault is in force.
+//!
+//! A user is signed in by a `register` ok (or a `refresh` ok that is not `register-action="added"`), and signed
+//! out by a failed or timed-out `register`/`refresh`, a `refresh` answered `added` (the server lost the binding)
+//! or a `registration_lost` observation. A sign-out belongs to the last fault whose window holds it: from the
+//! fault's request to its undo plus `settle_ms` (failback signs users out too), or to the end if never undone.
+
+use super::compose::Checker;
+use super::verdict::{Verdict, Violation};
+use crate::history::{Fault, History, Op, Outcome};
+
+/// One break of one user's registration, and when the user came back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignOut {
+    pub user: String,
+    pub at_us: u64,
+    /// The fault whose window holds the sign-out (its id), if any.
+    pub fault: Option<u64>,
+    /// The first sign-in after the sign-out.
+    pub back_at_us: Option<u64>,
+    /// The first sign-in after the sign-out that is not in resiliency mode.
+    pub full_service_at_us: Option<u64>,
+}
+
+impl SignOut {
+    /// When the user's time away counts from: the fault's proof of effect, or the sign-out if later (a
+    /// sign-out at failback). The `reregister` metric and the bound both count from here.
+    pub fn outage_start_us(&self, faults: &[Fault]) -> u64 {
+        let fault_at = self
+            .fault
+            .and_then(|id| faults.iter().find(|f| f.id == id))
+            .map_or(0, Fault::effective_at_us);
+        self.at_us.max(fault_at)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Event {
+    SignedIn { resiliency: bool },
+    SignedOut,
+}
+
+/// Every user's sign-ins and sign-outs, in time order per user.
+fn events(history: &History) -> Vec<(String, u64, Event)> {
+    let mut events = Vec::new();
+    for op in history.operations() {
+        let at = op.complete_at_us;
+        let event = match (&op.op, &op.outcome) {
+            (Op::Register { .. }, Outcome::Ok(Op::Register { resiliency, .. })) => {
+                Some(Event::SignedIn {
+                    resiliency: *resiliency,
+                })
+            }
+            (Op::Refresh { .. }, Outcome::Ok(Op::Refresh { action, resiliency })) => {
+                if action.as_deref() == Some("added") {
+                    Some(Event::SignedOut)
+                } else {
+                    Some(Event::SignedIn {
+                        resiliency: *resiliency,
+                    })
+                }
+            }
+            (Op::Register { .. } | Op::Refresh { .. }, Outcome::Fail(_) | Outcome::Timeout) => {
+                Some(Event::SignedOut)
+            }
+            (Op::RegistrationLost { .. }, Outcome::Ok(_)) => Some(Event::SignedOut),
+            _ => None,
+        };
+        if let (Some(event), Some(at)) = (event, at) {
+            events.push((op.user.clone(), at, event));
+        }
+    }
+    // Stable: same-stamp events keep their recorded order.
+    events.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    events
+}
+
+/// Every sign-out of a signed-in user, with the fault it belongs to and when the user came back.
+pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
+    let events = events(history);
+    let mut out = Vec::new();
+    let mut signed_in = false;
+    let mut user: Option<&str> = None;
+    for (index, (name, at_us, event)) in events.iter().enumerate() {
+        if user != Some(name.as_str()) {
+            user = Some(name);
+            signed_in = false;
+        }
+        match event {
+            Event::SignedIn { .. } => signed_in = true,
+            Event::SignedOut if signed_in => {
+                signed_in = false;
+                let later = events[index + 1..].iter().take_while(|e| &e.0 == name);
+                let mut back_at_us = None;
+                let mut full_service_at_us = None;
+                for (_, at, e) in later {
+                    if let Event::SignedIn { resiliency } = e {
+                        back_at_us = back_at_us.or(Some(*at));
+                        if !resiliency {
+                            full_service_at_us = Some(*at);
+                            break;
+                        }
+                    }
+                }
+                out.push(SignOut {
+                    user: name.clone(),
+                    at_us: *at_us,
+                    fault: fault_holding(&history.faults, *at_us, settle_ms),
+                    back_at_us,
+                    full_service_at_us,
+                });
+            }
+            Event::SignedOut => {}
+        }
+    }
+    out
+}
+
+/// The last-requested fault whose window holds `at_us`.
+pub fn fault_holding(faults: &[Fault], at_us: u64, settle_ms: u64) -> Option<u64> {
+    faults
+        .iter()
+        .filter(|f| {
+            let end = f
+                .undone_at_us
+                .map_or(u64::MAX, |u| u.saturating_add(settle_ms * 1000));
+            f.requested_at_us <= at_us && at_us <= end
+        })
+        .max_by_key(|f| f.requested_at_us)
+        .map(|f| f.id)
+}
+
+/// Checks registration continuity.
+#[derive(Clone, Debug)]
+pub struct RegistrationContinuity {
+    /// How long an affected user may stay signed out, from the fault's proof of effect.
+    pub reregister_bound_ms: u64,
+    /// How long after a fault's undo a sign-out still belongs to it (failback).
+    pub settle_ms: u64,
+    /// Whether the scenario's faults must sign someone out. True for FE and pool faults; false for faults users
+    /// should not notice (a BE failover with a witness), where "nobody was affected" is the claim itself.
+    pub expect_affected: bool,
+}
+
+impl Default for RegistrationContinuity {
+    fn default() -> Self {
+        RegistrationContinuity {
+            reregister_bound_ms: 30_000,
+            settle_ms: 5_000,
+            expect_affected: true,
+        }
+    }
+}
+
+impl Checker for RegistrationContinuity {
+    fn name(&self) -> &'static str {
+        "registration"
+    }
+
+    fn check(&self, history: &History) -> Verdict {
+        let name = self.name();
+        if history.operations().is_empty() {
+            return Verdict::Unknown("the history holds no operation".into());
+        }
+        let mut undecided = Vec::new();
+        for fault in &history.faults {
+            if fault.verified_at_us.is_none() {
+                undecided.push(format!(
+                    "fault {} ({} {}) was never verified to take effect",
+                    fault.id, fault.kind, fault.target
+                ));
+            }
+        }
+        let end_us = history.last_at_us();
+        let bound_us = self.reregister_bound_ms * 1000;
+        let mut violations = Vec::new();
+        let sign_outs = sign_outs(history, self.settle_ms);
+        for s in &sign_outs {
+            let Some(fault) = s.fault else {
+                violations.push(Violation::new(
+                    name,
+                    Some(&s.user),
+                    Some(s.at_us),
+                    "signed out while no fault was in force",
+                ));
+                continue;
+            };
+            let start_us = s.outage_start_us(&history.faults);
+            match s.back_at_us {
+                Some(back) if back.saturating_sub(start_us) <= bound_us => {}
+                Some(back) => violations.push(Violation::new(
+                    name,
+                    Some(&s.user),
+                    Some(s.at_us),
+                    format!(
+                        "registered again {} ms after fault {fault}, over the bound of {} ms",
+                        back.saturating_sub(start_us) / 1000,
+                        self.reregister_bound_ms
+                    ),
+                )),
+                None if end_us.saturating_sub(start_us) >= bound_us => {
+                    violations.push(Violation::new(
+                        name,
+                        Some(&s.user),
+                        Some(s.at_us),
+                        format!("never registered again after fault {fault}"),
+                    ))
+                }
+                None => undecided.push(format!(
+                    "{} signed out at {} ms and the history ends before the bound of {} ms elapsed",
+                    s.user,
+                    s.at_us / 1000,
+                    self.reregister_bound_ms
+                )),
+            }
+        }
+        if self.expect_affected
+            && !history.faults.is_empty()
+            && sign_outs.iter().all(|s| s.fault.is_none())
+        {
+            undecided.push(
+                "no user was affected by any fault, so continuity across a fault was not observed"
+                    .into(),
+            );
+        }
+        Verdict::from_findings(violations, undecided)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::fixtures::{clean, register, Build};
+    use crate::history::Op;
+
+    fn check(h: &History) -> Verdict {
+        RegistrationContinuity {
+            reregister_bound_ms: 5_000,
+            ..Default::default()
+        }
+        .check(h)
+    }
+
+    #[test]
+    fn the_clean_run_is_valid() {
+        assert_eq!(check(&clean().build()), Verdict::Valid);
+    }
+
+    #[test]
+    fn an_affected_user_never_back_is_a_violation() {
+        let h = clean()
+            .observe(
+                "carol",
+                Op::RegistrationLost {
+                    reason: "reset".into(),
+                },
+                10_400,
+            )
+            .fail("carol", register(false), 11_000, 11_100, "503")
+            .build();
+        let v = check(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert_eq!(v.violations()[0].user.as_deref(), Some("carol"));
+        assert!(v.violations()[0].what.contains("never registered again"));
+    }
+
+    #[test]
+    fn a_user_back_after_the_bound_is_a_violation() {
+        let h = clean()
+            .observe(
+                "carol",
+                Op::RegistrationLost {
+                    reason: "reset".into(),
+                },
+                10_400,
+            )
+            .ok("carol", register(false), 19_000, 19_100)
+            .build();
+        let v = check(&h);
+        assert!(
+            v.violations()[0].what.contains("8700 ms after fault 0"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_unaffected_user_signed_out_is_a_violation() {
+        let h = clean()
+            .ok(
+                "bob",
+                Op::Refresh {
+                    action: Some("added".into()),
+                    resiliency: false,
+                },
+                50_000,
+                50_010,
+            )
+            .ok("bob", register(false), 50_100, 50_200)
+            .build();
+        let v = check(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert_eq!(v.violations()[0].user.as_deref(), Some("bob"));
+        assert!(v.violations()[0].what.contains("no fault was in force"));
+    }
+
+    #[test]
+    fn undecidable_histories_are_unknown() {
+        assert!(matches!(check(&History::default()), Verdict::Unknown(_)));
+        // A fault that signed nobody out: the run did not observe continuity across a fault.
+        let h = Build::new(&["bob"])
+            .ok("bob", register(false), 0, 10)
+            .fault("kill", "fe-a1", 1_000, Some(1_100), Some(2_000))
+            .end(10_000)
+            .build();
+        assert!(matches!(check(&h), Verdict::Unknown(r) if r.contains("no user was affected")));
+        // A fault never proven to take effect.
+        let h = clean().fault("kill", "fe-a2", 50_000, None, None).build();
+        assert!(matches!(check(&h), Verdict::Unknown(r) if r.contains("never verified")));
+        // Signed out near the end: the bound has not elapsed.
+        let h = Build::new(&["bob"])
+            .ok("bob", register(false), 0, 10)
+            .fault("kill", "fe-a1", 1_000, Some(1_100), None)
+            .observe(
+                "bob",
+                Op::RegistrationLost {
+                    reason: "reset".into(),
+                },
+                1_200,
+            )
+            .end(2_000)
+            .build();
+        assert!(matches!(check(&h), Verdict::Unknown(r) if r.contains("before the bound")));
+    }
+}

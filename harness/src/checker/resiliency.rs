@@ -1,0 +1,166 @@
+//! Resiliency mode: while a user is signed in in resiliency mode (its `register`/`refresh` ok says
+//! `resiliency: true`, until one says `false`), its contact-list changes are refused with an explicit error,
+//! its contact list is not served, and its IMs are not refused.
+//!
+//! A contact change that timed out counts as not refused: the reference pool promises an explicit error.
+//! `publish` is not judged here: the pool shows the user's presence as unknown, which says nothing of the write.
+
+use std::collections::BTreeMap;
+
+use super::compose::Checker;
+use super::verdict::{Verdict, Violation};
+use crate::history::{History, Op, Outcome};
+
+/// Checks resiliency mode.
+#[derive(Clone, Debug, Default)]
+pub struct ResiliencyMode;
+
+impl Checker for ResiliencyMode {
+    fn name(&self) -> &'static str {
+        "resiliency"
+    }
+
+    fn check(&self, history: &History) -> Verdict {
+        let name = self.name();
+        let operations = history.operations();
+        // user → spans [from, to) in resiliency mode, from sign-ins in time order.
+        let mut sign_ins: Vec<(&str, u64, bool)> = operations
+            .iter()
+            .filter_map(|op| match op.ok_value() {
+                Some(Op::Register { resiliency, .. }) => {
+                    Some((op.user.as_str(), op.complete_at_us?, *resiliency))
+                }
+                Some(Op::Refresh { action, resiliency }) if action.as_deref() != Some("added") => {
+                    Some((op.user.as_str(), op.complete_at_us?, *resiliency))
+                }
+                _ => None,
+            })
+            .collect();
+        sign_ins.sort_by_key(|s| s.1);
+        let mut spans: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut open: BTreeMap<&str, u64> = BTreeMap::new();
+        for (user, at, resiliency) in sign_ins {
+            match (resiliency, open.get(user).copied()) {
+                (true, None) => {
+                    open.insert(user, at);
+                }
+                (false, Some(from)) => {
+                    open.remove(user);
+                    spans.entry(user).or_default().push((from, at));
+                }
+                _ => {}
+            }
+        }
+        for (user, from) in open {
+            spans.entry(user).or_default().push((from, u64::MAX));
+        }
+        if spans.is_empty() {
+            return Verdict::Unknown("no user entered resiliency mode".into());
+        }
+        let in_mode = |user: &str, at: u64| {
+            spans
+                .get(user)
+                .is_some_and(|s| s.iter().any(|&(from, to)| from <= at && at < to))
+        };
+        let mut violations = Vec::new();
+        let mut tried = 0;
+        for op in &operations {
+            let Some(invoked) = op.invoke_at_us else {
+                continue;
+            };
+            if !in_mode(&op.user, invoked) {
+                continue;
+            }
+            let at = op.complete_at_us.or(Some(invoked));
+            let problem = match (&op.op, &op.outcome) {
+                (Op::ContactAdd { .. } | Op::ContactRemove { .. }, outcome) => {
+                    tried += 1;
+                    match outcome {
+                        Outcome::Ok(_) => {
+                            Some(format!("{} accepted in resiliency mode", op.op.name()))
+                        }
+                        Outcome::Timeout | Outcome::Pending => Some(format!(
+                            "{} in resiliency mode not refused with an explicit error",
+                            op.op.name()
+                        )),
+                        Outcome::Fail(_) => None,
+                    }
+                }
+                (Op::ContactList { .. }, Outcome::Ok(_)) => {
+                    tried += 1;
+                    Some("contact list served in resiliency mode".to_owned())
+                }
+                (Op::ImSend { to, seq }, outcome) => {
+                    tried += 1;
+                    match outcome {
+                        Outcome::Fail(error) => Some(format!(
+                            "IM ({}, {seq}) to {to} refused in resiliency mode ({})",
+                            op.user,
+                            error.as_deref().unwrap_or("no reason")
+                        )),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(what) = problem {
+                violations.push(Violation::new(name, Some(&op.user), at, what));
+            }
+        }
+        let undecided = if tried == 0 {
+            vec![
+                "no contact change, contact list read or IM was tried in resiliency mode"
+                    .to_owned(),
+            ]
+        } else {
+            Vec::new()
+        };
+        Verdict::from_findings(violations, undecided)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::fixtures::{add, clean, got, im, list, list_invoke, register};
+
+    fn in_resiliency() -> crate::checker::fixtures::Build {
+        clean()
+            .ok("carol", register(true), 21_000, 21_100)
+            .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .ok("carol", im("bob", 1), 23_000, 23_050)
+            .observe("bob", got("carol", 1), 23_040)
+            .ok("carol", register(false), 29_000, 29_100)
+    }
+
+    #[test]
+    fn refusals_and_working_im_are_valid() {
+        assert_eq!(
+            ResiliencyMode.check(&in_resiliency().build()),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn an_accepted_contact_change_or_a_refused_im_is_a_violation() {
+        let h = in_resiliency()
+            .ok("carol", add("alice"), 24_000, 24_050)
+            .fail("carol", im("alice", 1), 25_000, 25_050, "480")
+            .ok_with("carol", list_invoke(), list(&["bob"]), 26_000, 26_050)
+            .build();
+        let v = ResiliencyMode.check(&h);
+        let whats: Vec<&str> = v.violations().iter().map(|v| v.what.as_str()).collect();
+        assert_eq!(whats.len(), 3, "{whats:?}");
+        assert!(whats[0].contains("contact_add accepted"));
+        assert!(whats[1].contains("refused in resiliency mode"));
+        assert!(whats[2].contains("contact list served"));
+    }
+
+    #[test]
+    fn no_user_in_resiliency_mode_is_unknown() {
+        assert!(matches!(
+            ResiliencyMode.check(&clean().build()),
+            Verdict::Unknown(_)
+        ));
+    }
+}
