@@ -1,0 +1,9 @@
+//! Integration tests of faultproxy, in-process and on loopback only. One binary, one module per
+//! topic; names read as claims.
+
+mod api;
+mod client;
+mod responsiveness;
+mod seed;
+mod support;
+mod toxics;
