@@ -1,9 +1,19 @@
 //! The reference pool: a working model of Lync Server 2013's high availability and disaster recovery.
 //!
 //! Every role runs from the one `poolnode` binary as a subcommand; each role is a server with
-//! `run(listener, shutdown)` so tests run it in-process and containers run the same code.
+//! `run(listeners, shutdown)` so tests run it in-process and containers run the same code.
 //!
 //! Module map:
 //! - [`version`]: the build's version line, printed by `poolnode version`.
+//! - [`sip`]: SIP for every role: [`sip::codec`] frames TCP streams and UDP datagrams (compact names, size
+//!   limits), [`sip::message`] parses with the mandatory checks and builds messages, [`sip::digest`] checks digest
+//!   credentials, [`sip::transaction`] answers UDP retransmissions, [`sip::transport`] runs a [`sip::Handler`]
+//!   over TCP and UDP and lets it send requests back to a client ([`sip::Peer`]).
+//! - [`frontend`]: the Front End role: [`frontend::store`] (the persistent user state, changed only by
+//!   [`frontend::Write`]s), [`frontend::registrar`], [`frontend::presence`], [`frontend::im`],
+//!   [`frontend::contacts`], [`frontend::overload`], [`frontend::users`] (credentials),
+//!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools).
 
+pub mod frontend;
+pub mod sip;
 pub mod version;

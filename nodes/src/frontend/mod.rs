@@ -1,0 +1,18 @@
+//! The Front End role: registrar, presence and IM server for the users homed on it.
+
+pub mod contacts;
+pub mod error;
+pub mod im;
+pub mod overload;
+pub mod presence;
+pub mod registrar;
+pub mod server;
+pub mod standalone;
+pub mod store;
+pub mod users;
+
+pub use error::{FrontEndError, UsersFileError};
+pub use server::{run, serve, FrontEnd, FrontEndConfig};
+pub use standalone::{run_standalone, StandaloneOptions};
+pub use store::{Binding, Publication, RegisterAction, UserStore, Write};
+pub use users::Credentials;

@@ -1,0 +1,284 @@
+//! The Front End server: its settings, its state, the request dispatch and `run`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsip::{Method, Request, Response};
+
+use super::error::FrontEndError;
+use super::overload::Overload;
+use super::presence::Presence;
+use super::registrar::Locations;
+use super::store::{now_unix_ms, UserStore};
+use super::users::Credentials;
+use super::{contacts, im, presence, registrar};
+use crate::sip::digest::{Digest, Verdict};
+use crate::sip::message::{self, header, uri_in, user_of};
+use crate::sip::{Handler, Listeners, Peer, Reply, TransportConfig};
+
+/// Methods a Front End serves, for `Allow`.
+pub const ALLOW: &str = "REGISTER, OPTIONS, MESSAGE, PUBLISH, SUBSCRIBE, ACK";
+
+/// Settings of one Front End. Every timer is a setting so tests run a fast profile.
+#[derive(Debug, Clone)]
+pub struct FrontEndConfig {
+    /// Who may register; [`Credentials::open`] turns authentication off.
+    pub credentials: Credentials,
+    /// Digest realm.
+    pub realm: String,
+    /// Key of the stateless nonces; Front Ends of one pool share it so a challenge from one is answered at another.
+    pub nonce_secret: String,
+    pub nonce_lifetime: Duration,
+    /// Registration lifetime when the client asks none.
+    pub expires_default: Duration,
+    /// Shorter asks get `423 Interval Too Brief`.
+    pub expires_min: Duration,
+    /// Longer asks are cut to this.
+    pub expires_max: Duration,
+    /// The keep-alive interval announced in `ms-keep-alive` (Lync: 300 s).
+    pub keep_alive: Duration,
+    /// How long an IM waits for the recipient's client before the sender gets `408`.
+    pub im_answer_timeout: Duration,
+    /// How long a NOTIFY waits for the watcher's answer before the subscription is dropped.
+    pub notify_answer_timeout: Duration,
+    /// Presence subscription lifetime when the client asks none.
+    pub subscription_expires_default: Duration,
+    /// Publication lifetime when the client asks none.
+    pub publication_expires_default: Duration,
+    /// Requests in flight at once; beyond, `503`.
+    pub requests_in_flight_max: usize,
+    /// `Retry-After` of a `503`.
+    pub retry_after: Duration,
+    /// How often expired bindings, publications and subscriptions are swept.
+    pub sweep_interval: Duration,
+    pub transport: TransportConfig,
+}
+
+impl Default for FrontEndConfig {
+    fn default() -> Self {
+        Self {
+            credentials: Credentials::default(),
+            realm: "poolchaos".into(),
+            nonce_secret: message::token(),
+            nonce_lifetime: Duration::from_secs(300),
+            expires_default: Duration::from_secs(3600),
+            expires_min: Duration::from_secs(1),
+            expires_max: Duration::from_secs(7200),
+            keep_alive: Duration::from_secs(300),
+            im_answer_timeout: Duration::from_secs(10),
+            notify_answer_timeout: Duration::from_secs(5),
+            subscription_expires_default: Duration::from_secs(3600),
+            publication_expires_default: Duration::from_secs(3600),
+            requests_in_flight_max: 4096,
+            retry_after: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(1),
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+/// One Front End: registrar, presence and IM server for the users it holds.
+pub struct FrontEnd {
+    pub config: FrontEndConfig,
+    /// Persistent user state; changed only through [`super::store::Write`]s.
+    pub store: Arc<UserStore>,
+    /// Transient: the flow each binding registered over, for relaying to it.
+    pub(crate) locations: Locations,
+    /// Transient: presence subscriptions and their NOTIFY queues.
+    pub(crate) presence: Presence,
+    pub(crate) digest: Digest,
+    pub(crate) overload: Overload,
+}
+
+impl FrontEnd {
+    pub fn new(config: FrontEndConfig) -> Self {
+        Self {
+            store: Arc::new(UserStore::new()),
+            locations: Locations::default(),
+            presence: Presence::default(),
+            digest: Digest::new(
+                config.realm.clone(),
+                config.nonce_secret.clone(),
+                config.nonce_lifetime,
+            ),
+            overload: Overload::new(config.requests_in_flight_max, config.retry_after),
+            config,
+        }
+    }
+
+    /// Checks that `request` comes from `user`: open mode trusts everyone; otherwise a request other than REGISTER
+    /// is trusted on a flow the user registered over, and anything else needs digest credentials. The error is the
+    /// response to send (`401` with a challenge, or `403`).
+    pub(crate) fn authenticate(
+        &self,
+        request: &Request,
+        peer: &Peer,
+        user: &str,
+    ) -> Result<(), Response> {
+        if self.config.credentials.is_open() {
+            return Ok(());
+        }
+        if request.method != Method::Register && self.locations.has_flow(user, peer.flow()) {
+            return Ok(());
+        }
+        let Some(authorization) = header(&request.headers, "Authorization") else {
+            return Err(self.challenge(request, false));
+        };
+        let method = request.method.to_string();
+        match self.digest.verify(authorization, &method, |u| {
+            self.config.credentials.password(u)
+        }) {
+            Verdict::Valid { username } if username == user => Ok(()),
+            Verdict::Valid { .. } => Err(message::response(
+                request,
+                403,
+                "Forbidden (Identity Mismatch)",
+            )),
+            Verdict::Stale => Err(self.challenge(request, true)),
+            Verdict::Invalid => Err(message::response(request, 403, "Forbidden")),
+        }
+    }
+
+    fn challenge(&self, request: &Request, stale: bool) -> Response {
+        let mut response = message::response(request, 401, "Unauthorized");
+        message::push(
+            &mut response.headers,
+            "WWW-Authenticate",
+            self.digest.challenge(stale),
+        );
+        response
+    }
+
+    /// The user a request is from (user part of From).
+    pub(crate) fn sender(request: &Request) -> Option<String> {
+        header(&request.headers, "From")
+            .and_then(|f| user_of(uri_in(f)))
+            .map(str::to_owned)
+    }
+
+    /// Removes what expired and tells watchers.
+    pub fn sweep(&self) {
+        let now = now_unix_ms();
+        let expired = self.store.expire(now);
+        for (user, binding) in &expired.bindings {
+            self.locations.remove(user, &binding.contact);
+        }
+        let mut changed: Vec<&String> = expired
+            .bindings
+            .iter()
+            .map(|(u, _)| u)
+            .chain(expired.publications.iter())
+            .collect();
+        changed.sort();
+        changed.dedup();
+        for user in changed {
+            self.presence.changed(self, user);
+        }
+        self.presence.expire(now);
+    }
+
+    fn options(request: &Request) -> Response {
+        let mut response = message::response(request, 200, "OK");
+        message::push(&mut response.headers, "Allow", ALLOW);
+        message::push(
+            &mut response.headers,
+            "Accept",
+            "application/pidf+xml, text/plain, application/vnd.poolchaos.contacts",
+        );
+        message::push(
+            &mut response.headers,
+            "Allow-Events",
+            "presence, vnd-poolchaos-contacts",
+        );
+        response
+    }
+
+    fn overloaded(&self, request: &Request) -> Response {
+        let mut response = message::response(request, 503, "Service Unavailable (Overloaded)");
+        message::push(
+            &mut response.headers,
+            "Retry-After",
+            self.overload.retry_after.as_secs().max(1).to_string(),
+        );
+        response
+    }
+}
+
+impl Handler for FrontEnd {
+    async fn handle(&self, request: Request, peer: Peer) -> Reply {
+        if request.method == Method::Ack {
+            return Reply::Nothing;
+        }
+        let Some(permit) = self.overload.admit() else {
+            return Reply::Response(self.overloaded(&request));
+        };
+        let reply = match request.method {
+            Method::Register => Reply::Response(registrar::register(self, &request, &peer)),
+            Method::Options => Reply::Response(Self::options(&request)),
+            Method::Message => im::message(self, request, peer),
+            Method::Publish if contacts::is_contacts(&request) => {
+                Reply::Response(contacts::handle(self, &request, &peer))
+            }
+            Method::Publish => presence::publish(self, &request, &peer),
+            Method::Subscribe => presence::subscribe(self, &request, &peer),
+            Method::Bye
+            | Method::Cancel
+            | Method::Notify
+            | Method::Info
+            | Method::Update
+            | Method::PRack
+            | Method::Refer => Reply::Response(message::response(
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+            )),
+            Method::Invite => {
+                let mut response = message::response(&request, 405, "Method Not Allowed");
+                message::push(&mut response.headers, "Allow", ALLOW);
+                Reply::Response(response)
+            }
+            Method::Ack => Reply::Nothing,
+        };
+        // The permit covers the request until its answer leaves, including a relay that waits.
+        match reply {
+            Reply::Deferred(future) => Reply::Deferred(Box::pin(async move {
+                let _permit = permit;
+                future.await
+            })),
+            other => other,
+        }
+    }
+}
+
+/// Serves `listeners` as one Front End until `shutdown` completes.
+pub async fn run(
+    listeners: Listeners,
+    config: FrontEndConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), FrontEndError> {
+    serve(listeners, Arc::new(FrontEnd::new(config)), shutdown).await
+}
+
+/// Serves with a Front End the caller keeps a handle on (tests read its store).
+pub async fn serve(
+    listeners: Listeners,
+    frontend: Arc<FrontEnd>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), FrontEndError> {
+    let sweeper = {
+        let frontend = frontend.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(frontend.config.sweep_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Ends when aborted at shutdown.
+            loop {
+                tick.tick().await;
+                frontend.sweep();
+            }
+        })
+    };
+    let transport = frontend.config.transport.clone();
+    let result = crate::sip::run(listeners, frontend, transport, shutdown).await;
+    sweeper.abort();
+    Ok(result?)
+}
