@@ -27,6 +27,8 @@
 //! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
 //! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency.
+//! - [`latency`]: failover latency metrics derived from a history, as HdrHistograms per fault and overall.
+//! - [`report`]: the directory a run leaves (summary, .hgrm, HTML, Markdown), bounds, and comparing two runs.
 //! - [`runtime`]: the Docker runtime: a topology started as a [`runtime::Cluster`], labels and sweep.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
@@ -35,5 +37,7 @@ pub mod exit;
 pub mod fault;
 pub mod history;
 pub mod images;
+pub mod latency;
+pub mod report;
 pub mod runtime;
 pub mod topology;

@@ -330,6 +330,15 @@ pub(crate) fn clean() -> Build {
                 at + 2,
             );
     }
+    // bob sees alice's presence again once she is back.
+    b = b.observe(
+        "bob",
+        Op::NotifyReceived {
+            target: "alice".into(),
+            state: Some("online".into()),
+        },
+        13_100,
+    );
     b.probe("fe-a1", group("rg-1", GroupRole::Primary, 1), 5)
         .probe("fe-a1", group("rg-1", GroupRole::Primary, 1), 9_000)
         .probe("fe-a2", group("rg-1", GroupRole::Secondary, 1), 9_001)

@@ -76,6 +76,24 @@ fn events(history: &History) -> Vec<(String, u64, Event)> {
     events
 }
 
+/// How many users were signed in over time: `(at_us, count)` at every change, starting at `(0, 0)`.
+pub fn registered_over_time(history: &History) -> Vec<(u64, usize)> {
+    let mut events = events(history);
+    events.sort_by_key(|e| e.1);
+    let mut signed_in: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    let mut out = vec![(0, 0)];
+    for (user, at_us, event) in &events {
+        let changed = match event {
+            Event::SignedIn { .. } => signed_in.insert(user.as_str()),
+            Event::SignedOut => signed_in.remove(user.as_str()),
+        };
+        if changed {
+            out.push((*at_us, signed_in.len()));
+        }
+    }
+    out
+}
+
 /// Every sign-out of a signed-in user, with the fault it belongs to and when the user came back.
 pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
     let events = events(history);

@@ -1,0 +1,75 @@
+//! `report.md`: the verdict, the metrics table, the faults and the violations, for a CI comment.
+
+use std::fmt::Write;
+
+use super::run::Report;
+
+/// A number of ms as the tables show it, `—` when there was no sample.
+pub(crate) fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.1}"))
+}
+
+pub fn render(report: &Report) -> String {
+    let s = &report.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "# poolchaos: {} (seed {})\n", s.scenario, s.seed);
+    let _ = writeln!(out, "**Verdict: {}**", s.verdict.to_uppercase());
+    if let Some(reason) = &s.reason {
+        let _ = writeln!(out, "\nUndecided: {reason}");
+    }
+    let _ = writeln!(out, "\n## Failover latency (ms)\n");
+    let _ = writeln!(out, "| metric | count | p50 | p90 | p99 | p99.9 | max |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for (name, m) in &s.metrics {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            m.count,
+            ms(m.p50),
+            ms(m.p90),
+            ms(m.p99),
+            ms(m.p999),
+            ms(m.max)
+        );
+    }
+    let c = &s.counts;
+    let _ = writeln!(out, "\n## Counts\n");
+    let _ = writeln!(
+        out,
+        "users {} · IMs acknowledged {}, delivered {}, lost {} · writes acknowledged {}, lost {}",
+        c.users, c.ims_acked, c.ims_delivered, c.ims_lost, c.writes_acked, c.writes_lost
+    );
+    let _ = writeln!(out, "\n## Faults\n");
+    if s.faults.is_empty() {
+        let _ = writeln!(out, "None.");
+    } else {
+        let _ = writeln!(
+            out,
+            "| kind | target | at (ms) | verified (ms) | undone (ms) |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|");
+        for f in &s.faults {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {} | {} |",
+                f.kind,
+                f.target,
+                f.at_ms,
+                f.verified_ms
+                    .map_or("never".to_owned(), |v| format!("{v:.1}")),
+                f.undone_ms.map_or("—".to_owned(), |v| format!("{v:.1}"))
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Violations\n");
+    if s.violations.is_empty() {
+        let _ = writeln!(out, "None.");
+    } else {
+        for v in &s.violations {
+            let at = v.at_ms.map_or(String::new(), |t| format!(" at {t:.1} ms"));
+            let user = v.user.as_deref().map_or(String::new(), |u| format!(" {u}"));
+            let _ = writeln!(out, "- **{}**{user}{at}: {}", v.checker, v.what);
+        }
+    }
+    out
+}
