@@ -1,10 +1,17 @@
 //! `poolchaos`: the harness's command line. Each command is a thin call into the library; exit codes live
 //! in `poolchaos::exit`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use poolchaos::fault::{Fault, Toxic};
+use poolchaos::runtime::cluster::Owner;
+use poolchaos::runtime::{labels, roles, Cluster, Injector};
+use poolchaos::topology::Topology;
 use poolchaos::{exit, images};
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +28,85 @@ struct Cli {
 enum Command {
     /// Build the static binaries and the FROM scratch images (only those whose content changed).
     Images,
+    /// Start a topology in containers and print how to reach each pool and the fault proxy.
+    Up {
+        topology: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stay in the foreground and take the topology down on Ctrl-C or SIGTERM.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Take down the topology `poolchaos up` started (every container and network of its run).
+    Down,
+    /// Remove the containers and networks of earlier runs whose process is gone.
+    Sweep {
+        /// Also remove runs that are still going, and detached ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Apply a fault to the running topology and verify it took effect:
+    /// `kill|stop|pause|isolate <node-or-pool>`, `site_down <site>`,
+    /// `partition <group> <group>...` (a group: comma-separated nodes, pools or site:<name>),
+    /// `link <from> <to> <toxic-json>` (e.g. '{"type":"latency","latency_ms":200}').
+    Fault {
+        kind: String,
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Undo every fault still in force on the running topology, each undo verified.
+    Heal,
+    /// Work with report directories (see `poolchaos report compare --help`).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Print the version and exit.
     Version,
+}
+
+/// What `poolchaos up` leaves for the commands after it.
+#[derive(Serialize, Deserialize)]
+struct UpState {
+    run: String,
+    topology: PathBuf,
+    seed: u64,
+    /// Faults applied by `poolchaos fault` and not yet healed, with their ids.
+    faults: Vec<(usize, Fault)>,
+}
+
+fn state_path() -> PathBuf {
+    PathBuf::from(".poolchaos").join("up.json")
+}
+
+fn read_state() -> anyhow::Result<UpState> {
+    let path = state_path();
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "read {}: is a topology up? start one with `poolchaos up <topology>`",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+fn write_state(state: &UpState) -> anyhow::Result<()> {
+    let path = state_path();
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(&path, serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Compare two runs' metrics (p50, p99) as a Markdown table; exit 1 when a p99 grew beyond the tolerance.
+    Compare {
+        base: PathBuf,
+        new: PathBuf,
+        /// Allowed p99 growth, as a fraction (0.2 = 20 %).
+        #[arg(long, default_value_t = 0.2)]
+        tolerance: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,24 +118,250 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let code = match cli.command {
+    let result = match cli.command {
         Command::Version => {
             println!("poolchaos {}", env!("CARGO_PKG_VERSION"));
-            exit::VALID
+            Ok(exit::VALID)
         }
-        Command::Images => match images::ensure(&images::workspace_root()) {
-            Ok(built) => {
-                for image in built {
-                    let state = if image.built { "built" } else { "up to date" };
-                    println!("{}\t{state}", image.reference());
-                }
-                exit::VALID
-            }
-            Err(e) => {
-                eprintln!("poolchaos: failed to {e}");
-                exit::UNKNOWN
-            }
-        },
+        Command::Images => images_command(),
+        Command::Report { command } => report_command(command),
+        command => tokio::runtime::Runtime::new()
+            .context("start the async runtime")
+            .and_then(|rt| rt.block_on(run_async(command))),
     };
-    ExitCode::from(code as u8)
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("poolchaos: failed to {e:#}");
+            ExitCode::from(exit::UNKNOWN as u8)
+        }
+    }
+}
+
+fn images_command() -> anyhow::Result<i32> {
+    for image in images::ensure(&images::workspace_root())? {
+        let state = if image.built { "built" } else { "up to date" };
+        println!("{}\t{state}", image.reference());
+    }
+    Ok(exit::VALID)
+}
+
+fn report_command(command: ReportCommand) -> anyhow::Result<i32> {
+    match command {
+        ReportCommand::Compare {
+            base,
+            new,
+            tolerance,
+        } => {
+            let comparison = poolchaos::report::compare(&base, &new, tolerance)?;
+            print!("{}", comparison.markdown);
+            Ok(comparison.exit_code())
+        }
+    }
+}
+
+async fn run_async(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Up {
+            topology,
+            seed,
+            hold,
+        } => up(&topology, seed, hold).await,
+        Command::Down => {
+            let state = read_state()?;
+            let docker = poolchaos::runtime::docker::connect().await?;
+            let swept = labels::sweep(&docker, false, Some(&state.run)).await?;
+            std::fs::remove_file(state_path()).ok();
+            println!(
+                "run {}: removed {} containers and {} networks",
+                state.run, swept.containers, swept.networks
+            );
+            Ok(exit::VALID)
+        }
+        Command::Sweep { all } => {
+            let docker = poolchaos::runtime::docker::connect().await?;
+            let swept = labels::sweep(&docker, all, None).await?;
+            println!(
+                "swept {} runs: {} containers, {} networks",
+                swept.runs.len(),
+                swept.containers,
+                swept.networks
+            );
+            Ok(exit::VALID)
+        }
+        Command::Fault { kind, args } => {
+            let mut state = read_state()?;
+            let fault = parse_fault(&kind, &args)?;
+            let cluster = attach(&state).await?;
+            let mut injector = Injector::resume(&cluster, state.faults.clone());
+            let id = injector.apply(&fault).await?;
+            let record = injector
+                .in_force()
+                .into_iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, r)| r.verify_latency())
+                .unwrap_or_default();
+            state.faults.push((id, fault.clone()));
+            write_state(&state)?;
+            println!(
+                "{} {}: verified after {} ms (undo: {}; `poolchaos heal`)",
+                fault.kind(),
+                fault.target(),
+                record.as_millis(),
+                fault.undo_name()
+            );
+            Ok(exit::VALID)
+        }
+        Command::Heal => {
+            let mut state = read_state()?;
+            let cluster = attach(&state).await?;
+            let mut injector = Injector::resume(&cluster, state.faults.clone());
+            let result = injector.undo_all().await;
+            let healed: Vec<usize> = injector
+                .records()
+                .iter()
+                .filter_map(|r| {
+                    state
+                        .faults
+                        .iter()
+                        .find(|(_, f)| *f == r.fault)
+                        .map(|(id, _)| *id)
+                })
+                .collect();
+            for r in injector.records() {
+                println!(
+                    "{} {}: undone and verified",
+                    r.fault.undo_name(),
+                    r.fault.target()
+                );
+            }
+            state.faults.retain(|(id, _)| !healed.contains(id));
+            write_state(&state)?;
+            result?;
+            Ok(exit::VALID)
+        }
+        Command::Images | Command::Version | Command::Report { .. } => {
+            unreachable!("handled without a runtime")
+        }
+    }
+}
+
+async fn attach(state: &UpState) -> anyhow::Result<Cluster> {
+    let topology = Topology::load(&state.topology)?;
+    Ok(Cluster::attach(topology, &state.run, state.seed).await?)
+}
+
+async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
+    if !hold && state_path().exists() {
+        bail!(
+            "start a topology: one is already up ({}); take it down first with `poolchaos down`",
+            state_path().display()
+        );
+    }
+    let topology = Topology::load(path)?;
+    let owner = if hold {
+        Owner::Process
+    } else {
+        Owner::Detached
+    };
+    let cluster = Cluster::up_owned(topology, seed, owner).await?;
+    println!(
+        "run {} is up ({} containers, ready in {} ms)",
+        cluster.run,
+        cluster.nodes.len(),
+        cluster.timings.start_to_ready.as_millis()
+    );
+    for pool in &cluster.topology.pools {
+        let mut addrs = Vec::new();
+        for node in &pool.nodes {
+            let port = cluster.nodes[&node.name].launch.ports[0];
+            let addr = cluster
+                .published(&node.name, port.port, port.protocol)
+                .await?;
+            addrs.push(format!("{}={addr}", node.name));
+        }
+        println!(
+            "pool {} ({}): {}",
+            pool.pool.name,
+            pool.pool.role,
+            addrs.join(" ")
+        );
+    }
+    println!(
+        "fault proxy API (Toxiproxy): http://{}",
+        cluster.proxy_api().await?
+    );
+    for (i, link) in cluster.topology.links.iter().enumerate() {
+        let port = roles::PROXY_LINK_PORT_BASE + i as u16;
+        let addr = cluster
+            .published(poolchaos::runtime::cluster::PROXY, port, "tcp")
+            .await?;
+        println!("link {} -> {}: proxy {addr}", link.from, link.to);
+    }
+    if hold {
+        println!("holding; Ctrl-C takes it down");
+        shutdown_signal().await;
+        cluster.down().await?;
+    } else {
+        write_state(&UpState {
+            run: cluster.run.clone(),
+            topology: path.to_path_buf(),
+            seed,
+            faults: Vec::new(),
+        })?;
+        println!("take it down with `poolchaos down`");
+        cluster.detach();
+    }
+    Ok(exit::VALID)
+}
+
+fn parse_fault(kind: &str, args: &[String]) -> anyhow::Result<Fault> {
+    let one = || -> anyhow::Result<String> {
+        match args {
+            [target] => Ok(target.clone()),
+            _ => bail!("parse the fault: `{kind}` takes one target"),
+        }
+    };
+    Ok(match kind {
+        "kill" => Fault::Kill { target: one()? },
+        "stop" => Fault::Stop {
+            target: one()?,
+            grace_s: 5,
+        },
+        "pause" => Fault::Pause { target: one()? },
+        "isolate" => Fault::Isolate { target: one()? },
+        "site_down" => Fault::SiteDown { site: one()? },
+        "partition" => Fault::Partition {
+            groups: args
+                .iter()
+                .map(|g| g.split(',').map(String::from).collect())
+                .collect(),
+        },
+        "link" => match args {
+            [from, to, toxic] => Fault::Link {
+                from: from.clone(),
+                to: to.clone(),
+                toxic: serde_json::from_str::<Toxic>(toxic)
+                    .with_context(|| format!("parse the toxic `{toxic}`"))?,
+            },
+            _ => bail!("parse the fault: `link` takes <from> <to> <toxic-json>"),
+        },
+        other => bail!(
+            "parse the fault: unknown kind `{other}`; expected kill, stop, pause, isolate, site_down, partition or link"
+        ),
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

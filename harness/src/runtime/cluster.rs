@@ -68,12 +68,33 @@ pub struct Cluster {
     /// Every node (pool nodes and the proxy), by node name.
     pub nodes: BTreeMap<String, NodeHandle>,
     pub timings: Timings,
-    torn_down: bool,
+    owner: Owner,
+    /// Whether dropping this value removes the run: true for the process that started it in the foreground;
+    /// false after `down`, for a detached run (`poolchaos up`), and for a run attached to by another command.
+    owned: bool,
+}
+
+/// Who owns a run's containers, as their labels say: `sweep` leaves a run alone while its owner lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// This process: the run goes when it ends, and is a leftover if it dies first.
+    Process,
+    /// Nobody: `poolchaos up` left it running for `poolchaos down`.
+    Detached,
 }
 
 impl Cluster {
     /// Ensures the images, then starts every node of `topology` and waits until each is ready.
     pub async fn up(topology: Topology, seed: u64) -> Result<Cluster, RuntimeError> {
+        Cluster::up_owned(topology, seed, Owner::Process).await
+    }
+
+    /// As [`Cluster::up`], with the owner the labels name.
+    pub async fn up_owned(
+        topology: Topology,
+        seed: u64,
+        owner: Owner,
+    ) -> Result<Cluster, RuntimeError> {
         let docker = docker::connect().await?;
         let t0 = Instant::now();
         let built = tokio::task::spawn_blocking(|| images::ensure(&images::workspace_root()))
@@ -92,7 +113,8 @@ impl Cluster {
                 images: images_took,
                 ..Timings::default()
             },
-            torn_down: false,
+            owned: true,
+            owner,
         };
         // From here on a failure must not leave anything behind: `cluster` is dropped on `?`, and its drop
         // removes what exists so far.
@@ -129,13 +151,50 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Attaches to a run started earlier (by `poolchaos up`), to apply faults or take it down. The Docker
+    /// names follow from the run id and the topology; dropping the value leaves the run alone.
+    pub async fn attach(topology: Topology, run: &str, seed: u64) -> Result<Cluster, RuntimeError> {
+        let docker = docker::connect().await?;
+        let mut cluster = Cluster {
+            run: run.to_string(),
+            topology,
+            docker,
+            networks: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            timings: Timings::default(),
+            owner: Owner::Detached,
+            owned: false,
+        };
+        for logical in cluster.logical_networks() {
+            let name = cluster.network_name(&logical);
+            cluster.networks.insert(logical, name);
+        }
+        let mut handles = vec![cluster.handle_for_proxy(seed)];
+        let specs: Vec<NodeSpec> = cluster.topology.nodes().cloned().collect();
+        handles.extend(specs.iter().map(|n| cluster.handle_for_node(n)));
+        for h in handles {
+            cluster.nodes.insert(h.name.clone(), h);
+        }
+        Ok(cluster)
+    }
+
+    /// Leaves the run running after this value is dropped (`poolchaos up` without `--hold`).
+    pub fn detach(mut self) {
+        self.owned = false;
+    }
+
     /// Removes every container and network of the run.
     pub async fn down(mut self) -> Result<Timings, RuntimeError> {
         let t0 = Instant::now();
         let removals = self.nodes.values().map(|n| {
             self.docker.remove_container(
                 &n.container,
-                Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
             )
         });
         for r in futures::future::join_all(removals).await {
@@ -158,7 +217,7 @@ impl Cluster {
                 }
             }
         }
-        self.torn_down = true;
+        self.owned = false;
         self.timings.teardown = t0.elapsed();
         info!(run = %self.run, teardown_ms = self.timings.teardown.as_millis() as u64, "torn down");
         Ok(self.timings)
@@ -243,7 +302,11 @@ impl Cluster {
 
     /// Starts a created or stopped node and waits for its next ready line. `seen` is how many ready lines
     /// it printed before (0 at first start), so an old line is never taken for a new start.
-    pub async fn start_and_wait(&self, handle: &NodeHandle, seen: usize) -> Result<(), RuntimeError> {
+    pub async fn start_and_wait(
+        &self,
+        handle: &NodeHandle,
+        seen: usize,
+    ) -> Result<(), RuntimeError> {
         ctx(
             format!("start {}", handle.container),
             self.docker
@@ -318,7 +381,7 @@ impl Cluster {
         Ok(())
     }
 
-    async fn create_networks(&mut self) -> Result<(), RuntimeError> {
+    fn logical_networks(&self) -> Vec<String> {
         let mut wanted: Vec<String> = self
             .topology
             .sites
@@ -327,15 +390,31 @@ impl Cluster {
             .collect();
         wanted.push(WAN.into());
         wanted.push(EXTERNAL.into());
-        for logical in wanted {
-            let name = format!("pc-{}-{}", self.run, logical.replace(':', "-"));
+        wanted
+    }
+
+    fn network_name(&self, logical: &str) -> String {
+        format!("pc-{}-{}", self.run, logical.replace(':', "-"))
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        let mut l = labels::for_run(&self.run);
+        if self.owner == Owner::Detached {
+            l.insert(labels::PID.into(), labels::DETACHED.into());
+        }
+        l
+    }
+
+    async fn create_networks(&mut self) -> Result<(), RuntimeError> {
+        for logical in self.logical_networks() {
+            let name = self.network_name(&logical);
             ctx(
                 format!("create network {name}"),
                 self.docker
                     .create_network(NetworkCreateRequest {
                         name: name.clone(),
                         driver: Some("bridge".into()),
-                        labels: Some(labels::for_run(&self.run)),
+                        labels: Some(self.labels()),
                         ..Default::default()
                     })
                     .await,
@@ -385,7 +464,7 @@ impl Cluster {
     }
 
     async fn create(&self, handle: &NodeHandle, image: &str) -> Result<(), RuntimeError> {
-        let mut node_labels = labels::for_run(&self.run);
+        let mut node_labels = self.labels();
         node_labels.insert(labels::NODE.into(), handle.name.clone());
         let first = &self.networks[&handle.networks[0]];
         let exposed: HashMap<String, HashMap<(), ()>> = handle
@@ -470,7 +549,7 @@ impl Drop for Cluster {
     /// A run that ends without `down` (a panic, an early return) still leaves nothing: remove by label with
     /// the Docker CLI, which needs no runtime (drop may run outside one, or inside one that is shutting down).
     fn drop(&mut self) {
-        if self.torn_down {
+        if !self.owned {
             return;
         }
         warn!(run = %self.run, "run dropped without teardown: removing its containers and networks");

@@ -24,7 +24,7 @@ use crate::fault::Fault;
 /// How long a verification may take before the fault counts as unverified.
 pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A connect that does not complete within this is taken as cut.
-const PROBE_CONNECT_TIMEOUT_S: u32 = 1;
+const PROBE_CONNECT_TIMEOUT_S: f32 = 0.5;
 
 /// One fault's life: when it was asked for, when its effect was seen, when its undo was seen.
 #[derive(Debug, Clone)]
@@ -42,22 +42,10 @@ impl FaultRecord {
     }
 }
 
-/// What an undo needs to know that the fault's value does not say.
-#[derive(Debug, Clone)]
-enum Undo {
-    /// Nodes to start again, each with the number of ready lines it had printed before.
-    Start(Vec<(String, usize)>),
-    Resume(String),
-    Rejoin(String),
-    Heal { chain: String, nodes: Vec<String> },
-    RemoveToxic { proxy: String, toxic: String },
-    Enable { proxy: String },
-}
-
 /// Applies and undoes faults on one cluster, and undoes whatever is still in force at the end.
 pub struct Injector<'a> {
     cluster: &'a Cluster,
-    in_force: BTreeMap<usize, (FaultRecord, Undo)>,
+    in_force: BTreeMap<usize, FaultRecord>,
     done: Vec<FaultRecord>,
     next: usize,
 }
@@ -72,12 +60,36 @@ impl<'a> Injector<'a> {
         }
     }
 
+    /// Continues from faults applied earlier (by another process: `poolchaos fault`, then `heal`).
+    pub fn resume(cluster: &'a Cluster, in_force: Vec<(usize, Fault)>) -> Self {
+        let now = Instant::now();
+        let next = in_force.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
+        let in_force = in_force
+            .into_iter()
+            .map(|(id, fault)| {
+                let record = FaultRecord {
+                    fault,
+                    requested: now,
+                    verified: now,
+                    undone: None,
+                };
+                (id, record)
+            })
+            .collect();
+        Injector {
+            cluster,
+            in_force,
+            done: Vec::new(),
+            next,
+        }
+    }
+
     /// Applies `fault`, waits until its effect is verified, and returns its id for [`Injector::undo`].
     pub async fn apply(&mut self, fault: &Fault) -> Result<usize, RuntimeError> {
         let id = self.next;
         self.next += 1;
         let requested = Instant::now();
-        let undo = self.apply_verified(fault, id).await?;
+        apply_verified(self.cluster, fault, id).await?;
         let record = FaultRecord {
             fault: fault.clone(),
             requested,
@@ -90,17 +102,17 @@ impl<'a> Injector<'a> {
             verified_ms = record.verify_latency().as_millis() as u64,
             "fault verified"
         );
-        self.in_force.insert(id, (record, undo));
+        self.in_force.insert(id, record);
         Ok(id)
     }
 
     /// Undoes fault `id` and waits until the undo is verified.
     pub async fn undo(&mut self, id: usize) -> Result<FaultRecord, RuntimeError> {
-        let (mut record, undo) = self
+        let mut record = self
             .in_force
             .remove(&id)
             .unwrap_or_else(|| panic!("fault {id} undone twice or never applied: a harness bug"));
-        self.undo_verified(&undo).await?;
+        undo_verified(self.cluster, &record.fault, id).await?;
         record.undone = Some(Instant::now());
         info!(
             undo = record.fault.undo_name(),
@@ -126,209 +138,164 @@ impl<'a> Injector<'a> {
         &self.done
     }
 
-    /// Faults still in force.
-    pub fn in_force(&self) -> Vec<&FaultRecord> {
-        self.in_force.values().map(|(r, _)| r).collect()
+    /// Faults still in force, by id.
+    pub fn in_force(&self) -> Vec<(usize, &FaultRecord)> {
+        self.in_force.iter().map(|(id, r)| (*id, r)).collect()
     }
+}
 
-    async fn apply_verified(&self, fault: &Fault, id: usize) -> Result<Undo, RuntimeError> {
-        let c = self.cluster;
-        match fault {
-            Fault::Kill { target } => {
-                let nodes = resolve(c, target).await?;
-                kill(c, &nodes).await
-            }
-            Fault::SiteDown { site } => {
-                let nodes = resolve(c, &format!("site:{site}")).await?;
-                kill(c, &nodes).await
-            }
-            Fault::Stop { target, grace_s } => {
-                let nodes = resolve(c, target).await?;
-                let mut before = Vec::new();
-                for n in &nodes {
-                    before.push((n.name.clone(), c.ready_lines(n).await));
-                }
-                let stops = nodes.iter().map(|n| {
-                    c.docker.stop_container(
-                        &n.container,
-                        Some(
-                            StopContainerOptionsBuilder::new()
-                                .t(*grace_s as i32)
-                                .build(),
-                        ),
-                    )
-                });
-                for r in futures::future::join_all(stops).await {
-                    ctx("stop a node", r)?;
-                }
-                for n in &nodes {
-                    wait_state(c, n, "not running", |s| !running(s)).await?;
-                }
-                Ok(Undo::Start(before))
-            }
-            Fault::Pause { target } => {
-                let node = single(c, target).await?;
-                ctx(
-                    format!("pause {}", node.name),
-                    c.docker.pause_container(&node.container).await,
-                )?;
-                wait_state(c, &node, "paused", paused).await?;
-                Ok(Undo::Resume(node.name))
-            }
-            Fault::Isolate { target } => {
-                let node = single(c, target).await?;
-                let ips = addresses(c, &node).await?;
-                for logical in &node.networks {
-                    let net = &c.networks[logical];
-                    ctx(
-                        format!("disconnect {} from {net}", node.name),
-                        c.docker
-                            .disconnect_network(
-                                net,
-                                NetworkDisconnectRequest {
-                                    container: node.container.clone(),
-                                    force: Some(true),
-                                },
-                            )
-                            .await,
-                    )?;
-                }
-                wait_state(c, &node, "on no network", |s| attached(s) == 0).await?;
-                // Docker says so; a probe from a node that shared its networks proves it.
-                let witness = c.node(PROXY)?.clone();
-                for ip in ips {
-                    probe_until(c, &witness, ip, probe_port(&node), false).await?;
-                }
-                Ok(Undo::Rejoin(node.name))
-            }
-            Fault::Partition { groups } => partition(c, groups, id).await,
-            Fault::Link { from, to, toxic } => {
-                let api = c.proxy_api().await?;
-                let name = link_proxy_name(from, to);
-                if c.topology.link(from, to).is_none() {
-                    return Err(RuntimeError::UnknownTarget(format!(
-                        "link {from} -> {to} (add a [[link]] for it to the topology)"
-                    )));
-                }
-                match toxic.api_body(&format!("pc{id}_{}", toxic.kind())) {
-                    Some(body) => {
-                        let toxic_name = body["name"].as_str().unwrap_or_default().to_string();
-                        proxy::expect(
-                            api,
-                            "POST",
-                            &format!("/proxies/{name}/toxics"),
-                            Some(&body),
-                            &[200, 201],
-                        )
-                        .await?;
-                        let list =
-                            proxy::expect(api, "GET", &format!("/proxies/{name}/toxics"), None, &[200])
-                                .await?;
-                        let present = list
-                            .as_array()
-                            .is_some_and(|a| a.iter().any(|t| t["name"] == toxic_name));
-                        if !present {
-                            return Err(RuntimeError::Other(format!(
-                                "verify toxic {toxic_name} on {name}: the proxy does not list it"
-                            )));
-                        }
-                        Ok(Undo::RemoveToxic {
-                            proxy: name,
-                            toxic: toxic_name,
-                        })
-                    }
-                    None => {
-                        set_enabled(api, &name, false).await?;
-                        Ok(Undo::Enable { proxy: name })
-                    }
-                }
-            }
-        }
-    }
-
-    async fn undo_verified(&self, undo: &Undo) -> Result<(), RuntimeError> {
-        let c = self.cluster;
-        match undo {
-            Undo::Start(nodes) => {
-                let starts = nodes.iter().map(|(name, seen)| async move {
-                    let node = c.node(name)?.clone();
-                    c.start_and_wait(&node, *seen).await
-                });
-                for r in futures::future::join_all(starts).await {
-                    r?;
-                }
-                Ok(())
-            }
-            Undo::Resume(name) => {
-                let node = c.node(name)?.clone();
-                ctx(
-                    format!("resume {name}"),
-                    c.docker.unpause_container(&node.container).await,
-                )?;
-                wait_state(c, &node, "running, not paused", |s| {
-                    running(s) && !paused(s)
-                })
-                .await
-            }
-            Undo::Rejoin(name) => {
-                let node = c.node(name)?.clone();
-                for logical in &node.networks {
-                    c.connect(&node, logical).await?;
-                }
-                let want = node.networks.len();
-                wait_state(c, &node, "on all its networks", |s| attached(s) == want).await?;
-                let witness = c.node(PROXY)?.clone();
-                for ip in addresses(c, &node).await? {
-                    probe_until(c, &witness, ip, probe_port(&node), true).await?;
-                }
-                Ok(())
-            }
-            Undo::Heal { chain, nodes } => {
-                for name in nodes {
-                    let node = c.node(name)?.clone();
-                    let pid = pid(c, &node).await?;
-                    let script = format!(
-                        "iptables -D INPUT -j {chain} && iptables -F {chain} && iptables -X {chain}"
-                    );
-                    netns_sh(pid, &script).await?;
-                }
-                // Every pair that was cut must connect again.
-                for name in nodes {
-                    let from = c.node(name)?.clone();
-                    for other in nodes.iter().filter(|o| *o != name).take(1) {
-                        let to = c.node(other)?.clone();
-                        for ip in addresses(c, &to).await?.into_iter().take(1) {
-                            probe_until(c, &from, ip, probe_port(&to), true).await?;
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Undo::RemoveToxic { proxy: name, toxic } => {
-                let api = c.proxy_api().await?;
-                proxy::expect(
-                    api,
-                    "DELETE",
-                    &format!("/proxies/{name}/toxics/{toxic}"),
-                    None,
-                    &[200, 204],
+/// Applies a fault and waits until its effect is verified.
+async fn apply_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), RuntimeError> {
+    match fault {
+        Fault::Kill { target } => kill(c, &resolve(c, target).await?).await,
+        Fault::SiteDown { site } => kill(c, &resolve(c, &format!("site:{site}")).await?).await,
+        Fault::Stop { target, grace_s } => {
+            let nodes = resolve(c, target).await?;
+            let stops = nodes.iter().map(|n| {
+                c.docker.stop_container(
+                    &n.container,
+                    Some(
+                        StopContainerOptionsBuilder::new()
+                            .t(*grace_s as i32)
+                            .build(),
+                    ),
                 )
-                .await?;
-                let list =
-                    proxy::expect(api, "GET", &format!("/proxies/{name}/toxics"), None, &[200]).await?;
-                if list
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|t| t["name"] == *toxic))
-                {
-                    return Err(RuntimeError::Other(format!(
-                        "verify removal of toxic {toxic} on {name}: the proxy still lists it"
-                    )));
-                }
-                Ok(())
+            });
+            for r in futures::future::join_all(stops).await {
+                ctx("stop a node", r)?;
             }
-            Undo::Enable { proxy: name } => set_enabled(c.proxy_api().await?, name, true).await,
+            for n in &nodes {
+                wait_state(c, n, "not running", |s| !running(s)).await?;
+            }
+            Ok(())
+        }
+        Fault::Pause { target } => {
+            let node = single(c, target).await?;
+            ctx(
+                format!("pause {}", node.name),
+                c.docker.pause_container(&node.container).await,
+            )?;
+            wait_state(c, &node, "paused", paused).await
+        }
+        Fault::Isolate { target } => {
+            let node = single(c, target).await?;
+            let ips = addresses(c, &node).await?;
+            for logical in &node.networks {
+                let net = &c.networks[logical];
+                ctx(
+                    format!("disconnect {} from {net}", node.name),
+                    c.docker
+                        .disconnect_network(
+                            net,
+                            NetworkDisconnectRequest {
+                                container: node.container.clone(),
+                                force: Some(true),
+                            },
+                        )
+                        .await,
+                )?;
+            }
+            wait_state(c, &node, "on no network", |s| attached(s) == 0).await?;
+            // Docker says so; a probe from a node that shared its networks proves it.
+            let witness = c.node(PROXY)?.clone();
+            for ip in ips {
+                probe_until(c, &witness, ip, probe_port(&node), false).await?;
+            }
+            Ok(())
+        }
+        Fault::Partition { groups } => partition(c, groups, id).await,
+        Fault::Link { from, to, toxic } => {
+            if c.topology.link(from, to).is_none() {
+                return Err(RuntimeError::UnknownTarget(format!(
+                    "link {from} -> {to} (add a [[link]] for it to the topology)"
+                )));
+            }
+            let api = c.proxy_api().await?;
+            let name = link_proxy_name(from, to);
+            match toxic.api_body(&toxic_name(id, toxic)) {
+                Some(body) => {
+                    let path = format!("/proxies/{name}/toxics");
+                    proxy::expect(api, "POST", &path, Some(&body), &[200, 201]).await?;
+                    if !lists_toxic(api, &name, &toxic_name(id, toxic)).await? {
+                        return Err(RuntimeError::Other(format!(
+                            "verify toxic {} on {name}: the proxy does not list it",
+                            toxic_name(id, toxic)
+                        )));
+                    }
+                    Ok(())
+                }
+                None => set_enabled(api, &name, false).await,
+            }
         }
     }
+}
+
+/// Undoes a fault and waits until the undo is verified. Everything it needs follows from the fault and
+/// its id, so a later process (`poolchaos heal`) can undo what an earlier one applied.
+async fn undo_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), RuntimeError> {
+    match fault {
+        Fault::Kill { target } | Fault::Stop { target, .. } => {
+            start(c, &resolve(c, target).await?).await
+        }
+        Fault::SiteDown { site } => start(c, &resolve(c, &format!("site:{site}")).await?).await,
+        Fault::Pause { target } => {
+            let node = single(c, target).await?;
+            ctx(
+                format!("resume {}", node.name),
+                c.docker.unpause_container(&node.container).await,
+            )?;
+            wait_state(c, &node, "running, not paused", |s| {
+                running(s) && !paused(s)
+            })
+            .await
+        }
+        Fault::Isolate { target } => {
+            let node = single(c, target).await?;
+            for logical in &node.networks {
+                c.connect(&node, logical).await?;
+            }
+            let want = node.networks.len();
+            wait_state(c, &node, "on all its networks", |s| attached(s) == want).await?;
+            let witness = c.node(PROXY)?.clone();
+            for ip in addresses(c, &node).await? {
+                probe_until(c, &witness, ip, probe_port(&node), true).await?;
+            }
+            Ok(())
+        }
+        Fault::Partition { groups } => heal(c, groups, id).await,
+        Fault::Link { from, to, toxic } => {
+            let api = c.proxy_api().await?;
+            let name = link_proxy_name(from, to);
+            if matches!(toxic, crate::fault::Toxic::Down) {
+                return set_enabled(api, &name, true).await;
+            }
+            let toxic = toxic_name(id, toxic);
+            let path = format!("/proxies/{name}/toxics/{toxic}");
+            proxy::expect(api, "DELETE", &path, None, &[200, 204]).await?;
+            if lists_toxic(api, &name, &toxic).await? {
+                return Err(RuntimeError::Other(format!(
+                    "verify removal of toxic {toxic} on {name}: the proxy still lists it"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn toxic_name(id: usize, toxic: &crate::fault::Toxic) -> String {
+    format!("pc{id}_{}", toxic.kind())
+}
+
+async fn lists_toxic(
+    api: std::net::SocketAddr,
+    proxy_name: &str,
+    toxic: &str,
+) -> Result<bool, RuntimeError> {
+    let path = format!("/proxies/{proxy_name}/toxics");
+    let list = proxy::expect(api, "GET", &path, None, &[200]).await?;
+    Ok(list
+        .as_array()
+        .is_some_and(|a| a.iter().any(|t| t["name"] == toxic)))
 }
 
 /// The proxy that carries link `from -> to`.
@@ -342,7 +309,14 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<(), RuntimeError> {
     let path = format!("/proxies/{name}");
-    proxy::expect(api, "POST", &path, Some(&json!({"enabled": enabled})), &[200]).await?;
+    proxy::expect(
+        api,
+        "POST",
+        &path,
+        Some(&json!({"enabled": enabled})),
+        &[200],
+    )
+    .await?;
     let now = proxy::expect(api, "GET", &path, None, &[200]).await?;
     if now["enabled"] != enabled {
         return Err(RuntimeError::Other(format!(
@@ -353,11 +327,7 @@ async fn set_enabled(
     Ok(())
 }
 
-async fn kill(c: &Cluster, nodes: &[NodeHandle]) -> Result<Undo, RuntimeError> {
-    let mut before = Vec::new();
-    for n in nodes {
-        before.push((n.name.clone(), c.ready_lines(n).await));
-    }
+async fn kill(c: &Cluster, nodes: &[NodeHandle]) -> Result<(), RuntimeError> {
     let kills = nodes.iter().map(|n| {
         c.docker.kill_container(
             &n.container,
@@ -370,10 +340,23 @@ async fn kill(c: &Cluster, nodes: &[NodeHandle]) -> Result<Undo, RuntimeError> {
     for n in nodes {
         wait_state(c, n, "not running", |s| !running(s)).await?;
     }
-    Ok(Undo::Start(before))
+    Ok(())
 }
 
-async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<Undo, RuntimeError> {
+/// Starts stopped nodes and waits for each one's next ready line (counted while it is down, so a line
+/// of its earlier life never passes for the new one).
+async fn start(c: &Cluster, nodes: &[NodeHandle]) -> Result<(), RuntimeError> {
+    let starts = nodes.iter().map(|n| async move {
+        let seen = c.ready_lines(n).await;
+        c.start_and_wait(n, seen).await
+    });
+    for r in futures::future::join_all(starts).await {
+        r?;
+    }
+    Ok(())
+}
+
+async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
     if groups.len() < 2 {
         return Err(RuntimeError::Other(
             "partition: give at least two groups of nodes".into(),
@@ -392,7 +375,6 @@ async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<Und
         ips.insert(n.name.clone(), addresses(c, n).await?);
     }
     let chain = format!("PC{id}");
-    let mut touched = Vec::new();
     for (i, group) in resolved.iter().enumerate() {
         for node in group {
             let others: Vec<IpAddr> = resolved
@@ -406,17 +388,62 @@ async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<Und
                 script.push_str(&format!(" && iptables -A {chain} -s {ip} -j DROP"));
             }
             netns_sh(pid(c, node).await?, &script).await?;
-            touched.push(node.name.clone());
         }
     }
-    // Prove the cut from both sides of the first two groups.
+    // Prove the cut from both sides of the first two groups, on a network they share.
     let (a, b) = (&resolved[0][0], &resolved[1][0]);
-    probe_until(c, a, ips[&b.name][0], probe_port(b), false).await?;
-    probe_until(c, b, ips[&a.name][0], probe_port(a), false).await?;
-    Ok(Undo::Heal {
-        chain,
-        nodes: touched,
-    })
+    probe_until(c, a, shared_ip(c, a, b).await?, probe_port(b), false).await?;
+    probe_until(c, b, shared_ip(c, b, a).await?, probe_port(a), false).await
+}
+
+/// Removes a partition's packet filters and proves the first two groups reach each other again.
+async fn heal(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
+    let chain = format!("PC{id}");
+    let mut resolved: Vec<Vec<NodeHandle>> = Vec::new();
+    for group in groups {
+        let mut nodes = Vec::new();
+        for target in group {
+            nodes.extend(resolve(c, target).await?);
+        }
+        resolved.push(nodes);
+    }
+    for node in resolved.iter().flatten() {
+        // Idempotent: a node restarted since the partition has a new namespace without the chain.
+        let script = format!(
+            "iptables -D INPUT -j {chain} 2>/dev/null; iptables -F {chain} 2>/dev/null; \
+             iptables -X {chain} 2>/dev/null; ! iptables -n -L {chain} >/dev/null 2>&1"
+        );
+        netns_sh(pid(c, node).await?, &script).await?;
+    }
+    let (a, b) = (&resolved[0][0], &resolved[1][0]);
+    probe_until(c, a, shared_ip(c, a, b).await?, probe_port(b), true).await?;
+    probe_until(c, b, shared_ip(c, b, a).await?, probe_port(a), true).await
+}
+
+/// The address of `to` on a network `from` is attached to as well (the WAN joins every node).
+async fn shared_ip(
+    c: &Cluster,
+    from: &NodeHandle,
+    to: &NodeHandle,
+) -> Result<IpAddr, RuntimeError> {
+    let shared = from
+        .networks
+        .iter()
+        .find(|n| to.networks.contains(n))
+        .map(|n| c.networks[n].clone())
+        .ok_or_else(|| {
+            RuntimeError::Other(format!(
+                "find a network shared by {} and {}",
+                from.name, to.name
+            ))
+        })?;
+    inspect(c, to)
+        .await?
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|nets| nets.get(&shared).and_then(|e| e.ip_address.clone()))
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| RuntimeError::Other(format!("find the address of {} on {shared}", to.name)))
 }
 
 /// Resolves a target to the run's nodes: a node name, a pool name, or `site:<name>` (never the proxy).
@@ -533,7 +560,9 @@ async fn pid(c: &Cluster, node: &NodeHandle) -> Result<i64, RuntimeError> {
         .state
         .and_then(|s| s.pid)
         .filter(|p| *p > 0)
-        .ok_or_else(|| RuntimeError::Other(format!("find the process of {}: not running", node.name)))
+        .ok_or_else(|| {
+            RuntimeError::Other(format!("find the process of {}: not running", node.name))
+        })
 }
 
 fn probe_port(node: &NodeHandle) -> u16 {
@@ -580,14 +609,19 @@ async fn probe_until(
 ) -> Result<(), RuntimeError> {
     let deadline = Instant::now() + VERIFY_TIMEOUT;
     let pid = pid(c, from).await?;
-    let script = format!("timeout {PROBE_CONNECT_TIMEOUT_S} bash -c 'exec 3<>/dev/tcp/{ip}/{port}'");
+    let script =
+        format!("timeout {PROBE_CONNECT_TIMEOUT_S} bash -c 'exec 3<>/dev/tcp/{ip}/{port}'");
     loop {
         let connected = netns_sh(pid, &script).await?;
         if connected == want_connect {
             return Ok(());
         }
         if Instant::now() > deadline {
-            let what = if want_connect { "reaches" } else { "no longer reaches" };
+            let what = if want_connect {
+                "reaches"
+            } else {
+                "no longer reaches"
+            };
             return Err(RuntimeError::Other(format!(
                 "verify that {} {what} {ip}:{port}: the probe says otherwise after {VERIFY_TIMEOUT:?}",
                 from.name

@@ -16,6 +16,8 @@ use super::docker::{ctx, Docker, RuntimeError};
 pub const RUN: &str = "org.poolchaos.run";
 /// The pid of the process that owns the run.
 pub const PID: &str = "org.poolchaos.pid";
+/// The pid label of a run that `poolchaos up` left running on purpose: not a leftover until `down`.
+pub const DETACHED: &str = "detached";
 /// The host that process runs on (a pid means nothing elsewhere).
 pub const HOST: &str = "org.poolchaos.host";
 /// The node name (containers only).
@@ -39,6 +41,9 @@ pub fn hostname() -> String {
 
 /// Whether the run that set these labels still has its process on this host.
 pub fn owner_alive(labels: &HashMap<String, String>) -> bool {
+    if labels.get(PID).map(String::as_str) == Some(DETACHED) {
+        return true;
+    }
     let same_host = labels.get(HOST).map(String::as_str) == Some(hostname().as_str());
     let pid = labels.get(PID).and_then(|p| p.parse::<u32>().ok());
     match (same_host, pid) {
@@ -56,8 +61,13 @@ pub struct Swept {
     pub networks: usize,
 }
 
-/// Removes the containers and networks of runs whose owner is gone (or of every run when `all`).
-pub async fn sweep(docker: &Docker, all: bool) -> Result<Swept, RuntimeError> {
+/// Removes the containers and networks of runs whose owner is gone (of every run when `all`; of one run,
+/// whatever its owner, when `only_run` names it).
+pub async fn sweep(
+    docker: &Docker,
+    all: bool,
+    only_run: Option<&str>,
+) -> Result<Swept, RuntimeError> {
     let filters = HashMap::from([("label".to_string(), vec![RUN.to_string()])]);
     let containers = ctx(
         "list labelled containers",
@@ -82,7 +92,10 @@ pub async fn sweep(docker: &Docker, all: bool) -> Result<Swept, RuntimeError> {
     let mut swept = Swept::default();
     for c in containers {
         let labels = c.labels.unwrap_or_default();
-        if !all && owner_alive(&labels) {
+        if only_run.is_some_and(|r| labels.get(RUN).map(String::as_str) != Some(r)) {
+            continue;
+        }
+        if !all && only_run.is_none() && owner_alive(&labels) {
             continue;
         }
         if let (Some(id), Some(run)) = (c.id, labels.get(RUN)) {
@@ -92,7 +105,12 @@ pub async fn sweep(docker: &Docker, all: bool) -> Result<Swept, RuntimeError> {
                 docker
                     .remove_container(
                         &id,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()),
+                        Some(
+                            RemoveContainerOptionsBuilder::new()
+                                .force(true)
+                                .v(true)
+                                .build(),
+                        ),
                     )
                     .await,
             )?;
@@ -101,7 +119,10 @@ pub async fn sweep(docker: &Docker, all: bool) -> Result<Swept, RuntimeError> {
     }
     for n in networks {
         let labels = n.labels.unwrap_or_default();
-        if !all && owner_alive(&labels) {
+        if only_run.is_some_and(|r| labels.get(RUN).map(String::as_str) != Some(r)) {
+            continue;
+        }
+        if !all && only_run.is_none() && owner_alive(&labels) {
             continue;
         }
         if let (Some(id), Some(run)) = (n.id, labels.get(RUN)) {

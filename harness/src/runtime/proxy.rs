@@ -37,7 +37,11 @@ pub async fn call(
     };
     let raw = tokio::time::timeout(API_TIMEOUT, fut)
         .await
-        .map_err(|_| RuntimeError::Other(format!("call the fault proxy {method} {path}: no answer in {API_TIMEOUT:?}")))?
+        .map_err(|_| {
+            RuntimeError::Other(format!(
+                "call the fault proxy {method} {path}: no answer in {API_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| RuntimeError::Other(format!("call the fault proxy {method} {path}: {e}")))?;
     parse(&raw).ok_or_else(|| {
         RuntimeError::Other(format!(
@@ -51,10 +55,15 @@ fn parse(raw: &[u8]) -> Option<(u16, Value)> {
     let text = std::str::from_utf8(raw).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     let value = serde_json::from_str(&body).unwrap_or(Value::Null);
     Some((status, value))
 }
@@ -99,6 +108,9 @@ mod tests {
         let plain = b"HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{\"a\": true}";
         assert_eq!(parse(plain).unwrap(), (201, serde_json::json!({"a": true})));
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n5\r\n true\r\n1\r\n}\r\n0\r\n\r\n";
-        assert_eq!(parse(chunked).unwrap(), (200, serde_json::json!({"a": true})));
+        assert_eq!(
+            parse(chunked).unwrap(),
+            (200, serde_json::json!({"a": true}))
+        );
     }
 }

@@ -1,0 +1,250 @@
+//! Container tests of the Docker runtime and the fault catalogue: a real two-site topology in Docker.
+//! They build the images first if needed (the same code every run uses).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use poolchaos::fault::{Fault, Stream, Toxic};
+use poolchaos::runtime::{labels, Cluster, Injector, NodeHandle, RuntimeError};
+use poolchaos::topology::Topology;
+
+fn topology(name: &str) -> Topology {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../suites/topologies")
+        .join(name);
+    Topology::load(&path).expect("the suite's topology file is valid")
+}
+
+/// Containers and networks that carry `run`'s label, as Docker lists them.
+fn leftovers(run: &str) -> (usize, usize) {
+    let filter = format!("label={}={run}", labels::RUN);
+    let count = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker runs");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count()
+    };
+    (
+        count(&["ps", "-aq", "--filter", &filter]),
+        count(&["network", "ls", "-q", "--filter", &filter]),
+    )
+}
+
+/// Claim: every fault kind takes effect on a live server of a two-site topology, is proven by an independent
+/// check, and its undo is proven too; teardown then leaves nothing. `apply`/`undo` return only after the
+/// verification passed, so reaching the end with every record present proves each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_is_verified_and_undone_on_a_two_site_topology() {
+    let cluster = Cluster::up(topology("two-sites.toml"), 7)
+        .await
+        .expect("topology starts");
+    let run = cluster.run.clone();
+    assert_eq!(cluster.nodes.len(), 7, "six Front Ends and the fault proxy");
+    let stream = Stream::Downstream;
+    let faults = vec![
+        Fault::Kill {
+            target: "fe1-1".into(),
+        },
+        Fault::Stop {
+            target: "fe1-2".into(),
+            grace_s: 2,
+        },
+        Fault::Pause {
+            target: "fe1-3".into(),
+        },
+        Fault::Isolate {
+            target: "fe2-1".into(),
+        },
+        Fault::Partition {
+            groups: vec![vec!["site:dc1".into()], vec!["site:dc2".into()]],
+        },
+        Fault::Partition {
+            groups: vec![vec!["fe1-1".into()], vec!["fe1-2".into(), "fe1-3".into()]],
+        },
+        Fault::SiteDown { site: "dc2".into() },
+    ]
+    .into_iter()
+    .chain(
+        [
+            Toxic::Latency {
+                latency_ms: 200,
+                jitter_ms: 20,
+                stream,
+            },
+            Toxic::Bandwidth {
+                rate_kbps: 64,
+                stream,
+            },
+            Toxic::Timeout {
+                timeout_ms: 0,
+                stream,
+            },
+            Toxic::ResetPeer {
+                timeout_ms: 0,
+                stream,
+            },
+            Toxic::Slicer {
+                average_size: 16,
+                size_variation: 4,
+                delay_us: 100,
+                stream,
+            },
+            Toxic::LimitData {
+                bytes: 1000,
+                stream,
+            },
+            Toxic::SlowClose {
+                delay_ms: 100,
+                stream,
+            },
+            Toxic::Down,
+        ]
+        .into_iter()
+        .map(|toxic| Fault::Link {
+            from: "users".into(),
+            to: "fe1".into(),
+            toxic,
+        }),
+    )
+    .collect::<Vec<_>>();
+    let mut injector = Injector::new(&cluster);
+    for fault in &faults {
+        let id = injector
+            .apply(fault)
+            .await
+            .unwrap_or_else(|e| panic!("{} {}: {e}", fault.kind(), fault.target()));
+        injector
+            .undo(id)
+            .await
+            .unwrap_or_else(|e| panic!("{} {}: {e}", fault.undo_name(), fault.target()));
+    }
+    // Two faults in force at once, left for the final undo of everything still in force.
+    injector
+        .apply(&Fault::Pause {
+            target: "fe2-2".into(),
+        })
+        .await
+        .expect("pause");
+    injector
+        .apply(&Fault::Kill {
+            target: "fe2-3".into(),
+        })
+        .await
+        .expect("kill");
+    assert_eq!(injector.in_force().len(), 2);
+    injector.undo_all().await.expect("undo everything in force");
+    assert!(injector.in_force().is_empty());
+    let records = injector.records();
+    assert_eq!(records.len(), faults.len() + 2);
+    for r in records {
+        assert!(
+            r.verified >= r.requested && r.undone.is_some_and(|u| u >= r.verified),
+            "{r:?}"
+        );
+    }
+    drop(injector);
+    let timings = cluster.down().await.expect("teardown");
+    assert!(timings.teardown > Duration::ZERO);
+    assert_eq!(
+        leftovers(&run),
+        (0, 0),
+        "teardown leaves no container or network of the run"
+    );
+}
+
+/// Claim: the harness acts only on containers that carry its run's labels, whatever it is asked. A node
+/// handle pointing at a foreign container must be refused before any Docker call changes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_aimed_outside_the_run_is_refused() {
+    let mut cluster = Cluster::up(topology("two-sites.toml"), 8)
+        .await
+        .expect("topology starts");
+    let foreign = format!("poolchaos-foreign-{}", std::process::id());
+    let status = Command::new("docker")
+        .args([
+            "create",
+            "--name",
+            &foreign,
+            "poolchaos/poolnode:latest",
+            "version",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("docker runs");
+    assert!(status.success());
+    let mut intruder: NodeHandle = cluster.nodes["fe1-1"].clone();
+    intruder.name = "intruder".into();
+    intruder.container = foreign.clone();
+    cluster.nodes.insert("intruder".into(), intruder);
+    let refused = Injector::new(&cluster)
+        .apply(&Fault::Kill {
+            target: "intruder".into(),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(RuntimeError::OutsideBlastRadius(ref c)) if *c == foreign),
+        "{refused:?}"
+    );
+    let unknown = Injector::new(&cluster)
+        .apply(&Fault::Kill {
+            target: "fe9-9".into(),
+        })
+        .await;
+    assert!(
+        matches!(unknown, Err(RuntimeError::UnknownTarget(_))),
+        "{unknown:?}"
+    );
+    cluster.nodes.remove("intruder");
+    let _ = Command::new("docker").args(["rm", "-f", &foreign]).output();
+    cluster.down().await.expect("teardown");
+}
+
+/// Claim: a harness killed mid-run (SIGKILL: no drop, no teardown) leaves its containers behind, and
+/// `poolchaos sweep` then removes every one of them and every network.
+#[test]
+fn a_killed_harness_leaves_nothing_after_sweep() {
+    let topology =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../suites/topologies/two-sites.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poolchaos"))
+        .args(["up", "--hold", "--seed", "9"])
+        .arg(&topology)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("poolchaos starts");
+    let mut run = None;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.expect("stdout of poolchaos");
+        if let Some(rest) = line.strip_prefix("run ") {
+            run = rest.split_whitespace().next().map(String::from);
+        }
+        if line.starts_with("holding") {
+            break;
+        }
+    }
+    let run = run.expect("poolchaos printed its run id before holding");
+    child.kill().expect("SIGKILL the harness");
+    child.wait().expect("reap it");
+    let (containers, networks) = leftovers(&run);
+    assert_eq!(containers, 7, "a killed harness leaves its containers");
+    assert!(networks >= 3);
+    let swept = Command::new(env!("CARGO_BIN_EXE_poolchaos"))
+        .arg("sweep")
+        .output()
+        .expect("sweep runs");
+    assert!(
+        swept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&swept.stderr)
+    );
+    assert_eq!(
+        leftovers(&run),
+        (0, 0),
+        "sweep removes every leftover of the killed run"
+    );
+}
