@@ -156,6 +156,11 @@ impl FrontEnd {
             .map(str::to_owned)
     }
 
+    /// Number of live presence subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.presence.subscription_count()
+    }
+
     /// Removes what expired and tells watchers.
     pub fn sweep(&self) {
         let now = now_unix_ms();

@@ -178,6 +178,11 @@ impl Pending {
             .insert(branch, tx);
     }
 
+    /// Fails every waiting request (their receivers see the sender dropped): the connection is gone.
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn remove(&self, branch: &str) -> Option<oneshot::Sender<Response>> {
         self.0
             .lock()
@@ -505,6 +510,9 @@ async fn connection<H: Handler>(
     {
         abort.abort();
     }
+    // The writer's receiver is gone, so any later send fails at once; requests already waiting fail now rather
+    // than at their timeout (an IM to a client that just disconnected gets its 480 without delay).
+    peer.inner.pending.clear();
 }
 
 async fn reject(error: &FrameError, tx: &mpsc::Sender<Bytes>) {
