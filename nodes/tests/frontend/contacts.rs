@@ -28,7 +28,6 @@ async fn contact_list_add_remove_list() {
 
     let added = alice
         .request(&contacts(
-            server.addr,
             &alice,
             "alice",
             "add sip:bob@pool.test\r\nadd sip:carol@pool.test\r\n",
@@ -42,18 +41,12 @@ async fn contact_list_add_remove_list() {
     assert_eq!(added.body, b"sip:bob@pool.test\r\nsip:carol@pool.test\r\n");
 
     let removed = alice
-        .request(&contacts(
-            server.addr,
-            &alice,
-            "alice",
-            "remove sip:bob@pool.test",
-        ))
+        .request(&contacts(&alice, "alice", "remove sip:bob@pool.test"))
         .await;
     assert_eq!(removed.body, b"sip:carol@pool.test\r\n");
 
     let bad = alice
         .request(&contacts(
-            server.addr,
             &alice,
             "alice",
             "add sip:dave@pool.test\r\nadd dave",
