@@ -8,6 +8,7 @@
 //! - `model`: proxies and toxics as the API writes them in JSON, and their parsing.
 //! - `proxy`: a proxy's data plane: listener, upstream dial, both directions, cut on stop.
 //! - `registry`: the control plane: proxies by name and every API operation on them.
+//! - `splice`: the no-toxic path on Linux: socket → pipe → socket inside the kernel.
 //! - `seed`: the seed and the per-(proxy, toxic, connection) random streams drawn from it.
 //! - `toxic`: which toxics act on a direction, their state, and the plan for each chunk.
 //!
@@ -27,6 +28,8 @@ mod model;
 mod proxy;
 mod registry;
 mod seed;
+#[cfg(target_os = "linux")]
+mod splice;
 mod toxic;
 
 use std::future::Future;

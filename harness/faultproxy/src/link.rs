@@ -1,8 +1,9 @@
 //! One direction of one connection: bytes from a reader to a writer through the toxics that act on
 //! that direction.
 //!
-//! Two paths. With no toxic acting, a plain copy loop through one reused buffer (no allocation per
-//! chunk) that only peeks at the toxic list between reads. With toxics, a reader keeps pulling chunks
+//! Two paths. With no toxic acting, a plain copy loop that only peeks at the toxic list between
+//! reads: splice(2) through a pipe on Linux (`splice`), elsewhere one reused buffer (no allocation
+//! per chunk). With toxics, a reader keeps pulling chunks
 //! stamped with their arrival time into a bounded queue while a writer plays each chunk's plan
 //! (sleeps, pieces, close); latency therefore counts from arrival, as in Toxiproxy, and does not
 //! pile up across chunks. A change of the toxic list moves between the paths at a chunk boundary
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -59,25 +61,38 @@ pub async fn pump<R, W>(
     mut toxics: DirectionToxics,
 ) -> Finish
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + AsRef<TcpStream>,
+    W: AsyncWrite + Unpin + AsRef<TcpStream>,
 {
     let initial = toxics_rx.borrow_and_update().clone();
     toxics.sync(&initial, Instant::now());
     // Chunks read by the toxic path but not yet written when the list changed.
     let mut pending = VecDeque::new();
     let mut buffer: Option<Vec<u8>> = None;
+    #[cfg(target_os = "linux")]
+    let mut pipe: Option<std::io::Result<crate::splice::Pipe>> = None;
     loop {
         let step = if toxics.is_idle() {
-            let buffer = buffer.get_or_insert_with(|| vec![0; COPY_BUFFER_BYTES]);
-            copy_plain(
-                &mut reader,
-                &mut writer,
-                &mut toxics_rx,
-                &mut pending,
-                buffer,
-            )
-            .await
+            if let Some(finish) = flush_pending(&mut writer, &mut pending).await {
+                return finish;
+            }
+            #[cfg(target_os = "linux")]
+            let spliced = match pipe.get_or_insert_with(crate::splice::Pipe::new) {
+                Ok(pipe) => {
+                    Some(copy_spliced(&mut reader, &mut writer, pipe, &mut toxics_rx).await)
+                }
+                // No pipe (descriptor limit): the buffered loop works everywhere.
+                Err(_) => None,
+            };
+            #[cfg(not(target_os = "linux"))]
+            let spliced = None;
+            match spliced {
+                Some(step) => step,
+                None => {
+                    let buffer = buffer.get_or_insert_with(|| vec![0; COPY_BUFFER_BYTES]);
+                    copy_plain(&mut reader, &mut writer, &mut toxics_rx, buffer).await
+                }
+            }
         } else {
             copy_toxic(
                 &mut reader,
@@ -109,28 +124,54 @@ async fn finish_eof<W: AsyncWrite + Unpin>(writer: &mut W) -> Finish {
     }
 }
 
+/// Writes what the toxic path had read but not written; `Some` when that ends the direction.
+async fn flush_pending<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    pending: &mut VecDeque<Chunk>,
+) -> Option<Finish> {
+    while let Some(chunk) = pending.pop_front() {
+        match chunk {
+            Chunk::Data { bytes, .. } => {
+                if writer.write_all(&bytes).await.is_err() {
+                    return Some(Finish::End(Ending::Close));
+                }
+            }
+            Chunk::Eof => return Some(finish_eof(writer).await),
+            Chunk::Failed => return Some(Finish::End(Ending::Close)),
+        }
+    }
+    None
+}
+
+#[cfg(target_os = "linux")]
+async fn copy_spliced<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    pipe: &crate::splice::Pipe,
+    toxics_rx: &mut watch::Receiver<Arc<[Toxic]>>,
+) -> Step
+where
+    R: AsRef<TcpStream>,
+    W: AsyncWrite + Unpin + AsRef<TcpStream>,
+{
+    use crate::splice::Spliced;
+    match crate::splice::copy(reader.as_ref(), writer.as_ref(), pipe, toxics_rx).await {
+        Spliced::Changed(Ok(())) => Step::Changed,
+        Spliced::Changed(Err(_)) | Spliced::Failed => Step::Done(Finish::End(Ending::Close)),
+        Spliced::Eof => Step::Done(finish_eof(writer).await),
+    }
+}
+
 async fn copy_plain<R, W>(
     reader: &mut R,
     writer: &mut W,
     toxics_rx: &mut watch::Receiver<Arc<[Toxic]>>,
-    pending: &mut VecDeque<Chunk>,
     buffer: &mut [u8],
 ) -> Step
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    while let Some(chunk) = pending.pop_front() {
-        match chunk {
-            Chunk::Data { bytes, .. } => {
-                if writer.write_all(&bytes).await.is_err() {
-                    return Step::Done(Finish::End(Ending::Close));
-                }
-            }
-            Chunk::Eof => return Step::Done(finish_eof(writer).await),
-            Chunk::Failed => return Step::Done(Finish::End(Ending::Close)),
-        }
-    }
     loop {
         // Reads are cancel-safe, so a change of toxics can interrupt a waiting read; a write is
         // never interrupted, so no byte is lost or reordered.

@@ -326,12 +326,17 @@ mod tests {
 
     #[test]
     fn toxicity_draws_replay_per_connection_ordinal() {
-        let half = toxic(r#"{"type":"latency","toxicity":0.5,"attributes":{"jitter":50}}"#);
+        let half =
+            toxic(r#"{"type":"latency","toxicity":0.5,"attributes":{"latency":100,"jitter":50}}"#);
         let pattern = |ordinal| {
             let mut dir = DirectionToxics::new(key(ordinal));
             dir.sync(std::slice::from_ref(&half), Instant::now());
-            let delay = dir.plan(Bytes::from_static(b"x"), Instant::now());
-            (dir.is_idle(), format!("{delay:?}").len())
+            let arrived = Instant::now();
+            let delay = match dir.plan(Bytes::from_static(b"x"), arrived).first() {
+                Some(Action::SleepUntil(at)) => Some(*at - arrived),
+                _ => None,
+            };
+            (dir.is_idle(), delay)
         };
         let first: Vec<_> = (0..64).map(pattern).collect();
         let again: Vec<_> = (0..64).map(pattern).collect();
