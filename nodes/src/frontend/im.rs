@@ -1,4 +1,4 @@
-//! Instant messages: MESSAGE in pager mode (RFC 3428), relayed to every registered flow of the recipient.
+//! Instant messages: MESSAGE in pager mode (RFC 3428), relayed to every registered binding of the recipient.
 //!
 //! The sender's `2xx` is sent only after a recipient's client answered `2xx`, so an acknowledged IM is a
 //! delivered IM. Nobody registered: `480`. Nobody answered in time: `408`. Every flow refused: the first refusal
@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
 use crate::sip::message::{self, header, name, value};
-use crate::sip::{Peer, Reply, RequestError};
+use crate::sip::{Peer, Reply, RequestError, Transport};
 
 /// Headers the recipient does not get: our hop's credentials, and Content-Length (re-computed on encoding).
 const NOT_RELAYED: [&str; 4] = [
@@ -42,7 +42,7 @@ pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
         return Reply::Response(message::response(&request, 404, "Not Found"));
     };
     let live = fe.store.bindings(&recipient, now_unix_ms());
-    let targets = fe.locations.reachable(&recipient, &live);
+    let targets = fe.locations.flows(&recipient, &live);
     if targets.is_empty() {
         return Reply::Response(message::response(&request, 480, "Temporarily Unavailable"));
     }
@@ -63,7 +63,7 @@ pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
             headers,
             request.body.clone(),
         ) {
-            Ok(forward) => relayed.push((forward, target)),
+            Ok(forward) => relayed.push((contact, forward, target)),
             Err(_) => continue,
         }
     }
@@ -73,8 +73,19 @@ pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
     let timeout = fe.config.im_answer_timeout;
     Reply::Deferred(Box::pin(async move {
         let mut attempts = JoinSet::new();
-        for (forward, target) in relayed {
-            attempts.spawn(async move { target.request(forward, timeout).await });
+        for (contact, forward, flow) in relayed {
+            attempts.spawn(async move {
+                // The flow the binding registered over while it is open (RFC 5626 style, as Lync does); else
+                // the contact's address: UDP from our socket, TCP over a connection we open.
+                let target = match flow.transport() {
+                    Transport::Tcp if flow.is_open() => flow,
+                    Transport::Tcp => flow.toward(&contact).await.ok_or(RequestError::Closed {
+                        peer: flow.remote(),
+                    })?,
+                    Transport::Udp => flow.toward(&contact).await.unwrap_or(flow),
+                };
+                target.request(forward, timeout).await
+            });
         }
         let mut refusal: Option<Response> = None;
         let mut timed_out = false;

@@ -51,15 +51,16 @@ impl Locations {
             .is_some_and(|entries| entries.iter().any(|(_, p)| p.flow() == flow && p.is_open()))
     }
 
-    /// The open flows of the given live bindings, one per binding.
-    pub fn reachable(&self, user: &str, live: &[Binding]) -> Vec<(String, Peer)> {
+    /// The flows of the given live bindings, one per binding, open or not: a closed TCP flow still names the
+    /// contact to dial.
+    pub fn flows(&self, user: &str, live: &[Binding]) -> Vec<(String, Peer)> {
         let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entries) = flows.get(user) else {
             return Vec::new();
         };
         entries
             .iter()
-            .filter(|(contact, peer)| peer.is_open() && live.iter().any(|b| &b.contact == contact))
+            .filter(|(contact, _)| live.iter().any(|b| &b.contact == contact))
             .cloned()
             .collect()
     }

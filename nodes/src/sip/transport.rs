@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -155,6 +155,8 @@ pub struct Peer {
 
 struct PeerInner {
     flow: Flow,
+    /// Opens TCP connections toward a binding's contact when its own flow is gone.
+    dialer: Weak<Dialer>,
     local: SocketAddr,
     sink: Sink,
     pending: Arc<Pending>,
@@ -216,7 +218,66 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// Opens outgoing TCP connections, served by the same handler as accepted ones, and reuses one per address.
+pub struct Dialer {
+    open: Mutex<HashMap<SocketAddr, Peer>>,
+    /// Starts serving a connected stream and hands back its peer.
+    serve: Box<dyn Fn(TcpStream, SocketAddr) -> oneshot::Receiver<Peer> + Send + Sync>,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    async fn dial(&self, addr: SocketAddr) -> Option<Peer> {
+        let known = self.lock().get(&addr).filter(|p| p.is_open()).cloned();
+        if known.is_some() {
+            return known;
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        let _ = stream.set_nodelay(true);
+        let peer = (self.serve)(stream, addr).await.ok()?;
+        let mut open = self.lock();
+        // Closed connections leave the map here, so it holds at most the live ones plus this one.
+        open.retain(|_, p| p.is_open());
+        open.insert(addr, peer.clone());
+        Some(peer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Peer>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Peer {
+    /// A peer for a binding's contact URI on this peer's transport: over UDP our same socket toward the contact's
+    /// address; over TCP an open connection to it (reused, or dialled). `None` when the contact has no IP address
+    /// or cannot be reached.
+    pub async fn toward(&self, contact_uri: &str) -> Option<Peer> {
+        let host_port = message::host_port_of(contact_uri);
+        let addr: SocketAddr = host_port
+            .parse()
+            .ok()
+            .or_else(|| format!("{host_port}:5060").parse().ok())?;
+        match &self.inner.sink {
+            Sink::Udp(socket) => Some(Peer {
+                inner: Arc::new(PeerInner {
+                    flow: Flow {
+                        remote: addr,
+                        ..self.inner.flow
+                    },
+                    dialer: self.inner.dialer.clone(),
+                    local: self.inner.local,
+                    sink: Sink::Udp(socket.clone()),
+                    pending: self.inner.pending.clone(),
+                    retransmit_first: self.inner.retransmit_first,
+                }),
+            }),
+            Sink::Tcp(_) => self.inner.dialer.upgrade()?.dial(addr).await,
+        }
+    }
+
     pub fn flow(&self) -> Flow {
         self.inner.flow
     }
@@ -338,6 +399,39 @@ pub async fn run<H: Handler>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let config = Arc::new(config);
     let links = Arc::new(AtomicU64::new(1));
+    let dialer = Arc::new_cyclic(|weak: &Weak<Dialer>| {
+        let (weak, handler, config, links, stop) = (
+            weak.clone(),
+            handler.clone(),
+            config.clone(),
+            links.clone(),
+            stop_rx.clone(),
+        );
+        Dialer {
+            open: Mutex::new(HashMap::new()),
+            connect_timeout: Duration::from_secs(5),
+            serve: Box::new(move |stream, remote| {
+                let (ready_tx, ready_rx) = oneshot::channel();
+                let local = stream.local_addr().unwrap_or(remote);
+                let flow = Flow {
+                    transport: Transport::Tcp,
+                    remote,
+                    link: links.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::spawn(connection(
+                    stream,
+                    flow,
+                    local,
+                    handler.clone(),
+                    config.clone(),
+                    stop.clone(),
+                    weak.clone(),
+                    Some(ready_tx),
+                ));
+                ready_rx
+            }),
+        }
+    });
     let mut tasks = JoinSet::new();
     for listener in listeners.tcp {
         let local = listener.local_addr().map_err(TransportError::LocalAddr)?;
@@ -348,6 +442,7 @@ pub async fn run<H: Handler>(
             config.clone(),
             links.clone(),
             stop_rx.clone(),
+            Arc::downgrade(&dialer),
         ));
     }
     for socket in listeners.udp {
@@ -369,6 +464,7 @@ pub async fn run<H: Handler>(
                 handler.clone(),
                 config.clone(),
                 stop_rx.clone(),
+                Arc::downgrade(&dialer),
             ));
         }
     }
@@ -386,6 +482,7 @@ async fn accept_loop<H: Handler>(
     config: Arc<TransportConfig>,
     links: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
+    dialer: Weak<Dialer>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -399,7 +496,7 @@ async fn accept_loop<H: Handler>(
                 let _ = stream.set_nodelay(true);
                 let link = links.fetch_add(1, Ordering::Relaxed);
                 let flow = Flow { transport: Transport::Tcp, remote, link };
-                connections.spawn(connection(stream, flow, local, handler.clone(), config.clone(), stop.clone()));
+                connections.spawn(connection(stream, flow, local, handler.clone(), config.clone(), stop.clone(), dialer.clone(), None));
                 while connections.try_join_next().is_some() {}
             }
             _ = stop.changed() => break,
@@ -410,6 +507,10 @@ async fn accept_loop<H: Handler>(
 
 /// One TCP connection: a reader that frames and handles messages in order, and a writer that drains the queue of
 /// outgoing messages in batches. Both end together.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call for accepted and one for dialled connections; a struct would only rename them"
+)]
 async fn connection<H: Handler>(
     stream: TcpStream,
     flow: Flow,
@@ -417,6 +518,8 @@ async fn connection<H: Handler>(
     handler: Arc<H>,
     config: Arc<TransportConfig>,
     mut stop: watch::Receiver<bool>,
+    dialer: Weak<Dialer>,
+    ready: Option<oneshot::Sender<Peer>>,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(config.write_queue_len);
@@ -424,11 +527,15 @@ async fn connection<H: Handler>(
         inner: Arc::new(PeerInner {
             flow,
             local,
+            dialer,
             sink: Sink::Tcp(tx.clone()),
             pending: Arc::new(Pending::default()),
             retransmit_first: config.retransmit_first,
         }),
     };
+    if let Some(ready) = ready {
+        let _ = ready.send(peer.clone());
+    }
     // Dropped when the reader ends: the writer then sends what is queued and drops its receiver, which is how
     // every `Peer` clone (held by registrations) learns the connection is gone.
     let (closing_tx, mut closing_rx) = oneshot::channel::<()>();
@@ -570,6 +677,7 @@ async fn udp_loop<H: Handler>(
     handler: Arc<H>,
     config: Arc<TransportConfig>,
     mut stop: watch::Receiver<bool>,
+    dialer: Weak<Dialer>,
 ) {
     // One byte more than any datagram can carry: nothing is ever cut short silently.
     let mut buf = vec![0u8; 65_536];
@@ -603,6 +711,7 @@ async fn udp_loop<H: Handler>(
                     remote: source,
                     link: shared.link,
                 },
+                dialer: dialer.clone(),
                 local: shared.local,
                 sink: Sink::Udp(shared.socket.clone()),
                 pending: shared.pending.clone(),
