@@ -2,6 +2,7 @@
 //! topic; names read as claims.
 
 mod api;
+mod binary;
 mod client;
 mod responsiveness;
 mod seed;
