@@ -150,10 +150,15 @@ fn main() {
 
     let direct = ping_pong(echo);
     let proxied = ping_pong(echo_proxy);
-    let bulk_direct = bulk(sink).max(bulk(sink));
-    let bulk_proxied = bulk(sink_proxy).max(bulk(sink_proxy));
+    // Interleaved best of 3: on a shared 2-core machine other load comes and goes, and the best
+    // run is the one least disturbed by it.
+    let (mut bulk_direct, mut bulk_proxied) = (0f64, 0f64);
+    for _ in 0..3 {
+        bulk_direct = bulk_direct.max(bulk(sink));
+        bulk_proxied = bulk_proxied.max(bulk(sink_proxy));
+    }
 
-    println!("faultproxy overhead, no toxics ({ROUND_TRIPS} round trips of {MESSAGE_BYTES} B; 1 GiB bulk, best of 2)");
+    println!("faultproxy overhead, no toxics ({ROUND_TRIPS} round trips of {MESSAGE_BYTES} B; 1 GiB bulk, best of 3)");
     println!(
         "{:<22} {:>12} {:>12} {:>12}",
         "", "direct", "proxied", "added"
