@@ -152,7 +152,9 @@ impl Toxic {
             Stream::Upstream => "upstream",
             Stream::Downstream => "downstream",
         };
-        Some(json!({"name": name, "type": kind, "stream": stream, "toxicity": 1.0, "attributes": attributes}))
+        Some(
+            json!({"name": name, "type": kind, "stream": stream, "toxicity": 1.0, "attributes": attributes}),
+        )
     }
 
     /// The word for this toxic in logs and reports.

@@ -127,7 +127,10 @@ fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), Im
     for spec in specs {
         args.extend(["-p", spec.package, "--bin", spec.binary]);
     }
-    eprintln!("poolchaos: building static binaries: cargo {}", args.join(" "));
+    eprintln!(
+        "poolchaos: building static binaries: cargo {}",
+        args.join(" ")
+    );
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(&args)
         .current_dir(workspace)
@@ -267,9 +270,7 @@ mod tests {
     fn every_dockerfile_starts_from_scratch() {
         for spec in ALL {
             assert!(
-                spec.dockerfile
-                    .lines()
-                    .any(|l| l.trim() == "FROM scratch"),
+                spec.dockerfile.lines().any(|l| l.trim() == "FROM scratch"),
                 "{} must be FROM scratch: no registry can be reached",
                 spec.repository
             );

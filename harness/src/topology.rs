@@ -284,7 +284,11 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
         field,
         expected,
     };
-    let sites: Vec<String> = file.sites.iter().map(|s| s.get_ref().name.clone()).collect();
+    let sites: Vec<String> = file
+        .sites
+        .iter()
+        .map(|s| s.get_ref().name.clone())
+        .collect();
     if sites.is_empty() {
         return Err(err(0..0, "site".into(), "at least one [[site]]".into()));
     }
@@ -294,7 +298,10 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
             return Err(err(
                 site.span(),
                 format!("site[{i}].name"),
-                format!("a unique site name; `{}` is used twice", site.get_ref().name),
+                format!(
+                    "a unique site name; `{}` is used twice",
+                    site.get_ref().name
+                ),
             ));
         }
     }
@@ -335,23 +342,21 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
                 format!("one of the sites {sites:?}, not `{}`", pool.site),
             ));
         }
-        let reference = |field: &str, value: &Option<String>, want: Role| {
-            match value {
-                None => Ok(None),
-                Some(name) => match roles.get(name) {
-                    Some((role, site)) if *role == want => Ok(Some(site.clone())),
-                    Some((role, _)) => Err(err(
-                        span.clone(),
-                        at(field),
-                        format!("a {want} pool; `{name}` is a {role} pool"),
-                    )),
-                    None => Err(err(
-                        span.clone(),
-                        at(field),
-                        format!("the name of a {want} pool in this file; there is no pool `{name}`"),
-                    )),
-                },
-            }
+        let reference = |field: &str, value: &Option<String>, want: Role| match value {
+            None => Ok(None),
+            Some(name) => match roles.get(name) {
+                Some((role, site)) if *role == want => Ok(Some(site.clone())),
+                Some((role, _)) => Err(err(
+                    span.clone(),
+                    at(field),
+                    format!("a {want} pool; `{name}` is a {role} pool"),
+                )),
+                None => Err(err(
+                    span.clone(),
+                    at(field),
+                    format!("the name of a {want} pool in this file; there is no pool `{name}`"),
+                )),
+            },
         };
         let only = |field: &str, set: bool, role: Role| {
             if set && pool.role != role {
@@ -378,7 +383,10 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
                 return Err(err(
                     span,
                     at("pair"),
-                    format!("a pool in another site; `{pair}` is also in `{}`", pool.site),
+                    format!(
+                        "a pool in another site; `{pair}` is also in `{}`",
+                        pool.site
+                    ),
                 ));
             }
             let back = file
@@ -390,7 +398,10 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
                 return Err(err(
                     span,
                     at("pair"),
-                    format!("reciprocal pairing: pool `{pair}` must say pair = \"{}\"", pool.name),
+                    format!(
+                        "reciprocal pairing: pool `{pair}` must say pair = \"{}\"",
+                        pool.name
+                    ),
                 ));
             }
         }
@@ -415,7 +426,11 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
             }
             (_, Some(0)) => return Err(err(span, at("size"), "at least 1 server".into())),
             (_, Some(n)) if n > 16 => {
-                return Err(err(span, at("size"), format!("at most 16 servers, not {n}")))
+                return Err(err(
+                    span,
+                    at("size"),
+                    format!("at most 16 servers, not {n}"),
+                ))
             }
             (_, Some(n)) => n,
             (_, None) => return Err(err(span, at("size"), "the number of servers".into())),
@@ -549,7 +564,17 @@ to = "fe1"
         let names: Vec<_> = t.nodes().map(|n| n.name.as_str()).collect();
         assert_eq!(
             names,
-            ["fe1-1", "fe1-2", "fe1-3", "fe2-1", "fe2-2", "fe2-3", "be1-1", "be1-2", "be1-witness"]
+            [
+                "fe1-1",
+                "fe1-2",
+                "fe1-3",
+                "fe2-1",
+                "fe2-2",
+                "fe2-3",
+                "be1-1",
+                "be1-2",
+                "be1-witness"
+            ]
         );
         assert_eq!(t.node("be1-witness").unwrap().role, NodeRole::Witness);
         assert!(t.link(USERS, "fe1").is_some());
@@ -561,7 +586,11 @@ to = "fe1"
         let e = parse(&text).unwrap_err();
         assert_eq!(e.field, "sise");
         assert_eq!(e.line, 14, "{e}");
-        assert!(e.to_string().starts_with("t.toml:14: sise: unknown field `sise`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:14: sise: unknown field `sise`"),
+            "{e}"
+        );
     }
 
     #[test]

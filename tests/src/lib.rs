@@ -28,7 +28,14 @@ pub fn ensure_tool(binary: &str, package: &str) -> PathBuf {
     };
     // A fresh machine's package lists may be empty or stale; update once, then install.
     let ok = run(&["apt-get", "-qq", "update"])
-        && run(&["apt-get", "-qq", "install", "-y", "--no-install-recommends", package]);
+        && run(&[
+            "apt-get",
+            "-qq",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            package,
+        ]);
     match (ok, which(binary)) {
         (true, Some(path)) => path,
         _ => panic!(
