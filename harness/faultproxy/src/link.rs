@@ -259,6 +259,13 @@ where
                         }
                     }
                 };
+                // A deadline already passed (reset_peer or timeout of 0 ms) ends the link before any
+                // byte of this chunk goes out: such a toxic lets nothing through.
+                if let Some((at, ending)) = toxics.deadline() {
+                    if at <= Instant::now() {
+                        return Step::Done(Finish::End(ending));
+                    }
+                }
                 match chunk {
                     Chunk::Data { .. } if toxics.is_blackholed() => {}
                     Chunk::Data { bytes, arrived } => {

@@ -22,6 +22,10 @@ struct Args {
     /// JSON array of proxies to create at start, as `POST /populate` takes.
     #[arg(long)]
     config: Option<String>,
+    /// Also serve a TCP echo server on this address: a known upstream inside the image, so a link's toxics
+    /// can be measured end to end with nothing else running (the container tests use it).
+    #[arg(long, value_name = "ADDR")]
+    echo: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +63,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .context("failed to populate --config")?;
         tracing::info!(count = created.len(), path, "proxies from config");
     }
+    if let Some(echo) = args.echo {
+        let listener = tokio::net::TcpListener::bind(echo)
+            .await
+            .with_context(|| format!("failed to bind the echo server on {echo}"))?;
+        tokio::spawn(serve_echo(listener));
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "faultproxy ready api={addr} seed={seed}")?;
     stdout.flush()?;
@@ -66,6 +76,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     server.serve(api, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Echoes every byte back on each connection until the peer closes.
+async fn serve_echo(listener: tokio::net::TcpListener) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (mut read, mut write) = stream.split();
+            let _ = tokio::io::copy(&mut read, &mut write).await;
+        });
+    }
 }
 
 /// Ctrl-C or SIGTERM (what `docker stop` sends).

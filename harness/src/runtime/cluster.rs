@@ -131,8 +131,13 @@ impl Cluster {
         let specs: Vec<NodeSpec> = cluster.topology.nodes().cloned().collect();
         handles.extend(specs.iter().map(|n| cluster.handle_for_node(n)));
         for h in &handles {
-            cluster.create(h, &image_of(h.launch.image)).await?;
             cluster.nodes.insert(h.name.clone(), h.clone());
+        }
+        let creates = handles
+            .iter()
+            .map(|h| cluster.create(h, image_of(h.launch.image)));
+        for r in futures::future::join_all(creates).await {
+            r?;
         }
         // The proxy first: the links through it must exist before any node dials them.
         cluster.start_and_wait(&handles[0], 0).await?;
@@ -463,7 +468,7 @@ impl Cluster {
         }
     }
 
-    async fn create(&self, handle: &NodeHandle, image: &str) -> Result<(), RuntimeError> {
+    async fn create(&self, handle: &NodeHandle, image: String) -> Result<(), RuntimeError> {
         let mut node_labels = self.labels();
         node_labels.insert(labels::NODE.into(), handle.name.clone());
         let first = &self.networks[&handle.networks[0]];
@@ -488,7 +493,7 @@ impl Cluster {
             })
             .collect();
         let body = ContainerCreateBody {
-            image: Some(image.to_string()),
+            image: Some(image),
             cmd: Some(handle.launch.cmd.clone()),
             hostname: Some(handle.name.clone()),
             env: Some(vec![

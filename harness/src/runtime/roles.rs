@@ -32,16 +32,12 @@ pub struct Launch {
 /// The launch of a pool node.
 pub fn node(node: &NodeSpec) -> Launch {
     let role = node.role.as_str();
-    let sip = vec![
-        PortSpec {
-            port: SIP_PORT,
-            protocol: "tcp",
-        },
-        PortSpec {
-            port: SIP_PORT,
-            protocol: "udp",
-        },
-    ];
+    // Only SIP over TCP is published: the harness's users speak TCP, and every published port costs a
+    // userland proxy process that slows start-up and teardown (UDP stays reachable inside the networks).
+    let sip = vec![PortSpec {
+        port: SIP_PORT,
+        protocol: "tcp",
+    }];
     let listen = format!("0.0.0.0:{SIP_PORT}");
     let cmd: Vec<String> = match node.role {
         // Until the Front End pool lands, each Front End runs alone with open registration.
