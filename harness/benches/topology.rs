@@ -14,13 +14,16 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../suites/topologies/paired-17.toml");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../suites/topologies/paired-17.toml");
     let topology = Topology::load(&path).expect("valid topology");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (mut ready, mut gone) = (Vec::new(), Vec::new());
     let mut containers = 0;
     for round in 0..=rounds {
-        let cluster = rt.block_on(Cluster::up(topology.clone(), round as u64)).expect("up");
+        let cluster = rt
+            .block_on(Cluster::up(topology.clone(), round as u64))
+            .expect("up");
         containers = cluster.nodes.len();
         let t = rt.block_on(cluster.down()).expect("down");
         // Round 0 warms the images (and builds them if stale); it is not counted.
@@ -35,7 +38,10 @@ fn main() {
     };
     let (r_min, r_med, r_max) = stats(&mut ready);
     let (g_min, g_med, g_max) = stats(&mut gone);
-    println!("topology {} ({containers} containers), {rounds} rounds", topology.name);
+    println!(
+        "topology {} ({containers} containers), {rounds} rounds",
+        topology.name
+    );
     println!("| phase | min | median | max | goal |");
     println!("|---|---|---|---|---|");
     println!("| start-up to all ready | {r_min:.2?} | {r_med:.2?} | {r_max:.2?} | < 5 s |");
