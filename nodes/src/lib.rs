@@ -5,6 +5,8 @@
 //!
 //! Module map:
 //! - [`version`]: the build's version line, printed by `poolnode version`.
+//! - [`cluster`]: the cluster description every node gets from the harness (pools, users, timing profile,
+//!   routes through the fault proxy): the whole contract between harness and pool.
 //! - [`sip`]: SIP for every role: [`sip::codec`] frames TCP streams and UDP datagrams (compact names, size
 //!   limits), [`sip::message`] parses with the mandatory checks and builds messages, [`sip::digest`] checks digest
 //!   credentials, [`sip::transaction`] answers UDP retransmissions, [`sip::transport`] runs a [`sip::Handler`]
@@ -14,6 +16,7 @@
 //!   [`frontend::contacts`], [`frontend::overload`], [`frontend::users`] (credentials),
 //!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools).
 
+pub mod cluster;
 pub mod frontend;
 pub mod sip;
 pub mod version;
