@@ -196,7 +196,7 @@ impl ClusterConfig {
     }
 
     /// Users by home pool.
-    pub fn users_of(&self, pool: &str) -> impl Iterator<Item = &UserConfig> {
+    pub fn users_of<'a>(&'a self, pool: &'a str) -> impl Iterator<Item = &'a UserConfig> + 'a {
         self.users.iter().filter(move |u| u.home == pool)
     }
 
