@@ -5,6 +5,7 @@
 //!
 //! Module map:
 //! - [`version`]: the build's version line, printed by `poolnode version`.
+//! - [`admin`]: the HTTP admin API every node serves: `GET /status` for probes, bearer-guarded commands.
 //! - [`cluster`]: the cluster description every node gets from the harness (pools, users, timing profile,
 //!   routes through the fault proxy): the whole contract between harness and pool.
 //! - [`sip`]: SIP for every role: [`sip::codec`] frames TCP streams and UDP datagrams (compact names, size
@@ -16,6 +17,7 @@
 //!   [`frontend::contacts`], [`frontend::overload`], [`frontend::users`] (credentials),
 //!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools).
 
+pub mod admin;
 pub mod cluster;
 pub mod frontend;
 pub mod sip;
