@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(l.backup_failover_interval_ms, 300_000);
         assert_eq!(l.backup_failback_interval_ms, 240_000);
         assert_eq!(l.be_outage_grace_ms, 1_800_000);
-        assert!(!l.automatic_pool_failover, "automatic pool failover is beyond Lync: off in lync2013");
+        assert!(
+            !l.automatic_pool_failover,
+            "automatic pool failover is beyond Lync: off in lync2013"
+        );
     }
 
     #[test]
