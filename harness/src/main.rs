@@ -274,11 +274,15 @@ async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
     for pool in &cluster.topology.pools {
         let mut addrs = Vec::new();
         for node in &pool.nodes {
-            let port = cluster.nodes[&node.name].launch.ports[0];
-            let addr = cluster
-                .published(&node.name, port.port, port.protocol)
-                .await?;
-            addrs.push(format!("{}={addr}", node.name));
+            match cluster.nodes[&node.name].launch.ports.first() {
+                Some(port) => {
+                    let addr = cluster
+                        .published(&node.name, port.port, port.protocol)
+                        .await?;
+                    addrs.push(format!("{}=sip:{addr};transport=tcp", node.name));
+                }
+                None => addrs.push(node.name.clone()),
+            }
         }
         println!(
             "pool {} ({}): {}",
@@ -291,12 +295,21 @@ async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
         "fault proxy API (Toxiproxy): http://{}",
         cluster.proxy_api().await?
     );
+    println!(
+        "tunnel into the networks: {} (send `CONNECT <node>:<port>` or `RESOLVE <name>`)",
+        cluster.tunnel().await?
+    );
+    println!(
+        "admin API: http://<node>:{} through the tunnel, token {}",
+        roles::ADMIN_PORT,
+        cluster.admin_token
+    );
     for (i, link) in cluster.topology.links.iter().enumerate() {
         let port = roles::PROXY_LINK_PORT_BASE + i as u16;
-        let addr = cluster
-            .published(poolchaos::runtime::cluster::PROXY, port, "tcp")
-            .await?;
-        println!("link {} -> {}: proxy {addr}", link.from, link.to);
+        println!(
+            "link {} -> {}: through toxiproxy:{port}",
+            link.from, link.to
+        );
     }
     if hold {
         println!("holding; Ctrl-C takes it down");

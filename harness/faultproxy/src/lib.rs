@@ -11,6 +11,7 @@
 //! - `splice`: the no-toxic path on Linux: socket → pipe → socket inside the kernel.
 //! - `seed`: the seed and the per-(proxy, toxic, connection) random streams drawn from it.
 //! - `toxic`: which toxics act on a direction, their state, and the plan for each chunk.
+//! - [`tunnel`]: the harness's way into a run's networks (`CONNECT host:port`, `RESOLVE name`); not Toxiproxy.
 //!
 //! Words: a *proxy* listens and forwards to its *upstream*; a *connection* is one accepted client
 //! with its upstream socket; each connection has two *directions* (*streams*): upstream (client →
@@ -31,6 +32,7 @@ mod seed;
 #[cfg(target_os = "linux")]
 mod splice;
 mod toxic;
+pub mod tunnel;
 
 use std::future::Future;
 use std::sync::Arc;

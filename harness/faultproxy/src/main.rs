@@ -26,6 +26,11 @@ struct Args {
     /// can be measured end to end with nothing else running (the container tests use it).
     #[arg(long, value_name = "ADDR")]
     echo: Option<std::net::SocketAddr>,
+    /// Also serve the harness's tunnel on this address: `CONNECT host:port [timeout_ms]` then raw bytes, or
+    /// `RESOLVE name` for every address of a name. The proxy sits on every network of a run, so through one
+    /// published port the harness reaches any node by name, even where the host cannot route to containers.
+    #[arg(long, value_name = "ADDR")]
+    tunnel: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +73,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("failed to bind the echo server on {echo}"))?;
         tokio::spawn(serve_echo(listener));
+    }
+    if let Some(tunnel) = args.tunnel {
+        let listener = tokio::net::TcpListener::bind(tunnel)
+            .await
+            .with_context(|| format!("failed to bind the tunnel on {tunnel}"))?;
+        tokio::spawn(faultproxy::tunnel::serve(listener));
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "faultproxy ready api={addr} seed={seed}")?;

@@ -68,6 +68,10 @@ pub struct Cluster {
     /// Every node (pool nodes and the proxy), by node name.
     pub nodes: BTreeMap<String, NodeHandle>,
     pub timings: Timings,
+    /// The bearer token of every node's admin API in this run.
+    pub admin_token: String,
+    /// The cluster description every node gets (`POOLNODE_CLUSTER`).
+    cluster_json: String,
     owner: Owner,
     /// Whether dropping this value removes the run: true for the process that started it in the foreground;
     /// false after `down`, for a detached run (`poolchaos up`), and for a run attached to by another command.
@@ -103,9 +107,13 @@ impl Cluster {
         let images_took = t0.elapsed();
         let run = new_run_id();
         info!(run = %run, topology = %topology.name, "starting");
+        let admin_token = admin_token(&run);
+        let cluster_json = roles::cluster_json(&topology, &admin_token).to_string();
         let mut cluster = Cluster {
             run,
             topology,
+            admin_token,
+            cluster_json,
             docker,
             networks: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -160,9 +168,13 @@ impl Cluster {
     /// names follow from the run id and the topology; dropping the value leaves the run alone.
     pub async fn attach(topology: Topology, run: &str, seed: u64) -> Result<Cluster, RuntimeError> {
         let docker = docker::connect().await?;
+        let admin_token = admin_token(run);
+        let cluster_json = roles::cluster_json(&topology, &admin_token).to_string();
         let mut cluster = Cluster {
             run: run.to_string(),
             topology,
+            admin_token,
+            cluster_json,
             docker,
             networks: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -278,6 +290,12 @@ impl Cluster {
         Ok(SocketAddr::from(([127, 0, 0, 1], host_port)))
     }
 
+    /// The harness's tunnel into the networks, as the host reaches it.
+    pub async fn tunnel(&self) -> Result<SocketAddr, RuntimeError> {
+        self.published(PROXY, super::tunnel::TUNNEL_PORT, "tcp")
+            .await
+    }
+
     /// The fault proxy's API as the host reaches it.
     pub async fn proxy_api(&self) -> Result<SocketAddr, RuntimeError> {
         self.published(PROXY, roles::PROXY_API_PORT, "tcp").await
@@ -378,7 +396,7 @@ impl Cluster {
             let body = serde_json::json!({
                 "name": super::inject::link_proxy_name(&link.from, &link.to),
                 "listen": format!("0.0.0.0:{}", roles::PROXY_LINK_PORT_BASE + i as u16),
-                "upstream": format!("{}:{}", link.to, roles::SIP_PORT),
+                "upstream": format!("{}:{}", link.to, roles::link_port(&self.topology, &link.from, &link.to)),
                 "enabled": true,
             });
             super::proxy::expect(api, "POST", "/proxies", Some(&body), &[200, 201]).await?;
@@ -456,7 +474,7 @@ impl Cluster {
                 .map(|s| format!("site:{s}"))
                 .chain([WAN.to_string(), EXTERNAL.to_string()])
                 .collect(),
-            launch: roles::proxy(seed, self.topology.links.len()),
+            launch: roles::proxy(seed),
         }
     }
 
@@ -497,8 +515,9 @@ impl Cluster {
             cmd: Some(handle.launch.cmd.clone()),
             hostname: Some(handle.name.clone()),
             env: Some(vec![
-                format!("POOLNODE_NODE={}", handle.name),
-                format!("RUST_LOG=info"),
+                format!("{}={}", roles::NODE_ENV, handle.name),
+                format!("{}={}", roles::CLUSTER_ENV, self.cluster_json),
+                "RUST_LOG=info".to_string(),
             ]),
             labels: Some(node_labels),
             exposed_ports: Some(exposed.into_keys().collect()),
@@ -601,6 +620,12 @@ fn is_not_found(e: &testcontainers::bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+/// The run's admin token: derived from the run id, so a later command attached to the run knows it.
+fn admin_token(run: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(format!("poolchaos admin token of run {run}").as_bytes())[..16])
 }
 
 /// A short random run id: 8 hex digits, enough to tell concurrent runs apart.

@@ -7,6 +7,7 @@
 //! - [`docker`]: the Docker client and its errors, each saying what to do.
 //! - [`inject`]: applies each fault, verifies it took effect, undoes it ([`Injector`]).
 //! - [`proxy`]: the fault proxy's Toxiproxy API, as the harness calls it.
+//! - [`tunnel`]: the harness's way into the networks through the proxy (`CONNECT`, `RESOLVE`).
 
 pub mod cluster;
 pub mod docker;
@@ -14,6 +15,7 @@ pub mod inject;
 pub mod labels;
 pub mod proxy;
 pub mod roles;
+pub mod tunnel;
 
 pub use cluster::{Cluster, NodeHandle};
 pub use docker::RuntimeError;

@@ -2,11 +2,20 @@
 //! prints when ready. This is the one place that knows the `poolnode` command line; pointing the harness at
 //! another system's images means changing this file, not the topology format.
 
+use serde_json::{json, Value};
+
 use crate::images::{self, ImageSpec};
-use crate::topology::{NodeRole, NodeSpec, Role};
+use crate::topology::{NodeRole, NodeSpec, Role, Topology, USERS};
 
 /// SIP over TCP and UDP, on every SIP role.
 pub const SIP_PORT: u16 = 5060;
+/// Every node's HTTP admin API (`GET /status`, bearer-guarded commands).
+pub const ADMIN_PORT: u16 = 8080;
+/// Peer traffic between servers (replication, backup service, the Back End's store protocol).
+pub const PEER_PORT: u16 = 5070;
+/// The environment variables a node reads: the cluster description (JSON) and its own name.
+pub const CLUSTER_ENV: &str = "POOLNODE_CLUSTER";
+pub const NODE_ENV: &str = "POOLNODE_NODE";
 /// The fault proxy's HTTP API.
 pub const PROXY_API_PORT: u16 = 8474;
 /// First port the fault proxy listens on for proxied links; link `i` gets `PROXY_LINK_PORT_BASE + i`.
@@ -32,13 +41,21 @@ pub struct Launch {
 /// The launch of a pool node.
 pub fn node(node: &NodeSpec) -> Launch {
     let role = node.role.as_str();
-    // Only SIP over TCP is published: the harness's users speak TCP, and every published port costs a
-    // userland proxy process that slows start-up and teardown (UDP stays reachable inside the networks).
-    let sip = vec![PortSpec {
-        port: SIP_PORT,
-        protocol: "tcp",
-    }];
-    let listen = format!("0.0.0.0:{SIP_PORT}");
+    // SIP roles publish SIP over TCP for people using `poolchaos up`; the harness itself goes through the
+    // tunnel. Every published port costs a userland proxy process that slows start-up and teardown, so
+    // nothing else is published.
+    let sip_role = matches!(
+        node.role,
+        NodeRole::Pool(Role::Frontend | Role::Director | Role::Edge)
+    );
+    let ports = if sip_role {
+        vec![PortSpec {
+            port: SIP_PORT,
+            protocol: "tcp",
+        }]
+    } else {
+        Vec::new()
+    };
     let cmd: Vec<String> = match node.role {
         // Until the Front End pool lands, each Front End runs alone with open registration.
         NodeRole::Pool(Role::Frontend) => vec![
@@ -46,26 +63,126 @@ pub fn node(node: &NodeSpec) -> Launch {
             "--standalone".into(),
             "--open".into(),
             "--listen".into(),
-            listen,
+            format!("0.0.0.0:{SIP_PORT}"),
         ],
-        _ => vec![
-            role.to_string(),
-            "--listen".into(),
-            listen,
-            "--node".into(),
-            node.name.clone(),
-        ],
+        _ => vec![role.to_string(), "--node".into(), node.name.clone()],
     };
     Launch {
         image: images::POOLNODE,
         cmd,
-        ports: sip,
+        ports,
         ready_prefix: format!("poolnode {role} ready"),
     }
 }
 
-/// The launch of the fault proxy.
-pub fn proxy(seed: u64, links: usize) -> Launch {
+/// The port a link `from -> to` carries: SIP for clients, and for every SIP hop between pools (Director,
+/// Edge, Mediation, gateway); the peer port between Front Ends and to Back Ends.
+pub fn link_port(topology: &Topology, from: &str, to: &str) -> u16 {
+    let role_of = |pool: &str| topology.pool(pool).map(|p| p.pool.role);
+    match (from, role_of(to)) {
+        (USERS, _) => SIP_PORT,
+        (_, Some(Role::Backend)) => PEER_PORT,
+        (_, Some(Role::Frontend)) if role_of(from) == Some(Role::Frontend) => PEER_PORT,
+        _ => SIP_PORT,
+    }
+}
+
+/// The name of simulated user `n` (from 1) homed on `home`.
+pub fn user_name(home: &str, n: usize) -> String {
+    format!("{home}-u{n:04}")
+}
+
+/// A user's password: derived from the name, so the harness and the pool agree without a file.
+pub fn user_password(name: &str) -> String {
+    format!("pw-{name}")
+}
+
+/// The cluster description every node reads from `POOLNODE_CLUSTER` (the pool's side of it is
+/// `poolnode::cluster::ClusterConfig`; a test in `tests/` checks the two agree).
+pub fn cluster_json(topology: &Topology, admin_token: &str) -> Value {
+    let pools: Vec<Value> = topology
+        .pools
+        .iter()
+        .map(|p| {
+            let nodes: Vec<&str> = p
+                .nodes
+                .iter()
+                .filter(|n| n.role != NodeRole::Witness)
+                .map(|n| n.name.as_str())
+                .collect();
+            let witness = p
+                .nodes
+                .iter()
+                .find(|n| n.role == NodeRole::Witness)
+                .map(|n| n.name.clone());
+            json!({
+                "name": p.pool.name,
+                "role": p.pool.role.as_str(),
+                "site": p.pool.site,
+                "nodes": nodes,
+                "pair": p.pool.pair,
+                "backend": p.pool.backend,
+                "witness": witness,
+                "next_hop": p.pool.next_hop,
+                "gateway": p.pool.gateway,
+            })
+        })
+        .collect();
+    let users: Vec<Value> = topology
+        .users
+        .iter()
+        .flat_map(|u| {
+            (1..=u.count).map(move |n| {
+                let name = user_name(&u.home, n);
+                json!({"name": name, "password": user_password(&name), "home": u.home})
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = topology
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            json!({
+                "from": l.from,
+                "to": l.to,
+                "address": format!("toxiproxy:{}", PROXY_LINK_PORT_BASE + i as u16),
+            })
+        })
+        .collect();
+    json!({
+        "name": topology.name,
+        "timings": timings(topology.profile),
+        "pools": pools,
+        "users": users,
+        "routes": routes,
+        "admin_token": admin_token,
+    })
+}
+
+/// The timers of a profile, as the pool reads them (milliseconds). Mirrors `poolnode::cluster::Timings`.
+fn timings(profile: crate::topology::Profile) -> Value {
+    use crate::topology::Profile;
+    match profile {
+        Profile::Lync2013 => json!({
+            "be_partner_timeout_ms": 10_000, "be_outage_grace_ms": 1_800_000, "be_write_interval_ms": 60_000,
+            "fe_failure_timeout_ms": 10_000, "fe_heartbeat_interval_ms": 2_000, "replica_rebuild_delay_ms": 300_000,
+            "backup_failover_interval_ms": 300_000, "backup_failback_interval_ms": 240_000,
+            "backup_service_interval_ms": 120_000, "automatic_pool_failover": false,
+            "registration_expiry_ms": 7_200_000, "keep_alive_timeout_ms": 300_000,
+        }),
+        Profile::Fast => json!({
+            "be_partner_timeout_ms": 1_000, "be_outage_grace_ms": 5_000, "be_write_interval_ms": 200,
+            "fe_failure_timeout_ms": 1_000, "fe_heartbeat_interval_ms": 200, "replica_rebuild_delay_ms": 2_000,
+            "backup_failover_interval_ms": 3_000, "backup_failback_interval_ms": 3_000,
+            "backup_service_interval_ms": 0, "automatic_pool_failover": true,
+            "registration_expiry_ms": 60_000, "keep_alive_timeout_ms": 5_000,
+        }),
+    }
+}
+
+/// The launch of the fault proxy, which also serves the harness's tunnel into the networks.
+pub fn proxy(seed: u64) -> Launch {
     Launch {
         image: images::TOXIPROXY,
         cmd: vec![
@@ -75,9 +192,11 @@ pub fn proxy(seed: u64, links: usize) -> Launch {
             PROXY_API_PORT.to_string(),
             "--seed".into(),
             seed.to_string(),
+            "--tunnel".into(),
+            format!("0.0.0.0:{}", super::tunnel::TUNNEL_PORT),
         ],
-        ports: std::iter::once(PROXY_API_PORT)
-            .chain((0..links as u16).map(|i| PROXY_LINK_PORT_BASE + i))
+        ports: [PROXY_API_PORT, super::tunnel::TUNNEL_PORT]
+            .into_iter()
             .map(|port| PortSpec {
                 port,
                 protocol: "tcp",

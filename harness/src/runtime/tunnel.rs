@@ -1,0 +1,89 @@
+//! The harness's way into a run's networks: the fault proxy's tunnel (one published port). Through it the
+//! harness and its simulated users reach any node or pool by name, as a client inside the networks would,
+//! and it works where the host cannot route to container addresses (Docker Desktop).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The tunnel's port inside the proxy container.
+pub const TUNNEL_PORT: u16 = 8475;
+
+/// Why a tunnelled connect or lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    #[error("reach the tunnel at {0}: {1}")]
+    Tunnel(SocketAddr, String),
+    #[error("connect to {target} through the tunnel: {reason}")]
+    Refused { target: String, reason: String },
+    #[error("connect to {0} through the tunnel: no answer in time")]
+    Timeout(String),
+}
+
+/// Opens a TCP stream to `host:port` inside the networks; `timeout` bounds the whole set-up.
+pub async fn connect(
+    tunnel: SocketAddr,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, TunnelError> {
+    let target = format!("{host}:{port}");
+    let fut = async {
+        let mut stream = TcpStream::connect(tunnel)
+            .await
+            .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(format!("CONNECT {target} {}\n", timeout.as_millis()).as_bytes())
+            .await
+            .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+        let line = read_line(&mut stream)
+            .await
+            .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+        match line.strip_prefix("OK") {
+            Some(_) => Ok(stream),
+            None => Err(TunnelError::Refused {
+                target: target.clone(),
+                reason: line.trim_start_matches("ERR ").to_string(),
+            }),
+        }
+    };
+    tokio::time::timeout(timeout + Duration::from_millis(500), fut)
+        .await
+        .map_err(|_| TunnelError::Timeout(target.clone()))?
+}
+
+/// Every address a name resolves to inside the networks (a pool name gives all of its servers).
+pub async fn resolve(tunnel: SocketAddr, name: &str) -> Result<Vec<IpAddr>, TunnelError> {
+    let fut = async {
+        let mut stream = TcpStream::connect(tunnel).await?;
+        stream
+            .write_all(format!("RESOLVE {name}\n").as_bytes())
+            .await?;
+        read_line(&mut stream).await
+    };
+    let line = tokio::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .map_err(|_| TunnelError::Timeout(name.to_string()))?
+        .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+    match line.strip_prefix("OK") {
+        Some(rest) => Ok(rest
+            .split_whitespace()
+            .filter_map(|ip| ip.parse().ok())
+            .collect()),
+        None => Err(TunnelError::Refused {
+            target: name.to_string(),
+            reason: line,
+        }),
+    }
+}
+
+/// Reads the tunnel's one-line answer byte by byte, so no byte of the stream after it is consumed.
+async fn read_line(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut reader = BufReader::with_capacity(1, stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    Ok(line.trim_end().to_string())
+}
