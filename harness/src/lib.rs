@@ -29,7 +29,12 @@
 //! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency.
 //! - [`latency`]: failover latency metrics derived from a history, as HdrHistograms per fault and overall.
 //! - [`report`]: the directory a run leaves (summary, .hgrm, HTML, Markdown), bounds, and comparing two runs.
+//! - [`probe`]: each node's view of its role over time, read from its status and recorded on change.
+//! - [`runner`]: runs a scenario end to end and writes its report.
 //! - [`runtime`]: the Docker runtime: a topology started as a [`runtime::Cluster`], labels and sweep.
+//! - [`workload`]: simulated users: SIP clients of their pools, many per process.
+//! - [`scenario`]: scenario files: topology + workload + schedule + checkers + bounds.
+//! - [`schedule`]: scripted and seeded fault schedules.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
 pub mod checker;
@@ -38,6 +43,11 @@ pub mod fault;
 pub mod history;
 pub mod images;
 pub mod latency;
+pub mod probe;
 pub mod report;
+pub mod runner;
 pub mod runtime;
+pub mod scenario;
+pub mod schedule;
 pub mod topology;
+pub mod workload;

@@ -56,6 +56,20 @@ enum Command {
     },
     /// Undo every fault still in force on the running topology, each undo verified.
     Heal,
+    /// Run a scenario: topology, users, faults, checkers; write the report; exit 0 valid, 1 invalid,
+    /// 2 unknown or harness error.
+    Run {
+        scenario: PathBuf,
+        /// The seed of every random draw; drawn (and printed first) when absent.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The report directory (default `reports/<scenario>-<seed>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also judge the scenario's nightly bounds (the goal figures).
+        #[arg(long)]
+        nightly: bool,
+    },
     /// Work with report directories (see `poolchaos report compare --help`).
     Report {
         #[command(subcommand)]
@@ -240,8 +254,50 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
             result?;
             Ok(exit::VALID)
         }
+        Command::Run {
+            scenario,
+            seed,
+            out,
+            nightly,
+        } => run_scenario(&scenario, seed, out, nightly).await,
         Command::Images | Command::Version | Command::Report { .. } => {
             unreachable!("handled without a runtime")
+        }
+    }
+}
+
+async fn run_scenario(
+    path: &Path,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    nightly: bool,
+) -> anyhow::Result<i32> {
+    let seed = seed.unwrap_or_else(rand::random);
+    println!("seed={seed}");
+    let scenario = poolchaos::scenario::Scenario::load(path)?;
+    let out =
+        out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{seed}", scenario.name())));
+    let opts = poolchaos::runner::RunOptions { seed, out, nightly };
+    let replay = poolchaos::runner::replay_command(path, seed);
+    match poolchaos::runner::run(&scenario, &opts).await {
+        Ok(outcome) => {
+            println!("verdict: {}", outcome.verdict.name());
+            for v in outcome.verdict.violations().iter().take(20) {
+                println!("  violation: {v}");
+            }
+            if let poolchaos::checker::Verdict::Unknown(reason) = &outcome.verdict {
+                println!("  unknown: {reason}");
+            }
+            println!("report: {}", outcome.out.join("report.html").display());
+            if outcome.exit_code() != exit::VALID {
+                println!("replay: {replay}");
+            }
+            Ok(outcome.exit_code())
+        }
+        Err(e) => {
+            eprintln!("poolchaos: failed to run {}: {e}", path.display());
+            println!("replay: {replay}");
+            Ok(exit::UNKNOWN)
         }
     }
 }

@@ -156,7 +156,7 @@ pub const USERS: &str = "users";
 
 /// A mistake in a topology (or scenario) file: where it is and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {expected}")]
+#[error("read {file}:{line}: {field}: {expected}")]
 pub struct FileError {
     pub file: PathBuf,
     /// 1-based line of the offending value (or of its table when the field is missing).
@@ -588,7 +588,7 @@ to = "fe1"
         assert_eq!(e.line, 14, "{e}");
         assert!(
             e.to_string()
-                .starts_with("t.toml:14: sise: unknown field `sise`"),
+                .starts_with("read t.toml:14: sise: unknown field `sise`"),
             "{e}"
         );
     }

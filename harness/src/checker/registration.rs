@@ -24,14 +24,20 @@ pub struct SignOut {
 }
 
 impl SignOut {
-    /// When the user's time away counts from: the fault's proof of effect, or the sign-out if later (a
-    /// sign-out at failback). The `reregister` metric and the bound both count from here.
+    /// When the user's time away counts from: the fault's moment of effect — its proof, or the user's own
+    /// sign-out when that came first (a killed server's connections close before Docker reports it dead).
+    /// A sign-out after the fault's undo (failback) counts from itself. The `reregister` metric and the bound
+    /// both count from here, so detection time is part of the outage, as a user lives it.
     pub fn outage_start_us(&self, faults: &[Fault]) -> u64 {
-        let fault_at = self
-            .fault
-            .and_then(|id| faults.iter().find(|f| f.id == id))
-            .map_or(0, Fault::effective_at_us);
-        self.at_us.max(fault_at)
+        let Some(fault) = self.fault.and_then(|id| faults.iter().find(|f| f.id == id)) else {
+            return self.at_us;
+        };
+        if fault.undone_at_us.is_some_and(|undone| self.at_us > undone) {
+            return self.at_us;
+        }
+        fault
+            .effective_at_us()
+            .min(self.at_us.max(fault.requested_at_us))
     }
 }
 
@@ -297,7 +303,7 @@ mod tests {
             .build();
         let v = check(&h);
         assert!(
-            v.violations()[0].what.contains("8700 ms after fault 0"),
+            v.violations()[0].what.contains("8900 ms after fault 0"),
             "{v:?}"
         );
     }

@@ -14,6 +14,20 @@ pub struct Violation {
     pub what: String,
 }
 
+impl std::fmt::Display for Violation {
+    /// `checker: [user] [at 12.345 s] what`, as the command line prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.checker)?;
+        if let Some(user) = &self.user {
+            write!(f, " {user}")?;
+        }
+        if let Some(at) = self.at_us {
+            write!(f, " at {:.3} s", at as f64 / 1e6)?;
+        }
+        write!(f, " {}", self.what)
+    }
+}
+
 impl Violation {
     pub fn new(
         checker: &str,

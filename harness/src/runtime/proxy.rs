@@ -21,31 +21,39 @@ pub async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), RuntimeError> {
+    let what = format!("call the fault proxy {method} {path}");
     let fut = async {
-        let mut stream = TcpStream::connect(api).await?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
+        let stream = TcpStream::connect(api).await?;
+        exchange(stream, &api.to_string(), method, path, body).await
     };
-    let raw = tokio::time::timeout(API_TIMEOUT, fut)
+    tokio::time::timeout(API_TIMEOUT, fut)
         .await
-        .map_err(|_| {
-            RuntimeError::Other(format!(
-                "call the fault proxy {method} {path}: no answer in {API_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|e| RuntimeError::Other(format!("call the fault proxy {method} {path}: {e}")))?;
+        .map_err(|_| RuntimeError::Other(format!("{what}: no answer in {API_TIMEOUT:?}")))?
+        .map_err(|e| RuntimeError::Other(format!("{what}: {e}")))
+}
+
+/// One HTTP/1.1 request with `Connection: close` on an open stream (a tunnelled one, say): the status and
+/// the JSON body (`Null` when empty or not JSON).
+pub async fn exchange(
+    mut stream: TcpStream,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
     parse(&raw).ok_or_else(|| {
-        RuntimeError::Other(format!(
-            "call the fault proxy {method} {path}: unreadable answer {:?}",
+        std::io::Error::other(format!(
+            "unreadable answer {:?}",
             String::from_utf8_lossy(&raw[..raw.len().min(200)])
         ))
     })

@@ -36,6 +36,8 @@ pub struct Launch {
     pub ports: Vec<PortSpec>,
     /// A stdout line starting with this says the node is ready.
     pub ready_prefix: String,
+    /// Whether the node serves the admin API (`GET /status`) the probes read.
+    pub has_admin: bool,
 }
 
 /// The launch of a pool node.
@@ -56,6 +58,7 @@ pub fn node(node: &NodeSpec) -> Launch {
     } else {
         Vec::new()
     };
+    let standalone = node.role == NodeRole::Pool(Role::Frontend);
     let cmd: Vec<String> = match node.role {
         // Until the Front End pool lands, each Front End runs alone with open registration.
         NodeRole::Pool(Role::Frontend) => vec![
@@ -72,6 +75,7 @@ pub fn node(node: &NodeSpec) -> Launch {
         cmd,
         ports,
         ready_prefix: format!("poolnode {role} ready"),
+        has_admin: !standalone,
     }
 }
 
@@ -203,5 +207,6 @@ pub fn proxy(seed: u64) -> Launch {
             })
             .collect(),
         ready_prefix: "faultproxy ready".into(),
+        has_admin: false,
     }
 }

@@ -1,0 +1,226 @@
+//! Runs a scenario end to end: draw the schedule from the seed (and log it before anything else), start the
+//! topology, start the probes and the users, apply each fault and prove it, undo it and prove that, let the
+//! quiet period pass, have every user read back its data, judge the history, write the report, take the
+//! topology down. The verdict decides the exit code; anything other than valid prints the replay command.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::checker::Verdict;
+use crate::history::{Recorder, RunInfo};
+use crate::report::Report;
+use crate::runtime::{Cluster, Injector, RuntimeError};
+use crate::scenario::Scenario;
+use crate::schedule::{self, ScheduleSpec};
+use crate::workload::{self, Workload};
+use crate::{exit, probe};
+
+/// How a run is asked for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub seed: u64,
+    /// The report directory.
+    pub out: PathBuf,
+    /// Also judge the scenario's `nightly_bounds` (the goal figures).
+    pub nightly: bool,
+}
+
+/// What a run ended with.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub verdict: Verdict,
+    pub report: Report,
+    pub out: PathBuf,
+}
+
+impl RunOutcome {
+    pub fn exit_code(&self) -> i32 {
+        match self.verdict {
+            Verdict::Valid => exit::VALID,
+            Verdict::Invalid(_) => exit::INVALID,
+            Verdict::Unknown(_) => exit::UNKNOWN,
+        }
+    }
+}
+
+/// Why a run could not produce a verdict: the harness failed (not the pool).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    History(#[from] crate::history::HistoryError),
+    #[error("{0}")]
+    Report(#[from] crate::report::ReportError),
+    #[error("{0}")]
+    Schedule(#[from] crate::schedule::ScheduleError),
+    #[error("create the report directory {0}: {1}")]
+    Out(PathBuf, std::io::Error),
+}
+
+/// The command that replays a run exactly.
+pub fn replay_command(scenario: &Path, seed: u64) -> String {
+    format!(
+        "cargo run --release -p poolchaos -- run {} --seed {seed}",
+        scenario.display()
+    )
+}
+
+/// Runs `scenario` and writes its report to `opts.out`.
+pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    let plan = scenario.file.schedule.plan(opts.seed)?;
+    // The seed and every drawn value first, before the topology starts: a run that dies later still
+    // leaves what replays it.
+    eprintln!(
+        "poolchaos: scenario {} {}",
+        scenario.name(),
+        schedule::describe(opts.seed, &plan)
+    );
+    eprintln!(
+        "poolchaos: replay with `{}`",
+        replay_command(&scenario.path, opts.seed)
+    );
+    std::fs::create_dir_all(&opts.out).map_err(|e| RunError::Out(opts.out.clone(), e))?;
+
+    let cluster = Cluster::up(scenario.topology.clone(), opts.seed).await?;
+    let result = drive(scenario, opts, &cluster, &plan).await;
+    let down = cluster.down().await;
+    let outcome = result?;
+    if let Err(e) = down {
+        warn!("teardown: {e}");
+    }
+    Ok(outcome)
+}
+
+async fn drive(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    cluster: &Cluster,
+    plan: &[schedule::Planned],
+) -> Result<RunOutcome, RunError> {
+    let users = workload::users_of(&scenario.topology, opts.seed);
+    let info = RunInfo {
+        scenario: scenario.name().to_string(),
+        seed: opts.seed,
+        users: users.iter().map(|u| u.name.clone()).collect(),
+    };
+    let recorder = Recorder::to_dir(info, &opts.out)?;
+    let tunnel = cluster.tunnel().await?;
+
+    let (probe_stop, probe_rx) = watch::channel(false);
+    let probed: Vec<String> = cluster
+        .topology
+        .nodes()
+        .filter(|n| crate::runtime::roles::node(n).has_admin)
+        .map(|n| n.name.clone())
+        .collect();
+    let probes = tokio::spawn(probe::run(
+        tunnel,
+        scenario.topology.clone(),
+        probed,
+        recorder.clone(),
+        probe_rx,
+    ));
+    let workload = Workload::start(users, tunnel, recorder.clone(), scenario.settings());
+
+    let spec: &ScheduleSpec = &scenario.file.schedule;
+    tokio::time::sleep(Duration::from_millis(spec.warmup_ms)).await;
+    let faults_start = Instant::now();
+    let mut injector = Injector::new(cluster);
+    let mut harness_error = None;
+    // Each planned fault: apply at its time, undo at its time; faults of a plan do not overlap in time
+    // unless the scenario scripts them so, and then they are applied in order.
+    let mut events: Vec<(u64, usize, bool)> = Vec::new();
+    for (i, p) in plan.iter().enumerate() {
+        events.push((p.at_ms, i, true));
+        if let Some(u) = p.undo_at_ms {
+            events.push((u, i, false));
+        }
+    }
+    events.sort_by_key(|(at, i, apply)| (*at, !*apply, *i));
+    let mut ids: Vec<Option<(usize, u64)>> = vec![None; plan.len()];
+    for (at_ms, i, apply) in events {
+        tokio::time::sleep_until(faults_start + Duration::from_millis(at_ms)).await;
+        let fault = &plan[i].fault;
+        if apply {
+            let hid = recorder.fault_requested(fault.kind(), &fault.target())?;
+            match injector.apply(fault).await {
+                Ok(id) => {
+                    recorder.fault_verified(hid)?;
+                    ids[i] = Some((id, hid));
+                }
+                Err(e) => {
+                    harness_error = Some(format!(
+                        "{} {} could not be verified: {e}",
+                        fault.kind(),
+                        fault.target()
+                    ));
+                    break;
+                }
+            }
+        } else if let Some((id, hid)) = ids[i].take() {
+            match injector.undo(id).await {
+                Ok(_) => recorder.fault_undone(hid)?,
+                Err(e) => {
+                    harness_error = Some(format!(
+                        "{} {} could not be verified: {e}",
+                        fault.undo_name(),
+                        fault.target()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    // Whatever is still in force is undone (and proven) before the quiet period and the final reads.
+    for (i, slot) in ids.iter_mut().enumerate() {
+        if let Some((id, hid)) = slot.take() {
+            match injector.undo(id).await {
+                Ok(_) => recorder.fault_undone(hid)?,
+                Err(e) => {
+                    harness_error.get_or_insert(format!(
+                        "{} {}: {e}",
+                        plan[i].fault.undo_name(),
+                        plan[i].fault.target()
+                    ));
+                }
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(spec.quiet_ms)).await;
+    workload.finish(Duration::from_secs(20)).await;
+    let _ = probe_stop.send(true);
+    let _ = probes.await;
+    let history = recorder.finish()?;
+
+    let mut bounds = scenario.bounds.clone();
+    if opts.nightly {
+        bounds.extend(scenario.nightly_bounds.iter().cloned());
+    }
+    let mut report = Report::build(
+        &history,
+        &scenario.checkers(),
+        &bounds,
+        scenario.settle_ms(),
+    );
+    if let Some(reason) = harness_error {
+        // A fault that could not be proven makes the whole run undecided, never valid.
+        report.verdict = report
+            .verdict
+            .clone()
+            .merge(Verdict::Unknown(reason.clone()));
+        report.summary.verdict = report.verdict.name().to_owned();
+        report.summary.reason.get_or_insert(reason);
+    }
+    report.write(&opts.out)?;
+    info!(verdict = report.verdict.name(), out = %opts.out.display(), "report written");
+    Ok(RunOutcome {
+        verdict: report.verdict.clone(),
+        report,
+        out: opts.out.clone(),
+    })
+}

@@ -1,0 +1,330 @@
+//! Scenario files: a topology, a workload, a fault schedule, the checkers and their bounds — one behaviour
+//! of the pool as data, listed and run by name.
+//!
+//! ```toml
+//! name = "fe-kill"
+//! claim = "Killing a Front End signs its users out briefly and loses nothing acknowledged."
+//! topology = "topologies/two-sites.toml"     # relative to this file
+//!
+//! [workload]
+//! im_interval_ms = 2000
+//!
+//! [schedule]
+//! warmup_ms = 4000
+//! quiet_ms = 6000
+//! [[schedule.fault]]
+//! at_ms = 0
+//! for_ms = 5000
+//! kind = "kill"
+//! target = "fe1-1"
+//!
+//! [checkers]
+//! registration = { reregister_bound_ms = 10000 }
+//! im = {}
+//! durability = {}
+//!
+//! bounds = ['reregister.p99 <= "10s"', "ims_lost == 0"]     # every run
+//! nightly_bounds = ['reregister.p99 <= "2s"']              # the goal, asserted by the nightly profile
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::checker::{
+    Composed, Durability, ImDelivery, NoSplitBrain, Quorum, RegistrationContinuity, ResiliencyMode,
+};
+use crate::report::Bound;
+use crate::schedule::ScheduleSpec;
+use crate::topology::{self, FileError, Topology};
+use crate::workload;
+
+/// A scenario as written in its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    /// What the scenario proves, in a sentence: shown in reports and test output.
+    #[serde(default)]
+    pub claim: String,
+    /// The topology file, relative to the scenario file.
+    pub topology: PathBuf,
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+    pub schedule: ScheduleSpec,
+    #[serde(default)]
+    pub checkers: CheckersSpec,
+    #[serde(default)]
+    pub bounds: Vec<String>,
+    #[serde(default)]
+    pub nightly_bounds: Vec<String>,
+    /// Long runs meant for the nightly profile, not the default `cargo test`.
+    #[serde(default)]
+    pub nightly_only: bool,
+}
+
+/// The `[workload]` table: the users' settings (ms).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub im_interval_ms: Option<u64>,
+    pub publish_interval_ms: Option<u64>,
+    pub refresh_interval_ms: Option<u64>,
+    pub keepalive_interval_ms: Option<u64>,
+    pub dead_after_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub start_spread_ms: Option<u64>,
+    /// No IMs at all (overrides `im_interval_ms`).
+    #[serde(default)]
+    pub no_ims: bool,
+}
+
+/// The `[checkers]` table: a key present turns that checker on, with its settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckersSpec {
+    pub registration: Option<RegistrationSpec>,
+    pub im: Option<ImSpec>,
+    pub durability: Option<DurabilitySpec>,
+    pub split_brain: Option<SplitBrainSpec>,
+    pub quorum: Option<QuorumSpec>,
+    pub resiliency: Option<Empty>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSpec {
+    pub reregister_bound_ms: u64,
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    #[serde(default = "yes")]
+    pub expect_affected: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImSpec {
+    pub delivery_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurabilitySpec {
+    pub rpo_bound_ms: Option<u64>,
+    pub notify_lag_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBrainSpec {
+    pub probe_skew_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumSpec {
+    pub settle_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+fn default_settle_ms() -> u64 {
+    5_000
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A loaded scenario: its file, its topology, and its parsed bounds.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub file: ScenarioFile,
+    pub topology: Topology,
+    pub bounds: Vec<Bound>,
+    pub nightly_bounds: Vec<Bound>,
+}
+
+impl Scenario {
+    /// Reads a scenario and its topology; a mistake names the file, line and field.
+    pub fn load(path: &Path) -> Result<Scenario, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "(file)".into(),
+            expected: format!("a readable scenario file ({e})"),
+        })?;
+        let file: ScenarioFile =
+            toml::from_str(&text).map_err(|e| topology::toml_error(path, &text, &e))?;
+        let line_of = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map(|i| i + 1)
+                .unwrap_or(0)
+        };
+        let parse = |texts: &[String], field: &str| {
+            Bound::parse_all(texts).map_err(|e| FileError {
+                file: path.to_path_buf(),
+                line: line_of(field),
+                field: field.into(),
+                expected: e.to_string(),
+            })
+        };
+        let bounds = parse(&file.bounds, "bounds")?;
+        let nightly_bounds = parse(&file.nightly_bounds, "nightly_bounds")?;
+        let topology_path = path.parent().unwrap_or(Path::new(".")).join(&file.topology);
+        let topology = Topology::load(&topology_path)?;
+        if let Err(e) = file.schedule.plan(0) {
+            return Err(FileError {
+                file: path.to_path_buf(),
+                line: line_of("[schedule"),
+                field: "schedule".into(),
+                expected: e.to_string(),
+            });
+        }
+        Ok(Scenario {
+            path: path.to_path_buf(),
+            file,
+            topology,
+            bounds,
+            nightly_bounds,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.file.name
+    }
+
+    /// The users' settings.
+    pub fn settings(&self) -> workload::Settings {
+        let w = &self.file.workload;
+        let d = workload::Settings::default();
+        let ms =
+            |v: Option<u64>, default| v.map(std::time::Duration::from_millis).unwrap_or(default);
+        workload::Settings {
+            refresh_interval: ms(w.refresh_interval_ms, d.refresh_interval),
+            keepalive_interval: ms(w.keepalive_interval_ms, d.keepalive_interval),
+            dead_after: ms(w.dead_after_ms, d.dead_after),
+            request_timeout: ms(w.request_timeout_ms, d.request_timeout),
+            connect_timeout: ms(w.connect_timeout_ms, d.connect_timeout),
+            start_spread: ms(w.start_spread_ms, d.start_spread),
+            im_interval: if w.no_ims {
+                None
+            } else {
+                Some(ms(w.im_interval_ms, d.im_interval.unwrap_or_default()))
+            },
+            publish_interval: w.publish_interval_ms.map(std::time::Duration::from_millis),
+            ..d
+        }
+    }
+
+    /// The checkers the scenario turned on.
+    pub fn checkers(&self) -> Composed {
+        let c = &self.file.checkers;
+        let mut composed = Composed::new();
+        if let Some(r) = &c.registration {
+            composed = composed.with(RegistrationContinuity {
+                reregister_bound_ms: r.reregister_bound_ms,
+                settle_ms: r.settle_ms,
+                expect_affected: r.expect_affected,
+            });
+        }
+        if let Some(i) = &c.im {
+            let mut im = ImDelivery::default();
+            if let Some(g) = i.delivery_grace_ms {
+                im.delivery_grace_ms = g;
+            }
+            composed = composed.with(im);
+        }
+        if let Some(d) = &c.durability {
+            let mut durability = Durability {
+                rpo_bound_ms: d.rpo_bound_ms,
+                ..Durability::default()
+            };
+            if let Some(lag) = d.notify_lag_ms {
+                durability.notify_lag_ms = lag;
+            }
+            composed = composed.with(durability);
+        }
+        if let Some(s) = &c.split_brain {
+            let mut split = NoSplitBrain::default();
+            if let Some(skew) = s.probe_skew_ms {
+                split.probe_skew_ms = skew;
+            }
+            composed = composed.with(split);
+        }
+        if let Some(q) = &c.quorum {
+            let mut quorum = Quorum::default();
+            if let Some(settle) = q.settle_ms {
+                quorum.settle_ms = settle;
+            }
+            composed = composed.with(quorum);
+        }
+        if c.resiliency.is_some() {
+            composed = composed.with(ResiliencyMode);
+        }
+        composed
+    }
+
+    /// The settle time the report attributes late events with.
+    pub fn settle_ms(&self) -> u64 {
+        self.file
+            .checkers
+            .registration
+            .as_ref()
+            .map(|r| r.settle_ms)
+            .unwrap_or_else(default_settle_ms)
+    }
+}
+
+/// Every scenario file (`*.toml`) directly in `dir`, sorted by name.
+pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_bad_scenario_names_file_line_and_field() {
+        let dir = std::env::temp_dir().join(format!("pc-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let topo = std::fs::canonicalize(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../suites/topologies/two-sites.toml"),
+        )
+        .unwrap();
+        let good = format!(
+            "name = \"x\"\ntopology = {:?}\n[schedule]\n[checkers]\nim = {{}}\n",
+            topo.display().to_string()
+        );
+        let s = Scenario::load(&write(&dir, "good.toml", &good)).unwrap();
+        assert_eq!(s.name(), "x");
+        let typo = good.replace("im = {}", "imm = {}");
+        let e = Scenario::load(&write(&dir, "typo.toml", &typo)).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "imm"), "{e}");
+        let bad_bound = format!(
+            "name = \"x\"\ntopology = {:?}\nbounds = ['reregister.p99 <= \"2 parsecs\"']\n[schedule]\n",
+            topo.display().to_string()
+        );
+        let e = Scenario::load(&write(&dir, "bound.toml", &bad_bound)).unwrap_err();
+        assert_eq!(e.field, "bounds", "{e}");
+        assert!(e.to_string().contains("bound.toml:3: bounds"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

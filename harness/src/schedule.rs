@@ -1,0 +1,229 @@
+//! Schedules: when which fault starts and when its undo runs. Scripted (at given times) or drawn from a seed
+//! out of what the scenario allows; either way a quiet period follows the last fault. The same seed gives
+//! the same schedule, and every drawn value is logged before the first fault.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::fault::Fault;
+
+/// A scenario's `[schedule]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Users work this long before the first fault.
+    #[serde(default = "default_warmup_ms")]
+    pub warmup_ms: u64,
+    /// Nothing happens for this long after the last undo, before the final reads.
+    #[serde(default = "default_quiet_ms")]
+    pub quiet_ms: u64,
+    /// Faults at given times (from the end of the warm-up).
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Scripted>,
+    /// Faults drawn from the seed.
+    pub random: Option<RandomSpec>,
+}
+
+fn default_warmup_ms() -> u64 {
+    4_000
+}
+
+fn default_quiet_ms() -> u64 {
+    6_000
+}
+
+/// One scripted fault: `at_ms` after the warm-up, undone `for_ms` later (never, when absent).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Scripted {
+    pub at_ms: u64,
+    pub for_ms: Option<u64>,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// What a randomized schedule may draw from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSpec {
+    /// How many faults, one after another.
+    pub count: usize,
+    /// The fault kinds allowed: `kill`, `stop`, `pause`, `isolate`, `partition` (the target against the
+    /// rest of its pool).
+    pub kinds: Vec<String>,
+    /// Nodes the faults may hit.
+    pub targets: Vec<String>,
+    /// Each fault lasts between these (ms).
+    pub for_ms: [u64; 2],
+    /// Pause between one undo and the next fault (ms).
+    pub gap_ms: [u64; 2],
+    /// For `partition`: the other side (nodes, pools or `site:<name>`).
+    #[serde(default)]
+    pub rest: Vec<String>,
+}
+
+/// One fault of a schedule, with its times from the end of the warm-up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Planned {
+    pub at_ms: u64,
+    /// When its undo runs; `None`: it stays until the end (then undone before the final reads).
+    pub undo_at_ms: Option<u64>,
+    pub fault: Fault,
+}
+
+/// Why a schedule cannot be drawn.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("draw the schedule: {0}")]
+pub struct ScheduleError(pub String);
+
+impl ScheduleSpec {
+    /// The schedule for `seed`: the scripted faults, then the drawn ones after them.
+    pub fn plan(&self, seed: u64) -> Result<Vec<Planned>, ScheduleError> {
+        let mut plan: Vec<Planned> = self
+            .faults
+            .iter()
+            .map(|s| Planned {
+                at_ms: s.at_ms,
+                undo_at_ms: s.for_ms.map(|d| s.at_ms + d),
+                fault: s.fault.clone(),
+            })
+            .collect();
+        if let Some(random) = &self.random {
+            let start = plan
+                .iter()
+                .map(|p| p.undo_at_ms.unwrap_or(p.at_ms))
+                .max()
+                .unwrap_or(0);
+            plan.extend(random.draw(seed, start)?);
+        }
+        plan.sort_by_key(|p| p.at_ms);
+        Ok(plan)
+    }
+
+    /// When the schedule's last event happens (ms after the warm-up).
+    pub fn end_ms(plan: &[Planned]) -> u64 {
+        plan.iter()
+            .map(|p| p.undo_at_ms.unwrap_or(p.at_ms))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl RandomSpec {
+    fn draw(&self, seed: u64, start_ms: u64) -> Result<Vec<Planned>, ScheduleError> {
+        if self.kinds.is_empty() || self.targets.is_empty() {
+            return Err(ScheduleError(
+                "random: give at least one kind and one target".into(),
+            ));
+        }
+        let range = |[lo, hi]: [u64; 2], what: &str| {
+            if lo > hi {
+                Err(ScheduleError(format!(
+                    "random.{what}: [{lo}, {hi}] is empty"
+                )))
+            } else {
+                Ok(lo..=hi)
+            }
+        };
+        let (for_ms, gap_ms) = (range(self.for_ms, "for_ms")?, range(self.gap_ms, "gap_ms")?);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut at = start_ms;
+        let mut out = Vec::new();
+        for _ in 0..self.count {
+            at += rng.gen_range(gap_ms.clone());
+            let kind = self.kinds.choose(&mut rng).expect("not empty").clone();
+            let target = self.targets.choose(&mut rng).expect("not empty").clone();
+            let length = rng.gen_range(for_ms.clone());
+            let fault = match kind.as_str() {
+                "kill" => Fault::Kill { target },
+                "stop" => Fault::Stop { target, grace_s: 2 },
+                "pause" => Fault::Pause { target },
+                "isolate" => Fault::Isolate { target },
+                "partition" if !self.rest.is_empty() => Fault::Partition {
+                    groups: vec![vec![target], self.rest.clone()],
+                },
+                other => {
+                    return Err(ScheduleError(format!(
+                        "random.kinds: `{other}` cannot be drawn (kill, stop, pause, isolate, partition with `rest`)"
+                    )))
+                }
+            };
+            out.push(Planned {
+                at_ms: at,
+                undo_at_ms: Some(at + length),
+                fault,
+            });
+            at += length;
+        }
+        Ok(out)
+    }
+}
+
+/// The schedule as the log line before the first fault shows it.
+pub fn describe(seed: u64, plan: &[Planned]) -> String {
+    let mut s = format!("seed={seed} faults={}", plan.len());
+    for p in plan {
+        let undo = p
+            .undo_at_ms
+            .map(|u| format!("{u}ms"))
+            .unwrap_or_else(|| "end".into());
+        s.push_str(&format!(
+            "\n  at {}ms {} {} until {undo}",
+            p.at_ms,
+            p.fault.kind(),
+            p.fault.target()
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ScheduleSpec {
+        toml::from_str(
+            r#"
+            warmup_ms = 1000
+            [[fault]]
+            at_ms = 0
+            for_ms = 2000
+            kind = "kill"
+            target = "fe1-1"
+            [random]
+            count = 4
+            kinds = ["kill", "pause", "isolate", "partition"]
+            targets = ["fe1-1", "fe1-2", "fe1-3"]
+            rest = ["fe1"]
+            for_ms = [1000, 5000]
+            gap_ms = [500, 2000]
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_schedule() {
+        let s = spec();
+        assert_eq!(s.plan(42).unwrap(), s.plan(42).unwrap());
+        assert_ne!(s.plan(42).unwrap(), s.plan(43).unwrap());
+        insta::assert_snapshot!(describe(42, &s.plan(42).unwrap()));
+    }
+
+    #[test]
+    fn drawn_faults_follow_the_scripted_ones_without_overlap() {
+        let plan = spec().plan(7).unwrap();
+        assert_eq!(plan.len(), 5);
+        for pair in plan.windows(2) {
+            assert!(pair[1].at_ms >= pair[0].undo_at_ms.unwrap(), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn a_kind_that_cannot_be_drawn_is_an_error() {
+        let mut s = spec();
+        s.random.as_mut().unwrap().kinds = vec!["meteor".into()];
+        assert!(s.plan(1).unwrap_err().0.contains("meteor"));
+    }
+}

@@ -1,0 +1,173 @@
+//! The workload: simulated users, many per process, each a SIP client of its home pool.
+//!
+//! - [`sip`]: the users' own small SIP (framing, requests, digest), apart from the pool's.
+//! - [`user`]: one user's life: find the pool, register, refresh, keep alive, notice loss, register again,
+//!   publish, subscribe, change contacts, send IMs.
+
+pub mod sip;
+pub mod user;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::history::Recorder;
+use crate::runtime::roles;
+use crate::topology::Topology;
+pub use user::UserSpec;
+
+/// What every user does, and how fast; read from a scenario's `[workload]` table.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// REGISTER `Expires`.
+    pub register_expires_s: u32,
+    /// How often a registered user refreshes.
+    #[serde(with = "ms")]
+    pub refresh_interval: Duration,
+    /// `CRLF CRLF` keep-alive interval.
+    #[serde(with = "ms")]
+    pub keepalive_interval: Duration,
+    /// Silence from the server longer than this is a lost registration.
+    #[serde(with = "ms")]
+    pub dead_after: Duration,
+    /// A request without a final answer this long is a timeout.
+    #[serde(with = "ms")]
+    pub request_timeout: Duration,
+    /// Connect timeout per server address.
+    #[serde(with = "ms")]
+    pub connect_timeout: Duration,
+    /// Each user sends one IM per interval (none if absent).
+    #[serde(with = "ms_opt")]
+    pub im_interval: Option<Duration>,
+    /// Each user publishes its presence once per interval (besides once after each registration).
+    #[serde(with = "ms_opt")]
+    pub publish_interval: Option<Duration>,
+    /// Users start spread over this long.
+    #[serde(with = "ms")]
+    pub start_spread: Duration,
+    /// The SIP port of the pools.
+    #[serde(skip)]
+    pub sip_port: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            register_expires_s: 60,
+            refresh_interval: Duration::from_secs(20),
+            keepalive_interval: Duration::from_millis(500),
+            dead_after: Duration::from_millis(2500),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(1000),
+            im_interval: Some(Duration::from_secs(2)),
+            publish_interval: None,
+            start_spread: Duration::from_secs(1),
+            sip_port: roles::SIP_PORT,
+        }
+    }
+}
+
+/// Where the run is: users work while `Running`, read back their data at `Final`, and stop at `Stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Running,
+    Final,
+    Stop,
+}
+
+/// The users of a topology, as the harness and the pool both name them.
+pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
+    let names: Vec<(String, String)> = topology
+        .users
+        .iter()
+        .flat_map(|u| (1..=u.count).map(move |n| (roles::user_name(&u.home, n), u.home.clone())))
+        .collect();
+    let all: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (name, home))| {
+            let backup = topology.pool(home).and_then(|p| p.pool.pair.clone());
+            // Each user writes to and watches its neighbour, so every user is both a sender and a recipient.
+            let next = all[(i + 1) % all.len()].clone();
+            UserSpec {
+                name: name.clone(),
+                password: roles::user_password(name),
+                home: home.clone(),
+                backup,
+                im_targets: if all.len() > 1 {
+                    vec![next.clone()]
+                } else {
+                    vec![]
+                },
+                contact: (all.len() > 1).then_some(next),
+                seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            }
+        })
+        .collect()
+}
+
+/// Running users: move them through the stages and wait for them.
+pub struct Workload {
+    stage: watch::Sender<Stage>,
+    tasks: JoinSet<()>,
+}
+
+impl Workload {
+    /// Starts every user.
+    pub fn start(
+        users: Vec<UserSpec>,
+        tunnel: SocketAddr,
+        recorder: Recorder,
+        settings: Settings,
+    ) -> Workload {
+        let (stage, rx) = watch::channel(Stage::Running);
+        let mut tasks = JoinSet::new();
+        for spec in users {
+            tasks.spawn(user::run(
+                spec,
+                tunnel,
+                recorder.clone(),
+                settings,
+                rx.clone(),
+            ));
+        }
+        Workload { stage, tasks }
+    }
+
+    /// Every registered user reads back its contact list, then stops; users still away stop at `deadline`.
+    pub async fn finish(mut self, deadline: Duration) {
+        let _ = self.stage.send(Stage::Final);
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(deadline, all_done).await.is_err() {
+            let _ = self.stage.send(Stage::Stop);
+            let rest = async { while self.tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(Duration::from_secs(10), rest)
+                .await
+                .is_err()
+            {
+                self.tasks.abort_all();
+            }
+        }
+    }
+}
+
+mod ms {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod ms_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

@@ -1,0 +1,355 @@
+//! The simulated users' SIP: just what a client needs — build requests and responses, cut messages out of a
+//! TCP stream by Content-Length (with `CRLF` keep-alive answers), read headers (compact names too), and answer
+//! a digest challenge. Kept apart from the pool's SIP code on purpose: the harness must not share the
+//! implementation it is testing.
+
+use std::fmt::Write as _;
+
+use md5::{Digest, Md5};
+
+/// A parsed SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// `SIP/2.0 200 OK` or `MESSAGE sip:bob@pool SIP/2.0`.
+    pub start: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the framer found next in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Message(Message),
+    /// A bare `CRLF`: the answer to our `CRLF CRLF` keep-alive.
+    Pong,
+}
+
+/// Longest message the client accepts (the pool's own limit is 64 KiB).
+const MESSAGE_MAX_BYTES: usize = 256 * 1024;
+
+/// Why the stream could not be read as SIP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("read SIP from the server: {0}")]
+pub struct FrameError(pub String);
+
+/// Cuts messages out of a TCP byte stream.
+#[derive(Default)]
+pub struct Framer {
+    buf: Vec<u8>,
+}
+
+impl Framer {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, if the buffer holds one.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.starts_with(b"\r\n") && !self.buf.starts_with(b"\r\n\r\n") {
+            self.buf.drain(..2);
+            return Ok(Some(Frame::Pong));
+        }
+        if self.buf.starts_with(b"\r\n\r\n") {
+            // A keep-alive ping from the server; nothing to answer on the client side but the pong.
+            self.buf.drain(..4);
+            return Ok(Some(Frame::Pong));
+        }
+        let Some(head_end) = find(&self.buf, b"\r\n\r\n") else {
+            if self.buf.len() > MESSAGE_MAX_BYTES {
+                return Err(FrameError("header section too long".into()));
+            }
+            return Ok(None);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])
+            .map_err(|_| FrameError("header section is not UTF-8".into()))?;
+        let mut lines = head.split("\r\n");
+        let start = lines.next().unwrap_or_default().to_string();
+        let mut headers = Vec::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((long_name(name.trim()), value.trim().to_string()));
+            }
+        }
+        let length = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse::<usize>())
+            .transpose()
+            .map_err(|_| FrameError("bad Content-Length".into()))?
+            .unwrap_or(0);
+        if length > MESSAGE_MAX_BYTES {
+            return Err(FrameError(format!("Content-Length {length} too large")));
+        }
+        let total = head_end + 4 + length;
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let body = self.buf[head_end + 4..total].to_vec();
+        self.buf.drain(..total);
+        Ok(Some(Frame::Message(Message {
+            start,
+            headers,
+            body,
+        })))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Expands a compact header name.
+fn long_name(name: &str) -> String {
+    match name {
+        "i" | "I" => "Call-ID",
+        "f" | "F" => "From",
+        "t" | "T" => "To",
+        "v" | "V" => "Via",
+        "l" | "L" => "Content-Length",
+        "m" | "M" => "Contact",
+        "c" | "C" => "Content-Type",
+        "o" | "O" => "Event",
+        "k" | "K" => "Supported",
+        other => other,
+    }
+    .to_string()
+}
+
+impl Message {
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        let rest = self.start.strip_prefix("SIP/2.0 ")?;
+        rest.get(..3)?.parse().ok()
+    }
+
+    /// The method of a request.
+    pub fn method(&self) -> Option<&str> {
+        if self.start.starts_with("SIP/2.0") {
+            None
+        } else {
+            self.start.split(' ').next()
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The CSeq number.
+    pub fn cseq(&self) -> Option<u32> {
+        self.header("CSeq")?.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The whole message as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(256 + self.body.len());
+        out.push_str(&self.start);
+        out.push_str("\r\n");
+        for (n, v) in &self.headers {
+            if !n.eq_ignore_ascii_case("content-length") {
+                let _ = write!(out, "{n}: {v}\r\n");
+            }
+        }
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// A response to this request, echoing the headers a response must carry.
+    pub fn response(&self, status: u16, reason: &str) -> Message {
+        let headers = ["Via", "From", "To", "Call-ID", "CSeq"]
+            .iter()
+            .filter_map(|h| self.header(h).map(|v| (h.to_string(), v.to_string())))
+            .collect();
+        Message {
+            start: format!("SIP/2.0 {status} {reason}"),
+            headers,
+            body: Vec::new(),
+        }
+    }
+}
+
+/// The domain users are addressed in.
+pub const DOMAIN: &str = "poolchaos";
+
+pub fn aor(user: &str) -> String {
+    format!("sip:{user}@{DOMAIN}")
+}
+
+/// A request from `user` with the mandatory headers.
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    method: &str,
+    uri: &str,
+    user: &str,
+    to: &str,
+    call_id: &str,
+    from_tag: &str,
+    cseq: u32,
+    branch: &str,
+) -> Message {
+    Message {
+        start: format!("{method} {uri} SIP/2.0"),
+        headers: vec![
+            (
+                "Via".into(),
+                format!("SIP/2.0/TCP {user}.invalid;branch=z9hG4bK{branch}"),
+            ),
+            ("Max-Forwards".into(), "70".into()),
+            ("From".into(), format!("<{}>;tag={from_tag}", aor(user))),
+            ("To".into(), format!("<{to}>")),
+            ("Call-ID".into(), call_id.to_string()),
+            ("CSeq".into(), format!("{cseq} {method}")),
+        ],
+        body: Vec::new(),
+    }
+}
+
+/// A digest challenge's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub opaque: Option<String>,
+    pub qop_auth: bool,
+}
+
+impl Challenge {
+    /// Reads `WWW-Authenticate: Digest realm="…", nonce="…", …`.
+    pub fn parse(header: &str) -> Option<Challenge> {
+        let params = header.trim().strip_prefix("Digest")?.trim();
+        let get = |key: &str| -> Option<String> {
+            params.split(',').find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                (k.trim().eq_ignore_ascii_case(key)).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        Some(Challenge {
+            realm: get("realm")?,
+            nonce: get("nonce")?,
+            opaque: get("opaque"),
+            qop_auth: get("qop").is_some_and(|q| q.split(',').any(|q| q.trim() == "auth")),
+        })
+    }
+
+    /// The `Authorization` header answering this challenge for `method uri`.
+    pub fn authorization(
+        &self,
+        user: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        nc: u32,
+        cnonce: &str,
+    ) -> String {
+        let md5 = |s: String| hex::encode(Md5::digest(s.as_bytes()));
+        let ha1 = md5(format!("{user}:{}:{password}", self.realm));
+        let ha2 = md5(format!("{method}:{uri}"));
+        let nc = format!("{nc:08x}");
+        let response = if self.qop_auth {
+            md5(format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce))
+        } else {
+            md5(format!("{ha1}:{}:{ha2}", self.nonce))
+        };
+        let mut h = format!(
+            "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5",
+            self.realm, self.nonce
+        );
+        if self.qop_auth {
+            let _ = write!(h, ", qop=auth, nc={nc}, cnonce=\"{cnonce}\"");
+        }
+        if let Some(opaque) = &self.opaque {
+            let _ = write!(h, ", opaque=\"{opaque}\"");
+        }
+        h
+    }
+}
+
+/// The `register-action` of a REGISTER's `presence-state` header: `added` or `refreshed`.
+pub fn register_action(response: &Message) -> Option<String> {
+    let v = response.header("presence-state")?;
+    let at = v.find("register-action=")? + "register-action=".len();
+    Some(
+        v[at..]
+            .trim_start_matches('"')
+            .split(['"', ';', ',', ' '])
+            .next()?
+            .to_string(),
+    )
+}
+
+/// The user part of a `sip:user@host` in a header value.
+pub fn user_of(value: &str) -> Option<&str> {
+    let at = value.find("sip:")? + 4;
+    let rest = &value[at..];
+    let end = rest.find(['@', '>', ';'])?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_pipelined_messages_and_pongs() {
+        let mut f = Framer::default();
+        f.push(b"\r\nSIP/2.0 200 OK\r\nCSeq: 1 REGISTER\r\nl: 2\r\n\r\nhiSIP/2.0 4");
+        assert_eq!(f.next_frame().unwrap(), Some(Frame::Pong));
+        let Some(Frame::Message(m)) = f.next_frame().unwrap() else {
+            panic!("a message")
+        };
+        assert_eq!(m.status(), Some(200));
+        assert_eq!(m.body, b"hi");
+        assert_eq!(m.header("content-length"), Some("2"));
+        assert_eq!(f.next_frame().unwrap(), None, "a partial message waits");
+        f.push(b"80 Busy\r\nContent-Length: 0\r\n\r\n");
+        let Some(Frame::Message(m)) = f.next_frame().unwrap() else {
+            panic!("a message")
+        };
+        assert_eq!(m.status(), Some(480));
+    }
+
+    #[test]
+    fn answers_a_digest_challenge_as_rfc_2617_computes_it() {
+        // RFC 2617 section 3.5's example, with its values.
+        let c = Challenge {
+            realm: "testrealm@host.com".into(),
+            nonce: "dcd98b7102dd2f0e8b11d0f600bfb0c093".into(),
+            opaque: Some("5ccc069c403ebaf9f0171e9517f40e41".into()),
+            qop_auth: true,
+        };
+        let h = c.authorization(
+            "Mufasa",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            1,
+            "0a4f113b",
+        );
+        assert!(
+            h.contains("response=\"6629fae49393a05397450978507c4ef1\""),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn reads_register_action_and_users() {
+        let m = Message {
+            start: "SIP/2.0 200 OK".into(),
+            headers: vec![(
+                "presence-state".into(),
+                "register-action=\"refreshed\"".into(),
+            )],
+            body: vec![],
+        };
+        assert_eq!(register_action(&m).as_deref(), Some("refreshed"));
+        assert_eq!(
+            user_of("<sip:fe1-u0001@poolchaos>;tag=1"),
+            Some("fe1-u0001")
+        );
+    }
+}

@@ -1,0 +1,741 @@
+//! One simulated user: a SIP client that behaves as a client of the pool would.
+//!
+//! It finds its pool by name (every address the name resolves to, tried in turn, then its backup registrar),
+//! registers with digest authentication, refreshes before expiry, sends `CRLF CRLF` keep-alives, and
+//! notices loss — a closed connection, silence past `dead_after`, a request without answer, a refresh
+//! answered `register-action="added"` — and then registers again. Registered, it adds a contact, subscribes to
+//! that contact's presence, publishes its own, and sends IMs at the workload's rate. Every operation goes
+//! into the history as invoke → ok / fail / timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
+use tokio::time::{sleep, Instant};
+
+use super::sip::{self, Challenge, Frame, Framer, Message};
+use super::{Settings, Stage};
+use crate::history::{Op, Pending, Recorder};
+use crate::runtime::tunnel;
+
+/// Who a user is and whom it talks to.
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    pub name: String,
+    pub password: String,
+    /// The home pool's name.
+    pub home: String,
+    /// The home pool's pair: the backup registrar tried when no server of the home pool answers.
+    pub backup: Option<String>,
+    /// Users this one sends IMs to.
+    pub im_targets: Vec<String>,
+    /// The contact it adds to its list and whose presence it watches.
+    pub contact: Option<String>,
+    /// Seeds the user's own random draws (which address first, IM targets, timer phases).
+    pub seed: u64,
+}
+
+/// What the user is doing with each outstanding request.
+enum Kind {
+    Register,
+    Refresh,
+    Im,
+    Publish,
+    Subscribe,
+    ContactAdd,
+    ContactList,
+}
+
+struct Outstanding {
+    kind: Kind,
+    pending: Pending,
+    deadline: Instant,
+    /// The request as sent, to send again with credentials after a 401.
+    request: Message,
+    authorized: bool,
+}
+
+/// Why a session ended.
+enum End {
+    Lost(String),
+    Finished,
+}
+
+/// State that outlives one connection.
+struct Life {
+    rng: ChaCha8Rng,
+    cseq: u32,
+    im_seq: u64,
+    publish_seq: u64,
+    contact_added: bool,
+    nc: u32,
+}
+
+/// Runs the user until the stage says stop. Returns only then.
+pub async fn run(
+    spec: UserSpec,
+    tunnel: SocketAddr,
+    recorder: Recorder,
+    settings: Settings,
+    mut stage: watch::Receiver<Stage>,
+) {
+    let mut life = Life {
+        rng: ChaCha8Rng::seed_from_u64(spec.seed),
+        cseq: 1,
+        im_seq: 0,
+        publish_seq: 0,
+        contact_added: false,
+        nc: 0,
+    };
+    // Spread the start so thousands of users do not register in the same millisecond.
+    let spread_ms = life
+        .rng
+        .gen_range(0..settings.start_spread.as_millis().max(1) as u64);
+    sleep(Duration::from_millis(spread_ms)).await;
+    loop {
+        if *stage.borrow() == Stage::Stop {
+            return;
+        }
+        let Some((stream, registrar)) = connect(&spec, tunnel, &settings, &mut life.rng).await
+        else {
+            let backoff = life.rng.gen_range(100..400);
+            tokio::select! {
+                _ = sleep(Duration::from_millis(backoff)) => {}
+                _ = stage.changed() => {}
+            }
+            continue;
+        };
+        match session(
+            &spec, stream, &registrar, &recorder, &settings, &mut life, &mut stage,
+        )
+        .await
+        {
+            End::Finished => return,
+            End::Lost(reason) => {
+                let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
+            }
+        }
+    }
+}
+
+/// Finds a server: every address of the home pool in turn, then of the backup registrar.
+async fn connect(
+    spec: &UserSpec,
+    tunnel: SocketAddr,
+    settings: &Settings,
+    rng: &mut ChaCha8Rng,
+) -> Option<(tokio::net::TcpStream, String)> {
+    for pool in std::iter::once(&spec.home).chain(spec.backup.iter()) {
+        let mut addresses = tunnel::resolve(tunnel, pool).await.unwrap_or_default();
+        addresses.shuffle(rng);
+        for ip in addresses {
+            let host = ip.to_string();
+            if let Ok(stream) =
+                tunnel::connect(tunnel, &host, settings.sip_port, settings.connect_timeout).await
+            {
+                return Some((stream, pool.clone()));
+            }
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    spec: &UserSpec,
+    stream: tokio::net::TcpStream,
+    registrar: &str,
+    recorder: &Recorder,
+    settings: &Settings,
+    life: &mut Life,
+    stage: &mut watch::Receiver<Stage>,
+) -> End {
+    let (mut read, mut write) = stream.into_split();
+    let mut framer = Framer::default();
+    let mut outstanding: HashMap<u32, Outstanding> = HashMap::new();
+    let mut challenge: Option<Challenge> = None;
+    let mut registered = false;
+    let mut last_rx = Instant::now();
+    let reg_call_id = format!("reg-{}", spec.name);
+    let from_tag = format!("t{}", life.rng.gen::<u32>());
+    let mut next_refresh = Instant::now() + Duration::from_secs(3600);
+    let mut next_im = Instant::now() + jitter(&mut life.rng, settings.im_interval);
+    let mut next_publish = Instant::now() + jitter(&mut life.rng, settings.publish_interval);
+    let mut keepalive = tokio::time::interval(settings.keepalive_interval);
+    let mut final_list_sent = false;
+    let mut buf = vec![0u8; 4096];
+
+    let op = Op::Register {
+        registrar: Some(registrar.to_string()),
+        resiliency: false,
+    };
+    let Ok(pending) = recorder.invoke(&spec.name, op) else {
+        return End::Lost("history unavailable".into());
+    };
+    let register = register_request(spec, &reg_call_id, &from_tag, life, settings);
+    if send(&mut write, &register).await.is_err() {
+        let _ = pending.fail("connection closed before REGISTER");
+        return End::Lost("connection closed".into());
+    }
+    outstanding.insert(
+        register.cseq().unwrap_or_default(),
+        Outstanding {
+            kind: Kind::Register,
+            pending,
+            deadline: Instant::now() + settings.request_timeout,
+            request: register,
+            authorized: false,
+        },
+    );
+
+    loop {
+        let stage_now = *stage.borrow();
+        if stage_now == Stage::Stop {
+            return End::Finished;
+        }
+        if stage_now == Stage::Final && registered && !final_list_sent {
+            final_list_sent = true;
+            let body = b"list\r\n".to_vec();
+            if let Err(e) = start(
+                spec,
+                &mut write,
+                recorder,
+                &mut outstanding,
+                life,
+                settings,
+                &from_tag,
+                Kind::ContactList,
+                Op::ContactList { contacts: None },
+                body,
+            )
+            .await
+            {
+                return End::Lost(e);
+            }
+        }
+        if final_list_sent && outstanding.is_empty() {
+            return End::Finished;
+        }
+        let wake = [next_refresh, next_im, next_publish]
+            .into_iter()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            read = read.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) => return fail_all(outstanding, "connection closed by the server"),
+                    Ok(n) => n,
+                    Err(e) => return fail_all(outstanding, &format!("connection error: {e}")),
+                };
+                last_rx = Instant::now();
+                framer.push(&buf[..n]);
+                loop {
+                    let frame = match framer.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => return fail_all(outstanding, &e.to_string()),
+                    };
+                    let Frame::Message(msg) = frame else { continue };
+                    if msg.status().is_some() {
+                        let action = on_response(spec, msg, &mut outstanding, &mut challenge, &mut write, life, recorder, settings).await;
+                        match action {
+                            Ok(Some(Event::Registered)) => {
+                                registered = true;
+                                next_refresh = Instant::now() + settings.refresh_interval;
+                                if let Err(e) = after_register(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                                    return End::Lost(e);
+                                }
+                            }
+                            Ok(Some(Event::Refreshed)) => next_refresh = Instant::now() + settings.refresh_interval,
+                            Ok(Some(Event::Lost(reason))) => return fail_all(outstanding, &reason),
+                            Ok(None) => {}
+                            Err(e) => return fail_all(outstanding, &e),
+                        }
+                    } else if let Err(e) = on_request(spec, &msg, &mut write, recorder).await {
+                        return fail_all(outstanding, &e);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake), if registered && stage_now == Stage::Running => {
+                let now = Instant::now();
+                if now >= next_refresh {
+                    next_refresh = now + Duration::from_secs(3600);
+                    let req = register_request(spec, &reg_call_id, &from_tag, life, settings);
+                    let req = with_auth(req, &challenge, spec, life);
+                    let op = Op::Refresh { action: None, resiliency: false };
+                    if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Refresh, op, req, challenge.is_some()).await {
+                        return End::Lost(e);
+                    }
+                }
+                if now >= next_im {
+                    next_im = now + settings.im_interval.unwrap_or(Duration::from_secs(3600));
+                    if let Some(to) = spec.im_targets.choose(&mut life.rng).cloned() {
+                        life.im_seq += 1;
+                        let seq = life.im_seq;
+                        let body = format!("im {} {seq}", spec.name).into_bytes();
+                        let op = Op::ImSend { to: to.clone(), seq };
+                        let mut req = new_request(spec, "MESSAGE", &sip::aor(&to), &sip::aor(&to), life, &from_tag);
+                        req.headers.push(("Content-Type".into(), "text/plain".into()));
+                        req.body = body;
+                        if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Im, op, req, false).await {
+                            return End::Lost(e);
+                        }
+                    }
+                }
+                if now >= next_publish {
+                    next_publish = now + settings.publish_interval.unwrap_or(Duration::from_secs(3600));
+                    if let Err(e) = publish(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                        return End::Lost(e);
+                    }
+                }
+            }
+            _ = keepalive.tick() => {
+                if last_rx.elapsed() > settings.dead_after {
+                    return fail_all(outstanding, "keep-alive: the server went silent");
+                }
+                if write.write_all(b"\r\n\r\n").await.is_err() {
+                    return fail_all(outstanding, "keep-alive: write failed");
+                }
+                let now = Instant::now();
+                let expired: Vec<u32> = outstanding.iter().filter(|(_, o)| o.deadline <= now).map(|(c, _)| *c).collect();
+                let mut lost = false;
+                for cseq in expired {
+                    if let Some(o) = outstanding.remove(&cseq) {
+                        lost |= matches!(o.kind, Kind::Register | Kind::Refresh);
+                        let _ = o.pending.timeout();
+                    }
+                }
+                if lost {
+                    return fail_all(outstanding, "REGISTER without answer");
+                }
+            }
+            _ = stage.changed() => {}
+        }
+    }
+}
+
+/// What a response meant for the session.
+enum Event {
+    Registered,
+    Refreshed,
+    Lost(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_response(
+    spec: &UserSpec,
+    msg: Message,
+    outstanding: &mut HashMap<u32, Outstanding>,
+    challenge: &mut Option<Challenge>,
+    write: &mut OwnedWriteHalf,
+    life: &mut Life,
+    recorder: &Recorder,
+    settings: &Settings,
+) -> Result<Option<Event>, String> {
+    let Some(cseq) = msg.cseq() else {
+        return Ok(None);
+    };
+    let status = msg.status().unwrap_or(0);
+    if status < 200 {
+        return Ok(None);
+    }
+    let Some(mut o) = outstanding.remove(&cseq) else {
+        return Ok(None);
+    };
+    if (status == 401 || status == 407) && !o.authorized {
+        let header = msg
+            .header("WWW-Authenticate")
+            .or_else(|| msg.header("Proxy-Authenticate"));
+        if let Some(c) = header.and_then(Challenge::parse) {
+            *challenge = Some(c);
+            life.cseq += 1;
+            let mut again = o.request.clone();
+            set_cseq(&mut again, life.cseq);
+            let again = with_auth(again, challenge, spec, life);
+            send(write, &again).await.map_err(|e| e.to_string())?;
+            o.request = again;
+            o.authorized = true;
+            o.deadline = Instant::now() + settings.request_timeout;
+            outstanding.insert(life.cseq, o);
+            return Ok(None);
+        }
+    }
+    let reason = msg.start.trim_start_matches("SIP/2.0 ").to_string();
+    let ok = (200..300).contains(&status);
+    match o.kind {
+        Kind::Register if ok => {
+            o.pending.ok().map_err(|e| e.to_string())?;
+            Ok(Some(Event::Registered))
+        }
+        Kind::Refresh if ok => {
+            let action = sip::register_action(&msg);
+            let added = action.as_deref() == Some("added");
+            o.pending
+                .ok_with(Op::Refresh {
+                    action,
+                    resiliency: false,
+                })
+                .map_err(|e| e.to_string())?;
+            // The server lost the binding: drop everything and register again.
+            Ok(Some(if added {
+                Event::Lost("refresh answered register-action=added".into())
+            } else {
+                Event::Refreshed
+            }))
+        }
+        Kind::Register | Kind::Refresh => {
+            let _ = o.pending.fail(reason.clone());
+            Ok(Some(Event::Lost(format!("REGISTER refused: {reason}"))))
+        }
+        Kind::ContactList if ok => {
+            let contacts: Vec<String> = String::from_utf8_lossy(&msg.body)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| sip::user_of(l).unwrap_or(l).to_string())
+                .collect();
+            o.pending
+                .ok_with(Op::ContactList {
+                    contacts: Some(contacts),
+                })
+                .map_err(|e| e.to_string())?;
+            let _ = recorder;
+            Ok(None)
+        }
+        _ if ok => {
+            o.pending.ok().map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        _ => {
+            o.pending.fail(reason).map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+    }
+}
+
+/// Answers a request from the server: an IM or a presence notice to record, anything else acknowledged.
+async fn on_request(
+    spec: &UserSpec,
+    msg: &Message,
+    write: &mut OwnedWriteHalf,
+    recorder: &Recorder,
+) -> Result<(), String> {
+    match msg.method() {
+        Some("MESSAGE") => {
+            let text = String::from_utf8_lossy(&msg.body);
+            let mut words = text.split_whitespace();
+            if let (Some("im"), Some(from), Some(seq)) = (words.next(), words.next(), words.next())
+            {
+                if let Ok(seq) = seq.parse() {
+                    let _ = recorder.observe(
+                        &spec.name,
+                        Op::ImReceived {
+                            from: from.to_string(),
+                            seq,
+                        },
+                    );
+                }
+            }
+        }
+        Some("NOTIFY") => {
+            let target = msg
+                .header("From")
+                .and_then(sip::user_of)
+                .unwrap_or_default()
+                .to_string();
+            let body = String::from_utf8_lossy(&msg.body);
+            let state = between(&body, "<note>", "</note>")
+                .or_else(|| between(&body, "<basic>", "</basic>"))
+                .map(String::from);
+            let _ = recorder.observe(&spec.name, Op::NotifyReceived { target, state });
+        }
+        _ => {}
+    }
+    send(write, &msg.response(200, "OK"))
+        .await
+        .map_err(|e| format!("answer the server: {e}"))
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(text[start..end].trim())
+}
+
+/// Once registered: add the contact (first time only), watch its presence, publish our own.
+async fn after_register(
+    spec: &UserSpec,
+    write: &mut OwnedWriteHalf,
+    recorder: &Recorder,
+    outstanding: &mut HashMap<u32, Outstanding>,
+    life: &mut Life,
+    settings: &Settings,
+    from_tag: &str,
+) -> Result<(), String> {
+    if let Some(contact) = spec.contact.clone() {
+        if !life.contact_added {
+            life.contact_added = true;
+            let body = format!("add {}\r\n", sip::aor(&contact)).into_bytes();
+            start(
+                spec,
+                write,
+                recorder,
+                outstanding,
+                life,
+                settings,
+                from_tag,
+                Kind::ContactAdd,
+                Op::ContactAdd {
+                    contact: contact.clone(),
+                },
+                body,
+            )
+            .await?;
+        }
+        let mut req = new_request(
+            spec,
+            "SUBSCRIBE",
+            &sip::aor(&contact),
+            &sip::aor(&contact),
+            life,
+            from_tag,
+        );
+        req.headers.push(("Event".into(), "presence".into()));
+        req.headers.push(("Expires".into(), "3600".into()));
+        req.headers.push((
+            "Contact".into(),
+            format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name),
+        ));
+        let op = Op::Subscribe { target: contact };
+        send_tracked(
+            spec,
+            write,
+            recorder,
+            outstanding,
+            settings,
+            Kind::Subscribe,
+            op,
+            req,
+            false,
+        )
+        .await?;
+    }
+    publish(spec, write, recorder, outstanding, life, settings, from_tag).await
+}
+
+async fn publish(
+    spec: &UserSpec,
+    write: &mut OwnedWriteHalf,
+    recorder: &Recorder,
+    outstanding: &mut HashMap<u32, Outstanding>,
+    life: &mut Life,
+    settings: &Settings,
+    from_tag: &str,
+) -> Result<(), String> {
+    life.publish_seq += 1;
+    let state = format!("online#{}", life.publish_seq);
+    let me = sip::aor(&spec.name);
+    let mut req = new_request(spec, "PUBLISH", &me, &me, life, from_tag);
+    req.headers.push(("Event".into(), "presence".into()));
+    req.headers.push(("Expires".into(), "3600".into()));
+    req.headers
+        .push(("Content-Type".into(), "application/pidf+xml".into()));
+    req.body = format!(
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{me}\"><tuple id=\"t1\"><status><basic>open</basic></status><note>{state}</note></tuple></presence>"
+    )
+    .into_bytes();
+    send_tracked(
+        spec,
+        write,
+        recorder,
+        outstanding,
+        settings,
+        Kind::Publish,
+        Op::Publish { state },
+        req,
+        false,
+    )
+    .await
+}
+
+/// Starts a contact-list operation: PUBLISH `Event: vnd-poolchaos-contacts` to oneself.
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    spec: &UserSpec,
+    write: &mut OwnedWriteHalf,
+    recorder: &Recorder,
+    outstanding: &mut HashMap<u32, Outstanding>,
+    life: &mut Life,
+    settings: &Settings,
+    from_tag: &str,
+    kind: Kind,
+    op: Op,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let me = sip::aor(&spec.name);
+    let mut req = new_request(spec, "PUBLISH", &me, &me, life, from_tag);
+    req.headers
+        .push(("Event".into(), "vnd-poolchaos-contacts".into()));
+    req.headers
+        .push(("Content-Type".into(), "text/plain".into()));
+    req.body = body;
+    send_tracked(
+        spec,
+        write,
+        recorder,
+        outstanding,
+        settings,
+        kind,
+        op,
+        req,
+        false,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_tracked(
+    spec: &UserSpec,
+    write: &mut OwnedWriteHalf,
+    recorder: &Recorder,
+    outstanding: &mut HashMap<u32, Outstanding>,
+    settings: &Settings,
+    kind: Kind,
+    op: Op,
+    req: Message,
+    authorized: bool,
+) -> Result<(), String> {
+    let pending = recorder.invoke(&spec.name, op).map_err(|e| e.to_string())?;
+    if let Err(e) = send(write, &req).await {
+        let _ = pending.fail(format!("write failed: {e}"));
+        return Err("connection closed".into());
+    }
+    let timeout = match kind {
+        // The Front End answers an IM only after the recipient did (or 408 after 10 s).
+        Kind::Im => settings.request_timeout + Duration::from_secs(10),
+        _ => settings.request_timeout,
+    };
+    outstanding.insert(
+        req.cseq().unwrap_or_default(),
+        Outstanding {
+            kind,
+            pending,
+            deadline: Instant::now() + timeout,
+            request: req,
+            authorized,
+        },
+    );
+    Ok(())
+}
+
+/// Ends a session: requests still waiting are indeterminate (they may have taken effect).
+fn fail_all(outstanding: HashMap<u32, Outstanding>, reason: &str) -> End {
+    for (_, o) in outstanding {
+        let _ = o.pending.timeout();
+    }
+    End::Lost(reason.to_string())
+}
+
+fn new_request(
+    spec: &UserSpec,
+    method: &str,
+    uri: &str,
+    to: &str,
+    life: &mut Life,
+    from_tag: &str,
+) -> Message {
+    life.cseq += 1;
+    let call_id = format!(
+        "{}-{}-{}",
+        spec.name,
+        method.to_ascii_lowercase(),
+        life.rng.gen::<u64>()
+    );
+    sip::request(
+        method,
+        uri,
+        &spec.name,
+        to,
+        &call_id,
+        from_tag,
+        life.cseq,
+        &format!("{:x}", life.rng.gen::<u64>()),
+    )
+}
+
+fn register_request(
+    spec: &UserSpec,
+    call_id: &str,
+    from_tag: &str,
+    life: &mut Life,
+    settings: &Settings,
+) -> Message {
+    life.cseq += 1;
+    let me = sip::aor(&spec.name);
+    let uri = format!("sip:{}", sip::DOMAIN);
+    let mut req = sip::request(
+        "REGISTER",
+        &uri,
+        &spec.name,
+        &me,
+        call_id,
+        from_tag,
+        life.cseq,
+        &format!("{:x}", life.rng.gen::<u64>()),
+    );
+    req.headers.push((
+        "Contact".into(),
+        format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name),
+    ));
+    req.headers
+        .push(("Expires".into(), settings.register_expires_s.to_string()));
+    req
+}
+
+fn with_auth(
+    mut req: Message,
+    challenge: &Option<Challenge>,
+    spec: &UserSpec,
+    life: &mut Life,
+) -> Message {
+    if let Some(c) = challenge {
+        life.nc += 1;
+        let uri = req.start.split(' ').nth(1).unwrap_or_default().to_string();
+        let method = req.method().unwrap_or("REGISTER").to_string();
+        let cnonce = format!("{:x}", life.rng.gen::<u32>());
+        req.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Authorization"));
+        req.headers.push((
+            "Authorization".into(),
+            c.authorization(&spec.name, &spec.password, &method, &uri, life.nc, &cnonce),
+        ));
+    }
+    req
+}
+
+fn set_cseq(req: &mut Message, cseq: u32) {
+    let method = req.method().unwrap_or("REGISTER").to_string();
+    for (n, v) in req.headers.iter_mut() {
+        if n.eq_ignore_ascii_case("CSeq") {
+            *v = format!("{cseq} {method}");
+        }
+    }
+}
+
+async fn send(write: &mut OwnedWriteHalf, msg: &Message) -> std::io::Result<()> {
+    write.write_all(&msg.to_bytes()).await
+}
+
+/// A random first delay within `every`, so timers of many users do not fire together.
+fn jitter(rng: &mut ChaCha8Rng, every: Option<Duration>) -> Duration {
+    match every {
+        Some(d) => Duration::from_millis(rng.gen_range(0..d.as_millis().max(1) as u64)),
+        None => Duration::from_secs(3600),
+    }
+}
