@@ -1,1 +1,3 @@
-
+//! The suites: every behaviour of the seed as a scenario file in `scenarios/` (topology + workload +
+//! fault schedule + checkers + bounds), run by `tests/scenarios.rs` as one test each. The topologies they
+//! use are in `topologies/`.

@@ -1,1 +1,91 @@
-fn main() {}
+//! Every scenario in `suites/` as its own test, for `cargo test` and `cargo nextest run` (libtest-mimic:
+//! filters, `--list`, `--exact`, `--ignored` work as usual). A test passes when the run's verdict is
+//! `valid`: every checker satisfied and every declared bound met. Scenarios marked `nightly_only` are
+//! ignored tests; `POOLCHAOS_NIGHTLY=1` also judges each scenario's `nightly_bounds` (the goal figures).
+//!
+//! `POOLCHAOS_SEED=N` replays a run; reports go to `target/suites/<scenario>-<seed>/`.
+
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use poolchaos::runner::{self, RunOptions};
+use poolchaos::scenario::{self, Scenario};
+
+/// The seed of the default runs: fixed, so `cargo test` is repeatable; override with POOLCHAOS_SEED.
+const DEFAULT_SEED: u64 = 20131;
+
+fn main() {
+    let args = Arguments::from_args();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut trials = Vec::new();
+    for path in scenario::list(&dir.join("scenarios")).expect("suites/scenarios is readable") {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        match Scenario::load(&path) {
+            Ok(s) => {
+                let ignored = s.file.nightly_only;
+                trials.push(Trial::test(name, move || run(&s)).with_ignored_flag(ignored));
+            }
+            // A broken scenario file is a failing test that says where.
+            Err(e) => trials.push(Trial::test(name, move || Err(Failed::from(e.to_string())))),
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn run(scenario: &Scenario) -> Result<(), Failed> {
+    let seed = std::env::var("POOLCHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
+    let nightly = std::env::var("POOLCHAOS_NIGHTLY").is_ok_and(|v| v == "1");
+    let out = target_dir().join("suites").join(format!("{}-{seed}", scenario.name()));
+    let opts = RunOptions { seed, out, nightly };
+    eprintln!("{}: {}", scenario.name(), scenario.file.claim);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::from(format!("start a runtime: {e}")))?;
+    let replay = format!(
+        "POOLCHAOS_SEED={seed} cargo test -p suites --test scenarios -- --exact {}",
+        scenario.name()
+    );
+    let outcome = rt
+        .block_on(runner::run(scenario, &opts))
+        .map_err(|e| Failed::from(format!("the harness failed: {e}\nreplay: {replay}")))?;
+    let metrics: Vec<String> = outcome
+        .report
+        .summary
+        .metrics
+        .iter()
+        .filter(|(_, m)| m.count > 0)
+        .map(|(name, m)| {
+            format!(
+                "{name} n={} p50={:.0}ms p99={:.0}ms",
+                m.count,
+                m.p50.unwrap_or_default(),
+                m.p99.unwrap_or_default()
+            )
+        })
+        .collect();
+    eprintln!("{}: {} ({})", scenario.name(), outcome.verdict.name(), metrics.join(", "));
+    eprintln!("{}: report {}", scenario.name(), outcome.out.join("report.html").display());
+    if outcome.exit_code() == poolchaos::exit::VALID {
+        return Ok(());
+    }
+    let mut message = format!("verdict {}", outcome.verdict.name());
+    for v in outcome.verdict.violations().iter().take(15) {
+        message.push_str(&format!("\n  {v}"));
+    }
+    if let poolchaos::checker::Verdict::Unknown(reason) = &outcome.verdict {
+        message.push_str(&format!("\n  unknown: {reason}"));
+    }
+    message.push_str(&format!("\nreport: {}\nreplay: {replay}", outcome.out.display()));
+    Err(Failed::from(message))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}

@@ -92,6 +92,11 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
         .enumerate()
         .map(|(i, (name, home))| {
             let backup = topology.pool(home).and_then(|p| p.pool.pair.clone());
+            let via = topology
+                .links
+                .iter()
+                .position(|l| l.from == crate::topology::USERS && l.to == *home)
+                .map(|i| (crate::runtime::cluster::PROXY.to_string(), roles::PROXY_LINK_PORT_BASE + i as u16));
             // Each user writes to and watches its neighbour, so every user is both a sender and a recipient.
             let next = all[(i + 1) % all.len()].clone();
             UserSpec {
@@ -106,6 +111,7 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                 },
                 contact: (all.len() > 1).then_some(next),
                 seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                via,
             }
         })
         .collect()

@@ -39,6 +39,9 @@ pub struct UserSpec {
     pub contact: Option<String>,
     /// Seeds the user's own random draws (which address first, IM targets, timer phases).
     pub seed: u64,
+    /// A link through the fault proxy to the home pool (`toxiproxy:<port>`), when the topology has one:
+    /// the user then connects there, and the proxy picks a server of the pool for each connection.
+    pub via: Option<(String, u16)>,
 }
 
 /// What the user is doing with each outstanding request.
@@ -131,6 +134,11 @@ async fn connect(
     settings: &Settings,
     rng: &mut ChaCha8Rng,
 ) -> Option<(tokio::net::TcpStream, String)> {
+    if let Some((host, port)) = &spec.via {
+        if let Ok(stream) = tunnel::connect(tunnel, host, *port, settings.connect_timeout).await {
+            return Some((stream, spec.home.clone()));
+        }
+    }
     for pool in std::iter::once(&spec.home).chain(spec.backup.iter()) {
         let mut addresses = tunnel::resolve(tunnel, pool).await.unwrap_or_default();
         addresses.shuffle(rng);
