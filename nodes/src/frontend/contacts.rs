@@ -63,7 +63,7 @@ pub fn parse(body: &str) -> Option<Vec<Command>> {
 }
 
 /// Answers a contact list PUBLISH.
-pub fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
+pub async fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
     let request_uri = request.uri.to_string();
     let Some(user) = user_of(&request_uri).map(str::to_owned) else {
         return message::response(request, 404, "Not Found");
@@ -78,25 +78,34 @@ pub fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
         return message::response(request, 400, "Bad Contact List Command");
     };
     let now = now_unix_ms();
-    for command in commands {
-        let write = match command {
-            Command::Add(contact) => Write::ContactAdd {
+    let writes: Vec<Write> = commands
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::Add(contact) => Some(Write::ContactAdd {
                 user: user.clone(),
                 contact,
-            },
-            Command::Remove(contact) => Write::ContactRemove {
+            }),
+            Command::Remove(contact) => Some(Write::ContactRemove {
                 user: user.clone(),
                 contact,
-            },
-            Command::List => continue,
-        };
-        fe.store.apply(&write, now);
-    }
+            }),
+            Command::List => None,
+        })
+        .collect();
+    // A list only reads; writes are applied in order, together, at the user's home.
+    let view = if writes.is_empty() {
+        fe.view(&user, now).await
+    } else {
+        fe.commit(&user, writes, now).await.map(|(_, view)| view)
+    };
+    let view = match view {
+        Ok(view) => view,
+        Err(refusal) => return refusal.response(request),
+    };
     let mut response = message::response(request, 200, "OK");
     message::push(&mut response.headers, "Content-Type", CONTENT_TYPE);
-    response.body = fe
-        .store
-        .contacts(&user)
+    response.body = view
+        .contacts
         .iter()
         .map(|c| format!("{c}\r\n"))
         .collect::<String>()

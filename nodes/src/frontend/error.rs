@@ -29,3 +29,36 @@ pub enum FrontEndError {
     #[error("run the SIP transport")]
     Transport(#[from] crate::sip::TransportError),
 }
+
+/// Why a call to another Front End of the pool got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    #[error("reach peer {peer}: the link is cut")]
+    Cut { peer: String },
+    #[error("hear from peer {peer}: the connection closed")]
+    Closed { peer: String },
+    #[error("hear from peer {peer} in time")]
+    Timeout { peer: String },
+    #[error("find peer {peer}: no address for it")]
+    Unknown { peer: String },
+}
+
+/// Why a pooled Front End could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("find this node in the cluster description")]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("find pool `{0}` with role frontend in the cluster description")]
+    NotAFrontEndPool(String),
+    #[error("bind {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serve the admin API")]
+    Admin(#[source] std::io::Error),
+    #[error("run the Front End")]
+    FrontEnd(#[from] FrontEndError),
+}

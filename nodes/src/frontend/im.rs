@@ -20,8 +20,14 @@ const NOT_RELAYED: [&str; 4] = [
     "Max-Forwards",
 ];
 
+/// Where one copy of an IM goes: a connection on this Front End, or the pool's Front End holding it.
+enum Target {
+    Here(Peer),
+    There { node: String, user: String },
+}
+
 /// Answers a MESSAGE, deferred until the recipient's clients answered.
-pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
+pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
     let Some(sender) = FrontEnd::sender(&request) else {
         return Reply::Response(message::response(&request, 400, "Bad From"));
     };
@@ -41,8 +47,33 @@ pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
     let Some(recipient) = message::user_of(&request_uri).map(str::to_owned) else {
         return Reply::Response(message::response(&request, 404, "Not Found"));
     };
-    let live = fe.store.bindings(&recipient, now_unix_ms());
-    let targets = fe.locations.flows(&recipient, &live);
+    let view = match fe.view(&recipient, now_unix_ms()).await {
+        Ok(view) => view,
+        Err(refusal) => return Reply::Response(refusal.response(&request)),
+    };
+    let me = fe.node_name();
+    let mut targets: Vec<(String, Target)> = fe
+        .locations
+        .flows(&recipient, &view.bindings)
+        .into_iter()
+        .filter(|(contact, _)| {
+            view.bindings
+                .iter()
+                .any(|b| &b.contact == contact && b.front_end == me)
+        })
+        .map(|(contact, flow)| (contact, Target::Here(flow)))
+        .collect();
+    // Bindings whose connection is on another Front End of the pool.
+    targets.extend(view.bindings.iter().filter_map(|b| {
+        let node = b.front_end.clone().filter(|n| Some(n) != me.as_ref())?;
+        Some((
+            b.contact.clone(),
+            Target::There {
+                node,
+                user: recipient.clone(),
+            },
+        ))
+    }));
     if targets.is_empty() {
         return Reply::Response(message::response(&request, 480, "Temporarily Unavailable"));
     }
@@ -71,37 +102,47 @@ pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
         return Reply::Response(message::response(&request, 480, "Temporarily Unavailable"));
     }
     let timeout = fe.config.im_answer_timeout;
+    let pool = fe.pool().cloned();
     Reply::Deferred(Box::pin(async move {
         let mut attempts = JoinSet::new();
-        for (contact, forward, flow) in relayed {
+        for (contact, forward, target) in relayed {
+            let pool = pool.clone();
             attempts.spawn(async move {
-                // The flow the binding registered over while it is open (RFC 5626 style, as Lync does); else
-                // the contact's address: UDP from our socket, TCP over a connection we open.
-                let target = match flow.transport() {
-                    Transport::Tcp if flow.is_open() => flow,
-                    Transport::Tcp => flow.toward(&contact).await.ok_or(RequestError::Closed {
-                        peer: flow.remote(),
-                    })?,
-                    Transport::Udp => flow.toward(&contact).await.unwrap_or(flow),
-                };
-                target.request(forward, timeout).await
+                match target {
+                    Target::Here(flow) => send_to(flow, &contact, forward, timeout)
+                        .await
+                        .map(|answer| (answer.status_code.code(), reason_of(&answer))),
+                    Target::There { node, user } => {
+                        let encoded = String::from_utf8_lossy(&message::encode(forward)).into_owned();
+                        let delivered = match pool {
+                            Some(pool) => {
+                                pool.deliver(&node, &user, &contact, encoded, timeout).await
+                            }
+                            None => None,
+                        };
+                        match delivered {
+                            Some((408, _)) => Err(RequestError::Timeout {
+                                peer: ([0, 0, 0, 0], 0).into(),
+                            }),
+                            Some(answer) => Ok(answer),
+                            None => Err(RequestError::Closed {
+                                peer: ([0, 0, 0, 0], 0).into(),
+                            }),
+                        }
+                    }
+                }
             });
         }
-        let mut refusal: Option<Response> = None;
+        let mut refusal: Option<(u16, String)> = None;
         let mut timed_out = false;
         // Bounded: one turn per relayed copy.
         while let Some(joined) = attempts.join_next().await {
             match joined {
-                Ok(Ok(answer)) if (200..300).contains(&answer.status_code.code()) => {
+                Ok(Ok((code, reason))) if (200..300).contains(&code) => {
                     attempts.abort_all();
-                    let code = answer.status_code.code();
-                    let reason = answer.status_code.to_string();
-                    let reason = reason
-                        .split_once(' ')
-                        .map(|(_, r)| r.to_owned())
-                        .unwrap_or_default();
                     return message::response(&request, code, &reason);
                 }
+                Ok(Ok((480, _))) => {}
                 Ok(Ok(answer)) => {
                     refusal.get_or_insert(answer);
                 }
@@ -110,17 +151,37 @@ pub fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
             }
         }
         match refusal {
-            Some(answer) => {
-                let code = answer.status_code.code();
-                let reason = answer.status_code.to_string();
-                let reason = reason
-                    .split_once(' ')
-                    .map(|(_, r)| r.to_owned())
-                    .unwrap_or_default();
-                message::response(&request, code, &reason)
-            }
+            Some((code, reason)) => message::response(&request, code, &reason),
             None if timed_out => message::response(&request, 408, "Request Timeout"),
             None => message::response(&request, 480, "Temporarily Unavailable"),
         }
     }))
+}
+
+/// Sends `request` to a binding's client: over the flow it registered over while that is open (RFC 5626 style, as
+/// Lync does), else to the contact's address (UDP from our socket, TCP over a connection we open).
+pub(crate) async fn send_to(
+    flow: Peer,
+    contact: &str,
+    request: Request,
+    timeout: std::time::Duration,
+) -> Result<Response, RequestError> {
+    let target = match flow.transport() {
+        Transport::Tcp if flow.is_open() => flow,
+        Transport::Tcp => flow.toward(contact).await.ok_or(RequestError::Closed {
+            peer: flow.remote(),
+        })?,
+        Transport::Udp => flow.toward(contact).await.unwrap_or(flow),
+    };
+    target.request(request, timeout).await
+}
+
+/// The reason phrase of a response.
+pub(crate) fn reason_of(response: &Response) -> String {
+    response
+        .status_code
+        .to_string()
+        .split_once(' ')
+        .map(|(_, r)| r.to_owned())
+        .unwrap_or_default()
 }

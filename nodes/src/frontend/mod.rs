@@ -4,6 +4,7 @@ pub mod contacts;
 pub mod error;
 pub mod im;
 pub mod overload;
+pub mod pool;
 pub mod presence;
 pub mod registrar;
 pub mod server;
@@ -12,7 +13,7 @@ pub mod store;
 pub mod users;
 
 pub use error::{FrontEndError, UsersFileError};
-pub use server::{run, serve, FrontEnd, FrontEndConfig};
+pub use server::{run, serve, FrontEnd, FrontEndConfig, Home, Refusal};
 pub use standalone::{run_standalone, StandaloneOptions};
-pub use store::{Binding, Publication, RegisterAction, UserStore, Write};
+pub use store::{Binding, Publication, RegisterAction, UserStore, UserView, Write};
 pub use users::Credentials;

@@ -15,7 +15,7 @@ use rsip::{Method, Request};
 use tokio::sync::mpsc;
 
 use super::server::FrontEnd;
-use super::store::{now_unix_ms, Applied, Publication, Write};
+use super::store::{now_unix_ms, Applied, Publication, UserView, Write};
 use crate::sip::message::{self, header, param, uri_in, user_of};
 use crate::sip::{Peer, Reply};
 
@@ -71,15 +71,27 @@ impl Presence {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tells every watcher of `user` its current state.
+    /// Tells every watcher of `user` its current state (standalone: the state is in this Front End's store).
     pub fn changed(&self, fe: &FrontEnd, user: &str) {
-        let watchers = self.lock().get(user).cloned().unwrap_or_default();
-        let now = now_unix_ms();
-        for subscription in watchers {
-            let notice = subscription.notice(fe, now, None);
-            // Full: the queued notices already lag; the newest state will follow them.
-            let _ = subscription.queue.try_send(notice);
+        if let Some(notify) = self.watchers_of(user) {
+            let now = now_unix_ms();
+            notify(&fe.store.view(user, now), now);
         }
+    }
+
+    /// What tells the current watchers of `user` a state read later (pool mode: read at the group's primary);
+    /// `None` without watchers, so nothing is read for nobody.
+    pub fn watchers_of(&self, user: &str) -> Option<impl Fn(&UserView, u64) + Send + 'static> {
+        let watchers = self.lock().get(user).cloned().unwrap_or_default();
+        (!watchers.is_empty()).then(move || {
+            move |view: &UserView, now: u64| {
+                for subscription in &watchers {
+                    let notice = subscription.notice(view, now, None);
+                    // Full: the queued notices already lag; the newest state will follow them.
+                    let _ = subscription.queue.try_send(notice);
+                }
+            }
+        })
     }
 
     /// Ends the subscriptions that expired, each with a final NOTIFY.
@@ -136,13 +148,8 @@ impl Presence {
 }
 
 impl Subscription {
-    fn notice(&self, fe: &FrontEnd, now: u64, terminated: Option<&str>) -> Notice {
-        let (content_type, body) = document(
-            fe,
-            &self.dialog.presentity,
-            &self.dialog.presentity_uri,
-            now,
-        );
+    fn notice(&self, view: &UserView, now: u64, terminated: Option<&str>) -> Notice {
+        let (content_type, body) = document(view, &self.dialog.presentity_uri);
         let subscription_state = match terminated {
             Some(reason) => format!("terminated;reason={reason}"),
             None => {
@@ -163,11 +170,11 @@ impl Subscription {
 }
 
 /// The presentity's current document: its latest publication, else a PIDF saying open when it has a binding.
-fn document(fe: &FrontEnd, user: &str, presentity_uri: &str, now: u64) -> (String, Vec<u8>) {
-    if let Some(publication) = fe.store.presence(user, now) {
-        return (publication.content_type, publication.body);
+fn document(view: &UserView, presentity_uri: &str) -> (String, Vec<u8>) {
+    if let Some(publication) = view.presence() {
+        return (publication.content_type.clone(), publication.body.clone());
     }
-    let basic = if fe.store.bindings(user, now).is_empty() {
+    let basic = if view.bindings.is_empty() {
         "closed"
     } else {
         "open"
@@ -238,7 +245,7 @@ async fn deliver(
 }
 
 /// Answers a SUBSCRIBE for the `presence` event.
-pub fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
+pub async fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
     let event =
         header(&request.headers, "Event").map(|e| e.split(';').next().unwrap_or_default().trim());
     if event != Some(EVENT) {
@@ -277,6 +284,10 @@ pub fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
         .and_then(|t| param(t, "tag"))
         .map(str::to_owned);
     let now = now_unix_ms();
+    let view = match fe.view(&presentity, now).await {
+        Ok(view) => view,
+        Err(refusal) => return Reply::Response(refusal.response(request)),
+    };
     let existing = fe.presence.find(&presentity, &call_id, &subscriber_tag);
     if to_tag.is_some()
         && existing
@@ -320,13 +331,13 @@ pub fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
                 &call_id,
                 &subscriber_tag,
             );
-            let notice = subscription.notice(fe, now, Some("timeout"));
+            let notice = subscription.notice(&view, now, Some("timeout"));
             let _ = subscription.queue.try_send(notice);
         } else {
             subscription
                 .expires_at_unix_ms
                 .store(now + expires_secs * 1000, Ordering::Relaxed);
-            let notice = subscription.notice(fe, now, None);
+            let notice = subscription.notice(&view, now, None);
             let _ = subscription.queue.try_send(notice);
         }
         return Reply::Response(response);
@@ -353,7 +364,7 @@ pub fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
         queue,
     });
     // The first notice is queued before anyone else can see the subscription, so it goes out first.
-    let first = subscription.notice(fe, now, (expires_secs == 0).then_some("timeout"));
+    let first = subscription.notice(&view, now, (expires_secs == 0).then_some("timeout"));
     let _ = subscription.queue.try_send(first);
     if expires_secs > 0 {
         fe.presence
@@ -371,11 +382,11 @@ pub fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
 }
 
 /// Answers a PUBLISH for the `presence` event.
-pub fn publish(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
-    Reply::Response(publish_response(fe, request, peer))
+pub async fn publish(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
+    Reply::Response(publish_response(fe, request, peer).await)
 }
 
-fn publish_response(fe: &FrontEnd, request: &Request, peer: &Peer) -> rsip::Response {
+async fn publish_response(fe: &FrontEnd, request: &Request, peer: &Peer) -> rsip::Response {
     let event =
         header(&request.headers, "Event").map(|e| e.split(';').next().unwrap_or_default().trim());
     if event != Some(EVENT) {
@@ -425,7 +436,11 @@ fn publish_response(fe: &FrontEnd, request: &Request, peer: &Peer) -> rsip::Resp
             true,
         ),
         Some(old) => {
-            let Some(known) = fe.store.publication(&user, &old, now) else {
+            let view = match fe.view(&user, now).await {
+                Ok(view) => view,
+                Err(refusal) => return refusal.response(request),
+            };
+            let Some(known) = view.publication(&old).cloned() else {
                 return message::response(request, 412, "Conditional Request Failed");
             };
             if expires_secs == 0 {
@@ -459,14 +474,17 @@ fn publish_response(fe: &FrontEnd, request: &Request, peer: &Peer) -> rsip::Resp
             }
         }
     };
-    let applied = fe.store.apply(&write, now);
+    let applied = match fe.commit(&user, vec![write], now).await {
+        Ok((applied, _)) => applied,
+        Err(refusal) => return refusal.response(request),
+    };
     let mut response = message::response(request, 200, "OK");
-    if applied == Applied::Published {
+    if applied.first() == Some(&Applied::Published) {
         message::push(&mut response.headers, "SIP-ETag", etag);
     }
     message::push(&mut response.headers, "Expires", expires_secs.to_string());
     if notify {
-        fe.presence.changed(fe, &user);
+        fe.changed(&user);
     }
     response
 }

@@ -51,6 +51,22 @@ impl Locations {
             .is_some_and(|entries| entries.iter().any(|(_, p)| p.flow() == flow && p.is_open()))
     }
 
+    /// Every flow of `user`, with its contact.
+    pub fn flows_of(&self, user: &str) -> Vec<(String, Peer)> {
+        let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Forgets flows whose TCP connection closed (pool mode: the binding itself lives at the group's primary, and a
+    /// client that comes back registers over a new flow).
+    pub fn forget_closed(&self) {
+        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows.retain(|_, entries| {
+            entries.retain(|(_, p)| p.is_open());
+            !entries.is_empty()
+        });
+    }
+
     /// The flows of the given live bindings, one per binding, open or not: a closed TCP flow still names the
     /// contact to dial.
     pub fn flows(&self, user: &str, live: &[Binding]) -> Vec<(String, Peer)> {
@@ -67,7 +83,7 @@ impl Locations {
 }
 
 /// Answers a REGISTER.
-pub fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
+pub async fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
     let Some(user) = header(&request.headers, "To")
         .and_then(|to| user_of(uri_in(to)))
         .map(str::to_owned)
@@ -137,14 +153,19 @@ pub fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
                 call_id: call_id.clone(),
                 cseq,
                 expires_at_unix_ms: now + secs * 1000,
+                front_end: fe.node_name(),
             },
         });
     }
 
+    let (applied, view) = match fe.commit(&user, writes.clone(), now).await {
+        Ok(done) => done,
+        Err(refusal) => return refusal.response(request),
+    };
     let mut action = None;
     let mut changed = false;
-    for write in &writes {
-        match (fe.store.apply(write, now), write) {
+    for (applied, write) in applied.into_iter().zip(&writes) {
+        match (applied, write) {
             (Applied::Bound(bound), Write::Bind { binding, .. }) => {
                 fe.locations.set(&user, &binding.contact, peer);
                 changed |= bound == RegisterAction::Added;
@@ -170,7 +191,7 @@ pub fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
     }
 
     let mut response = message::response(request, 200, "OK");
-    for binding in fe.store.bindings(&user, now) {
+    for binding in view.bindings {
         let remaining_secs = binding
             .expires_at_unix_ms
             .saturating_sub(now)
@@ -199,7 +220,7 @@ pub fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
         }
     }
     if changed {
-        fe.presence.changed(fe, &user);
+        fe.changed(&user);
     }
     response
 }

@@ -1,15 +1,16 @@
 //! The Front End server: its settings, its state, the request dispatch and `run`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rsip::{Method, Request, Response};
 
 use super::error::FrontEndError;
 use super::overload::Overload;
+use super::pool::Pool;
 use super::presence::Presence;
 use super::registrar::Locations;
-use super::store::{now_unix_ms, UserStore};
+use super::store::{now_unix_ms, Applied, UserStore, UserView, Write};
 use super::users::Credentials;
 use super::{contacts, im, presence, registrar};
 use crate::sip::digest::{Digest, Verdict};
@@ -77,11 +78,37 @@ impl Default for FrontEndConfig {
     }
 }
 
+/// Where a Front End's users' persistent state lives.
+pub enum Home {
+    /// In this Front End's own store.
+    Standalone,
+    /// In the routing groups of a pool, each at its primary.
+    Pool(Arc<Pool>),
+}
+
+/// Why a request could not be served by the user's home: the reason phrase of a `503`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl Refusal {
+    /// `503 Service Unavailable (<reason>)` with `Retry-After`.
+    pub fn response(&self, request: &Request) -> Response {
+        let mut response =
+            message::response(request, 503, &format!("Service Unavailable ({})", self.0));
+        message::push(&mut response.headers, "Retry-After", "5");
+        response
+    }
+}
+
 /// One Front End: registrar, presence and IM server for the users it holds.
 pub struct FrontEnd {
     pub config: FrontEndConfig,
-    /// Persistent user state; changed only through [`super::store::Write`]s.
+    /// Persistent user state of a standalone Front End; changed only through [`super::store::Write`]s. A pooled
+    /// Front End keeps its users' state in its pool's routing groups instead.
     pub store: Arc<UserStore>,
+    pub home: Home,
+    /// The `Arc` this Front End lives in, for work that outlives a request's borrow (pool mode).
+    this: OnceLock<Weak<FrontEnd>>,
     /// Transient: the flow each binding registered over, for relaying to it.
     pub(crate) locations: Locations,
     /// Transient: presence subscriptions and their NOTIFY queues.
@@ -92,8 +119,21 @@ pub struct FrontEnd {
 
 impl FrontEnd {
     pub fn new(config: FrontEndConfig) -> Self {
+        Self::with_home(config, Home::Standalone)
+    }
+
+    /// A Front End of a pool: its users' state lives in `pool`'s routing groups.
+    pub fn pooled(config: FrontEndConfig, pool: Arc<Pool>) -> Arc<Self> {
+        let frontend = Arc::new(Self::with_home(config, Home::Pool(pool)));
+        let _ = frontend.this.set(Arc::downgrade(&frontend));
+        frontend
+    }
+
+    fn with_home(config: FrontEndConfig, home: Home) -> Self {
         Self {
             store: Arc::new(UserStore::new()),
+            home,
+            this: OnceLock::new(),
             locations: Locations::default(),
             presence: Presence::default(),
             digest: Digest::new(
@@ -103,6 +143,108 @@ impl FrontEnd {
             ),
             overload: Overload::new(config.requests_in_flight_max, config.retry_after),
             config,
+        }
+    }
+
+    /// The pool this Front End belongs to, if any.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        match &self.home {
+            Home::Pool(pool) => Some(pool),
+            Home::Standalone => None,
+        }
+    }
+
+    /// This Front End's node name in its pool (what bindings record as the Front End holding the connection).
+    pub fn node_name(&self) -> Option<String> {
+        self.pool().map(|p| p.node().to_owned())
+    }
+
+    /// Applies `writes` of `user` at the user's home and returns what each did and the user's state after: here in
+    /// standalone mode, at the routing group's primary (replicated before it answers) in pool mode.
+    pub(crate) async fn commit(
+        &self,
+        user: &str,
+        writes: Vec<Write>,
+        now_unix_ms: u64,
+    ) -> Result<(Vec<Applied>, UserView), Refusal> {
+        match &self.home {
+            Home::Standalone => {
+                let applied = writes
+                    .iter()
+                    .map(|w| self.store.apply(w, now_unix_ms))
+                    .collect();
+                Ok((applied, self.store.view(user, now_unix_ms)))
+            }
+            Home::Pool(pool) => pool
+                .commit(user, writes, now_unix_ms)
+                .await
+                .map_err(Refusal),
+        }
+    }
+
+    /// The user's persistent state, read at the user's home.
+    pub(crate) async fn view(&self, user: &str, now_unix_ms: u64) -> Result<UserView, Refusal> {
+        match &self.home {
+            Home::Standalone => Ok(self.store.view(user, now_unix_ms)),
+            Home::Pool(pool) => pool.view(user, now_unix_ms).await.map_err(Refusal),
+        }
+    }
+
+    /// The user's presence changed: tell the watchers here and, in a pool, on every other Front End.
+    pub(crate) fn changed(&self, user: &str) {
+        self.changed_here(user);
+        if let Some(pool) = self.pool() {
+            pool.broadcast_changed(user);
+        }
+    }
+
+    /// Tells the watchers of `user` on this Front End its current state.
+    pub(crate) fn changed_here(&self, user: &str) {
+        match &self.home {
+            Home::Standalone => self.presence.changed(self, user),
+            Home::Pool(pool) => {
+                let Some(notify) = self.presence.watchers_of(user) else {
+                    return;
+                };
+                let (pool, user) = (pool.clone(), user.to_owned());
+                tokio::spawn(async move {
+                    let now = now_unix_ms();
+                    if let Ok(view) = pool.view(&user, now).await {
+                        notify(&view, now);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Relays an encoded request to the client of `user` bound at `contact` over its connection to this Front End:
+    /// the client's final status and reason (`480` when there is no such connection, `408` without an answer).
+    pub(crate) async fn deliver_local(
+        &self,
+        user: &str,
+        contact: &str,
+        encoded: &str,
+        timeout: Duration,
+    ) -> (u16, String) {
+        let unavailable = (480, "Temporarily Unavailable".to_owned());
+        let Some((_, flow)) = self
+            .locations
+            .flows_of(user)
+            .into_iter()
+            .find(|(c, _)| c == contact)
+        else {
+            return unavailable;
+        };
+        let Ok(rsip::SipMessage::Request(request)) = message::parse(encoded.as_bytes()) else {
+            return (400, "Bad Relayed Request".to_owned());
+        };
+        match im::send_to(flow, contact, request, timeout).await {
+            Ok(answer) => {
+                let code = answer.status_code.code();
+                (code, im::reason_of(&answer))
+            }
+            Err(crate::sip::RequestError::Timeout { .. }) => (408, "Request Timeout".to_owned()),
+            Err(_) => unavailable,
         }
     }
 
@@ -161,9 +303,15 @@ impl FrontEnd {
         self.presence.subscription_count()
     }
 
-    /// Removes what expired and tells watchers.
+    /// Removes what expired and tells watchers. In a pool each replica expires its own copy (see the pool's sweep);
+    /// here only subscriptions and the flows of closed connections go.
     pub fn sweep(&self) {
         let now = now_unix_ms();
+        if self.pool().is_some() {
+            self.locations.forget_closed();
+            self.presence.expire(now);
+            return;
+        }
         let expired = self.store.expire(now);
         for (user, binding) in &expired.bindings {
             self.locations.remove(user, &binding.contact);
@@ -209,23 +357,18 @@ impl FrontEnd {
     }
 }
 
-impl Handler for FrontEnd {
-    async fn handle(&self, request: Request, peer: Peer) -> Reply {
-        if request.method == Method::Ack {
-            return Reply::Nothing;
-        }
-        let Some(permit) = self.overload.admit() else {
-            return Reply::Response(self.overloaded(&request));
-        };
-        let reply = match request.method {
-            Method::Register => Reply::Response(registrar::register(self, &request, &peer)),
+impl FrontEnd {
+    /// Answers one request (the overload permit is the caller's).
+    async fn dispatch(&self, request: Request, peer: Peer) -> Reply {
+        match request.method {
+            Method::Register => Reply::Response(registrar::register(self, &request, &peer).await),
             Method::Options => Reply::Response(Self::options(&request)),
-            Method::Message => im::message(self, request, peer),
+            Method::Message => im::message(self, request, peer).await,
             Method::Publish if contacts::is_contacts(&request) => {
-                Reply::Response(contacts::handle(self, &request, &peer))
+                Reply::Response(contacts::handle(self, &request, &peer).await)
             }
-            Method::Publish => presence::publish(self, &request, &peer),
-            Method::Subscribe => presence::subscribe(self, &request, &peer),
+            Method::Publish => presence::publish(self, &request, &peer).await,
+            Method::Subscribe => presence::subscribe(self, &request, &peer).await,
             Method::Bye
             | Method::Cancel
             | Method::Notify
@@ -243,7 +386,40 @@ impl Handler for FrontEnd {
                 Reply::Response(response)
             }
             Method::Ack => Reply::Nothing,
+        }
+    }
+}
+
+impl Handler for FrontEnd {
+    async fn handle(&self, request: Request, peer: Peer) -> Reply {
+        if request.method == Method::Ack {
+            return Reply::Nothing;
+        }
+        if let Some(reason) = self.pool().and_then(|p| p.verdict().reason()) {
+            // Below quorum (or not started) every Front End of the pool stops serving: no split service.
+            return Reply::Response(Refusal(reason).response(&request));
+        }
+        let Some(permit) = self.overload.admit() else {
+            return Reply::Response(self.overloaded(&request));
         };
+        let this = self.this.get().and_then(Weak::upgrade);
+        if let (Some(this), Method::Register | Method::Publish) = (this, &request.method) {
+            // A pooled write waits for its replication: answered later, so the connection's next requests are not
+            // held up. RFC 3261 10.2 has a client wait for a REGISTER's answer before the next one for the same AOR.
+            return Reply::Deferred(Box::pin(async move {
+                let _permit = permit;
+                match this.dispatch(request, peer).await {
+                    Reply::Response(response) => response,
+                    Reply::Deferred(future) => future.await,
+                    Reply::ResponseThen(response, then) => {
+                        tokio::spawn(then);
+                        response
+                    }
+                    Reply::Nothing => unreachable!("only ACK has no answer"),
+                }
+            }));
+        }
+        let reply = self.dispatch(request, peer).await;
         // The permit covers the request until its answer leaves, including a relay that waits.
         match reply {
             Reply::Deferred(future) => Reply::Deferred(Box::pin(async move {

@@ -30,6 +30,10 @@ pub struct Binding {
     pub call_id: String,
     pub cseq: u32,
     pub expires_at_unix_ms: u64,
+    /// Pool mode: the Front End holding the client's connection, where IMs and NOTIFYs for this binding go out.
+    /// A refresh over another Front End moves it there. `None` in standalone mode.
+    #[serde(default)]
+    pub front_end: Option<String>,
 }
 
 /// One published presence document (RFC 3903), named by its entity tag.
@@ -64,6 +68,21 @@ pub enum Write {
     ContactRemove { user: String, contact: String },
 }
 
+impl Write {
+    /// The user the write is about.
+    pub fn user(&self) -> &str {
+        match self {
+            Write::Bind { user, .. }
+            | Write::Unbind { user, .. }
+            | Write::UnbindAll { user }
+            | Write::Publish { user, .. }
+            | Write::Unpublish { user, .. }
+            | Write::ContactAdd { user, .. }
+            | Write::ContactRemove { user, .. } => user,
+        }
+    }
+}
+
 /// The `register-action` of the `presence-state` header: what the registrar knew of a binding before a REGISTER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegisterAction {
@@ -83,7 +102,7 @@ impl RegisterAction {
 }
 
 /// What applying a write did, for the handler's answer and for notifying watchers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Bound(RegisterAction),
     /// Bindings removed.
@@ -103,6 +122,30 @@ pub struct Expired {
     pub bindings: Vec<(String, Binding)>,
     /// Users whose publications expired.
     pub publications: Vec<String>,
+}
+
+/// One user's persistent state as a handler reads it: what a routing group's primary sends back to the Front End
+/// that serves the client.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// Live bindings.
+    pub bindings: Vec<Binding>,
+    /// Live publications, oldest first.
+    pub publications: Vec<Publication>,
+    /// The contact list, in order.
+    pub contacts: Vec<String>,
+}
+
+impl UserView {
+    /// The current presence document: the most recent live publication.
+    pub fn presence(&self) -> Option<&Publication> {
+        self.publications.last()
+    }
+
+    /// The live publication with this entity tag.
+    pub fn publication(&self, etag: &str) -> Option<&Publication> {
+        self.publications.iter().find(|p| p.etag == etag)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -204,20 +247,79 @@ impl UserStore {
                 Applied::ContactsChanged(state.contacts.remove(contact))
             }
         };
-        let user = match write {
-            Write::Bind { user, .. }
-            | Write::Unbind { user, .. }
-            | Write::UnbindAll { user }
-            | Write::Publish { user, .. }
-            | Write::Unpublish { user, .. }
-            | Write::ContactAdd { user, .. }
-            | Write::ContactRemove { user, .. } => user,
-        };
+        let user = write.user();
         // Users with nothing left take no memory.
         if users.get(user).is_some_and(UserState::is_empty) {
             users.remove(user);
         }
         applied
+    }
+
+    /// Everything the store holds for `user` that is live at `now_unix_ms`.
+    pub fn view(&self, user: &str, now_unix_ms: u64) -> UserView {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = users.get(user) else {
+            return UserView::default();
+        };
+        UserView {
+            bindings: state
+                .bindings
+                .iter()
+                .filter(|b| b.expires_at_unix_ms > now_unix_ms)
+                .cloned()
+                .collect(),
+            publications: state
+                .publications
+                .iter()
+                .filter(|p| p.expires_at_unix_ms > now_unix_ms)
+                .cloned()
+                .collect(),
+            contacts: state.contacts.iter().cloned().collect(),
+        }
+    }
+
+    /// The whole state as writes that rebuild it on an empty store: how a replica is copied to another Front End.
+    /// Expired entries are copied too; the receiver's reads and sweeps treat them as the sender's would.
+    pub fn snapshot(&self) -> Vec<Write> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writes = Vec::new();
+        for (user, state) in users.iter() {
+            for binding in &state.bindings {
+                writes.push(Write::Bind {
+                    user: user.clone(),
+                    binding: binding.clone(),
+                });
+            }
+            for publication in &state.publications {
+                writes.push(Write::Publish {
+                    user: user.clone(),
+                    publication: publication.clone(),
+                    replaces: None,
+                });
+            }
+            for contact in &state.contacts {
+                writes.push(Write::ContactAdd {
+                    user: user.clone(),
+                    contact: contact.clone(),
+                });
+            }
+        }
+        writes
+    }
+
+    /// A store holding exactly what `snapshot` described.
+    pub fn from_snapshot(snapshot: &[Write]) -> Self {
+        let store = Self::new();
+        for write in snapshot {
+            // At time 0 nothing has expired, so every entry is kept as it was.
+            store.apply(write, 0);
+        }
+        store
+    }
+
+    /// Number of users with any persistent state.
+    pub fn user_count(&self) -> usize {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The user's live bindings.
@@ -319,6 +421,7 @@ mod tests {
                 call_id: "c".into(),
                 cseq: 1,
                 expires_at_unix_ms,
+                front_end: None,
             },
         }
     }
@@ -355,6 +458,23 @@ mod tests {
         assert_eq!(expired.bindings.len(), 1);
         assert_eq!(expired.bindings[0].1.contact, "sip:a@h");
         assert_eq!(store.binding_count(3_000), 1);
+    }
+
+    #[test]
+    fn a_snapshot_rebuilds_the_same_state() {
+        let store = UserStore::new();
+        store.apply(&bind("sip:a@h", 9_000), 1_000);
+        store.apply(
+            &Write::ContactAdd {
+                user: "bob".into(),
+                contact: "sip:alice@h".into(),
+            },
+            1_000,
+        );
+        let copy = UserStore::from_snapshot(&store.snapshot());
+        assert_eq!(copy.view("alice", 2_000), store.view("alice", 2_000));
+        assert_eq!(copy.view("bob", 2_000), store.view("bob", 2_000));
+        assert_eq!(copy.user_count(), 2);
     }
 
     #[test]

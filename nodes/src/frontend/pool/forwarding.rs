@@ -1,0 +1,195 @@
+//! Forwarding: any Front End of the pool serves any client of the pool. A client's writes and reads go to its
+//! routing group's primary, here or over the peer link; an IM goes to the Front End holding the recipient's
+//! connection. We forward rather than redirect: a client keeps one connection (as Lync clients keep theirs to
+//! whichever pool server DNS gave them), a Front End's loss breaks only the connections on it, and a primary that
+//! moves (promotion, rebalance) moves without the client noticing.
+//!
+//! Where the primary is comes from the highest-epoch configuration known, this Front End's own replica or its
+//! peers' heartbeats; a `NotPrimary` answer names a newer one, and the call is tried again a bounded number of times.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::node::Pool;
+use super::placement::{group_name, group_of, GroupId};
+use super::wire::{Answer, Call};
+use crate::frontend::store::{Applied, UserView, Write};
+
+/// Tries of one forwarded call (each after at most a heartbeat interval of waiting for the routes to settle).
+const FORWARD_TRIES_MAX: usize = 4;
+
+impl Pool {
+    /// The routing group of a user.
+    pub fn group_of(&self, user: &str) -> GroupId {
+        group_of(user, self.slots.len())
+    }
+
+    /// The highest configuration epoch known for `group`, here or in an alive peer's report.
+    pub(super) fn known_epoch(&self, group: GroupId) -> u64 {
+        self.route_known(group).0
+    }
+
+    /// The highest-epoch configuration known for `group`: its epoch and its primary's node.
+    pub(super) fn route_known(&self, group: GroupId) -> (u64, Option<String>) {
+        let own = {
+            let state = self.slots[group].lock();
+            state
+                .replica
+                .as_ref()
+                .map(|r| (r.config.epoch, Some(r.config.primary().node.clone())))
+        };
+        self.membership
+            .reports()
+            .iter()
+            .filter_map(|r| r.group(group))
+            .map(|g| (g.epoch, Some(g.primary.node.clone())))
+            .chain(own)
+            .max_by_key(|(epoch, _)| *epoch)
+            .unwrap_or((0, None))
+    }
+
+    /// Runs `call` at the group's primary (locally when that is this Front End).
+    async fn at_primary(self: &Arc<Self>, group: GroupId, call: Call) -> Answer {
+        let mut hint: Option<String> = None;
+        let timeout = self.settings.failure_timeout * 2;
+        let mut last = Answer::Unavailable {
+            reason: format!("no primary of routing group {} known", group_name(group)),
+        };
+        for attempt in 0..FORWARD_TRIES_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(self.settings.heartbeat_interval).await;
+            }
+            let Some(target) = hint.take().or_else(|| self.route_known(group).1) else {
+                continue;
+            };
+            let answer = if target == self.me.node {
+                match &call {
+                    Call::Commit {
+                        user,
+                        writes,
+                        now_unix_ms,
+                        ..
+                    } => {
+                        self.commit_local(group, user.clone(), writes.clone(), *now_unix_ms)
+                            .await
+                    }
+                    Call::View {
+                        user, now_unix_ms, ..
+                    } => self.view_local(group, user, *now_unix_ms),
+                    _ => unreachable!("only commits and views are forwarded"),
+                }
+            } else if !self.membership.alive(&target) {
+                last = Answer::Unavailable {
+                    reason: format!(
+                        "primary {target} of routing group {} is down",
+                        group_name(group)
+                    ),
+                };
+                continue;
+            } else {
+                match self.links.call(&target, call.clone(), timeout).await {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        last = Answer::Unavailable {
+                            reason: format!("failed to {error}"),
+                        };
+                        continue;
+                    }
+                }
+            };
+            match answer {
+                Answer::NotPrimary { primary, .. } => {
+                    hint = primary.filter(|p| *p != target);
+                    last = Answer::Unavailable {
+                        reason: format!(
+                            "routing group {} is changing primary",
+                            group_name(group)
+                        ),
+                    };
+                }
+                other => return other,
+            }
+        }
+        last
+    }
+
+    /// Commits `writes` of `user` at the user's primary: what each did and the user's state after, or why not.
+    pub async fn commit(
+        self: &Arc<Self>,
+        user: &str,
+        writes: Vec<Write>,
+        now_unix_ms: u64,
+    ) -> Result<(Vec<Applied>, UserView), String> {
+        let group = self.group_of(user);
+        let call = Call::Commit {
+            group,
+            user: user.to_owned(),
+            writes,
+            now_unix_ms,
+        };
+        match self.at_primary(group, call).await {
+            Answer::Committed { applied, view } => Ok((applied, view)),
+            Answer::Unavailable { reason } => Err(reason),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Reads `user`'s state at the user's primary.
+    pub async fn view(self: &Arc<Self>, user: &str, now_unix_ms: u64) -> Result<UserView, String> {
+        let group = self.group_of(user);
+        let call = Call::View {
+            group,
+            user: user.to_owned(),
+            now_unix_ms,
+        };
+        match self.at_primary(group, call).await {
+            Answer::Viewed(view) => Ok(view),
+            Answer::Unavailable { reason } => Err(reason),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Relays an encoded SIP request to `user`'s client bound at `contact`, whose connection is on `node`: the
+    /// client's final status and reason, or `None` when the node could not be asked.
+    pub async fn deliver(
+        &self,
+        node: &str,
+        user: &str,
+        contact: &str,
+        message: String,
+        timeout: Duration,
+    ) -> Option<(u16, String)> {
+        let call = Call::Deliver {
+            user: user.to_owned(),
+            contact: contact.to_owned(),
+            message,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self
+            .links
+            .call(node, call, timeout + self.settings.failure_timeout)
+            .await
+        {
+            Ok(Answer::Delivered { code, reason }) => Some((code, reason)),
+            _ => None,
+        }
+    }
+
+    /// Tells every other running Front End that `user`'s presence changed (their watchers get a NOTIFY).
+    pub fn broadcast_changed(&self, user: &str) {
+        for node in self.membership.running_names() {
+            if node != self.me.node {
+                let wait = self.links.call(
+                    &node,
+                    Call::Changed {
+                        user: user.to_owned(),
+                    },
+                    self.settings.failure_timeout,
+                );
+                self.spawn(async move {
+                    let _ = wait.await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Replication: each routing group's replica on this Front End, and the primary's synchronous commit.
+//!
+//! A group's *configuration* (epoch, members, primary first) changes only by a reconfiguration (see `rebuild`),
+//! which first collects promises for a new, higher epoch from a majority of the old configuration's members. A
+//! replica that promised epoch E refuses every call of a lower epoch, so once a new primary exists the old one can
+//! no longer get a secondary to acknowledge anything: that is the fencing.
+//!
+//! The primary applies a client's writes, numbers them (`seq`), sends them to its live secondaries in order over the
+//! peer links, and answers the client only after one secondary acknowledged: an acknowledged write is on two
+//! Front Ends. A secondary that missed writes answers `Gap` and gets the primary's whole state (`Resync`).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::node::Pool;
+use super::placement::{group_name, replicas_min, GroupId};
+use super::wire::{Answer, Call};
+use crate::frontend::store::{UserStore, Write};
+
+/// One Front End process: a node name and the incarnation (random per start) that tells a restart apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub node: String,
+    pub incarnation: u64,
+}
+
+/// Who holds a routing group at one epoch: `members[0]` is the primary, the others secondaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    pub group: GroupId,
+    pub epoch: u64,
+    pub members: Vec<Member>,
+}
+
+impl GroupConfig {
+    pub fn primary(&self) -> &Member {
+        &self.members[0]
+    }
+
+    /// Members whose promises make a majority.
+    pub fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    pub fn has(&self, member: &Member) -> bool {
+        self.members.contains(member)
+    }
+}
+
+/// This Front End's copy of one routing group.
+pub struct Replica {
+    pub config: GroupConfig,
+    /// Number of the last write batch applied.
+    pub seq: u64,
+    pub store: UserStore,
+    /// When this configuration was adopted: members get one failure timeout to report it.
+    pub adopted_at: Instant,
+}
+
+/// A group's slot on this Front End: the promise it made (kept even without a replica) and the replica, if any.
+#[derive(Default)]
+pub struct SlotState {
+    pub promised_epoch: u64,
+    pub promised_to: Option<Member>,
+    pub replica: Option<Replica>,
+}
+
+impl SlotState {
+    /// This Front End is the group's primary at the epoch it promised.
+    pub fn acting_primary(&self, me: &Member) -> bool {
+        self.replica.as_ref().is_some_and(|r| {
+            r.config.primary() == me && r.config.epoch == self.promised_epoch
+        })
+    }
+}
+
+/// One routing group on this Front End.
+pub struct Slot {
+    pub group: GroupId,
+    /// Held while a batch is numbered and sent, and through a reconfiguration: writes reach secondaries in order.
+    pub order: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+    /// Secondaries being resynchronized now (one resync at a time each).
+    resyncing: Mutex<HashSet<String>>,
+}
+
+impl Slot {
+    pub fn new(group: GroupId) -> Self {
+        Self {
+            group,
+            order: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SlotState::default()),
+            resyncing: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A promise for `epoch` to coordinator `from`. `primary_healthy` says whether this replica's primary still
+    /// runs and holds the group: then only the primary itself may reconfigure (its lease has not run out).
+    pub fn promise(&self, epoch: u64, from: &Member, primary_healthy: bool) -> Answer {
+        let mut state = self.lock();
+        let floor = state
+            .promised_epoch
+            .max(state.replica.as_ref().map_or(0, |r| r.config.epoch));
+        if epoch <= floor {
+            return Answer::Refused {
+                epoch: floor,
+                reason: "epoch already promised".into(),
+            };
+        }
+        if let Some(replica) = &state.replica {
+            if replica.config.primary() != from && primary_healthy {
+                return Answer::Refused {
+                    epoch: floor,
+                    reason: format!("primary {} still holds the group", replica.config.primary().node),
+                };
+            }
+        }
+        state.promised_epoch = epoch;
+        state.promised_to = Some(from.clone());
+        let (config_epoch, seq) = state
+            .replica
+            .as_ref()
+            .map_or((0, 0), |r| (r.config.epoch, r.seq));
+        Answer::Promised {
+            config_epoch,
+            seq,
+            has_replica: state.replica.is_some(),
+        }
+    }
+
+    /// The state, for the coordinator this replica promised `epoch` to (frozen since: it refuses older writes).
+    pub fn fetch(&self, epoch: u64, from: &Member) -> Answer {
+        let state = self.lock();
+        match &state.replica {
+            Some(replica)
+                if state.promised_epoch == epoch && state.promised_to.as_ref() == Some(from) =>
+            {
+                Answer::Snapshot {
+                    seq: replica.seq,
+                    writes: replica.store.snapshot(),
+                }
+            }
+            _ => Answer::Refused {
+                epoch: state.promised_epoch,
+                reason: "not promised to you".into(),
+            },
+        }
+    }
+
+    /// Adopts `config` with this state, when the epoch is new or was promised to this coordinator.
+    pub fn install(
+        &self,
+        config: GroupConfig,
+        seq: u64,
+        snapshot: &[Write],
+        from: &Member,
+        me: &Member,
+    ) -> Answer {
+        let mut state = self.lock();
+        let fresh = config.epoch > state.promised_epoch
+            || (config.epoch == state.promised_epoch && state.promised_to.as_ref() == Some(from));
+        if !fresh
+            || state
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.config.epoch >= config.epoch)
+        {
+            return Answer::Refused {
+                epoch: state.promised_epoch,
+                reason: "stale configuration".into(),
+            };
+        }
+        state.promised_epoch = config.epoch;
+        state.promised_to = Some(from.clone());
+        state.replica = config.has(me).then(|| Replica {
+            store: UserStore::from_snapshot(snapshot),
+            seq,
+            config,
+            adopted_at: Instant::now(),
+        });
+        Answer::Done
+    }
+
+    /// Applies batch `seq` from the primary of `epoch`, in order.
+    pub fn replicate(
+        &self,
+        epoch: u64,
+        seq: u64,
+        writes: &[Write],
+        now_unix_ms: u64,
+        from: &Member,
+    ) -> Answer {
+        let mut state = self.lock();
+        let promised = state.promised_epoch;
+        let Some(replica) = state.replica.as_mut().filter(|r| {
+            r.config.epoch == epoch && promised == epoch && r.config.primary() == from
+        }) else {
+            return Answer::Refused {
+                epoch: promised,
+                reason: "not a secondary of that epoch's primary".into(),
+            };
+        };
+        if seq <= replica.seq {
+            // Already in the state (a resync overtook it).
+            return Answer::Done;
+        }
+        if seq != replica.seq + 1 {
+            return Answer::Gap;
+        }
+        for write in writes {
+            replica.store.apply(write, now_unix_ms);
+        }
+        replica.seq = seq;
+        Answer::Done
+    }
+
+    /// Replaces the state with the primary's, same epoch.
+    pub fn resync(&self, epoch: u64, seq: u64, snapshot: &[Write], from: &Member) -> Answer {
+        let mut state = self.lock();
+        let promised = state.promised_epoch;
+        let Some(replica) = state.replica.as_mut().filter(|r| {
+            r.config.epoch == epoch && promised == epoch && r.config.primary() == from
+        }) else {
+            return Answer::Refused {
+                epoch: promised,
+                reason: "not a secondary of that epoch's primary".into(),
+            };
+        };
+        replica.store = UserStore::from_snapshot(snapshot);
+        replica.seq = seq;
+        Answer::Done
+    }
+}
+
+impl Pool {
+    /// Whether this Front End may acknowledge writes of `group` now; the refusal is the answer to give.
+    pub(super) fn writable(&self, state: &SlotState, group: GroupId) -> Result<(), Answer> {
+        let verdict = self.verdict();
+        if let Some(reason) = verdict.reason() {
+            return Err(Answer::Unavailable { reason });
+        }
+        let known = self.known_epoch(group);
+        let Some(replica) = state
+            .replica
+            .as_ref()
+            .filter(|_| state.acting_primary(&self.me) && known <= state.promised_epoch)
+        else {
+            let (epoch, primary) = self.route_known(group);
+            return Err(Answer::NotPrimary {
+                epoch,
+                primary: primary.filter(|p| *p != self.me.node),
+            });
+        };
+        let live = replica
+            .config
+            .members
+            .iter()
+            .filter(|m| self.member_healthy(&replica.config, m, replica.adopted_at))
+            .count();
+        let needed = replicas_min(self.settings.nodes.len());
+        if live < needed {
+            return Err(Answer::Unavailable {
+                reason: format!(
+                    "routing group {} has {live} live replica(s), needs {needed}",
+                    group_name(group)
+                ),
+            });
+        }
+        let leased = needed <= 1
+            || replica
+                .config
+                .members
+                .iter()
+                .skip(1)
+                .any(|m| self.membership.live(m) && self.membership.grants_lease(&m.node));
+        if !leased {
+            return Err(Answer::Unavailable {
+                reason: format!(
+                    "routing group {} has no secondary lease yet",
+                    group_name(group)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a client's writes as the group's primary and answers once a secondary acknowledged them.
+    pub(super) async fn commit_local(
+        self: &Arc<Self>,
+        group: GroupId,
+        user: String,
+        writes: Vec<Write>,
+        now_unix_ms: u64,
+    ) -> Answer {
+        let slot = &self.slots[group];
+        let order = slot.order.lock().await;
+        let (epoch, seq, applied, view, targets) = {
+            let mut state = slot.lock();
+            if let Err(refusal) = self.writable(&state, group) {
+                return refusal;
+            }
+            let Some(replica) = state.replica.as_mut() else {
+                return Answer::Unavailable {
+                    reason: "no replica".into(),
+                };
+            };
+            let applied: Vec<_> = writes
+                .iter()
+                .map(|w| replica.store.apply(w, now_unix_ms))
+                .collect();
+            replica.seq += 1;
+            let view = replica.store.view(&user, now_unix_ms);
+            let targets: Vec<_> = replica.config.members[1..]
+                .iter()
+                .filter(|m| self.membership.live(m))
+                .cloned()
+                .collect();
+            (replica.config.epoch, replica.seq, applied, view, targets)
+        };
+        if targets.is_empty() {
+            // Only where one replica may serve alone (a pool of two): `writable` checked it.
+            return Answer::Committed { applied, view };
+        }
+        let sent_at = Instant::now();
+        let timeout = self.settings.failure_timeout;
+        let (acks, mut acked) = mpsc::channel(targets.len());
+        for member in targets {
+            let wait = self.links.call(
+                &member.node,
+                Call::Replicate {
+                    group,
+                    epoch,
+                    seq,
+                    writes: writes.clone(),
+                    now_unix_ms,
+                    from: self.me.clone(),
+                    to_incarnation: member.incarnation,
+                },
+                timeout,
+            );
+            let (pool, acks) = (self.clone(), acks.clone());
+            self.spawn(async move {
+                let ok = match wait.await {
+                    Ok(Answer::Done) => {
+                        pool.membership.answered(&member.node, sent_at);
+                        true
+                    }
+                    Ok(Answer::Gap) => pool.resync(group, member).await,
+                    _ => false,
+                };
+                let _ = acks.send(ok).await;
+            });
+        }
+        // Sent in order; the next batch may be numbered while these wait for their acknowledgements.
+        drop(order);
+        drop(acks);
+        // Bounded: one message per secondary written to.
+        while let Some(ok) = acked.recv().await {
+            if ok {
+                return Answer::Committed { applied, view };
+            }
+        }
+        Answer::Unavailable {
+            reason: format!(
+                "no secondary of routing group {} acknowledged the write",
+                group_name(group)
+            ),
+        }
+    }
+
+    /// Sends the whole state to a secondary that missed writes; true once it holds it.
+    async fn resync(self: &Arc<Self>, group: GroupId, member: Member) -> bool {
+        let slot = &self.slots[group];
+        {
+            let mut resyncing = slot.resyncing.lock().unwrap_or_else(|e| e.into_inner());
+            if !resyncing.insert(member.node.clone()) {
+                return false;
+            }
+        }
+        let order = slot.order.lock().await;
+        let call = {
+            let state = slot.lock();
+            state
+                .replica
+                .as_ref()
+                .filter(|_| state.acting_primary(&self.me))
+                .map(|replica| Call::Resync {
+                    group,
+                    epoch: replica.config.epoch,
+                    seq: replica.seq,
+                    snapshot: replica.store.snapshot(),
+                    from: self.me.clone(),
+                    to_incarnation: member.incarnation,
+                })
+        };
+        let sent_at = Instant::now();
+        let wait = call.map(|call| {
+            self.links
+                .call(&member.node, call, self.settings.failure_timeout)
+        });
+        drop(order);
+        let done = match wait {
+            Some(wait) => matches!(wait.await, Ok(Answer::Done)),
+            None => false,
+        };
+        if done {
+            self.membership.answered(&member.node, sent_at);
+        }
+        slot.resyncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&member.node);
+        done
+    }
+
+    /// A user's state read at the group's primary (refused like a write when the group cannot serve).
+    pub(super) fn view_local(&self, group: GroupId, user: &str, now_unix_ms: u64) -> Answer {
+        let state = self.slots[group].lock();
+        if let Err(refusal) = self.writable(&state, group) {
+            return refusal;
+        }
+        match &state.replica {
+            Some(replica) => Answer::Viewed(replica.store.view(user, now_unix_ms)),
+            None => Answer::Unavailable {
+                reason: "no replica".into(),
+            },
+        }
+    }
+}

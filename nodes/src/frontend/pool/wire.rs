@@ -1,0 +1,451 @@
+//! The peer link between Front Ends of one pool: length-prefixed JSON frames over TCP, one connection per ordered
+//! pair of nodes, calls matched to answers by id. Calls on one connection are sent in the order they were made, which
+//! is how a primary's replicated writes reach a secondary in sequence order.
+//!
+//! Every frame in or out passes [`LinkFaults`], the test-only partition shim: a cut link closes its connection and
+//! refuses new calls, as a network partition would. In production the set of cuts is empty.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::membership::Report;
+use super::placement::GroupId;
+use super::replication::{GroupConfig, Member};
+use crate::frontend::error::PeerError;
+use crate::frontend::store::{Applied, UserView, Write};
+
+/// Largest frame accepted: a snapshot of a big routing group fits, a corrupt length does not allocate gigabytes.
+const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// A call from one Front End to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Call {
+    /// Liveness and gossip: the sender's view of itself; answered with the receiver's.
+    Heartbeat(Report),
+    /// Promise to refuse anything of an epoch below `epoch` for `group` (the first phase of a reconfiguration).
+    Promise {
+        group: GroupId,
+        epoch: u64,
+        from: Member,
+        to_incarnation: u64,
+    },
+    /// The state of a replica that promised `epoch` to the caller.
+    Fetch {
+        group: GroupId,
+        epoch: u64,
+        from: Member,
+    },
+    /// Become a replica of `config` with this state (a reconfiguration's second phase).
+    Install {
+        config: GroupConfig,
+        seq: u64,
+        snapshot: Vec<Write>,
+        from: Member,
+        to_incarnation: u64,
+    },
+    /// Apply the writes numbered `seq` of the group at `epoch` (primary to secondary, before the client's 200).
+    Replicate {
+        group: GroupId,
+        epoch: u64,
+        seq: u64,
+        writes: Vec<Write>,
+        now_unix_ms: u64,
+        from: Member,
+        to_incarnation: u64,
+    },
+    /// Replace the replica's state with the primary's (a secondary that missed writes).
+    Resync {
+        group: GroupId,
+        epoch: u64,
+        seq: u64,
+        snapshot: Vec<Write>,
+        from: Member,
+        to_incarnation: u64,
+    },
+    /// A client's writes, forwarded to the group's primary by the Front End serving the client.
+    Commit {
+        group: GroupId,
+        user: String,
+        writes: Vec<Write>,
+        now_unix_ms: u64,
+    },
+    /// A user's state, read at the group's primary.
+    View {
+        group: GroupId,
+        user: String,
+        now_unix_ms: u64,
+    },
+    /// Relay a SIP request (encoded) to the client of `user` bound at `contact`, whose connection is on the callee.
+    Deliver {
+        user: String,
+        contact: String,
+        message: String,
+        timeout_ms: u64,
+    },
+    /// The user's presence changed: tell your watchers.
+    Changed { user: String },
+}
+
+/// The answer to a [`Call`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    Heartbeat(Report),
+    /// The promise holds; the replica's last configuration epoch and write number (0, 0 without a replica).
+    Promised {
+        config_epoch: u64,
+        seq: u64,
+        has_replica: bool,
+    },
+    /// Refused because of a higher epoch (or another reason in `reason`).
+    Refused { epoch: u64, reason: String },
+    Snapshot { seq: u64, writes: Vec<Write> },
+    Done,
+    /// A replicated write arrived out of sequence: the secondary needs a resync.
+    Gap,
+    Committed { applied: Vec<Applied>, view: UserView },
+    Viewed(UserView),
+    /// The callee is not the group's acting primary; `primary` is the one it knows of, if any.
+    NotPrimary {
+        epoch: u64,
+        primary: Option<String>,
+    },
+    /// The group cannot serve (too few live replicas, no lease, pool below quorum).
+    Unavailable { reason: String },
+    /// A relayed request's final status.
+    Delivered { code: u16, reason: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Frame {
+    /// The first frame of a connection: who dials.
+    Hello { from: String },
+    Call { id: u64, call: Call },
+    Answer { id: u64, answer: Answer },
+}
+
+fn encode(frame: &Frame) -> Bytes {
+    let body = serde_json::to_vec(frame).expect("frames are plain data");
+    let mut bytes = BytesMut::with_capacity(4 + body.len());
+    bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    bytes.freeze()
+}
+
+/// Reads one frame; `None` at end of stream or on a malformed frame (the connection is then dropped).
+async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> Option<Frame> {
+    // Bounded: each turn reads more bytes or returns.
+    loop {
+        if buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > FRAME_BYTES_MAX {
+                return None;
+            }
+            if buf.len() >= 4 + len {
+                buf.advance(4);
+                let body = buf.split_to(len);
+                return serde_json::from_slice(&body).ok();
+            }
+            buf.reserve(4 + len - buf.len());
+        }
+        if reader.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+/// The partition shim: directed links that are cut. Shared by every node of an in-process test pool.
+#[derive(Debug, Clone, Default)]
+pub struct LinkFaults {
+    cut: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+impl LinkFaults {
+    /// Cuts both directions between `a` and `b`; undone by [`LinkFaults::heal`].
+    pub fn partition(&self, a: &str, b: &str) {
+        let mut cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        cut.insert((a.to_owned(), b.to_owned()));
+        cut.insert((b.to_owned(), a.to_owned()));
+    }
+
+    /// Restores both directions between `a` and `b`; the opposite of [`LinkFaults::partition`].
+    pub fn heal(&self, a: &str, b: &str) {
+        let mut cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        cut.remove(&(a.to_owned(), b.to_owned()));
+        cut.remove(&(b.to_owned(), a.to_owned()));
+    }
+
+    /// Whether frames from `from` to `to` are dropped.
+    pub fn is_cut(&self, from: &str, to: &str) -> bool {
+        let cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        !cut.is_empty() && cut.contains(&(from.to_owned(), to.to_owned()))
+    }
+}
+
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
+
+/// One outgoing connection: a queue of encoded frames and the calls awaiting answers.
+struct Connection {
+    queue: mpsc::UnboundedSender<Bytes>,
+    waiting: Waiting,
+}
+
+/// The outgoing side: one connection per peer, dialled on first use and again after it closed.
+pub struct Links {
+    me: String,
+    addresses: BTreeMap<String, String>,
+    faults: LinkFaults,
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    next_id: AtomicU64,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Links {
+    /// Links from `me` to the peers at `addresses` (node → `host:port`).
+    pub fn new(me: &str, addresses: BTreeMap<String, String>, faults: LinkFaults) -> Self {
+        Self {
+            me: me.to_owned(),
+            addresses,
+            faults,
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    pub fn faults(&self) -> &LinkFaults {
+        &self.faults
+    }
+
+    /// Sends `call` to `to` now (so calls to one peer leave in the order they were made) and returns the wait for its
+    /// answer, at most `timeout`.
+    pub fn call(
+        &self,
+        to: &str,
+        call: Call,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Answer, PeerError>> + Send + 'static {
+        let sent = self.send(to, call);
+        let to = to.to_owned();
+        async move {
+            let rx = sent?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(PeerError::Closed { peer: to }),
+                Err(_) => Err(PeerError::Timeout { peer: to }),
+            }
+        }
+    }
+
+    fn send(&self, to: &str, call: Call) -> Result<oneshot::Receiver<Answer>, PeerError> {
+        if self.faults.is_cut(&self.me, to) {
+            self.lock().remove(to);
+            return Err(PeerError::Cut {
+                peer: to.to_owned(),
+            });
+        }
+        let connection = self.connection(to)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        connection
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        if connection.queue.send(encode(&Frame::Call { id, call })).is_err() {
+            self.lock().remove(to);
+            return Err(PeerError::Closed {
+                peer: to.to_owned(),
+            });
+        }
+        Ok(rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Connection>>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open connection to `to`, or a new one whose task dials and then drains the queue.
+    fn connection(&self, to: &str) -> Result<Arc<Connection>, PeerError> {
+        let mut connections = self.lock();
+        if let Some(open) = connections.get(to).filter(|c| !c.queue.is_closed()) {
+            return Ok(open.clone());
+        }
+        let address = self
+            .addresses
+            .get(to)
+            .cloned()
+            .ok_or_else(|| PeerError::Unknown {
+                peer: to.to_owned(),
+            })?;
+        let (queue, frames) = mpsc::unbounded_channel();
+        let waiting: Waiting = Arc::default();
+        let connection = Arc::new(Connection {
+            queue,
+            waiting: waiting.clone(),
+        });
+        connections.insert(to.to_owned(), connection.clone());
+        let (me, peer, faults) = (self.me.clone(), to.to_owned(), self.faults.clone());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        // Finished connection tasks leave the set here, so it holds at most the live ones.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(outgoing(me, peer, address, frames, waiting, faults));
+        Ok(connection)
+    }
+
+    /// Closes every connection (the node is stopping or killed).
+    pub fn stop(&self) {
+        self.lock().clear();
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+    }
+}
+
+/// Dials `address`, says hello, then writes queued frames and routes answers until either side closes or the link is
+/// cut. Dropping `waiting` at the end fails every call still waiting.
+async fn outgoing(
+    me: String,
+    peer: String,
+    address: String,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    waiting: Waiting,
+    faults: LinkFaults,
+) {
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&address)).await
+    else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    if writer
+        .write_all(&encode(&Frame::Hello { from: me.clone() }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = async {
+        let mut batch = BytesMut::new();
+        // Ends when the queue closes (the connection was replaced or the node stops) or the socket fails.
+        while let Some(first) = frames.recv().await {
+            batch.extend_from_slice(&first);
+            while batch.len() < 256 * 1024 {
+                match frames.try_recv() {
+                    Ok(next) => batch.extend_from_slice(&next),
+                    Err(_) => break,
+                }
+            }
+            if faults.is_cut(&me, &peer) || writer.write_all(&batch).await.is_err() {
+                return;
+            }
+            batch.clear();
+        }
+    };
+    let read = async {
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        // Ends at end of stream, on a bad frame or on a cut.
+        while let Some(frame) = read_frame(&mut reader, &mut buf).await {
+            if faults.is_cut(&peer, &me) {
+                return;
+            }
+            if let Frame::Answer { id, answer } = frame {
+                let tx = waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(answer);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = write => {}
+        _ = read => {}
+    }
+    frames.close();
+    waiting.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// What serves incoming calls: answers at once when it can (replication must keep arrival order), or hands back a
+/// future for calls that wait on others.
+pub trait Callee: Send + Sync + 'static {
+    /// Handles a call from `from`, in arrival order; `Err` carries a future answered later, off the reading task.
+    fn answer(
+        self: &Arc<Self>,
+        from: &str,
+        call: Call,
+    ) -> Result<Answer, crate::sip::BoxFuture<Answer>>;
+}
+
+/// Serves one accepted peer connection until it closes, a frame is malformed or the link is cut.
+pub async fn incoming<C: Callee>(stream: TcpStream, me: String, callee: Arc<C>, faults: LinkFaults) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let Some(Frame::Hello { from }) = read_frame(&mut reader, &mut buf).await else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let write = {
+        let (me, from, faults) = (me.clone(), from.clone(), faults.clone());
+        async move {
+            let mut batch = BytesMut::new();
+            while let Some(first) = rx.recv().await {
+                batch.extend_from_slice(&first);
+                while batch.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(next) => batch.extend_from_slice(&next),
+                        Err(_) => break,
+                    }
+                }
+                if faults.is_cut(&me, &from) || writer.write_all(&batch).await.is_err() {
+                    return;
+                }
+                batch.clear();
+            }
+        }
+    };
+    let read = async {
+        let mut later = JoinSet::new();
+        while let Some(frame) = read_frame(&mut reader, &mut buf).await {
+            if faults.is_cut(&from, &me) {
+                return;
+            }
+            let Frame::Call { id, call } = frame else {
+                continue;
+            };
+            match callee.answer(&from, call) {
+                Ok(answer) => {
+                    let _ = tx.send(encode(&Frame::Answer { id, answer }));
+                }
+                Err(future) => {
+                    let tx = tx.clone();
+                    later.spawn(async move {
+                        let answer = future.await;
+                        let _ = tx.send(encode(&Frame::Answer { id, answer }));
+                    });
+                    while later.try_join_next().is_some() {}
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = write => {}
+        _ = read => {}
+    }
+}
