@@ -12,12 +12,19 @@
 //!   limits), [`sip::message`] parses with the mandatory checks and builds messages, [`sip::digest`] checks digest
 //!   credentials, [`sip::transaction`] answers UDP retransmissions, [`sip::transport`] runs a [`sip::Handler`]
 //!   over TCP and UDP and lets it send requests back to a client ([`sip::Peer`]).
+//! - [`backend`]: the Back End role: [`backend::store`] (SQLite: accounts, contacts, presence, settings, the
+//!   commit log), [`backend::role`] (principal / mirror / stopped, lease, epoch), [`backend::mirror`] (synchronous
+//!   mirroring, catch-up, promotion, operator failover), [`backend::witness`], [`backend::protocol`] (the peer
+//!   wire format), [`backend::server`] (`run`), and for Front Ends [`backend::client`] (`BackendClient`),
+//!   [`backend::lazy`] (`LazyWriter`), [`backend::resiliency`] (`ResiliencyGate`); [`backend::operator`] runs
+//!   `poolnode admin db-status` / `db-failover`.
 //! - [`frontend`]: the Front End role: [`frontend::store`] (the persistent user state, changed only by
 //!   [`frontend::Write`]s), [`frontend::registrar`], [`frontend::presence`], [`frontend::im`],
 //!   [`frontend::contacts`], [`frontend::overload`], [`frontend::users`] (credentials),
 //!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools).
 
 pub mod admin;
+pub mod backend;
 pub mod cluster;
 pub mod frontend;
 pub mod sip;

@@ -22,6 +22,54 @@ enum Command {
     Version,
     /// Run a Front End: SIP registrar, presence and IM server.
     Frontend(FrontendArgs),
+    /// Run a Back End node (principal or mirror of its pool's store); cluster from POOLNODE_CLUSTER.
+    Backend(ServerArgs),
+    /// Run a Back End pool's witness; cluster from POOLNODE_CLUSTER.
+    Witness(ServerArgs),
+    /// Operator commands over the nodes' admin API.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Peer port: partner, witness and Front End traffic.
+    #[arg(long, default_value = "0.0.0.0:5070")]
+    listen_peer: SocketAddr,
+    /// HTTP admin API (`GET /status`, `POST /admin/<command>`).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen_admin: SocketAddr,
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "/data")]
+    data: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Show each Back End node's role, epoch, synchronization, exposure and lag.
+    DbStatus {
+        #[arg(long)]
+        pool: String,
+        /// Admin address `host:port` of a node (repeatable); default: the pool's nodes from POOLNODE_CLUSTER.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// Print the raw JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fail the pool's store over to the mirror (planned when the principal answers).
+    DbFailover {
+        #[arg(long)]
+        pool: String,
+        /// Only `mirror` exists.
+        #[arg(long, default_value = "mirror")]
+        new_principal: String,
+        /// Promote an unsynchronized mirror, accepting the loss it reports.
+        #[arg(long)]
+        force: bool,
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -68,8 +116,97 @@ fn main() -> anyhow::Result<()> {
                 shutdown_signal(),
             ))?;
         }
+        Command::Backend(args) => run_backend_role(args, false)?,
+        Command::Witness(args) => run_backend_role(args, true)?,
+        Command::Admin(command) => run_admin(command)?,
     }
     Ok(())
+}
+
+/// `poolnode backend` / `poolnode witness`: binds, prints the ready line, serves until SIGTERM.
+fn run_backend_role(args: ServerArgs, witness: bool) -> anyhow::Result<()> {
+    use poolnode::backend::{server, witness as w, BackendConfig, Listeners};
+    init_logging();
+    let cluster = std::sync::Arc::new(poolnode::cluster::ClusterConfig::from_env()?);
+    let node = std::env::var(poolnode::cluster::NODE_ENV)
+        .map_err(|_| anyhow::anyhow!("{} is not set", poolnode::cluster::NODE_ENV))?;
+    let config = BackendConfig {
+        cluster,
+        node,
+        data_dir: args.data,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let name = if witness { "witness" } else { "backend" };
+        let listeners = Listeners::bind(args.listen_peer, args.listen_admin).await?;
+        let (peer, admin) = (listeners.peer.local_addr()?, listeners.admin.local_addr()?);
+        if witness {
+            let opened = w::Witness::open(&config)?;
+            println!("poolnode {name} ready node={} peer={peer} admin={admin}", config.node);
+            opened.run(listeners, shutdown_signal()).await?;
+        } else {
+            let opened = server::Backend::open(&config)?;
+            println!("poolnode {name} ready node={} peer={peer} admin={admin}", config.node);
+            opened.run(listeners, shutdown_signal()).await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// `poolnode admin …`: token from POOLNODE_ADMIN_TOKEN or the cluster description.
+fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
+    use poolnode::backend::operator;
+    let cluster = poolnode::cluster::ClusterConfig::from_env().ok();
+    let targets = |pool: &str, nodes: Vec<String>| -> anyhow::Result<Vec<(String, String)>> {
+        if !nodes.is_empty() {
+            return Ok(nodes.into_iter().map(|n| (n.clone(), n)).collect());
+        }
+        let cluster = cluster
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("give --node host:port or set POOLNODE_CLUSTER"))?;
+        operator::admin_targets(cluster, pool)
+            .ok_or_else(|| anyhow::anyhow!("pool `{pool}` is not in the cluster description"))
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    match command {
+        AdminCommand::DbStatus { pool, nodes, json } => {
+            let statuses = runtime.block_on(operator::db_status(&targets(&pool, nodes)?));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print!("{}", operator::render_status(&pool, &statuses));
+            }
+        }
+        AdminCommand::DbFailover {
+            pool,
+            new_principal,
+            force,
+            nodes,
+        } => {
+            anyhow::ensure!(new_principal == "mirror", "--new-principal takes `mirror` only");
+            let token = std::env::var("POOLNODE_ADMIN_TOKEN")
+                .ok()
+                .or_else(|| cluster.as_ref().map(|c| c.admin_token.clone()))
+                .ok_or_else(|| anyhow::anyhow!("set POOLNODE_ADMIN_TOKEN or POOLNODE_CLUSTER"))?;
+            let report = runtime
+                .block_on(operator::db_failover(&targets(&pool, nodes)?, &token, force))
+                .map_err(|e| anyhow::anyhow!("db-failover on {pool}: {e}"))?;
+            if let Some(message) = report.get("message").and_then(|m| m.as_str()) {
+                println!("{message}");
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
 }
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).

@@ -1,0 +1,163 @@
+//! The operator's commands on a Back End pool, as `poolnode admin …` runs them: `db-status` reads every node's
+//! `/status`; `db-failover` asks the mirror to take over (planned when the principal answers, else from the
+//! mirror's own log, refusing an unsynchronized mirror without `force`).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::server::peer_address;
+use crate::cluster::{ClusterConfig, ADMIN_PORT};
+
+/// One HTTP call to an admin API is over well within this.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The admin addresses of a Back End pool's nodes (witness last), by node name.
+pub fn admin_targets(cluster: &ClusterConfig, pool: &str) -> Option<Vec<(String, String)>> {
+    let p = cluster.pool(pool)?;
+    Some(
+        p.nodes
+            .iter()
+            .chain(p.witness.iter())
+            .map(|n| (n.clone(), peer_address(cluster, "operator", n, ADMIN_PORT)))
+            .collect(),
+    )
+}
+
+/// A minimal HTTP/1.1 exchange (one request per connection): the status code and the JSON body.
+pub async fn http_json(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, rest) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+        let payload = if chunked { dechunk(rest) } else { rest.to_string() };
+        let value = serde_json::from_str(payload.trim()).unwrap_or(Value::String(payload));
+        Ok((code, value))
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "admin API timed out"))?
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    // Bounded by the input: every round consumes a chunk.
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `/status` of every target; an unreachable node gives `{"node", "error"}`.
+pub async fn db_status(targets: &[(String, String)]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (node, address) in targets {
+        out.push(match http_json(address, "GET", "/status", None, None).await {
+            Ok((200, v)) => v,
+            Ok((code, v)) => json!({"node": node, "error": format!("HTTP {code}: {v}")}),
+            Err(e) => json!({"node": node, "error": e.to_string()}),
+        });
+    }
+    out
+}
+
+/// The status table an operator reads.
+pub fn render_status(pool: &str, statuses: &[Value]) -> String {
+    let mut out = format!("Back End pool {pool}\n");
+    out.push_str(&format!(
+        "{:<20} {:<10} {:>6} {:<8} {:<13} {:<8} {:>12}\n",
+        "node", "db_role", "epoch", "serving", "synchronized", "exposed", "lag_commits"
+    ));
+    for s in statuses {
+        let node = s["node"].as_str().unwrap_or("?");
+        if let Some(err) = s.get("error") {
+            out.push_str(&format!("{node:<20} unreachable: {}\n", err.as_str().unwrap_or("?")));
+            continue;
+        }
+        if s["role"] == "witness" {
+            out.push_str(&format!(
+                "{node:<20} {:<10} {:>6} principal={} mirror_synchronized={}\n",
+                "witness",
+                s["epoch"],
+                s["principal"].as_str().unwrap_or("-"),
+                s["mirror_synchronized"]
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "{node:<20} {:<10} {:>6} {:<8} {:<13} {:<8} {:>12}\n",
+            s["db_role"].as_str().unwrap_or("?"),
+            s["epoch"],
+            s["serving"],
+            s["synchronized"],
+            s["exposed"],
+            s["lag_commits"]
+        ));
+    }
+    out
+}
+
+/// Asks the pool's mirror to take over. Returns the mirror's report (what may be lost) or its refusal.
+pub async fn db_failover(
+    targets: &[(String, String)],
+    token: &str,
+    force: bool,
+) -> Result<Value, String> {
+    let statuses = db_status(targets).await;
+    let mirror = targets
+        .iter()
+        .zip(&statuses)
+        .find(|(_, s)| s["role"] == "backend" && s["db_role"] == "mirror")
+        .map(|(t, _)| t.clone())
+        .ok_or_else(|| format!("no node of the pool reports db_role mirror: {statuses:?}"))?;
+    match http_json(
+        &mirror.1,
+        "POST",
+        "/admin/db-failover",
+        Some(token),
+        Some(&json!({ "force": force })),
+    )
+    .await
+    {
+        Ok((200, report)) => Ok(report),
+        Ok((code, body)) => Err(format!(
+            "{} refused (HTTP {code}): {}",
+            mirror.0,
+            body.get("error").and_then(Value::as_str).unwrap_or(&body.to_string())
+        )),
+        Err(e) => Err(format!("reach {} at {}: {e}", mirror.0, mirror.1)),
+    }
+}

@@ -1,0 +1,259 @@
+//! The Back End's wire format on [`crate::cluster::PEER_PORT`]: one request, one response, each a frame of a
+//! 4-byte big-endian length and a JSON body. A connection carries one request at a time; callers that must not
+//! wait behind each other (heartbeats behind a snapshot) use separate connections.
+//!
+//! Three kinds of traffic share the port: partner traffic between principal and mirror (`Ping`, `Replicate`,
+//! `Snapshot`, `Handover`), witness traffic from a partner to the witness (`WitnessPing`, `Expose`,
+//! `Synchronized`, `Promote`), and client traffic from Front Ends (`Commit`, `LoadUser`, `LoadPool`, `Vote`).
+//! Every client request carries `min_epoch`, the highest epoch the client has seen: a node at a lower epoch is a
+//! stale principal and refuses (fencing from the client's side).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::error::PeerError;
+use super::store::{Batch, DurableRole, LogEntry, Snapshot, UserRecord};
+
+/// A snapshot of a big store is one frame; anything larger is a broken peer.
+pub const FRAME_MAX_BYTES: usize = 256 << 20;
+
+/// A node's view of itself, carried by every partner and witness heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: String,
+    pub role: DurableRole,
+    /// A principal that holds quorum (its lease is valid); always false for a mirror.
+    pub serving: bool,
+    pub epoch: u64,
+    pub last_lsn: u64,
+    pub last_entry_epoch: u64,
+    /// Principal: its mirror receives every commit synchronously. Mirror: its principal said so.
+    pub synchronized: bool,
+    /// Principal: it commits without its mirror (registered with the witness when there is one).
+    pub exposed: bool,
+}
+
+/// What the witness knows, in every answer it gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessView {
+    pub node: String,
+    /// The highest epoch the witness has recorded (0: it knows no principal yet).
+    pub epoch: u64,
+    pub principal: Option<String>,
+    /// The principal registered a synchronized mirror; false once it registered itself exposed.
+    pub mirror_synchronized: bool,
+    /// How long ago the witness last heard from the principal (`None`: not since the witness started).
+    pub principal_heard_ms_ago: Option<u64>,
+}
+
+/// A request on the peer port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Partner heartbeat, both ways: the sender's view; answered with [`Response::Pong`].
+    Ping(NodeView),
+    /// Principal → mirror: entries continuing the log after `(prev_lsn, prev_epoch)`.
+    Replicate {
+        from: String,
+        epoch: u64,
+        prev_lsn: u64,
+        prev_epoch: u64,
+        entries: Vec<LogEntry>,
+        /// Whether the principal counts the mirror as synchronized once these are applied.
+        synchronized: bool,
+    },
+    /// Principal → mirror: replace everything (the mirror is too far behind, or its log diverged).
+    Snapshot {
+        from: String,
+        epoch: u64,
+        snapshot: Snapshot,
+    },
+    /// Mirror → principal (operator failover): step down to mirror at `epoch + 1` once the mirror has everything.
+    Handover { from: String, epoch: u64 },
+    /// Partner → witness heartbeat.
+    WitnessPing(NodeView),
+    /// Principal → witness: from now on it commits without its mirror; the mirror must not be promoted.
+    Expose { node: String, epoch: u64, lsn: u64 },
+    /// Principal → witness: the mirror has caught up and receives every commit again.
+    Synchronized { node: String, epoch: u64, lsn: u64 },
+    /// Mirror → witness: promote me to principal at `epoch + 1`.
+    Promote {
+        node: String,
+        epoch: u64,
+        lsn: u64,
+        /// Operator's forced failover: promote even though the mirror is not synchronized.
+        force: bool,
+    },
+    /// Client → principal: commit a batch.
+    Commit { batch: Batch, min_epoch: u64 },
+    /// Client → principal: one user's record.
+    LoadUser { user: String, min_epoch: u64 },
+    /// Client → principal: every user homed on a pool.
+    LoadPool { pool: String, min_epoch: u64 },
+    /// Client → principal: the Back End's quorum vote for a Front End pool.
+    Vote { min_epoch: u64 },
+    /// Anyone → node: its view (tests and diagnostics).
+    View,
+}
+
+/// A response on the peer port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Pong(NodeView),
+    /// The mirror durably holds the log up to `last_lsn`.
+    Applied { last_lsn: u64, last_entry_epoch: u64 },
+    /// The entries do not continue the mirror's log: this is where it stands.
+    Mismatch { last_lsn: u64, last_entry_epoch: u64 },
+    /// The receiver is at a higher epoch: the sender is a stale principal.
+    Fenced { epoch: u64 },
+    /// The principal stepped down; it holds the log up to `lsn`.
+    HandedOver { lsn: u64, entry_epoch: u64 },
+    /// A request understood and declined, with the reason.
+    Refused { reason: String },
+    Witness(WitnessView),
+    /// The witness recorded the requester as principal at `epoch`.
+    Granted { epoch: u64 },
+    Committed { lsn: u64, epoch: u64, node: String },
+    User { record: Option<UserRecord>, epoch: u64 },
+    Users { records: Vec<UserRecord>, epoch: u64 },
+    Vote { yes: bool, epoch: u64, node: String },
+    /// The node is not a serving principal; `principal` names the one it believes in, if any.
+    NotPrincipal {
+        node: String,
+        epoch: u64,
+        principal: Option<String>,
+        reason: String,
+    },
+    Error { reason: String },
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream between frames.
+pub async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut TcpStream,
+) -> Result<Option<T>, PeerError> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(PeerError::Io("peer".into(), e)),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_MAX_BYTES {
+        return Err(PeerError::FrameTooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| PeerError::Io("peer".into(), e))?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+/// A persistent connection to one peer, reconnected on demand. Any failure or timeout drops the connection,
+/// so a half-read answer can never be taken for the next request's.
+#[derive(Debug)]
+pub struct PeerConn {
+    /// The peer's node name, for messages.
+    name: String,
+    /// `host:port` (a DNS name in containers, a fault-proxy address when a route says so).
+    address: String,
+    stream: tokio::sync::Mutex<Option<TcpStream>>,
+}
+
+impl PeerConn {
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        PeerConn {
+            name: name.into(),
+            address: address.into(),
+            stream: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends `request` and awaits the response, all within `timeout` (connecting included).
+    pub async fn request(&self, request: &Request, timeout: Duration) -> Result<Response, PeerError> {
+        let mut guard = self.stream.lock().await;
+        // Taken out while in use: if this future is dropped half-way, the stream is dropped with it.
+        let taken = guard.take();
+        let exchange = async {
+            let mut stream = match taken {
+                Some(s) => s,
+                None => {
+                    let s = TcpStream::connect(&self.address)
+                        .await
+                        .map_err(|e| PeerError::Connect(self.address.clone(), e))?;
+                    s.set_nodelay(true)
+                        .map_err(|e| PeerError::Io(self.name.clone(), e))?;
+                    s
+                }
+            };
+            write_frame(&mut stream, request)
+                .await
+                .map_err(|e| PeerError::Io(self.name.clone(), e))?;
+            match read_frame::<Response>(&mut stream).await {
+                Ok(Some(r)) => Ok((stream, r)),
+                Ok(None) => Err(PeerError::Io(
+                    self.name.clone(),
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )),
+                Err(PeerError::Io(_, e)) => Err(PeerError::Io(self.name.clone(), e)),
+                Err(e) => Err(e),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok((stream, response))) => {
+                *guard = Some(stream);
+                Ok(response)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PeerError::Timeout(self.name.clone(), timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Drops the connection (the next request reconnects).
+    pub async fn reset(&self) {
+        *self.stream.lock().await = None;
+    }
+}
+
+/// Serves one connection: each request frame is answered by `handle`, in order, until the peer closes.
+pub async fn serve_connection<H, F>(mut stream: TcpStream, handle: H)
+where
+    H: Fn(Request) -> F,
+    F: std::future::Future<Output = Response>,
+{
+    let _ = stream.set_nodelay(true);
+    // Bounded by the peer: a connection lives while it sends requests.
+    loop {
+        let request = match read_frame::<Request>(&mut stream).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("peer connection dropped: {e}");
+                return;
+            }
+        };
+        let response = handle(request).await;
+        if write_frame(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
