@@ -328,7 +328,11 @@ impl Backend {
         for _ in 0..CATCH_UP_STEPS_MAX {
             let (epoch, my_last) = {
                 let s = self.lock_state();
-                if s.role != DurableRole::Principal || s.mirror_synchronized {
+                // Only toward a mirror heard lately: a silent link would hold the commit lock for nothing.
+                if s.role != DurableRole::Principal
+                    || s.mirror_synchronized
+                    || s.partner_silent_for(Instant::now()) >= self.settings.partner_timeout
+                {
                     return;
                 }
                 (s.epoch, s.last_lsn)
@@ -336,7 +340,7 @@ impl Backend {
             let last_step = !snapshot_needed
                 && position.0 <= my_last
                 && my_last - position.0 <= CATCH_UP_CHUNK as u64;
-            let commit_guard = if last_step {
+            let mut commit_guard = if last_step {
                 Some(self.commit_lock.lock().await)
             } else {
                 None
@@ -379,6 +383,8 @@ impl Backend {
                     )
                 }
                 Err(snapshot) => {
+                    // A snapshot can take long: never hold commits up for it.
+                    commit_guard = None;
                     tracing::info!(node = %self.name, mirror_lsn = pos.0, lsn = snapshot.lsn, "mirror needs a snapshot");
                     (
                         Request::Snapshot {
@@ -391,10 +397,13 @@ impl Backend {
                 }
             };
             let sent_at = Instant::now();
-            match self
-                .partner_data
-                .request(&request, self.settings.catch_up_timeout)
-                .await
+            // The last step holds the commit lock: it gets a commit's timeout, not a snapshot's.
+            let timeout = if commit_guard.is_some() {
+                self.settings.replicate_timeout
+            } else {
+                self.settings.catch_up_timeout
+            };
+            match self.partner_data.request(&request, timeout).await
             {
                 Ok(Response::Applied {
                     last_lsn,
