@@ -18,6 +18,13 @@
 //!   wire format), [`backend::server`] (`run`), and for Front Ends [`backend::client`] (`BackendClient`),
 //!   [`backend::lazy`] (`LazyWriter`), [`backend::resiliency`] (`ResiliencyGate`); [`backend::operator`] runs
 //!   `poolnode admin db-status` / `db-failover`.
+//! - [`director`]: the Director role ([`director::server`]: digest, then `301` to the home pool and its pair) and
+//!   [`director::node`], the node plumbing the Director, Edge, Mediation and gateway roles share.
+//! - [`edge`]: the Edge role: [`edge::relay`] (each remote client's connection relayed to one upstream
+//!   connection), [`edge::server`] (next hop, `/status`, `run`), [`edge::operator`] (`admin edge-next-hop`).
+//! - [`mediation`]: the Mediation role: [`mediation::server`] (calls relayed back to back between the pool and
+//!   the PSTN gateway pool), [`mediation::dialog`], [`mediation::link`] (outgoing SIP connections, call legs).
+//! - [`gateway`]: the PSTN gateway stand-in (`poolnode pstn-gateway`): answers, holds and hangs up calls.
 //! - [`frontend`]: the Front End role: [`frontend::store`] (the persistent user state, changed only by
 //!   [`frontend::Write`]s), [`frontend::registrar`], [`frontend::presence`], [`frontend::im`],
 //!   [`frontend::contacts`], [`frontend::overload`], [`frontend::users`] (credentials),
@@ -26,6 +33,10 @@
 pub mod admin;
 pub mod backend;
 pub mod cluster;
+pub mod director;
+pub mod edge;
 pub mod frontend;
+pub mod gateway;
+pub mod mediation;
 pub mod sip;
 pub mod version;
