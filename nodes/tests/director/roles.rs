@@ -94,10 +94,11 @@ pub struct Running {
 
 impl Running {
     /// Starts `serve(listeners, shutdown)` on fresh listeners.
-    pub async fn start<F, Fut>(serve: F) -> Running
+    pub async fn start<F, Fut, E>(serve: F) -> Running
     where
         F: FnOnce(RoleListeners, poolnode::sip::BoxFuture<()>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), poolnode::director::NodeError>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Debug + Send + 'static,
     {
         let listeners = listeners().await;
         let (sip, admin) = (listeners.sip_addr(), listeners.admin_addr());
@@ -249,7 +250,15 @@ impl Conn {
 }
 
 /// A request's text from `from_user` to `to_user`.
-pub fn request(method: &str, uri: &str, from_user: &str, to_user: &str, via: SocketAddr, extra: &[String], body: &str) -> String {
+pub fn request(
+    method: &str,
+    uri: &str,
+    from_user: &str,
+    to_user: &str,
+    via: impl std::fmt::Display,
+    extra: &[String],
+    body: &str,
+) -> String {
     let mut text = format!(
         "{method} {uri} SIP/2.0\r\n\
          Via: SIP/2.0/TCP {via};branch=z9hG4bK{}\r\n\
@@ -271,18 +280,19 @@ pub fn request(method: &str, uri: &str, from_user: &str, to_user: &str, via: Soc
 }
 
 /// A REGISTER for `user` at Request-URI `uri`, Contact on the client's own address.
-pub fn register(uri: &str, user: &str, contact: SocketAddr, extra: &[String]) -> String {
+pub fn register(uri: &str, user: &str, contact: impl std::fmt::Display, extra: &[String]) -> String {
     let mut lines = vec![
         format!("Contact: <sip:{user}@{contact};transport=tcp>"),
         "Expires: 300".to_owned(),
     ];
     lines.extend_from_slice(extra);
-    request("REGISTER", uri, user, user, contact, &lines, "")
+    request("REGISTER", uri, user, user, &contact.to_string(), &lines, "")
 }
 
 /// REGISTERs at `uri` over `conn`, answering a digest challenge; the final answer.
 pub async fn register_with_auth(conn: &mut Conn, uri: &str, user: &str, password: &str) -> Response {
-    let first = conn.request(&register(uri, user, conn.local(), &[])).await;
+    let contact = conn.local();
+    let first = conn.request(&register(uri, user, contact, &[])).await;
     if first.status_code.code() != 401 {
         return first;
     }
@@ -291,9 +301,22 @@ pub async fn register_with_auth(conn: &mut Conn, uri: &str, user: &str, password
 
 /// Sends the REGISTER again with credentials for `challenge` (a 401).
 pub async fn answer_challenge(conn: &mut Conn, challenge: &Response, uri: &str, user: &str, password: &str) -> Response {
+    let contact = conn.local();
+    answer_challenge_as(conn, challenge, uri, user, password, contact).await
+}
+
+/// As [`answer_challenge`], with the Contact (and Via) host given.
+pub async fn answer_challenge_as(
+    conn: &mut Conn,
+    challenge: &Response,
+    uri: &str,
+    user: &str,
+    password: &str,
+    contact: impl std::fmt::Display,
+) -> Response {
     let challenge = header(&challenge.headers, "WWW-Authenticate").unwrap().to_owned();
     let authorization = poolnode::sip::digest::answer(&challenge, "REGISTER", uri, user, password);
-    conn.request(&register(uri, user, conn.local(), &[format!("Authorization: {authorization}")]))
+    conn.request(&register(uri, user, contact, &[format!("Authorization: {authorization}")]))
         .await
 }
 
