@@ -100,7 +100,16 @@ impl Running {
         Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Debug + Send + 'static,
     {
-        let listeners = listeners().await;
+        Running::start_on(listeners().await, serve).await
+    }
+
+    /// As [`Running::start`], on listeners bound already (when others must know the address first).
+    pub async fn start_on<F, Fut, E>(listeners: RoleListeners, serve: F) -> Running
+    where
+        F: FnOnce(RoleListeners, poolnode::sip::BoxFuture<()>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Debug + Send + 'static,
+    {
         let (sip, admin) = (listeners.sip_addr(), listeners.admin_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let future = serve(

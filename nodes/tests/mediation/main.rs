@@ -1,0 +1,392 @@
+//! The Mediation pool and the PSTN gateway stand-in in-process over real sockets: a call to a number answered,
+//! held and hung up; a Mediation server killed with calls up (both ends see the end, new calls use the
+//! survivor, the call-setup success ratio during the fault); a call from the gateway to a user's Front End.
+
+#[path = "../director/roles.rs"]
+mod roles;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poolnode::director::Resolver;
+use poolnode::gateway::{self, Gateway, GatewayConfig};
+use poolnode::mediation::{self, Mediation, MediationConfig};
+use poolnode::sip::message::{self, header, param, uri_in, user_of};
+use poolnode::sip::{Handler, Listeners, Peer, Reply, TransportConfig};
+use rsip::{Method, Request, SipMessage};
+use roles::*;
+
+/// Keep-alive interval of both ends in these tests.
+const KEEPALIVE: Duration = Duration::from_millis(300);
+
+fn gateway_config(resolver: Resolver) -> GatewayConfig {
+    let mut config = GatewayConfig::new(identity("gw1", "pstn-gateway"), resolver);
+    config.keepalive_interval = KEEPALIVE;
+    config.keepalive_timeout = Duration::from_secs(1);
+    config.ring_delay = Duration::from_millis(20);
+    config
+}
+
+/// The gateway, and Mediation servers med1 and med2 relaying to it (`fe1` pinned to `fe1` if given).
+struct Net {
+    gateway: Arc<Gateway>,
+    gw: Running,
+    meds: Vec<(Arc<Mediation>, Running)>,
+}
+
+impl Net {
+    async fn start(fe1: Option<SocketAddr>) -> Net {
+        // The gateway must know the Mediation servers' addresses before they exist: bind them first.
+        let med_listeners = [listeners().await, listeners().await];
+        let med_addrs: Vec<SocketAddr> = med_listeners.iter().map(|l| l.sip_addr()).collect();
+        let gateway = Gateway::new(gateway_config(Resolver::dns().pin("med", med_addrs)));
+        let g = gateway.clone();
+        let gw = Running::start(move |l, stop| gateway::serve(l, g, stop)).await;
+        let mut resolver = Resolver::dns().pin("gw", vec![gw.sip]);
+        if let Some(fe1) = fe1 {
+            resolver = resolver.pin("fe1", vec![fe1]);
+        }
+        let mut meds = Vec::new();
+        for (node, listeners) in ["med1", "med2"].into_iter().zip(med_listeners) {
+            let m = Mediation::new(MediationConfig::new(identity(node, "mediation"), resolver.clone()));
+            let served = m.clone();
+            let running = Running::start_on(listeners, move |l, stop| mediation::serve(l, served, stop)).await;
+            meds.push((m, running));
+        }
+        Net { gateway, gw, meds }
+    }
+
+    fn med(&self, i: usize) -> SocketAddr {
+        self.meds[i].1.sip
+    }
+
+    async fn stop(mut self) {
+        for (_, m) in &mut self.meds {
+            m.kill().await;
+        }
+        self.gw.kill().await;
+    }
+}
+
+/// How a call ended, seen from the caller side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallEnd {
+    /// A BYE came (the gateway hung up).
+    Bye,
+    /// The connection to the Mediation server closed.
+    Closed,
+    /// A keep-alive OPTIONS was refused.
+    KeepAliveRefused,
+    /// Still up when the watch ended.
+    StillUp,
+}
+
+/// The Front End side of one call, over its own connection to a Mediation server (what the Front End does).
+struct Caller {
+    conn: Conn,
+    from: String,
+    to: String,
+    call_id: String,
+    cseq: u32,
+}
+
+impl Caller {
+    /// Places a call to `uri` at one Mediation server; the final status when it is not answered.
+    async fn place(addr: SocketAddr, uri: &str, hold_ms: u64) -> Result<Caller, u16> {
+        let mut conn = Conn::try_connect(addr).await.ok_or(0u16)?;
+        let text = request(
+            "INVITE",
+            uri,
+            "alice",
+            "pstn",
+            conn.local(),
+            &[format!("X-Hold-Ms: {hold_ms}"), format!("Contact: <sip:alice@{};transport=tcp>", conn.local())],
+            "",
+        );
+        let Ok(SipMessage::Request(invite)) = message::parse(text.as_bytes()) else { unreachable!() };
+        conn.send(text.as_bytes()).await;
+        // Bounded: 100 Trying, then the final answer.
+        let answer = loop {
+            match conn.read(WAIT).await {
+                Read::Message(SipMessage::Response(r)) if r.status_code.code() < 200 => continue,
+                Read::Message(SipMessage::Response(r)) => break r,
+                _ => return Err(0),
+            }
+        };
+        if answer.status_code.code() != 200 {
+            return Err(answer.status_code.code());
+        }
+        let mut caller = Caller {
+            conn,
+            from: header(&invite.headers, "From").unwrap().to_owned(),
+            to: header(&answer.headers, "To").unwrap().to_owned(),
+            call_id: header(&invite.headers, "Call-ID").unwrap().to_owned(),
+            cseq: 1,
+        };
+        assert!(param(&caller.to, "tag").is_some(), "the 200 carries a To tag");
+        let ack = caller.in_dialog("ACK", 1);
+        caller.conn.send(ack.as_bytes()).await;
+        Ok(caller)
+    }
+
+    /// Tries each Mediation server in turn, as the Front End does.
+    async fn place_any(pool: &[SocketAddr], uri: &str, hold_ms: u64) -> Option<Caller> {
+        for addr in pool {
+            if let Ok(caller) = Caller::place(*addr, uri, hold_ms).await {
+                return Some(caller);
+            }
+        }
+        None
+    }
+
+    fn in_dialog(&self, method: &str, cseq: u32) -> String {
+        format!(
+            "{method} sip:mediation@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            self.conn.local(),
+            message::token(),
+            self.from,
+            self.to,
+            self.call_id
+        )
+    }
+
+    /// Answers what the call brings and sends a keep-alive every [`KEEPALIVE`], until the call ends or `within`.
+    async fn watch(&mut self, within: Duration) -> CallEnd {
+        let deadline = tokio::time::Instant::now() + within;
+        // Bounded by the deadline.
+        while tokio::time::Instant::now() < deadline {
+            match self.conn.read(KEEPALIVE).await {
+                Read::Closed => return CallEnd::Closed,
+                Read::Message(SipMessage::Request(r)) => {
+                    self.conn.answer(&r, 200, &[]).await;
+                    if r.method == Method::Bye {
+                        return CallEnd::Bye;
+                    }
+                }
+                Read::Message(SipMessage::Response(r)) => {
+                    if r.status_code.code() != 200 {
+                        return CallEnd::KeepAliveRefused;
+                    }
+                }
+                Read::Nothing => {
+                    self.cseq += 1;
+                    let options = self.in_dialog("OPTIONS", self.cseq);
+                    self.conn.send(options.as_bytes()).await;
+                }
+            }
+        }
+        CallEnd::StillUp
+    }
+}
+
+#[tokio::test]
+async fn a_call_to_a_number_is_answered_held_and_hung_up_by_the_gateway() {
+    // Claim: an INVITE to a number at a Mediation server reaches the gateway, is answered 200, carried with
+    // keep-alives both ways for the X-Hold-Ms time, then ended by the gateway's BYE at the caller. Counters on
+    // both servers say completed; the `;user=phone` form with separators works the same way.
+    let net = Net::start(None).await;
+    for uri in ["sip:+15551234@med", "sip:+1-555-1234@med;user=phone"] {
+        let started = tokio::time::Instant::now();
+        let mut caller = Caller::place(net.med(0), uri, 1500).await.expect("answered");
+        assert_eq!(caller.watch(WAIT).await, CallEnd::Bye);
+        let held = started.elapsed();
+        println!("{uri}: answered and hung up after {held:?}");
+        assert!(held >= Duration::from_millis(1400) && held < Duration::from_secs(8), "held {held:?}");
+    }
+    assert!(eventually(WAIT, || async { net.gateway.calls_in_progress() == 0 }).await);
+    let gw = status(net.gw.admin).await;
+    assert_eq!((gw["calls_answered"].as_u64(), gw["calls_completed"].as_u64(), gw["calls_lost"].as_u64()), (Some(2), Some(2), Some(0)));
+    let med = status(net.meds[0].1.admin).await;
+    assert_eq!((med["role"].as_str(), med["calls_completed"].as_u64(), med["calls_in_progress"].as_u64()), (Some("mediation"), Some(2), Some(0)));
+    let unknown = Caller::place(net.med(0), "sip:nobody@med", 100).await.err();
+    assert_eq!(unknown, Some(404), "a call to no number and no user");
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn killing_a_mediation_server_ends_its_calls_on_both_sides_and_new_calls_use_the_survivor() {
+    // Claim: when med1 dies, each of its calls ends at the caller (connection closed) and at the gateway (lost)
+    // within a bound, med2's calls stay up, and every call placed after the kill is set up through med2. The
+    // call-setup success ratio is measured over a steady load of short calls around the kill.
+    let mut net = Net::start(None).await;
+    let pool = [net.med(0), net.med(1)];
+    let mut on_med1 = Vec::new();
+    let mut on_med2 = Vec::new();
+    for _ in 0..3 {
+        on_med1.push(Caller::place(pool[0], "sip:+15550001@med", 60_000).await.expect("call via med1"));
+        on_med2.push(Caller::place(pool[1], "sip:+15550002@med", 60_000).await.expect("call via med2"));
+    }
+    assert_eq!(net.gateway.calls_in_progress(), 6);
+
+    // A load of short calls, one every 100 ms, each trying med1 then med2, from 1 s before the kill to 2 s after.
+    let attempts: Arc<Mutex<Vec<(tokio::time::Instant, bool)>>> = Arc::default();
+    let load = {
+        let attempts = attempts.clone();
+        tokio::spawn(async move {
+            let mut calls = tokio::task::JoinSet::new();
+            for _ in 0..30 {
+                let attempts = attempts.clone();
+                calls.spawn(async move {
+                    let at = tokio::time::Instant::now();
+                    let caller = Caller::place_any(&pool, "sip:+15550003@med", 200).await;
+                    attempts.lock().unwrap().push((at, caller.is_some()));
+                    if let Some(mut caller) = caller {
+                        caller.watch(WAIT).await;
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while calls.join_next().await.is_some() {}
+        })
+    };
+    let watchers: Vec<_> = on_med1
+        .into_iter()
+        .map(|mut c| tokio::spawn(async move { (c.watch(Duration::from_secs(20)).await, tokio::time::Instant::now()) }))
+        .collect();
+    let survivors: Vec<_> = on_med2
+        .into_iter()
+        .map(|mut c| tokio::spawn(async move { c.watch(Duration::from_secs(4)).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lost_before = status(net.gw.admin).await["calls_lost"].as_u64().unwrap();
+    let killed = tokio::time::Instant::now();
+    net.meds[0].1.kill().await;
+
+    let mut caller_ends = Vec::new();
+    for w in watchers {
+        let (end, at) = w.await.unwrap();
+        assert_eq!(end, CallEnd::Closed, "the caller side saw med1's calls end");
+        caller_ends.push(at - killed);
+    }
+    let gateway_saw = eventually(Duration::from_secs(10), || async {
+        status(net.gw.admin).await["calls_lost"].as_u64().unwrap() >= lost_before + 3
+    })
+    .await;
+    let gateway_end = killed.elapsed();
+    assert!(gateway_saw, "the gateway saw med1's three calls end");
+    for s in survivors {
+        assert_eq!(s.await.unwrap(), CallEnd::StillUp, "med2's calls are untouched");
+    }
+    load.await.unwrap();
+    let attempts = attempts.lock().unwrap().clone();
+    let after_kill: Vec<_> = attempts.iter().filter(|(at, _)| *at > killed).collect();
+    assert!(!after_kill.is_empty());
+    assert!(after_kill.iter().all(|(_, ok)| *ok), "every call placed after the kill went through med2");
+    let ok = attempts.iter().filter(|(_, ok)| *ok).count();
+    println!(
+        "mediation failover: caller side saw the end after {:?} (max), gateway within {gateway_end:?}; \
+         call setup during the fault {ok}/{} = {:.1} %",
+        caller_ends.iter().max().unwrap(),
+        attempts.len(),
+        100.0 * ok as f64 / attempts.len() as f64
+    );
+    assert!(*caller_ends.iter().max().unwrap() < Duration::from_secs(3));
+    net.stop().await;
+}
+
+/// What the Front End must do for calls from Mediation, as a stand-in: REGISTER binds a user to its connection;
+/// an INVITE (or any request) for a registered user goes to that user's connection and the answer comes back.
+#[derive(Default)]
+struct StandInFrontEnd {
+    clients: Mutex<HashMap<String, Peer>>,
+}
+
+impl Handler for StandInFrontEnd {
+    async fn handle(&self, request: Request, peer: Peer) -> Reply {
+        if request.method == Method::Ack {
+            return Reply::Nothing;
+        }
+        if request.method == Method::Register {
+            let to = header(&request.headers, "To").unwrap_or_default();
+            let user = user_of(uri_in(to)).unwrap_or_default().to_owned();
+            self.clients.lock().unwrap().insert(user, peer);
+            return Reply::Response(message::response(&request, 200, "OK"));
+        }
+        let uri = request.uri.to_string();
+        let client = user_of(&uri).and_then(|u| self.clients.lock().unwrap().get(u).cloned());
+        let Some(client) = client else {
+            return Reply::Response(message::response(&request, 480, "Temporarily Unavailable"));
+        };
+        Reply::Deferred(Box::pin(async move {
+            match client.request(request.clone(), Duration::from_secs(5)).await {
+                Ok(answer) => {
+                    let mut response = message::response(&request, answer.status_code.code(), "Relayed");
+                    response.headers.retain(|h| !message::name(h).eq_ignore_ascii_case("To"));
+                    for name in ["To", "Contact"] {
+                        if let Some(v) = header(&answer.headers, name) {
+                            message::push(&mut response.headers, name, v.to_owned());
+                        }
+                    }
+                    response
+                }
+                Err(_) => message::response(&request, 408, "Request Timeout"),
+            }
+        }))
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_calls_a_user_through_mediation_to_a_front_end_stand_in() {
+    // Claim: a call from the gateway reaches the user's home pool (fe1) through a Mediation server, is answered by
+    // the user's client, carried with keep-alives, and ended by the gateway's BYE at the client. The Front End is
+    // a stand-in doing exactly what the README asks of the Front End for calls from Mediation.
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sip = listeners.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        poolnode::sip::run(listeners, Arc::new(StandInFrontEnd::default()), TransportConfig::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let net = Net::start(Some(sip)).await;
+    let mut alice = Conn::connect(sip).await;
+    let registered = alice.request(&register("sip:pool.test", "alice", alice.local(), &[])).await;
+    assert_eq!(registered.status_code.code(), 200);
+    let callee = tokio::spawn(async move {
+        let invite = alice.incoming().await;
+        assert_eq!(invite.method, Method::Invite);
+        assert_eq!(user_of(&invite.uri.to_string()), Some("alice"));
+        assert_eq!(header(&invite.headers, "X-Hold-Ms"), Some("1000"));
+        let contact = format!("<sip:alice@{};transport=tcp>", alice.local());
+        alice.answer(&invite, 200, &[("Contact", contact)]).await;
+        let started = tokio::time::Instant::now();
+        let deadline = started + WAIT;
+        let mut keepalives = 0;
+        // Bounded by the deadline.
+        while tokio::time::Instant::now() < deadline {
+            match alice.read(WAIT).await {
+                Read::Message(SipMessage::Request(r)) => {
+                    alice.answer(&r, 200, &[]).await;
+                    match r.method {
+                        Method::Bye => return (started.elapsed(), keepalives),
+                        Method::Options => keepalives += 1,
+                        _ => {}
+                    }
+                }
+                Read::Message(_) => {}
+                other => panic!("the callee's connection: {other:?}"),
+            }
+        }
+        panic!("no BYE reached the callee");
+    });
+    let call_id = net
+        .gateway
+        .place_call("alice", "+15550100", Duration::from_millis(1000))
+        .await
+        .expect("answered");
+    assert!(!call_id.is_empty());
+    let (held, keepalives) = callee.await.unwrap();
+    println!("gateway → alice: held {held:?}, {keepalives} keep-alives reached her, then the BYE");
+    assert!(held >= Duration::from_millis(900) && keepalives >= 1);
+    assert!(eventually(WAIT, || async { net.gateway.calls_in_progress() == 0 }).await);
+    let gw = status(net.gw.admin).await;
+    assert_eq!((gw["calls_placed"].as_u64(), gw["calls_completed"].as_u64()), (Some(1), Some(1)));
+    net.stop().await;
+    let _ = stop.send(());
+    task.await.unwrap();
+}
