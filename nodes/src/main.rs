@@ -26,6 +26,14 @@ enum Command {
     Backend(ServerArgs),
     /// Run a Back End pool's witness; cluster from POOLNODE_CLUSTER.
     Witness(ServerArgs),
+    /// Run a Director: digest, then 301 to the user's home pool and its pair; cluster from POOLNODE_CLUSTER.
+    Director(poolnode::director::RoleArgs),
+    /// Run an Edge server: relays remote users to the Director pool and the pools it names.
+    Edge(poolnode::director::RoleArgs),
+    /// Run a Mediation server: relays calls between the pool and the PSTN gateway pool.
+    Mediation(poolnode::director::RoleArgs),
+    /// Run the PSTN gateway stand-in: answers, holds and hangs up calls; calls users through Mediation.
+    PstnGateway(poolnode::director::RoleArgs),
     /// Operator commands over the nodes' admin API.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -67,6 +75,18 @@ enum AdminCommand {
         /// Promote an unsynchronized mirror, accepting the loss it reports.
         #[arg(long)]
         force: bool,
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+    /// Set the Director pool every server of an Edge pool relays to.
+    EdgeNextHop {
+        /// The Edge pool.
+        #[arg(long)]
+        pool: String,
+        /// The Director pool to relay to.
+        #[arg(long)]
+        next_hop: String,
+        /// Admin address `host:port` of a server (repeatable); default: the pool's nodes from POOLNODE_CLUSTER.
         #[arg(long = "node")]
         nodes: Vec<String>,
     },
@@ -119,6 +139,16 @@ fn main() -> anyhow::Result<()> {
         Command::Backend(args) => run_backend_role(args, false)?,
         Command::Witness(args) => run_backend_role(args, true)?,
         Command::Admin(command) => run_admin(command)?,
+        Command::Director(args) => {
+            run_sip_role(poolnode::director::run_node(args, shutdown_signal()))?
+        }
+        Command::Edge(args) => run_sip_role(poolnode::edge::run_node(args, shutdown_signal()))?,
+        Command::Mediation(args) => {
+            run_sip_role(poolnode::mediation::run_node(args, shutdown_signal()))?
+        }
+        Command::PstnGateway(args) => {
+            run_sip_role(poolnode::gateway::run_node(args, shutdown_signal()))?
+        }
     }
     Ok(())
 }
@@ -209,10 +239,58 @@ fn init_logging() {
         .try_init();
 }
 
+        AdminCommand::EdgeNextHop {
+            pool,
+            next_hop,
+            nodes,
+        } => {
+            use poolnode::edge::operator;
+            let token = std::env::var("POOLNODE_ADMIN_TOKEN")
+                .ok()
+                .or_else(|| cluster.as_ref().map(|c| c.admin_token.clone()))
+                .ok_or_else(|| anyhow::anyhow!("set POOLNODE_ADMIN_TOKEN or POOLNODE_CLUSTER"))?;
+            let targets = match (nodes.is_empty(), cluster.as_ref()) {
+                (false, _) => nodes,
+                (true, Some(cluster)) => operator::admin_targets(cluster, &pool)?,
+                (true, None) => anyhow::bail!("give --node host:port or set POOLNODE_CLUSTER"),
+            };
+            let outcomes = runtime.block_on(operator::set_next_hop(&targets, &next_hop, &token));
+            let mut refused = 0;
+            for (target, outcome) in &outcomes {
+                match outcome {
+                    Ok((200, body)) => {
+                        println!("{target}: next hop {next_hop} (was {})", body["previous"])
+                    }
+                    Ok((code, body)) => {
+                        refused += 1;
+                        println!("{target}: refused {code}: {}", body["error"]);
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        println!("{target}: failed: {e}");
+                    }
+                }
+            }
+            anyhow::ensure!(
+                refused == 0,
+                "edge-next-hop on {pool}: {refused} of {} servers did not change",
+                outcomes.len()
+            );
+        }
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
+/// `poolnode director|edge|mediation|pstn-gateway`: the role's `run_node` reads the cluster, binds, prints its
+/// ready line and serves until SIGTERM.
+fn run_sip_role(
+    role: impl std::future::Future<Output = Result<(), poolnode::director::NodeError>>,
+) -> anyhow::Result<()> {
+    init_logging();
+    tokio::runtime::Runtime::new()?.block_on(role)?;
+    Ok(())
+}
+
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
