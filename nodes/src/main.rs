@@ -226,19 +226,6 @@ fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-    }
-    Ok(())
-}
-
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .try_init();
-}
-
         AdminCommand::EdgeNextHop {
             pool,
             next_hop,
@@ -277,10 +264,10 @@ fn init_logging() {
                 outcomes.len()
             );
         }
-/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
+    }
+    Ok(())
+}
+
 /// `poolnode director|edge|mediation|pstn-gateway`: the role's `run_node` reads the cluster, binds, prints its
 /// ready line and serves until SIGTERM.
 fn run_sip_role(
@@ -291,6 +278,19 @@ fn run_sip_role(
     Ok(())
 }
 
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
