@@ -158,7 +158,7 @@ impl Relay {
                     }
                 }
                 Ok(Some(Frame::Pong)) => {}
-                Ok(Some(Frame::Message(bytes))) => self.from_client(&bytes).await,
+                Ok(Some(Frame::Message(bytes))) => self.on_client_message(&bytes).await,
                 Err(error) => {
                     reply_error(&error, &self.client_tx).await;
                     if error.close {
@@ -169,7 +169,7 @@ impl Relay {
         }
     }
 
-    async fn from_client(&mut self, bytes: &[u8]) {
+    async fn on_client_message(&mut self, bytes: &[u8]) {
         match message::parse(bytes) {
             Err(rejection) => {
                 if let Some(reply) =
@@ -186,11 +186,11 @@ impl Relay {
                     }
                 }
             }
-            Ok(SipMessage::Request(request)) => self.request_from_client(request).await,
+            Ok(SipMessage::Request(request)) => self.on_client_request(request).await,
         }
     }
 
-    async fn request_from_client(&mut self, mut request: Request) {
+    async fn on_client_request(&mut self, mut request: Request) {
         let is_ack = request.method == Method::Ack;
         match header(&request.headers, "Max-Forwards").map(|v| v.trim().parse::<u32>()) {
             Some(Ok(0)) if !is_ack => {

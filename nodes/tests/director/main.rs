@@ -19,13 +19,32 @@ async fn each_user_is_redirected_to_its_home_pool_then_its_pair() {
     // pair at q=0.3. The exact Contact text is compared, so order, q-values and host names are all checked.
     let mut d = start_director("dir1").await;
     for (user, expected) in [
-        ("alice", "<sip:fe1:5060;transport=tcp>;q=0.7, <sip:fe2:5060;transport=tcp>;q=0.3"),
-        ("carol", "<sip:fe2:5060;transport=tcp>;q=0.7, <sip:fe1:5060;transport=tcp>;q=0.3"),
+        (
+            "alice",
+            "<sip:fe1:5060;transport=tcp>;q=0.7, <sip:fe2:5060;transport=tcp>;q=0.3",
+        ),
+        (
+            "carol",
+            "<sip:fe2:5060;transport=tcp>;q=0.7, <sip:fe1:5060;transport=tcp>;q=0.3",
+        ),
     ] {
         let mut conn = Conn::connect(d.sip).await;
-        let first = conn.request(&register("sip:pool.test", user, conn.local(), &[])).await;
-        assert_eq!(first.status_code.code(), 401, "a REGISTER without credentials is challenged");
-        let answer = answer_challenge(&mut conn, &first, "sip:pool.test", user, &format!("{user}-pw")).await;
+        let first = conn
+            .request(&register("sip:pool.test", user, conn.local(), &[]))
+            .await;
+        assert_eq!(
+            first.status_code.code(),
+            401,
+            "a REGISTER without credentials is challenged"
+        );
+        let answer = answer_challenge(
+            &mut conn,
+            &first,
+            "sip:pool.test",
+            user,
+            &format!("{user}-pw"),
+        )
+        .await;
         assert_eq!(answer.status_code.code(), 301, "{answer}");
         assert_eq!(value(&answer, "Contact"), expected);
     }
@@ -43,19 +62,41 @@ async fn unknown_users_get_404_and_wrong_passwords_403() {
     // another user's credentials 403; OPTIONS is answered 200.
     let mut d = start_director("dir1").await;
     let mut conn = Conn::connect(d.sip).await;
-    let unknown = conn.request(&register("sip:pool.test", "dave", conn.local(), &[])).await;
+    let unknown = conn
+        .request(&register("sip:pool.test", "dave", conn.local(), &[]))
+        .await;
     assert_eq!(unknown.status_code.code(), 404);
-    let first = conn.request(&register("sip:pool.test", "alice", conn.local(), &[])).await;
+    let first = conn
+        .request(&register("sip:pool.test", "alice", conn.local(), &[]))
+        .await;
     let wrong = answer_challenge(&mut conn, &first, "sip:pool.test", "alice", "nope").await;
     assert_eq!(wrong.status_code.code(), 403);
-    let first = conn.request(&register("sip:pool.test", "alice", conn.local(), &[])).await;
+    let first = conn
+        .request(&register("sip:pool.test", "alice", conn.local(), &[]))
+        .await;
     let challenge = value(&first, "WWW-Authenticate").to_owned();
-    let bobs = poolnode::sip::digest::answer(&challenge, "REGISTER", "sip:pool.test", "bob", "bob-pw");
+    let bobs =
+        poolnode::sip::digest::answer(&challenge, "REGISTER", "sip:pool.test", "bob", "bob-pw");
     let mismatch = conn
-        .request(&register("sip:pool.test", "alice", conn.local(), &[format!("Authorization: {bobs}")]))
+        .request(&register(
+            "sip:pool.test",
+            "alice",
+            conn.local(),
+            &[format!("Authorization: {bobs}")],
+        ))
         .await;
     assert_eq!(mismatch.status_code.code(), 403);
-    let options = conn.request(&request("OPTIONS", "sip:dir", "alice", "alice", conn.local(), &[], "")).await;
+    let options = conn
+        .request(&request(
+            "OPTIONS",
+            "sip:dir",
+            "alice",
+            "alice",
+            conn.local(),
+            &[],
+            "",
+        ))
+        .await;
     assert_eq!(options.status_code.code(), 200);
     d.kill().await;
 }
@@ -71,13 +112,41 @@ async fn malformed_input_gets_400_and_the_director_lives_on() {
                       Content-Length: 0\r\n\r\n";
     let r = conn.request(no_call_id).await;
     assert_eq!(r.status_code.code(), 400);
-    let mismatch = request("REGISTER", "sip:pool.test", "alice", "alice", conn.local(), &[], "")
-        .replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE");
+    let mismatch = request(
+        "REGISTER",
+        "sip:pool.test",
+        "alice",
+        "alice",
+        conn.local(),
+        &[],
+        "",
+    )
+    .replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE");
     assert_eq!(conn.request(&mismatch).await.status_code.code(), 400);
-    let ok = conn.request(&request("OPTIONS", "sip:dir", "a", "a", conn.local(), &[], "")).await;
+    let ok = conn
+        .request(&request(
+            "OPTIONS",
+            "sip:dir",
+            "a",
+            "a",
+            conn.local(),
+            &[],
+            "",
+        ))
+        .await;
     assert_eq!(ok.status_code.code(), 200, "the connection still serves");
     let mut other = Conn::connect(d.sip).await;
-    let ok = other.request(&request("OPTIONS", "sip:dir", "a", "a", other.local(), &[], "")).await;
+    let ok = other
+        .request(&request(
+            "OPTIONS",
+            "sip:dir",
+            "a",
+            "a",
+            other.local(),
+            &[],
+            "",
+        ))
+        .await;
     assert_eq!(ok.status_code.code(), 200, "the server still serves");
     d.kill().await;
 }
@@ -90,10 +159,15 @@ async fn a_client_finishes_at_the_other_director_when_its_director_dies() {
     let mut d2 = start_director("dir2").await;
     let pool = [d1.sip, d2.sip];
     let mut conn = Conn::connect(pool[0]).await;
-    let challenge = conn.request(&register("sip:pool.test", "bob", conn.local(), &[])).await;
+    let challenge = conn
+        .request(&register("sip:pool.test", "bob", conn.local(), &[]))
+        .await;
     assert_eq!(challenge.status_code.code(), 401);
     d1.kill().await;
-    assert!(conn.closes_within(WAIT).await, "the killed Director's connection closes");
+    assert!(
+        conn.closes_within(WAIT).await,
+        "the killed Director's connection closes"
+    );
     let started = tokio::time::Instant::now();
     let mut retry = None;
     // The client tries the pool name's addresses in turn: dir1 refuses, dir2 accepts.
@@ -107,7 +181,10 @@ async fn a_client_finishes_at_the_other_director_when_its_director_dies() {
     let answer = answer_challenge(&mut conn, &challenge, "sip:pool.test", "bob", "bob-pw").await;
     assert_eq!(answer.status_code.code(), 301, "{answer}");
     assert!(value(&answer, "Contact").starts_with("<sip:fe1:5060;transport=tcp>;q=0.7"));
-    println!("redirected by the surviving Director {:?} after the kill", started.elapsed());
+    println!(
+        "redirected by the surviving Director {:?} after the kill",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     d2.kill().await;
 }

@@ -142,6 +142,10 @@ impl Running {
 
 /// What a read from a connection gave.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a short-lived test value; boxing would only complicate the matches on it"
+)]
 pub enum Read {
     Message(SipMessage),
     Closed,
@@ -237,7 +241,11 @@ impl Conn {
 
     /// Answers a request the server sent us, with extra header lines.
     pub async fn answer(&mut self, request: &Request, status: u16, extra: &[(&str, String)]) {
-        let mut response = message::response(request, status, if status == 200 { "OK" } else { "Refused" });
+        let mut response = message::response(
+            request,
+            status,
+            if status == 200 { "OK" } else { "Refused" },
+        );
         for (n, v) in extra {
             message::push(&mut response.headers, n, v.clone());
         }
@@ -289,17 +297,27 @@ pub fn request(
 }
 
 /// A REGISTER for `user` at Request-URI `uri`, Contact on the client's own address.
-pub fn register(uri: &str, user: &str, contact: impl std::fmt::Display, extra: &[String]) -> String {
+pub fn register(
+    uri: &str,
+    user: &str,
+    contact: impl std::fmt::Display,
+    extra: &[String],
+) -> String {
     let mut lines = vec![
         format!("Contact: <sip:{user}@{contact};transport=tcp>"),
         "Expires: 300".to_owned(),
     ];
     lines.extend_from_slice(extra);
-    request("REGISTER", uri, user, user, &contact.to_string(), &lines, "")
+    request("REGISTER", uri, user, user, contact, &lines, "")
 }
 
 /// REGISTERs at `uri` over `conn`, answering a digest challenge; the final answer.
-pub async fn register_with_auth(conn: &mut Conn, uri: &str, user: &str, password: &str) -> Response {
+pub async fn register_with_auth(
+    conn: &mut Conn,
+    uri: &str,
+    user: &str,
+    password: &str,
+) -> Response {
     let contact = conn.local();
     let first = conn.request(&register(uri, user, contact, &[])).await;
     if first.status_code.code() != 401 {
@@ -309,7 +327,13 @@ pub async fn register_with_auth(conn: &mut Conn, uri: &str, user: &str, password
 }
 
 /// Sends the REGISTER again with credentials for `challenge` (a 401).
-pub async fn answer_challenge(conn: &mut Conn, challenge: &Response, uri: &str, user: &str, password: &str) -> Response {
+pub async fn answer_challenge(
+    conn: &mut Conn,
+    challenge: &Response,
+    uri: &str,
+    user: &str,
+    password: &str,
+) -> Response {
     let contact = conn.local();
     answer_challenge_as(conn, challenge, uri, user, password, contact).await
 }
@@ -323,10 +347,17 @@ pub async fn answer_challenge_as(
     password: &str,
     contact: impl std::fmt::Display,
 ) -> Response {
-    let challenge = header(&challenge.headers, "WWW-Authenticate").unwrap().to_owned();
+    let challenge = header(&challenge.headers, "WWW-Authenticate")
+        .unwrap()
+        .to_owned();
     let authorization = poolnode::sip::digest::answer(&challenge, "REGISTER", uri, user, password);
-    conn.request(&register(uri, user, contact, &[format!("Authorization: {authorization}")]))
-        .await
+    conn.request(&register(
+        uri,
+        user,
+        contact,
+        &[format!("Authorization: {authorization}")],
+    ))
+    .await
 }
 
 /// Header value of a response, or "" when absent.
@@ -340,19 +371,33 @@ pub async fn status(admin: SocketAddr) -> Value {
 }
 
 /// One HTTP/1.1 exchange: status code and JSON body.
-pub async fn http(admin: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub async fn http(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let mut s = TcpStream::connect(admin).await.unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let (head, rest) = out.split_once("\r\n\r\n").unwrap();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, serde_json::from_str(rest.trim()).unwrap_or(Value::Null))
+    (
+        code,
+        serde_json::from_str(rest.trim()).unwrap_or(Value::Null),
+    )
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes; whether it held.

@@ -12,8 +12,8 @@ use poolnode::director::{self, DirectorConfig, Resolver};
 use poolnode::edge::{self, EdgeConfig};
 use poolnode::frontend::{self, Credentials, FrontEnd, FrontEndConfig};
 use poolnode::sip::message::{self, header, split_list, uri_in};
-use rsip::{Method, SipMessage};
 use roles::*;
+use rsip::{Method, SipMessage};
 
 /// A Front End (pool fe1), Director pools `dir` and `dirb`, and two Edge servers of pool `edge`.
 struct Net {
@@ -25,14 +25,27 @@ struct Net {
 
 impl Net {
     async fn start() -> Net {
-        let credentials = Credentials::from_pairs([("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")]);
+        let credentials = Credentials::from_pairs([
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("carol", "carol-pw"),
+        ]);
         let fe = Running::start(move |l, stop| async move {
-            let config = FrontEndConfig { credentials, ..FrontEndConfig::default() };
+            let config = FrontEndConfig {
+                credentials,
+                ..FrontEndConfig::default()
+            };
             frontend::serve(l.sip, Arc::new(FrontEnd::new(config)), stop).await
         })
         .await;
-        let dir = Running::start(|l, stop| director::run(l, DirectorConfig::new(identity("dir1", "director")), stop)).await;
-        let dirb = Running::start(|l, stop| director::run(l, DirectorConfig::new(identity("dirb1", "director")), stop)).await;
+        let dir = Running::start(|l, stop| {
+            director::run(l, DirectorConfig::new(identity("dir1", "director")), stop)
+        })
+        .await;
+        let dirb = Running::start(|l, stop| {
+            director::run(l, DirectorConfig::new(identity("dirb1", "director")), stop)
+        })
+        .await;
         let resolver = Resolver::dns()
             .pin("fe1", vec![fe.sip])
             .pin("dir", vec![dir.sip])
@@ -42,7 +55,12 @@ impl Net {
             let config = EdgeConfig::new(identity(node, "edge"), resolver.clone());
             edges.push(Running::start(move |l, stop| edge::run(l, config, stop)).await);
         }
-        Net { fe, dir, dirb, edges }
+        Net {
+            fe,
+            dir,
+            dirb,
+            edges,
+        }
     }
 
     async fn stop(mut self) {
@@ -61,14 +79,27 @@ impl Net {
 async fn sign_in(conn: &mut Conn, user: &str) -> (String, rsip::Response) {
     let contact = format!("{user}.invalid");
     let password = format!("{user}-pw");
-    let first = conn.request(&register("sip:pool.test", user, &contact, &[])).await;
-    assert_eq!(first.status_code.code(), 401, "the Director challenges: {first}");
-    let redirect = answer_challenge_as(conn, &first, "sip:pool.test", user, &password, &contact).await;
+    let first = conn
+        .request(&register("sip:pool.test", user, &contact, &[]))
+        .await;
+    assert_eq!(
+        first.status_code.code(),
+        401,
+        "the Director challenges: {first}"
+    );
+    let redirect =
+        answer_challenge_as(conn, &first, "sip:pool.test", user, &password, &contact).await;
     assert_eq!(redirect.status_code.code(), 301, "{redirect}");
     let contacts = value(&redirect, "Contact").to_owned();
     let registrar = uri_in(&split_list(&contacts)[0]).to_owned();
-    let first = conn.request(&register(&registrar, user, &contact, &[])).await;
-    assert_eq!(first.status_code.code(), 401, "the Front End challenges: {first}");
+    let first = conn
+        .request(&register(&registrar, user, &contact, &[]))
+        .await;
+    assert_eq!(
+        first.status_code.code(),
+        401,
+        "the Front End challenges: {first}"
+    );
     let done = answer_challenge_as(conn, &first, &registrar, user, &password, &contact).await;
     (contacts, done)
 }
@@ -81,11 +112,19 @@ async fn a_remote_user_signs_in_through_the_edge_and_exchanges_ims_and_presence(
     let net = Net::start().await;
     let mut alice = Conn::connect(net.edges[0].sip).await;
     let (contacts, registered) = sign_in(&mut alice, "alice").await;
-    assert_eq!(contacts, "<sip:fe1:5060;transport=tcp>;q=0.7, <sip:fe2:5060;transport=tcp>;q=0.3");
+    assert_eq!(
+        contacts,
+        "<sip:fe1:5060;transport=tcp>;q=0.7, <sip:fe2:5060;transport=tcp>;q=0.3"
+    );
     assert_eq!(registered.status_code.code(), 200, "{registered}");
     let status = status(net.edges[0].admin).await;
     assert_eq!(
-        (status["role"].as_str(), status["node"].as_str(), status["next_hop"].as_str(), status["clients"].as_u64()),
+        (
+            status["role"].as_str(),
+            status["node"].as_str(),
+            status["next_hop"].as_str(),
+            status["clients"].as_u64()
+        ),
         (Some("edge"), Some("edge1"), Some("dir"), Some(1))
     );
 
@@ -94,22 +133,50 @@ async fn a_remote_user_signs_in_through_the_edge_and_exchanges_ims_and_presence(
     assert_eq!(bob_registered.status_code.code(), 200);
 
     // Out: alice → bob.
-    let im = request("MESSAGE", "sip:bob@pool.test", "alice", "bob", "alice.invalid", &["Content-Type: text/plain".into()], "hi bob");
+    let im = request(
+        "MESSAGE",
+        "sip:bob@pool.test",
+        "alice",
+        "bob",
+        "alice.invalid",
+        &["Content-Type: text/plain".into()],
+        "hi bob",
+    );
     alice.send(im.as_bytes()).await;
     let delivered = bob.incoming().await;
     assert_eq!(delivered.method, Method::Message);
     assert_eq!(delivered.body, b"hi bob");
     bob.answer(&delivered, 200, &[]).await;
-    assert_eq!(alice.final_response().await.status_code.code(), 200, "alice's IM acknowledged");
+    assert_eq!(
+        alice.final_response().await.status_code.code(),
+        200,
+        "alice's IM acknowledged"
+    );
 
     // In: bob → alice, over alice's Edge connection.
-    let im = request("MESSAGE", "sip:alice@pool.test", "bob", "alice", bob.local(), &["Content-Type: text/plain".into()], "hi alice");
+    let im = request(
+        "MESSAGE",
+        "sip:alice@pool.test",
+        "bob",
+        "alice",
+        bob.local(),
+        &["Content-Type: text/plain".into()],
+        "hi alice",
+    );
     bob.send(im.as_bytes()).await;
     let delivered = alice.incoming().await;
     assert_eq!(delivered.body, b"hi alice");
-    assert_eq!(message::headers_all(&delivered.headers, "Via").len(), 3, "Edge, Front End and bob's Via");
+    assert_eq!(
+        message::headers_all(&delivered.headers, "Via").len(),
+        3,
+        "Edge, Front End and bob's Via"
+    );
     alice.answer(&delivered, 200, &[]).await;
-    assert_eq!(bob.final_response().await.status_code.code(), 200, "bob's IM acknowledged by alice");
+    assert_eq!(
+        bob.final_response().await.status_code.code(),
+        200,
+        "bob's IM acknowledged by alice"
+    );
 
     // Presence: alice watches bob; the NOTIFY comes down the Edge connection.
     let subscribe = request(
@@ -118,7 +185,11 @@ async fn a_remote_user_signs_in_through_the_edge_and_exchanges_ims_and_presence(
         "alice",
         "bob",
         "alice.invalid",
-        &["Event: presence".into(), "Expires: 300".into(), "Contact: <sip:alice@alice.invalid;transport=tcp>".into()],
+        &[
+            "Event: presence".into(),
+            "Expires: 300".into(),
+            "Contact: <sip:alice@alice.invalid;transport=tcp>".into(),
+        ],
         "",
     );
     alice.send(subscribe.as_bytes()).await;
@@ -152,7 +223,10 @@ async fn a_remote_user_moves_to_another_edge_server_when_its_edge_server_dies() 
     assert_eq!(sign_in(&mut alice, "alice").await.1.status_code.code(), 200);
     let killed = tokio::time::Instant::now();
     net.edges[0].kill().await;
-    assert!(alice.closes_within(WAIT).await, "the dead Edge server's connection closes");
+    assert!(
+        alice.closes_within(WAIT).await,
+        "the dead Edge server's connection closes"
+    );
     let noticed = killed.elapsed();
     let mut again = None;
     for addr in pool {
@@ -166,11 +240,28 @@ async fn a_remote_user_moves_to_another_edge_server_when_its_edge_server_dies() 
     assert_eq!(registered.status_code.code(), 200);
     let back = killed.elapsed();
     println!("edge failover: connection loss noticed after {noticed:?}, signed in through edge2 after {back:?}");
-    assert!(back < Duration::from_secs(5), "signed in again within 5 s (took {back:?})");
+    assert!(
+        back < Duration::from_secs(5),
+        "signed in again within 5 s (took {back:?})"
+    );
 
     let mut bob = Conn::connect(net.fe.sip).await;
-    assert_eq!(register_with_auth(&mut bob, "sip:pool.test", "bob", "bob-pw").await.status_code.code(), 200);
-    let im = request("MESSAGE", "sip:alice@pool.test", "bob", "alice", bob.local(), &[], "after failover");
+    assert_eq!(
+        register_with_auth(&mut bob, "sip:pool.test", "bob", "bob-pw")
+            .await
+            .status_code
+            .code(),
+        200
+    );
+    let im = request(
+        "MESSAGE",
+        "sip:alice@pool.test",
+        "bob",
+        "alice",
+        bob.local(),
+        &[],
+        "after failover",
+    );
     bob.send(im.as_bytes()).await;
     let delivered = alice.incoming().await;
     assert_eq!(delivered.body, b"after failover");
@@ -187,19 +278,48 @@ async fn the_next_hop_changes_only_with_the_admin_token() {
     // refused 400.
     let net = Net::start().await;
     let admin = net.edges[0].admin;
-    let (code, _) = http(admin, "POST", "/admin/edge-next-hop", None, r#"{"next_hop":"dirb"}"#).await;
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/admin/edge-next-hop",
+        None,
+        r#"{"next_hop":"dirb"}"#,
+    )
+    .await;
     assert_eq!(code, 401);
-    assert_eq!(status(admin).await["next_hop"], "dir", "a refused command changes nothing");
-    let (code, _) = http(admin, "POST", "/admin/edge-next-hop", Some(TOKEN), r#"{"next_hop":"fe1"}"#).await;
+    assert_eq!(
+        status(admin).await["next_hop"],
+        "dir",
+        "a refused command changes nothing"
+    );
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/admin/edge-next-hop",
+        Some(TOKEN),
+        r#"{"next_hop":"fe1"}"#,
+    )
+    .await;
     assert_eq!(code, 400, "a Front End pool is no next hop");
-    let outcomes = poolnode::edge::operator::set_next_hop(&[admin.to_string()], "dirb", TOKEN).await;
-    assert_eq!(outcomes[0].1.as_ref().map(|(c, _)| *c), Ok(200), "{outcomes:?}");
+    let outcomes =
+        poolnode::edge::operator::set_next_hop(&[admin.to_string()], "dirb", TOKEN).await;
+    assert_eq!(
+        outcomes[0].1.as_ref().map(|(c, _)| *c),
+        Ok(200),
+        "{outcomes:?}"
+    );
     assert_eq!(status(admin).await["next_hop"], "dirb");
 
     let mut carol = Conn::connect(net.edges[0].sip).await;
-    let first = carol.request(&register("sip:pool.test", "carol", "carol.invalid", &[])).await;
+    let first = carol
+        .request(&register("sip:pool.test", "carol", "carol.invalid", &[]))
+        .await;
     assert_eq!(first.status_code.code(), 401);
-    assert_eq!(status(net.dirb.admin).await["challenged"], 1, "dirb's Director answered");
+    assert_eq!(
+        status(net.dirb.admin).await["challenged"],
+        1,
+        "dirb's Director answered"
+    );
     assert_eq!(status(net.dir.admin).await["challenged"], 0);
     net.stop().await;
 }
@@ -213,8 +333,22 @@ async fn malformed_input_at_the_edge_gets_400_and_the_connection_serves_on() {
     let bad = "OPTIONS sip:dir SIP/2.0\r\nVia: SIP/2.0/TCP x.invalid;branch=z9hG4bKa\r\n\
                From: <sip:a@pool.test>;tag=1\r\nTo: <sip:a@pool.test>\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(conn.request(bad).await.status_code.code(), 400);
-    let ok = conn.request(&request("OPTIONS", "sip:dir", "a", "a", "x.invalid", &[], "")).await;
+    let ok = conn
+        .request(&request(
+            "OPTIONS",
+            "sip:dir",
+            "a",
+            "a",
+            "x.invalid",
+            &[],
+            "",
+        ))
+        .await;
     assert_eq!(ok.status_code.code(), 200, "{ok}");
-    assert_eq!(value(&ok, "Allow"), poolnode::director::server::ALLOW, "answered by the Director");
+    assert_eq!(
+        value(&ok, "Allow"),
+        poolnode::director::server::ALLOW,
+        "answered by the Director"
+    );
     net.stop().await;
 }

@@ -15,8 +15,8 @@ use poolnode::gateway::{self, Gateway, GatewayConfig};
 use poolnode::mediation::{self, Mediation, MediationConfig};
 use poolnode::sip::message::{self, header, param, uri_in, user_of};
 use poolnode::sip::{Handler, Listeners, Peer, Reply, TransportConfig};
-use rsip::{Method, Request, SipMessage};
 use roles::*;
+use rsip::{Method, Request, SipMessage};
 
 /// Keep-alive interval of both ends in these tests.
 const KEEPALIVE: Duration = Duration::from_millis(300);
@@ -50,9 +50,14 @@ impl Net {
         }
         let mut meds = Vec::new();
         for (node, listeners) in ["med1", "med2"].into_iter().zip(med_listeners) {
-            let m = Mediation::new(MediationConfig::new(identity(node, "mediation"), resolver.clone()));
+            let m = Mediation::new(MediationConfig::new(
+                identity(node, "mediation"),
+                resolver.clone(),
+            ));
             let served = m.clone();
-            let running = Running::start_on(listeners, move |l, stop| mediation::serve(l, served, stop)).await;
+            let running =
+                Running::start_on(listeners, move |l, stop| mediation::serve(l, served, stop))
+                    .await;
             meds.push((m, running));
         }
         Net { gateway, gw, meds }
@@ -102,10 +107,15 @@ impl Caller {
             "alice",
             "pstn",
             conn.local(),
-            &[format!("X-Hold-Ms: {hold_ms}"), format!("Contact: <sip:alice@{};transport=tcp>", conn.local())],
+            &[
+                format!("X-Hold-Ms: {hold_ms}"),
+                format!("Contact: <sip:alice@{};transport=tcp>", conn.local()),
+            ],
             "",
         );
-        let Ok(SipMessage::Request(invite)) = message::parse(text.as_bytes()) else { unreachable!() };
+        let Ok(SipMessage::Request(invite)) = message::parse(text.as_bytes()) else {
+            unreachable!()
+        };
         conn.send(text.as_bytes()).await;
         // Bounded: 100 Trying, then the final answer.
         let answer = loop {
@@ -125,7 +135,10 @@ impl Caller {
             call_id: header(&invite.headers, "Call-ID").unwrap().to_owned(),
             cseq: 1,
         };
-        assert!(param(&caller.to, "tag").is_some(), "the 200 carries a To tag");
+        assert!(
+            param(&caller.to, "tag").is_some(),
+            "the 200 carries a To tag"
+        );
         let ack = caller.in_dialog("ACK", 1);
         caller.conn.send(ack.as_bytes()).await;
         Ok(caller)
@@ -190,17 +203,36 @@ async fn a_call_to_a_number_is_answered_held_and_hung_up_by_the_gateway() {
     let net = Net::start(None).await;
     for uri in ["sip:+15551234@med", "sip:+1-555-1234@med;user=phone"] {
         let started = tokio::time::Instant::now();
-        let mut caller = Caller::place(net.med(0), uri, 1500).await.expect("answered");
+        let mut caller = Caller::place(net.med(0), uri, 1500)
+            .await
+            .expect("answered");
         assert_eq!(caller.watch(WAIT).await, CallEnd::Bye);
         let held = started.elapsed();
         println!("{uri}: answered and hung up after {held:?}");
-        assert!(held >= Duration::from_millis(1400) && held < Duration::from_secs(8), "held {held:?}");
+        assert!(
+            held >= Duration::from_millis(1400) && held < Duration::from_secs(8),
+            "held {held:?}"
+        );
     }
     assert!(eventually(WAIT, || async { net.gateway.calls_in_progress() == 0 }).await);
     let gw = status(net.gw.admin).await;
-    assert_eq!((gw["calls_answered"].as_u64(), gw["calls_completed"].as_u64(), gw["calls_lost"].as_u64()), (Some(2), Some(2), Some(0)));
+    assert_eq!(
+        (
+            gw["calls_answered"].as_u64(),
+            gw["calls_completed"].as_u64(),
+            gw["calls_lost"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0))
+    );
     let med = status(net.meds[0].1.admin).await;
-    assert_eq!((med["role"].as_str(), med["calls_completed"].as_u64(), med["calls_in_progress"].as_u64()), (Some("mediation"), Some(2), Some(0)));
+    assert_eq!(
+        (
+            med["role"].as_str(),
+            med["calls_completed"].as_u64(),
+            med["calls_in_progress"].as_u64()
+        ),
+        (Some("mediation"), Some(2), Some(0))
+    );
     let unknown = Caller::place(net.med(0), "sip:nobody@med", 100).await.err();
     assert_eq!(unknown, Some(404), "a call to no number and no user");
     net.stop().await;
@@ -216,8 +248,16 @@ async fn killing_a_mediation_server_ends_its_calls_on_both_sides_and_new_calls_u
     let mut on_med1 = Vec::new();
     let mut on_med2 = Vec::new();
     for _ in 0..3 {
-        on_med1.push(Caller::place(pool[0], "sip:+15550001@med", 60_000).await.expect("call via med1"));
-        on_med2.push(Caller::place(pool[1], "sip:+15550002@med", 60_000).await.expect("call via med2"));
+        on_med1.push(
+            Caller::place(pool[0], "sip:+15550001@med", 60_000)
+                .await
+                .expect("call via med1"),
+        );
+        on_med2.push(
+            Caller::place(pool[1], "sip:+15550002@med", 60_000)
+                .await
+                .expect("call via med2"),
+        );
     }
     assert_eq!(net.gateway.calls_in_progress(), 6);
 
@@ -244,7 +284,14 @@ async fn killing_a_mediation_server_ends_its_calls_on_both_sides_and_new_calls_u
     };
     let watchers: Vec<_> = on_med1
         .into_iter()
-        .map(|mut c| tokio::spawn(async move { (c.watch(Duration::from_secs(20)).await, tokio::time::Instant::now()) }))
+        .map(|mut c| {
+            tokio::spawn(async move {
+                (
+                    c.watch(Duration::from_secs(20)).await,
+                    tokio::time::Instant::now(),
+                )
+            })
+        })
         .collect();
     let survivors: Vec<_> = on_med2
         .into_iter()
@@ -268,13 +315,20 @@ async fn killing_a_mediation_server_ends_its_calls_on_both_sides_and_new_calls_u
     let gateway_end = killed.elapsed();
     assert!(gateway_saw, "the gateway saw med1's three calls end");
     for s in survivors {
-        assert_eq!(s.await.unwrap(), CallEnd::StillUp, "med2's calls are untouched");
+        assert_eq!(
+            s.await.unwrap(),
+            CallEnd::StillUp,
+            "med2's calls are untouched"
+        );
     }
     load.await.unwrap();
     let attempts = attempts.lock().unwrap().clone();
     let after_kill: Vec<_> = attempts.iter().filter(|(at, _)| *at > killed).collect();
     assert!(!after_kill.is_empty());
-    assert!(after_kill.iter().all(|(_, ok)| *ok), "every call placed after the kill went through med2");
+    assert!(
+        after_kill.iter().all(|(_, ok)| *ok),
+        "every call placed after the kill went through med2"
+    );
     let ok = attempts.iter().filter(|(_, ok)| *ok).count();
     println!(
         "mediation failover: caller side saw the end after {:?} (max), gateway within {gateway_end:?}; \
@@ -311,10 +365,16 @@ impl Handler for StandInFrontEnd {
             return Reply::Response(message::response(&request, 480, "Temporarily Unavailable"));
         };
         Reply::Deferred(Box::pin(async move {
-            match client.request(request.clone(), Duration::from_secs(5)).await {
+            match client
+                .request(request.clone(), Duration::from_secs(5))
+                .await
+            {
                 Ok(answer) => {
-                    let mut response = message::response(&request, answer.status_code.code(), "Relayed");
-                    response.headers.retain(|h| !message::name(h).eq_ignore_ascii_case("To"));
+                    let mut response =
+                        message::response(&request, answer.status_code.code(), "Relayed");
+                    response
+                        .headers
+                        .retain(|h| !message::name(h).eq_ignore_ascii_case("To"));
                     for name in ["To", "Contact"] {
                         if let Some(v) = header(&answer.headers, name) {
                             message::push(&mut response.headers, name, v.to_owned());
@@ -333,19 +393,28 @@ async fn the_gateway_calls_a_user_through_mediation_to_a_front_end_stand_in() {
     // Claim: a call from the gateway reaches the user's home pool (fe1) through a Mediation server, is answered by
     // the user's client, carried with keep-alives, and ended by the gateway's BYE at the client. The Front End is
     // a stand-in doing exactly what the README asks of the Front End for calls from Mediation.
-    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let sip = listeners.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        poolnode::sip::run(listeners, Arc::new(StandInFrontEnd::default()), TransportConfig::default(), async {
-            let _ = stopped.await;
-        })
+        poolnode::sip::run(
+            listeners,
+            Arc::new(StandInFrontEnd::default()),
+            TransportConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .unwrap();
     });
     let net = Net::start(Some(sip)).await;
     let mut alice = Conn::connect(sip).await;
-    let registered = alice.request(&register("sip:pool.test", "alice", alice.local(), &[])).await;
+    let registered = alice
+        .request(&register("sip:pool.test", "alice", alice.local(), &[]))
+        .await;
     assert_eq!(registered.status_code.code(), 200);
     let callee = tokio::spawn(async move {
         let invite = alice.incoming().await;
@@ -385,7 +454,10 @@ async fn the_gateway_calls_a_user_through_mediation_to_a_front_end_stand_in() {
     assert!(held >= Duration::from_millis(900) && keepalives >= 1);
     assert!(eventually(WAIT, || async { net.gateway.calls_in_progress() == 0 }).await);
     let gw = status(net.gw.admin).await;
-    assert_eq!((gw["calls_placed"].as_u64(), gw["calls_completed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (gw["calls_placed"].as_u64(), gw["calls_completed"].as_u64()),
+        (Some(1), Some(1))
+    );
     net.stop().await;
     let _ = stop.send(());
     task.await.unwrap();
