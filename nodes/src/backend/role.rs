@@ -277,12 +277,19 @@ impl RoleState {
         None
     }
 
-    /// Mirror with a witness: the principal has been silent for a whole partner timeout, this mirror was
-    /// synchronized when it last heard it, and the witness is in reach: ask the witness for promotion.
+    /// Mirror with a witness: the principal has been silent for a whole partner timeout, the mirror is
+    /// synchronized as far as it or the witness knows, and the witness is in reach: ask the witness for
+    /// promotion. The witness's record decides (it grants only a mirror it has recorded synchronized); the
+    /// mirror's own flag can lag by a heartbeat (a ping sent before the last catch-up step may arrive after it),
+    /// so either one is reason enough to ask.
     pub fn should_request_promotion(&self, now: Instant) -> bool {
+        let witness_says_synchronized = self
+            .witness
+            .as_ref()
+            .is_some_and(|w| w.epoch == self.epoch && w.mirror_synchronized);
         self.settings.has_witness
             && self.role == DurableRole::Mirror
-            && self.synchronized_as_mirror
+            && (self.synchronized_as_mirror || witness_says_synchronized)
             && self.partner_silent_for(now) >= self.settings.partner_timeout
             && self.witness_recent(now)
     }
@@ -383,6 +390,8 @@ mod tests {
         assert!(s.should_request_promotion(later));
         assert!(!s.should_request_promotion(t0 + s.settings.partner_timeout / 2), "principal heard recently");
         s.synchronized_as_mirror = false;
+        assert!(s.should_request_promotion(later), "the witness's record is reason enough to ask");
+        s.witness.as_mut().unwrap().mirror_synchronized = false;
         assert!(!s.should_request_promotion(later), "an unsynchronized mirror never asks");
     }
 

@@ -59,6 +59,8 @@ async fn a_front_end_restarted_after_the_back_end_has_its_data_reloads_it() {
         fe.add_contact(&format!("user{i}"), "zoe");
     }
     assert_eq!(fe.writer.pending(), 30, "two changes of one user are one pending write");
+    idle(Duration::from_millis(30)).await;
+    assert!(fe.writer.lag_ms() >= 30, "the lag counts from the oldest unwritten change");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = fe.writer.clone();
     let running = tokio::spawn(async move {
