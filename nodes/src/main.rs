@@ -172,11 +172,17 @@ fn run_backend_role(args: ServerArgs, witness: bool) -> anyhow::Result<()> {
         let (peer, admin) = (listeners.peer.local_addr()?, listeners.admin.local_addr()?);
         if witness {
             let opened = w::Witness::open(&config)?;
-            println!("poolnode {name} ready node={} peer={peer} admin={admin}", config.node);
+            println!(
+                "poolnode {name} ready node={} peer={peer} admin={admin}",
+                config.node
+            );
             opened.run(listeners, shutdown_signal()).await?;
         } else {
             let opened = server::Backend::open(&config)?;
-            println!("poolnode {name} ready node={} peer={peer} admin={admin}", config.node);
+            println!(
+                "poolnode {name} ready node={} peer={peer} admin={admin}",
+                config.node
+            );
             opened.run(listeners, shutdown_signal()).await?;
         }
         anyhow::Ok(())
@@ -213,13 +219,20 @@ fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             force,
             nodes,
         } => {
-            anyhow::ensure!(new_principal == "mirror", "--new-principal takes `mirror` only");
+            anyhow::ensure!(
+                new_principal == "mirror",
+                "--new-principal takes `mirror` only"
+            );
             let token = std::env::var("POOLNODE_ADMIN_TOKEN")
                 .ok()
                 .or_else(|| cluster.as_ref().map(|c| c.admin_token.clone()))
                 .ok_or_else(|| anyhow::anyhow!("set POOLNODE_ADMIN_TOKEN or POOLNODE_CLUSTER"))?;
             let report = runtime
-                .block_on(operator::db_failover(&targets(&pool, nodes)?, &token, force))
+                .block_on(operator::db_failover(
+                    &targets(&pool, nodes)?,
+                    &token,
+                    force,
+                ))
                 .map_err(|e| anyhow::anyhow!("db-failover on {pool}: {e}"))?;
             if let Some(message) = report.get("message").and_then(|m| m.as_str()) {
                 println!("{message}");

@@ -260,9 +260,8 @@ impl BackendClient {
                     }) => {
                         self.inner.max_epoch.fetch_max(epoch, Ordering::SeqCst);
                         last = format!("{name}: {reason}");
-                        hint = principal.and_then(|p| {
-                            self.inner.nodes.iter().position(|c| c.name() == p)
-                        });
+                        hint = principal
+                            .and_then(|p| self.inner.nodes.iter().position(|c| c.name() == p));
                     }
                     Ok(Response::Error { reason }) => last = format!("{}: {reason}", node.name()),
                     Ok(response) => {

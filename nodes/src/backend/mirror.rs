@@ -32,7 +32,12 @@ impl Backend {
         };
         let (synchronized, exposed, prev_lsn, prev_epoch) = {
             let s = self.lock_state();
-            (s.mirror_synchronized, s.exposed, s.last_lsn, s.last_entry_epoch)
+            (
+                s.mirror_synchronized,
+                s.exposed,
+                s.last_lsn,
+                s.last_entry_epoch,
+            )
         };
         if !synchronized && !exposed && !self.expose_locked().await {
             return self.not_principal("the mirror is not synchronized and the witness did not register this principal exposed".into());
@@ -81,7 +86,8 @@ impl Backend {
                 }
                 Ok(Response::Fenced { epoch: newer }) => {
                     self.persist_mirror(newer).await;
-                    return self.not_principal("fenced by the mirror: a newer principal exists".into());
+                    return self
+                        .not_principal("fenced by the mirror: a newer principal exists".into());
                 }
                 other => {
                     tracing::warn!(node = %self.name, lsn = entry.lsn, "mirror did not apply a commit ({other:?}): running exposed if the witness agrees");
@@ -89,7 +95,9 @@ impl Backend {
                     if !self.expose_locked().await {
                         // Durable here, not acknowledged: it counts as a commit whose outcome the client does
                         // not know, which a later catch-up ships to the mirror.
-                        return self.not_principal("lost the mirror during the commit and could not run exposed".into());
+                        return self.not_principal(
+                            "lost the mirror during the commit and could not run exposed".into(),
+                        );
                     }
                 }
             }
@@ -141,7 +149,10 @@ impl Backend {
             epoch,
             lsn,
         };
-        match witness.request(&request, self.settings.heartbeat_timeout).await {
+        match witness
+            .request(&request, self.settings.heartbeat_timeout)
+            .await
+        {
             Ok(Response::Witness(w))
                 if w.epoch == epoch
                     && w.principal.as_deref() == Some(&self.name)
@@ -193,7 +204,8 @@ impl Backend {
                     }
                 }
                 let Some(first) = fresh.first() else {
-                    let anchored = prev_lsn <= meta.last_lsn && s.entry_epoch(prev_lsn)? == Some(prev_epoch);
+                    let anchored =
+                        prev_lsn <= meta.last_lsn && s.entry_epoch(prev_lsn)? == Some(prev_epoch);
                     return Ok((anchored, meta));
                 };
                 // The entry just before the first new one must be the one this mirror holds last.
@@ -288,7 +300,11 @@ impl Backend {
             if s.role != DurableRole::Principal {
                 return;
             }
-            (s.exposed, s.mirror_synchronized, s.witness_knows_synchronized)
+            (
+                s.exposed,
+                s.mirror_synchronized,
+                s.witness_knows_synchronized,
+            )
         };
         if !synchronized && !exposed {
             let _commit = self.commit_lock.lock().await;
@@ -403,8 +419,7 @@ impl Backend {
             } else {
                 self.settings.catch_up_timeout
             };
-            match self.partner_data.request(&request, timeout).await
-            {
+            match self.partner_data.request(&request, timeout).await {
                 Ok(Response::Applied {
                     last_lsn,
                     last_entry_epoch,
@@ -460,7 +475,11 @@ impl Backend {
         };
         let (epoch, lsn, synchronized) = {
             let s = self.lock_state();
-            (s.epoch, s.last_lsn, s.mirror_synchronized && s.role == DurableRole::Principal)
+            (
+                s.epoch,
+                s.last_lsn,
+                s.mirror_synchronized && s.role == DurableRole::Principal,
+            )
         };
         if !synchronized {
             return;
@@ -471,14 +490,19 @@ impl Backend {
             epoch,
             lsn,
         };
-        match witness.request(&request, self.settings.heartbeat_timeout).await {
+        match witness
+            .request(&request, self.settings.heartbeat_timeout)
+            .await
+        {
             Ok(Response::Witness(w)) if w.epoch == epoch && w.mirror_synchronized => {
                 let mut s = self.lock_state();
                 s.renew_lease(sent_at);
                 s.witness_knows_synchronized = true;
             }
             Ok(Response::Fenced { epoch: newer }) => self.persist_mirror(newer).await,
-            other => tracing::debug!(node = %self.name, "witness did not record synchronized: {other:?}"),
+            other => {
+                tracing::debug!(node = %self.name, "witness did not record synchronized: {other:?}")
+            }
         }
     }
 
@@ -502,7 +526,10 @@ impl Backend {
             lsn,
             force,
         };
-        match witness.request(&request, self.settings.heartbeat_timeout).await {
+        match witness
+            .request(&request, self.settings.heartbeat_timeout)
+            .await
+        {
             Ok(Response::Granted { epoch: new }) => {
                 self.promote_locked(new, sent_at).await?;
                 Ok(new)
@@ -566,7 +593,10 @@ impl Backend {
             (s.epoch, s.role)
         };
         if role != DurableRole::Mirror {
-            return Err(format!("{} is not a mirror (db_role {:?})", self.name, role));
+            return Err(format!(
+                "{} is not a mirror (db_role {:?})",
+                self.name, role
+            ));
         }
         let handover = self
             .partner_data
@@ -604,7 +634,9 @@ impl Backend {
             }
             Ok(Response::Fenced { epoch: newer }) => {
                 self.persist_mirror(newer).await;
-                return Err(format!("this mirror was stale (epoch {newer} exists); ask again"));
+                return Err(format!(
+                    "this mirror was stale (epoch {newer} exists); ask again"
+                ));
             }
             _ => {}
         }

@@ -55,10 +55,15 @@ pub async fn http_json(
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
-        let chunked = head
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-        let payload = if chunked { dechunk(rest) } else { rest.to_string() };
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        let payload = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        };
         let value = serde_json::from_str(payload.trim()).unwrap_or(Value::String(payload));
         Ok((code, value))
     };
@@ -71,7 +76,9 @@ fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     // Bounded by the input: every round consumes a chunk.
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }
@@ -85,11 +92,13 @@ fn dechunk(mut rest: &str) -> String {
 pub async fn db_status(targets: &[(String, String)]) -> Vec<Value> {
     let mut out = Vec::new();
     for (node, address) in targets {
-        out.push(match http_json(address, "GET", "/status", None, None).await {
-            Ok((200, v)) => v,
-            Ok((code, v)) => json!({"node": node, "error": format!("HTTP {code}: {v}")}),
-            Err(e) => json!({"node": node, "error": e.to_string()}),
-        });
+        out.push(
+            match http_json(address, "GET", "/status", None, None).await {
+                Ok((200, v)) => v,
+                Ok((code, v)) => json!({"node": node, "error": format!("HTTP {code}: {v}")}),
+                Err(e) => json!({"node": node, "error": e.to_string()}),
+            },
+        );
     }
     out
 }
@@ -104,7 +113,10 @@ pub fn render_status(pool: &str, statuses: &[Value]) -> String {
     for s in statuses {
         let node = s["node"].as_str().unwrap_or("?");
         if let Some(err) = s.get("error") {
-            out.push_str(&format!("{node:<20} unreachable: {}\n", err.as_str().unwrap_or("?")));
+            out.push_str(&format!(
+                "{node:<20} unreachable: {}\n",
+                err.as_str().unwrap_or("?")
+            ));
             continue;
         }
         if s["role"] == "witness" {
@@ -156,7 +168,9 @@ pub async fn db_failover(
         Ok((code, body)) => Err(format!(
             "{} refused (HTTP {code}): {}",
             mirror.0,
-            body.get("error").and_then(Value::as_str).unwrap_or(&body.to_string())
+            body.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or(&body.to_string())
         )),
         Err(e) => Err(format!("reach {} at {}: {e}", mirror.0, mirror.1)),
     }

@@ -103,22 +103,51 @@ pub enum Request {
 pub enum Response {
     Pong(NodeView),
     /// The mirror durably holds the log up to `last_lsn`.
-    Applied { last_lsn: u64, last_entry_epoch: u64 },
+    Applied {
+        last_lsn: u64,
+        last_entry_epoch: u64,
+    },
     /// The entries do not continue the mirror's log: this is where it stands.
-    Mismatch { last_lsn: u64, last_entry_epoch: u64 },
+    Mismatch {
+        last_lsn: u64,
+        last_entry_epoch: u64,
+    },
     /// The receiver is at a higher epoch: the sender is a stale principal.
-    Fenced { epoch: u64 },
+    Fenced {
+        epoch: u64,
+    },
     /// The principal stepped down; it holds the log up to `lsn`.
-    HandedOver { lsn: u64, entry_epoch: u64 },
+    HandedOver {
+        lsn: u64,
+        entry_epoch: u64,
+    },
     /// A request understood and declined, with the reason.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     Witness(WitnessView),
     /// The witness recorded the requester as principal at `epoch`.
-    Granted { epoch: u64 },
-    Committed { lsn: u64, epoch: u64, node: String },
-    User { record: Option<UserRecord>, epoch: u64 },
-    Users { records: Vec<UserRecord>, epoch: u64 },
-    Vote { yes: bool, epoch: u64, node: String },
+    Granted {
+        epoch: u64,
+    },
+    Committed {
+        lsn: u64,
+        epoch: u64,
+        node: String,
+    },
+    User {
+        record: Option<UserRecord>,
+        epoch: u64,
+    },
+    Users {
+        records: Vec<UserRecord>,
+        epoch: u64,
+    },
+    Vote {
+        yes: bool,
+        epoch: u64,
+        node: String,
+    },
     /// The node is not a serving principal; `principal` names the one it believes in, if any.
     NotPrincipal {
         node: String,
@@ -126,7 +155,9 @@ pub enum Response {
         principal: Option<String>,
         reason: String,
     },
-    Error { reason: String },
+    Error {
+        reason: String,
+    },
 }
 
 /// Writes one frame.
@@ -189,7 +220,11 @@ impl PeerConn {
     }
 
     /// Sends `request` and awaits the response, all within `timeout` (connecting included).
-    pub async fn request(&self, request: &Request, timeout: Duration) -> Result<Response, PeerError> {
+    pub async fn request(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, PeerError> {
         let mut guard = self.stream.lock().await;
         // Taken out while in use: if this future is dropped half-way, the stream is dropped with it.
         let taken = guard.take();
@@ -224,7 +259,10 @@ impl PeerConn {
                 Ok(response)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(PeerError::Timeout(self.name.clone(), timeout.as_millis() as u64)),
+            Err(_) => Err(PeerError::Timeout(
+                self.name.clone(),
+                timeout.as_millis() as u64,
+            )),
         }
     }
 

@@ -25,7 +25,10 @@ impl ResiliencyGate {
         // Probe often enough to notice within a tenth of the grace, but never busier than the heartbeat.
         let probe_interval = (grace / 10)
             .min(Duration::from_millis(timings.be_write_interval_ms.max(1)))
-            .max(Duration::from_millis(timings.be_partner_timeout_ms / 5).max(Duration::from_millis(10)));
+            .max(
+                Duration::from_millis(timings.be_partner_timeout_ms / 5)
+                    .max(Duration::from_millis(10)),
+            );
         ResiliencyGate {
             client,
             grace,

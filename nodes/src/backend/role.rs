@@ -226,7 +226,12 @@ impl RoleState {
 
     /// A heartbeat answer (or request) from the partner. Returns `Some(epoch)` when this node must step down
     /// to mirror at that epoch (the caller persists it).
-    pub fn on_partner_view(&mut self, view: &NodeView, sent_at: Instant, now: Instant) -> Option<u64> {
+    pub fn on_partner_view(
+        &mut self,
+        view: &NodeView,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Option<u64> {
         self.partner_heard_at = Some(now);
         self.partner = Some(view.clone());
         if view.epoch > self.epoch {
@@ -259,7 +264,12 @@ impl RoleState {
     }
 
     /// A heartbeat answer from the witness. Returns `Some(epoch)` when this node must step down.
-    pub fn on_witness_view(&mut self, view: &WitnessView, sent_at: Instant, now: Instant) -> Option<u64> {
+    pub fn on_witness_view(
+        &mut self,
+        view: &WitnessView,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Option<u64> {
         self.witness_heard_at = Some(now);
         self.witness = Some(view.clone());
         if self.role == DurableRole::Principal {
@@ -356,8 +366,14 @@ mod tests {
         assert!(!s.serving(t0), "no quorum heard yet");
         s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), t0, t0);
         assert!(s.serving(t0 + s.settings.lease / 2));
-        assert!(!s.serving(t0 + s.settings.lease), "stops when the lease runs out");
-        assert!(s.settings.lease < s.settings.partner_timeout, "stops before a mirror may be promoted");
+        assert!(
+            !s.serving(t0 + s.settings.lease),
+            "stops when the lease runs out"
+        );
+        assert!(
+            s.settings.lease < s.settings.partner_timeout,
+            "stops before a mirror may be promoted"
+        );
     }
 
     #[test]
@@ -365,8 +381,14 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RoleState::new("be-1", settings(true), meta(DurableRole::Principal), t0);
         s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), t0, t0);
-        assert_eq!(s.on_partner_view(&view("be-2", DurableRole::Principal, 2, false), t0, t0), Some(2));
-        assert_eq!((s.role, s.epoch, s.serving(t0)), (DurableRole::Mirror, 2, false));
+        assert_eq!(
+            s.on_partner_view(&view("be-2", DurableRole::Principal, 2, false), t0, t0),
+            Some(2)
+        );
+        assert_eq!(
+            (s.role, s.epoch, s.serving(t0)),
+            (DurableRole::Mirror, 2, false)
+        );
     }
 
     #[test]
@@ -388,11 +410,20 @@ mod tests {
             later,
         );
         assert!(s.should_request_promotion(later));
-        assert!(!s.should_request_promotion(t0 + s.settings.partner_timeout / 2), "principal heard recently");
+        assert!(
+            !s.should_request_promotion(t0 + s.settings.partner_timeout / 2),
+            "principal heard recently"
+        );
         s.synchronized_as_mirror = false;
-        assert!(s.should_request_promotion(later), "the witness's record is reason enough to ask");
+        assert!(
+            s.should_request_promotion(later),
+            "the witness's record is reason enough to ask"
+        );
         s.witness.as_mut().unwrap().mirror_synchronized = false;
-        assert!(!s.should_request_promotion(later), "an unsynchronized mirror never asks");
+        assert!(
+            !s.should_request_promotion(later),
+            "an unsynchronized mirror never asks"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds both (port 0 in tests).
-    pub async fn bind(peer: std::net::SocketAddr, admin: std::net::SocketAddr) -> std::io::Result<Self> {
+    pub async fn bind(
+        peer: std::net::SocketAddr,
+        admin: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
         Ok(Listeners {
             peer: TcpListener::bind(peer).await?,
             admin: TcpListener::bind(admin).await?,
@@ -67,7 +70,9 @@ impl Placement {
             .iter()
             .find(|n| n.as_str() != node)
             .cloned()
-            .ok_or_else(|| BackendError::UnknownPool(format!("{} has no partner for {node}", pool.name)))?;
+            .ok_or_else(|| {
+                BackendError::UnknownPool(format!("{} has no partner for {node}", pool.name))
+            })?;
         let initial_principal = pool.nodes.first().map(String::as_str) == Some(node);
         Ok(Placement {
             witness: pool.witness.clone(),
@@ -145,9 +150,7 @@ impl Backend {
             commit_lock: tokio::sync::Mutex::new(()),
             partner_data: PeerConn::new(&placement.partner, &partner_address),
             partner_ping: PeerConn::new(&placement.partner, &partner_address),
-            witness_ctl: witness_address
-                .as_ref()
-                .map(|(w, a)| PeerConn::new(w, a)),
+            witness_ctl: witness_address.as_ref().map(|(w, a)| PeerConn::new(w, a)),
             witness_ping: witness_address.map(|(w, a)| PeerConn::new(w, a)),
             sync_running: AtomicBool::new(false),
             placement,
@@ -289,7 +292,10 @@ impl Backend {
             let state = self.lock_state();
             let now = Instant::now();
             if min_epoch > state.epoch && state.role == DurableRole::Principal {
-                Some((true, "a client has seen a newer epoch: this principal is stale".to_string()))
+                Some((
+                    true,
+                    "a client has seen a newer epoch: this principal is stale".to_string(),
+                ))
             } else if state.serving(now) {
                 return Ok(state.epoch);
             } else {
@@ -399,7 +405,9 @@ impl Backend {
             Ok(Response::Pong(v)) => {
                 step_down = self.lock_state().on_partner_view(&v, now, answered);
             }
-            Ok(other) => tracing::debug!(node = %self.name, "partner answered a ping with {other:?}"),
+            Ok(other) => {
+                tracing::debug!(node = %self.name, "partner answered a ping with {other:?}")
+            }
             Err(e) => tracing::debug!(node = %self.name, "partner ping: {e}"),
         }
         match witness {
@@ -415,11 +423,10 @@ impl Backend {
             self.persist_mirror(epoch).await;
         }
 
-        let (role, promote, lost, needs_sync) = {
+        let (role, promote, needs_sync) = {
             let mut state = self.lock_state();
             let now = Instant::now();
-            let lost = state.mirror_lost(now);
-            if lost {
+            if state.mirror_lost(now) {
                 tracing::warn!(node = %self.name, "mirror lost: principal no longer synchronized");
                 state.mirror_synchronized = false;
             }
@@ -427,21 +434,24 @@ impl Backend {
                 p.role == DurableRole::Mirror
                     && state.partner_silent_for(now) < self.settings.partner_timeout
             });
+            // Work for a synchronization pass: catch a present mirror up, register an absent one's loss with
+            // the witness, or tell the witness the mirror is synchronized.
             let needs_sync = state.role == DurableRole::Principal
-                && ((!state.mirror_synchronized && partner_is_my_mirror)
-                    || (!state.mirror_synchronized && !state.exposed)
-                    || (state.mirror_synchronized
-                        && self.settings.has_witness
-                        && !state.witness_knows_synchronized));
-            (state.role, state.should_request_promotion(now), lost, needs_sync)
+                && if state.mirror_synchronized {
+                    self.settings.has_witness && !state.witness_knows_synchronized
+                } else {
+                    partner_is_my_mirror || !state.exposed
+                };
+            (state.role, state.should_request_promotion(now), needs_sync)
         };
-        let _ = lost;
         if role == DurableRole::Principal && needs_sync {
             self.spawn_sync();
         }
         if promote {
             match self.request_promotion(false).await {
-                Ok(epoch) => tracing::warn!(node = %self.name, epoch, "mirror promoted to principal by the witness"),
+                Ok(epoch) => {
+                    tracing::warn!(node = %self.name, epoch, "mirror promoted to principal by the witness")
+                }
                 Err(reason) => tracing::info!(node = %self.name, "promotion refused: {reason}"),
             }
         }

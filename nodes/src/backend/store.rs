@@ -294,10 +294,11 @@ impl Store {
         // Prune the log to a bounded tail; a mirror older than that gets a snapshot.
         if meta.last_lsn > meta.base_lsn + LOG_RETAINED_ENTRIES + LOG_RETAINED_ENTRIES / 4 {
             let new_base = meta.last_lsn - LOG_RETAINED_ENTRIES;
-            let base_epoch: i64 =
-                tx.query_row("SELECT epoch FROM log WHERE lsn = ?1", [new_base as i64], |r| {
-                    r.get(0)
-                })?;
+            let base_epoch: i64 = tx.query_row(
+                "SELECT epoch FROM log WHERE lsn = ?1",
+                [new_base as i64],
+                |r| r.get(0),
+            )?;
             tx.execute("DELETE FROM log WHERE lsn <= ?1", [new_base as i64])?;
             meta.base_lsn = new_base;
             meta.base_epoch = base_epoch as u64;
@@ -333,16 +334,21 @@ impl Store {
         if lsn < self.meta.base_lsn {
             return Ok(None);
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT lsn, epoch, batch FROM log WHERE lsn > ?1 ORDER BY lsn LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT lsn, epoch, batch FROM log WHERE lsn > ?1 ORDER BY lsn LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![lsn as i64, max as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (lsn, epoch, text) = row?;
-            let batch = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let batch =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             out.push(LogEntry {
                 lsn: lsn as u64,
                 epoch: epoch as u64,
@@ -395,9 +401,18 @@ impl Store {
 
     fn load_where(&self, filter: Option<(&str, &str)>) -> Result<Vec<UserRecord>, StoreError> {
         let (sql, arg) = match filter {
-            Some(("user", v)) => ("SELECT user, pool, password FROM users WHERE user = ?1 ORDER BY user", v),
-            Some((_, v)) => ("SELECT user, pool, password FROM users WHERE pool = ?1 ORDER BY user", v),
-            None => ("SELECT user, pool, password FROM users WHERE ?1 = ?1 ORDER BY user", ""),
+            Some(("user", v)) => (
+                "SELECT user, pool, password FROM users WHERE user = ?1 ORDER BY user",
+                v,
+            ),
+            Some((_, v)) => (
+                "SELECT user, pool, password FROM users WHERE pool = ?1 ORDER BY user",
+                v,
+            ),
+            None => (
+                "SELECT user, pool, password FROM users WHERE ?1 = ?1 ORDER BY user",
+                "",
+            ),
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let heads = stmt
@@ -578,15 +593,26 @@ mod tests {
         let dir = tmp("reopen");
         {
             let mut s = Store::open(&dir, DurableRole::Principal).unwrap();
-            s.append(&[LogEntry { lsn: 1, epoch: 1, batch: put("alice", &["bob"]) }])
-                .unwrap();
-            s.append(&[LogEntry { lsn: 2, epoch: 1, batch: put("bob", &[]) }])
-                .unwrap();
+            s.append(&[LogEntry {
+                lsn: 1,
+                epoch: 1,
+                batch: put("alice", &["bob"]),
+            }])
+            .unwrap();
+            s.append(&[LogEntry {
+                lsn: 2,
+                epoch: 1,
+                batch: put("bob", &[]),
+            }])
+            .unwrap();
             s.set_role(DurableRole::Mirror, 3).unwrap();
         }
         let s = Store::open(&dir, DurableRole::Principal).unwrap();
         let m = s.meta();
-        assert_eq!((m.role, m.epoch, m.last_lsn, m.last_entry_epoch), (DurableRole::Mirror, 3, 2, 1));
+        assert_eq!(
+            (m.role, m.epoch, m.last_lsn, m.last_entry_epoch),
+            (DurableRole::Mirror, 3, 2, 1)
+        );
         let alice = s.load_user("alice").unwrap().unwrap();
         assert_eq!(alice.contacts, vec!["bob".to_string()]);
         assert_eq!(alice.password.as_deref(), Some("alice-pw"));
@@ -600,9 +626,22 @@ mod tests {
         let dir = tmp("gap");
         let mut s = Store::open(&dir, DurableRole::Mirror).unwrap();
         let err = s
-            .append(&[LogEntry { lsn: 2, epoch: 1, batch: put("alice", &[]) }])
+            .append(&[LogEntry {
+                lsn: 2,
+                epoch: 1,
+                batch: put("alice", &[]),
+            }])
             .unwrap_err();
-        assert!(matches!(err, StoreError::Gap { expected: 1, got: 2 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::Gap {
+                    expected: 1,
+                    got: 2
+                }
+            ),
+            "{err}"
+        );
         assert!(s.load_user("alice").unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -612,17 +651,38 @@ mod tests {
         let (a, b) = (tmp("snap-a"), tmp("snap-b"));
         let mut src = Store::open(&a, DurableRole::Principal).unwrap();
         src.append(&[
-            LogEntry { lsn: 1, epoch: 1, batch: put("alice", &["bob"]) },
-            LogEntry { lsn: 2, epoch: 2, batch: Batch::new(vec![Op::PutSetting { user: "alice".into(), key: "lang".into(), value: None }]) },
+            LogEntry {
+                lsn: 1,
+                epoch: 1,
+                batch: put("alice", &["bob"]),
+            },
+            LogEntry {
+                lsn: 2,
+                epoch: 2,
+                batch: Batch::new(vec![Op::PutSetting {
+                    user: "alice".into(),
+                    key: "lang".into(),
+                    value: None,
+                }]),
+            },
         ])
         .unwrap();
         let mut dst = Store::open(&b, DurableRole::Mirror).unwrap();
-        dst.append(&[LogEntry { lsn: 1, epoch: 1, batch: put("mallory", &[]) }]).unwrap();
+        dst.append(&[LogEntry {
+            lsn: 1,
+            epoch: 1,
+            batch: put("mallory", &[]),
+        }])
+        .unwrap();
         dst.install(&src.snapshot().unwrap()).unwrap();
         assert_eq!(dst.load_pool("fe1").unwrap(), src.load_pool("fe1").unwrap());
         assert_eq!(dst.meta().last_lsn, 2);
         assert_eq!(dst.entry_epoch(2).unwrap(), Some(2));
-        assert_eq!(dst.entries_after(1, 10).unwrap(), None, "pruned below the snapshot");
+        assert_eq!(
+            dst.entries_after(1, 10).unwrap(),
+            None,
+            "pruned below the snapshot"
+        );
         let _ = std::fs::remove_dir_all(&a);
         let _ = std::fs::remove_dir_all(&b);
     }

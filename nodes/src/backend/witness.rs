@@ -61,7 +61,9 @@ impl Witness {
         Ok(Arc::new(Witness {
             node: config.node.clone(),
             pool: pool.name.clone(),
-            partner_timeout: Duration::from_millis(config.cluster.timings.be_partner_timeout_ms.max(50)),
+            partner_timeout: Duration::from_millis(
+                config.cluster.timings.be_partner_timeout_ms.max(50),
+            ),
             started_at: Instant::now(),
             file,
             admin_token: config.cluster.admin_token.clone(),
@@ -207,7 +209,10 @@ impl Witness {
         response
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one decision over the whole request and record")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one decision over the whole request and record"
+    )]
     fn decide_promotion(
         &self,
         record: &mut WitnessRecord,
@@ -231,7 +236,10 @@ impl Witness {
         };
         if epoch != record.epoch {
             return Response::Refused {
-                reason: format!("the mirror is at epoch {epoch}, the witness at {}", record.epoch),
+                reason: format!(
+                    "the mirror is at epoch {epoch}, the witness at {}",
+                    record.epoch
+                ),
             };
         }
         if principal == node {
@@ -264,7 +272,12 @@ impl Witness {
         }
     }
 
-    fn view(&self, record: &WitnessRecord, heard: &HashMap<String, Instant>, now: Instant) -> WitnessView {
+    fn view(
+        &self,
+        record: &WitnessRecord,
+        heard: &HashMap<String, Instant>,
+        now: Instant,
+    ) -> WitnessView {
         WitnessView {
             node: self.node.clone(),
             epoch: record.epoch,

@@ -36,11 +36,15 @@ async fn a_mirror_away_for_a_while_catches_up_and_is_synchronized_again() {
     let back = cluster.wait_synchronized_principal(P1).await;
     assert_eq!(back["exposed"], false, "{back}");
     cluster
-        .wait_status(W, "told the mirror is synchronized", |s| s["mirror_synchronized"] == true)
+        .wait_status(W, "told the mirror is synchronized", |s| {
+            s["mirror_synchronized"] == true
+        })
         .await;
 
     cluster.kill(P1).await;
-    cluster.wait_status(P2, "principal", |s| s["db_role"] == "principal").await;
+    cluster
+        .wait_status(P2, "principal", |s| s["db_role"] == "principal")
+        .await;
     let users = cluster.client().load_all("fe").await.unwrap();
     assert_all_acked_present(&acks, &users, "the caught-up mirror, now principal");
 }
@@ -60,8 +64,13 @@ async fn a_returning_old_principal_is_fenced_and_rejoins_as_a_synchronized_mirro
     cluster.isolate(P1);
     // A commit sent now reaches the old principal's own log only: unacknowledged, it must vanish on rejoin.
     let stranded = cluster.client_of(P1).write(put(500)).await;
-    assert!(stranded.is_err(), "an isolated principal acknowledged a write: {stranded:?}");
-    cluster.wait_status(P2, "principal", |s| s["db_role"] == "principal").await;
+    assert!(
+        stranded.is_err(),
+        "an isolated principal acknowledged a write: {stranded:?}"
+    );
+    cluster
+        .wait_status(P2, "principal", |s| s["db_role"] == "principal")
+        .await;
     for i in 10..20 {
         let r = client.write(put(i)).await.unwrap();
         assert_eq!((r.node.as_str(), r.epoch), (P2, 2));
@@ -71,7 +80,13 @@ async fn a_returning_old_principal_is_fenced_and_rejoins_as_a_synchronized_mirro
     let to_old = PeerConn::new(P1, peer_address(&cluster.config, FE, P1, 0));
     for min_epoch in [0, 2] {
         let answer = to_old
-            .request(&Request::Commit { batch: put(501), min_epoch }, WAIT)
+            .request(
+                &Request::Commit {
+                    batch: put(501),
+                    min_epoch,
+                },
+                WAIT,
+            )
             .await
             .unwrap();
         assert!(
@@ -90,9 +105,14 @@ async fn a_returning_old_principal_is_fenced_and_rejoins_as_a_synchronized_mirro
     cluster.kill(P1).await;
     cluster.kill(P2).await;
     let (old_file, new_file) = (cluster.store_users(P1), cluster.store_users(P2));
-    assert_eq!(old_file, new_file, "the rejoined mirror holds exactly the principal's data");
+    assert_eq!(
+        old_file, new_file,
+        "the rejoined mirror holds exactly the principal's data"
+    );
     assert!(
-        new_file.iter().all(|u| u.user != record(500).user && u.user != record(501).user),
+        new_file
+            .iter()
+            .all(|u| u.user != record(500).user && u.user != record(501).user),
         "the unacknowledged commit of the old epoch was discarded"
     );
 }

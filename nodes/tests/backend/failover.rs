@@ -10,7 +10,8 @@ use crate::support::*;
 /// Proof: every commit the stream saw acknowledged (by either node, before or after) is read back from the new
 /// principal, and the status probes never saw two principals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_witness_the_mirror_takes_over_a_killed_principal_and_loses_no_acknowledged_commit() {
+async fn with_a_witness_the_mirror_takes_over_a_killed_principal_and_loses_no_acknowledged_commit()
+{
     let cluster = Arc::new(Cluster::start(true).await);
     cluster.wait_synchronized_principal(P1).await;
     let watch = PrincipalWatch::start(&cluster);
@@ -21,7 +22,10 @@ async fn with_a_witness_the_mirror_takes_over_a_killed_principal_and_loses_no_ac
     let promoted = cluster
         .wait_status(P2, "principal", |s| s["db_role"] == "principal")
         .await;
-    assert_eq!(promoted["epoch"], 2, "a promotion raises the epoch: {promoted}");
+    assert_eq!(
+        promoted["epoch"], 2,
+        "a promotion raises the epoch: {promoted}"
+    );
     // Keep writing until the new principal has acknowledged a good number of commits.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -30,13 +34,22 @@ async fn with_a_witness_the_mirror_takes_over_a_killed_principal_and_loses_no_ac
         if s["last_lsn"].as_u64().unwrap() > promoted["last_lsn"].as_u64().unwrap() + 20 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the new principal does not commit: {s}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new principal does not commit: {s}"
+        );
     }
     stop.store(true, Ordering::SeqCst);
     let acks = stream.await.unwrap();
     watch.assert_never_two_principals().await;
-    assert!(acks.acked.iter().any(|a| a.1 == P1), "the old principal acknowledged commits");
-    assert!(acks.acked.iter().any(|a| a.1 == P2 && a.2 == 2), "the new principal acknowledged commits");
+    assert!(
+        acks.acked.iter().any(|a| a.1 == P1),
+        "the old principal acknowledged commits"
+    );
+    assert!(
+        acks.acked.iter().any(|a| a.1 == P2 && a.2 == 2),
+        "the new principal acknowledged commits"
+    );
     let users = cluster.client().load_all("fe").await.unwrap();
     assert_all_acked_present(&acks, &users, "the new principal");
 }
@@ -56,14 +69,23 @@ async fn without_a_witness_nothing_promotes_itself_when_the_principal_is_killed(
     let until = std::time::Instant::now() + Duration::from_millis(timeout_ms * 10);
     while std::time::Instant::now() < until {
         let s = cluster.status(P2).await;
-        assert_eq!(s["db_role"], "mirror", "the mirror promoted itself without a witness: {s}");
+        assert_eq!(
+            s["db_role"], "mirror",
+            "the mirror promoted itself without a witness: {s}"
+        );
         assert_eq!(s["epoch"], 1, "{s}");
         idle(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::SeqCst);
     let acks = stream.await.unwrap();
-    assert!(acks.acked.iter().all(|a| a.1 == P1 && a.2 == 1), "only the old principal acknowledged");
-    assert!(cluster.client().vote().await.is_none(), "no principal gives the vote");
+    assert!(
+        acks.acked.iter().all(|a| a.1 == P1 && a.2 == 1),
+        "only the old principal acknowledged"
+    );
+    assert!(
+        cluster.client().vote().await.is_none(),
+        "no principal gives the vote"
+    );
     cluster.restart(P1).await;
     cluster.wait_synchronized_principal(P1).await;
     let users = cluster.client().load_all("fe").await.unwrap();

@@ -34,11 +34,14 @@ impl FrontEndStandIn {
 
     /// A persistent change (adding a contact): applied here at once, queued for the Back End.
     fn add_contact(&mut self, user: &str, contact: &str) {
-        let record = self.users.entry(user.to_string()).or_insert_with(|| UserRecord {
-            user: user.to_string(),
-            pool: "fe".into(),
-            ..UserRecord::default()
-        });
+        let record = self
+            .users
+            .entry(user.to_string())
+            .or_insert_with(|| UserRecord {
+                user: user.to_string(),
+                pool: "fe".into(),
+                ..UserRecord::default()
+            });
         record.contacts.push(contact.to_string());
         record.contacts.sort();
         self.writer.mark_dirty(record.clone());
@@ -58,9 +61,16 @@ async fn a_front_end_restarted_after_the_back_end_has_its_data_reloads_it() {
         fe.add_contact(&format!("user{i}"), &format!("friend{i}"));
         fe.add_contact(&format!("user{i}"), "zoe");
     }
-    assert_eq!(fe.writer.pending(), 30, "two changes of one user are one pending write");
+    assert_eq!(
+        fe.writer.pending(),
+        30,
+        "two changes of one user are one pending write"
+    );
     idle(Duration::from_millis(30)).await;
-    assert!(fe.writer.lag_ms() >= 30, "the lag counts from the oldest unwritten change");
+    assert!(
+        fe.writer.lag_ms() >= 30,
+        "the lag counts from the oldest unwritten change"
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = fe.writer.clone();
     let running = tokio::spawn(async move {
@@ -79,14 +89,20 @@ async fn a_front_end_restarted_after_the_back_end_has_its_data_reloads_it() {
     let stats = fe.writer.stats();
     assert_eq!(stats.lag_ms, 0, "{stats:?}");
     assert_eq!(stats.flushed_users_total, 30, "{stats:?}");
-    assert!(stats.last_flush_lag_ms > 0, "the lag of the flush is reported: {stats:?}");
+    assert!(
+        stats.last_flush_lag_ms > 0,
+        "the lag of the flush is reported: {stats:?}"
+    );
     let _ = stop_tx.send(());
     running.await.unwrap();
     let before = fe.users.clone();
     drop(fe);
 
     let restarted = FrontEndStandIn::start(&cluster).await;
-    assert_eq!(restarted.users, before, "the restarted Front End reloads what it had");
+    assert_eq!(
+        restarted.users, before,
+        "the restarted Front End reloads what it had"
+    );
 }
 
 /// Claim: the lazy writer follows a failover by itself and keeps what it could not write.
@@ -105,7 +121,10 @@ async fn the_lazy_writer_follows_a_failover_and_loses_no_queued_change() {
     // The flush rides out the failover within its retry budget, or leaves the changes queued for the next one.
     let deadline = Instant::now() + WAIT;
     while fe.writer.flush().await.is_err() || fe.writer.pending() > 0 {
-        assert!(Instant::now() < deadline, "never flushed after the failover");
+        assert!(
+            Instant::now() < deadline,
+            "never flushed after the failover"
+        );
     }
     let reloaded = FrontEndStandIn::start(&cluster).await;
     assert_eq!(reloaded.users, fe.users);
@@ -120,7 +139,10 @@ async fn the_lazy_writer_follows_a_failover_and_loses_no_queued_change() {
 async fn a_back_end_outage_past_the_grace_period_puts_users_in_resiliency_mode_and_back() {
     let cluster = Cluster::start(true).await;
     cluster.wait_synchronized_principal(P1).await;
-    let gate = Arc::new(ResiliencyGate::new(cluster.client(), &cluster.config.timings));
+    let gate = Arc::new(ResiliencyGate::new(
+        cluster.client(),
+        &cluster.config.timings,
+    ));
     let mut mode = gate.subscribe();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let g = gate.clone();
@@ -141,7 +163,11 @@ async fn a_back_end_outage_past_the_grace_period_puts_users_in_resiliency_mode_a
         .await
         .expect("resiliency mode never came")
         .unwrap();
-    assert!(cut_at.elapsed() >= grace, "resiliency mode before the grace period: {:?}", cut_at.elapsed());
+    assert!(
+        cut_at.elapsed() >= grace,
+        "resiliency mode before the grace period: {:?}",
+        cut_at.elapsed()
+    );
     assert!(gate.in_resiliency_mode());
 
     cluster.net.heal(FE, P1);
@@ -165,7 +191,9 @@ async fn the_serving_principal_gives_the_back_end_vote_with_its_epoch() {
     let vote = client.vote().await.expect("the principal votes");
     assert_eq!((vote.node.as_str(), vote.epoch), (P1, 1));
     cluster.kill(P1).await;
-    cluster.wait_status(P2, "principal", |s| s["db_role"] == "principal").await;
+    cluster
+        .wait_status(P2, "principal", |s| s["db_role"] == "principal")
+        .await;
     let vote = client.vote().await.expect("the new principal votes");
     assert_eq!((vote.node.as_str(), vote.epoch), (P2, 2));
     cluster.kill(W).await;

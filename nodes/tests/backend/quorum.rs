@@ -16,7 +16,8 @@ use crate::support::*;
 /// files (a write acknowledged by the losing side would have been discarded on rejoin); status probes never
 /// saw two principals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_isolated_principal_stops_serving_and_the_mirror_takes_over_without_split_acknowledgements() {
+async fn an_isolated_principal_stops_serving_and_the_mirror_takes_over_without_split_acknowledgements(
+) {
     let cluster = Arc::new(Cluster::start(true).await);
     cluster.wait_synchronized_principal(P1).await;
     let watch = PrincipalWatch::start(&cluster);
@@ -37,7 +38,10 @@ async fn an_isolated_principal_stops_serving_and_the_mirror_takes_over_without_s
         .await;
     assert_eq!(promoted["epoch"], 2, "{promoted}");
     let old = cluster.status(P1).await;
-    assert_ne!(old["db_role"], "principal", "the old principal still serves: {old}");
+    assert_ne!(
+        old["db_role"], "principal",
+        "the old principal still serves: {old}"
+    );
     // A write to the isolated old principal carrying the new epoch is refused (fenced by the client).
     idle(Duration::from_millis(500)).await;
 
@@ -55,13 +59,19 @@ async fn an_isolated_principal_stops_serving_and_the_mirror_takes_over_without_s
         old_acks.acked.iter().all(|a| a.1 == P1 && a.2 == 1),
         "the old principal acknowledged only in its own epoch"
     );
-    assert!(pool_acks.acked.iter().any(|a| a.1 == P2 && a.2 == 2), "the new principal served");
+    assert!(
+        pool_acks.acked.iter().any(|a| a.1 == P2 && a.2 == 2),
+        "the new principal served"
+    );
     eprintln!("isolated principal stopped serving after {stopped_after:?}");
 
     cluster.kill(P1).await;
     cluster.kill(P2).await;
     let (old_file, new_file) = (cluster.store_users(P1), cluster.store_users(P2));
-    assert_eq!(old_file, new_file, "mirror and principal hold the same data after catch-up");
+    assert_eq!(
+        old_file, new_file,
+        "mirror and principal hold the same data after catch-up"
+    );
     assert_all_acked_present(&old_acks, &new_file, "the new principal");
     assert_all_acked_present(&pool_acks, &new_file, "the new principal");
 }
@@ -76,19 +86,31 @@ async fn losing_the_witness_then_the_mirror_stops_the_principal_and_promotes_nob
     cluster.wait_synchronized_principal(P1).await;
     cluster.kill(W).await;
     let client = cluster.client();
-    idle(Duration::from_millis(cluster.config.timings.be_partner_timeout_ms * 2)).await;
-    client.write(put(1)).await.expect("principal and mirror still hold quorum");
+    idle(Duration::from_millis(
+        cluster.config.timings.be_partner_timeout_ms * 2,
+    ))
+    .await;
+    client
+        .write(put(1))
+        .await
+        .expect("principal and mirror still hold quorum");
     assert_eq!(cluster.status(P1).await["db_role"], "principal");
 
     cluster.net.cut(P1, P2);
-    cluster.wait_status(P1, "stopped", |s| s["db_role"] == "stopped").await;
+    cluster
+        .wait_status(P1, "stopped", |s| s["db_role"] == "stopped")
+        .await;
     let err = cluster.client_of(P1).write(put(2)).await.unwrap_err();
     assert!(matches!(err, BackendError::NoPrincipal { .. }), "{err}");
-    let until = Instant::now() + Duration::from_millis(cluster.config.timings.be_partner_timeout_ms * 5);
+    let until =
+        Instant::now() + Duration::from_millis(cluster.config.timings.be_partner_timeout_ms * 5);
     while Instant::now() < until {
         let (p, m) = (cluster.status(P1).await, cluster.status(P2).await);
         assert_ne!(p["db_role"], "principal", "{p}");
-        assert_eq!(m["db_role"], "mirror", "the mirror promoted itself without the witness: {m}");
+        assert_eq!(
+            m["db_role"], "mirror",
+            "the mirror promoted itself without the witness: {m}"
+        );
         idle(Duration::from_millis(100)).await;
     }
     // Undo: with the mirror back the principal has quorum again, in the same epoch.
@@ -114,15 +136,22 @@ async fn a_principal_without_its_mirror_runs_exposed_and_the_stale_mirror_is_nev
     assert_eq!(exposed["db_role"], "principal", "{exposed}");
     assert_eq!(exposed["synchronized"], false, "{exposed}");
     for i in 0..10 {
-        let r = client.write(put(i)).await.expect("an exposed principal commits");
+        let r = client
+            .write(put(i))
+            .await
+            .expect("an exposed principal commits");
         assert_eq!(r.node, P1);
     }
     cluster.kill(P1).await;
     cluster.net.heal(P1, P2);
-    let until = Instant::now() + Duration::from_millis(cluster.config.timings.be_partner_timeout_ms * 5);
+    let until =
+        Instant::now() + Duration::from_millis(cluster.config.timings.be_partner_timeout_ms * 5);
     while Instant::now() < until {
         let m = cluster.status(P2).await;
-        assert_eq!(m["db_role"], "mirror", "an unsynchronized mirror was promoted: {m}");
+        assert_eq!(
+            m["db_role"], "mirror",
+            "an unsynchronized mirror was promoted: {m}"
+        );
         idle(Duration::from_millis(100)).await;
     }
     let w = cluster.status(W).await;

@@ -67,7 +67,9 @@ impl Net {
     pub fn cut(&self, a: &str, b: &str) {
         let mut links = self.links.lock().unwrap();
         for key in [(a, b), (b, a)] {
-            let l = links.entry((key.0.to_string(), key.1.to_string())).or_default();
+            let l = links
+                .entry((key.0.to_string(), key.1.to_string()))
+                .or_default();
             assert!(!l.cut, "link {key:?} cut twice");
             l.cut = true;
             l.generation += 1;
@@ -78,7 +80,9 @@ impl Net {
     pub fn heal(&self, a: &str, b: &str) {
         let mut links = self.links.lock().unwrap();
         for key in [(a, b), (b, a)] {
-            let l = links.entry((key.0.to_string(), key.1.to_string())).or_default();
+            let l = links
+                .entry((key.0.to_string(), key.1.to_string()))
+                .or_default();
             assert!(l.cut, "link {key:?} healed but not cut");
             l.cut = false;
         }
@@ -99,7 +103,9 @@ impl Net {
         let (net, from, to) = (self.clone(), from.to_string(), to.to_string());
         tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 let (net, from, to) = (net.clone(), from.clone(), to.clone());
                 tokio::spawn(async move { net.forward(client, &from, &to).await });
             }
@@ -116,13 +122,29 @@ impl Net {
             return;
         }
         let Some(target) = target else { return };
-        let Ok(server) = TcpStream::connect(target).await else { return };
+        let Ok(server) = TcpStream::connect(target).await else {
+            return;
+        };
         let _ = server.set_nodelay(true);
         let _ = client.set_nodelay(true);
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
-        let up = pump(self.clone(), cr, sw, from.to_string(), to.to_string(), opened.generation);
-        let down = pump(self.clone(), sr, cw, from.to_string(), to.to_string(), opened.generation);
+        let up = pump(
+            self.clone(),
+            cr,
+            sw,
+            from.to_string(),
+            to.to_string(),
+            opened.generation,
+        );
+        let down = pump(
+            self.clone(),
+            sr,
+            cw,
+            from.to_string(),
+            to.to_string(),
+            opened.generation,
+        );
         tokio::join!(up, down);
     }
 }
@@ -271,9 +293,12 @@ impl Cluster {
 
     /// Starts (again) a node that is not running, on its data directory. Undo: [`Cluster::kill`].
     pub async fn restart(&self, node: &str) {
-        let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let listeners = Listeners::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
         let peer = listeners.peer.local_addr().unwrap();
         let admin = listeners.admin.local_addr().unwrap();
         let mut slots = self.slots.lock().unwrap();
@@ -307,7 +332,9 @@ impl Cluster {
             let mut slots = self.slots.lock().unwrap();
             let slot = slots.get_mut(node).expect("a node of the cluster");
             slot.admin = None;
-            slot.task.take().unwrap_or_else(|| panic!("{node} killed twice"))
+            slot.task
+                .take()
+                .unwrap_or_else(|| panic!("{node} killed twice"))
         };
         self.net.set_target(node, None);
         task.abort();
@@ -353,7 +380,9 @@ impl Cluster {
 
     /// `GET /status` of a running node.
     pub async fn status(&self, node: &str) -> Value {
-        let addr = self.admin_address(node).unwrap_or_else(|| panic!("{node} is not running"));
+        let addr = self
+            .admin_address(node)
+            .unwrap_or_else(|| panic!("{node} is not running"));
         let (code, v) = http_json(&addr.to_string(), "GET", "/status", None, None)
             .await
             .unwrap();
@@ -375,14 +404,22 @@ impl Cluster {
     }
 
     /// Waits until `node`'s status satisfies `pred`.
-    pub async fn wait_status(&self, node: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_status(
+        &self,
+        node: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let s = self.status(node).await;
             if pred(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "{node} never became {what}: last status {s}");
+            assert!(
+                Instant::now() < deadline,
+                "{node} never became {what}: last status {s}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -399,7 +436,10 @@ impl Cluster {
     pub fn store_users(&self, node: &str) -> Vec<UserRecord> {
         let slots = self.slots.lock().unwrap();
         let slot = &slots[node];
-        assert!(slot.task.is_none(), "read {node}'s file only while it is down");
+        assert!(
+            slot.task.is_none(),
+            "read {node}'s file only while it is down"
+        );
         let store = poolnode::backend::Store::open(
             &slot.data_dir,
             poolnode::backend::store::DurableRole::Mirror,
@@ -489,9 +529,13 @@ impl PrincipalWatch {
             let mut samples = Vec::new();
             while !s.load(std::sync::atomic::Ordering::SeqCst) {
                 for node in [P1, P2] {
-                    let Some(addr) = c.admin_address(node) else { continue };
+                    let Some(addr) = c.admin_address(node) else {
+                        continue;
+                    };
                     let sent = Instant::now();
-                    if let Ok((200, v)) = http_json(&addr.to_string(), "GET", "/status", None, None).await {
+                    if let Ok((200, v)) =
+                        http_json(&addr.to_string(), "GET", "/status", None, None).await
+                    {
                         samples.push(Sample {
                             node: node.to_string(),
                             sent,
@@ -520,7 +564,10 @@ impl PrincipalWatch {
                 if a.node == b.node {
                     continue;
                 }
-                assert_ne!(a.epoch, b.epoch, "two principals in one epoch: {a:?} and {b:?}");
+                assert_ne!(
+                    a.epoch, b.epoch,
+                    "two principals in one epoch: {a:?} and {b:?}"
+                );
                 if a.epoch < b.epoch {
                     assert!(
                         a.sent < b.received,
