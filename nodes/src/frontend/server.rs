@@ -91,11 +91,17 @@ pub enum Home {
 pub struct Refusal(pub String);
 
 impl Refusal {
-    /// `503 Service Unavailable (<reason>)` with `Retry-After`.
+    /// `503 Service Unavailable (<reason>)` with `Retry-After`, and the reason again in `ms-diagnostics` (where
+    /// Lync puts its own), since many SIP stacks drop reason phrases.
     pub fn response(&self, request: &Request) -> Response {
         let mut response =
             message::response(request, 503, &format!("Service Unavailable ({})", self.0));
         message::push(&mut response.headers, "Retry-After", "5");
+        message::push(
+            &mut response.headers,
+            "ms-diagnostics",
+            format!("1000;reason=\"{}\"", self.0.replace('"', "'")),
+        );
         response
     }
 }

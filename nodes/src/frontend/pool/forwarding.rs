@@ -24,12 +24,23 @@ impl Pool {
         group_of(user, self.slots.len())
     }
 
-    /// The highest configuration epoch known for `group`, here or in an alive peer's report.
-    pub(super) fn known_epoch(&self, group: GroupId) -> u64 {
-        self.route_known(group).0
+    /// The highest configuration epoch of `group` in an alive peer's report (callable with the slot locked).
+    pub(super) fn peers_epoch(&self, group: GroupId) -> u64 {
+        self.peers_route(group).0
     }
 
-    /// The highest-epoch configuration known for `group`: its epoch and its primary's node.
+    /// The highest-epoch configuration of `group` in alive peers' reports: its epoch and its primary's node.
+    pub(super) fn peers_route(&self, group: GroupId) -> (u64, Option<String>) {
+        self.membership
+            .reports()
+            .iter()
+            .filter_map(|r| r.group(group))
+            .map(|g| (g.epoch, Some(g.primary.node.clone())))
+            .max_by_key(|(epoch, _)| *epoch)
+            .unwrap_or((0, None))
+    }
+
+    /// The highest-epoch configuration known for `group`, here or at a peer: its epoch and its primary's node.
     pub(super) fn route_known(&self, group: GroupId) -> (u64, Option<String>) {
         let own = {
             let state = self.slots[group].lock();
@@ -38,14 +49,11 @@ impl Pool {
                 .as_ref()
                 .map(|r| (r.config.epoch, Some(r.config.primary().node.clone())))
         };
-        self.membership
-            .reports()
-            .iter()
-            .filter_map(|r| r.group(group))
-            .map(|g| (g.epoch, Some(g.primary.node.clone())))
-            .chain(own)
-            .max_by_key(|(epoch, _)| *epoch)
-            .unwrap_or((0, None))
+        let peers = self.peers_route(group);
+        match own {
+            Some(own) if own.0 >= peers.0 => own,
+            _ => peers,
+        }
     }
 
     /// Runs `call` at the group's primary (locally when that is this Front End).

@@ -289,38 +289,47 @@ impl Pool {
     /// Starts the pool, joins a started one, or lifts the recovery override, as the running Front Ends allow.
     fn update_formation(&self) {
         let running = self.membership.running();
-        let mut formation = self.formation();
-        if formation.formed {
-            if formation.recovered
-                && quorum::votes(&running, self.settings.backend_vote.vote()).has_quorum()
+        let first_configurations = {
+            let mut formation = self.formation();
+            if formation.formed {
+                if formation.recovered
+                    && quorum::votes(&running, self.settings.backend_vote.vote()).has_quorum()
+                {
+                    formation.recovered = false;
+                }
+                return;
+            }
+            let waited = self.membership.started().elapsed() >= self.settings.failure_timeout;
+            let count = running.iter().filter(|r| **r).count();
+            if let Some(peer) = self.membership.reports().into_iter().find(|r| r.formed) {
+                // A started pool: in its formation, this process holds the first configurations like the others;
+                // a Front End that restarted holds nothing until a rebalance installs its replicas.
+                formation.formed = true;
+                formation.members = peer.formation;
+                formation
+                    .members
+                    .contains(&self.me)
+                    .then(|| formation.members.clone())
+            } else if waited
+                // Wait one failure timeout after start, so every running peer has been heard.
+                && (count >= quorum::startup_running_min(running.len()) || formation.recovered)
             {
-                formation.recovered = false;
+                formation.formed = true;
+                formation.members = self
+                    .membership
+                    .running_names()
+                    .iter()
+                    .filter_map(|n| self.membership.current(n))
+                    .collect();
+                tracing::info!(running = count, "pool started");
+                Some(formation.members.clone())
+            } else {
+                None
             }
-            return;
-        }
-        if let Some(peer) = self.membership.reports().into_iter().find(|r| r.formed) {
-            // A started pool: in its formation, this process holds the first configurations like the others; a
-            // Front End that restarted holds nothing until a rebalance installs its replicas.
-            formation.formed = true;
-            formation.members = peer.formation;
-            if formation.members.contains(&self.me) {
-                self.create_first_configurations(&formation.members);
-            }
-            return;
-        }
-        // Wait one failure timeout after start, so every running peer has been heard.
-        let waited = self.membership.started().elapsed() >= self.settings.failure_timeout;
-        let count = running.iter().filter(|r| **r).count();
-        if waited && (count >= quorum::startup_running_min(running.len()) || formation.recovered) {
-            formation.formed = true;
-            formation.members = self
-                .membership
-                .running_names()
-                .iter()
-                .filter_map(|n| self.membership.current(n))
-                .collect();
-            self.create_first_configurations(&formation.members);
-            tracing::info!(running = count, "pool started");
+        };
+        // Outside the formation lock: status readers take a slot's lock, then the formation's.
+        if let Some(members) = first_configurations {
+            self.create_first_configurations(&members);
         }
     }
 

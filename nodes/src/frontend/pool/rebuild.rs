@@ -64,7 +64,7 @@ impl Pool {
         let state = self.slots[group].lock();
         let replica = state.replica.as_ref()?;
         let config = &replica.config;
-        if self.known_epoch(group) > config.epoch.max(state.promised_epoch) {
+        if self.peers_epoch(group) > config.epoch.max(state.promised_epoch) {
             // Someone holds a newer configuration: wait for it to reach us.
             return None;
         }
@@ -181,7 +181,7 @@ impl Pool {
             let epoch = state
                 .promised_epoch
                 .max(old.epoch)
-                .max(self.known_epoch(group))
+                .max(self.peers_epoch(group))
                 + 1;
             state.promised_epoch = epoch;
             state.promised_to = Some(self.me.clone());

@@ -247,13 +247,20 @@ impl Pool {
         if let Some(reason) = verdict.reason() {
             return Err(Answer::Unavailable { reason });
         }
-        let known = self.known_epoch(group);
+        let (known, newer_primary) = self.peers_route(group);
         let Some(replica) = state
             .replica
             .as_ref()
             .filter(|_| state.acting_primary(&self.me) && known <= state.promised_epoch)
         else {
-            let (epoch, primary) = self.route_known(group);
+            let own = state
+                .replica
+                .as_ref()
+                .map(|r| (r.config.epoch, r.config.primary().node.clone()));
+            let (epoch, primary) = match own {
+                Some((epoch, primary)) if epoch >= known => (epoch, Some(primary)),
+                _ => (known, newer_primary),
+            };
             return Err(Answer::NotPrimary {
                 epoch,
                 primary: primary.filter(|p| *p != self.me.node),

@@ -1,0 +1,56 @@
+//! A routing group below two live replicas refuses its own users and no one else's.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Claim: with two of a group's three replicas dead (the pool keeps quorum: 3 of 5 run), that group's users get
+/// `503` naming the group, and the users of every group that kept two replicas are served. Rebuilds are delayed past
+/// the test, so the refused group cannot heal itself meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
+    let mut pool = TestPool::start_all(5, timings(600_000)).await;
+    pool.settled().await;
+    let target = 0;
+    let home = pool.home(target);
+    let dead = [home[1], home[2]];
+    for d in dead {
+        pool.kill(d).await;
+    }
+    let survivors: Vec<usize> = pool.running();
+    pool.until("the survivors see the two Front Ends dead", |p| {
+        survivors
+            .iter()
+            .all(|i| p.status(*i)["fes_running"].as_array().unwrap().len() == 3)
+    })
+    .await;
+    let entry = survivors[0];
+    let mut client = TcpClient::connect(pool.sip[entry]).await;
+    for group in 0..pool.groups() {
+        let user = pool.user_in(group, 0);
+        let live = pool.home(group).iter().filter(|r| !dead.contains(r)).count();
+        if live < 2 {
+            // Several tries: a refusal must hold, not flicker.
+            for _ in 0..3 {
+                let answer = contacts(&mut client, &user, "add sip:x@pool.test").await;
+                assert_eq!(answer.status_code.code(), 503, "group {group} ({live} live) must refuse {user}");
+                let reason = value(&answer, "ms-diagnostics");
+                assert!(reason.contains("routing group") || reason.contains("is down"), "{reason}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } else {
+            let deadline = tokio::time::Instant::now() + CONVERGE;
+            // Bounded by the deadline: a group whose primary died is served once a secondary is promoted.
+            loop {
+                let answer = contacts(&mut client, &user, "add sip:x@pool.test").await;
+                if answer.status_code.code() == 200 {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "group {group} ({live} live) never served {user}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let status = pool.status(entry);
+    assert_eq!(status["serving"], true, "the pool itself serves: {status}");
+}
