@@ -129,8 +129,10 @@ fn main() {
         registered
     });
     let _ = fe.kill();
+    let _ = fe.wait();
     for t in &mut tunnels {
         let _ = t.kill();
+        let _ = t.wait();
     }
     assert_eq!(registered, users, "every user registered");
 }
