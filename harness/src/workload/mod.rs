@@ -96,7 +96,12 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                 .links
                 .iter()
                 .position(|l| l.from == crate::topology::USERS && l.to == *home)
-                .map(|i| (crate::runtime::cluster::PROXY.to_string(), roles::PROXY_LINK_PORT_BASE + i as u16));
+                .map(|i| {
+                    (
+                        crate::runtime::cluster::PROXY.to_string(),
+                        roles::PROXY_LINK_PORT_BASE + i as u16,
+                    )
+                });
             // Each user writes to and watches its neighbour, so every user is both a sender and a recipient.
             let next = all[(i + 1) % all.len()].clone();
             UserSpec {
