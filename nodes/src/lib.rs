@@ -28,7 +28,9 @@
 //! - [`frontend`]: the Front End role: [`frontend::store`] (the persistent user state, changed only by
 //!   [`frontend::Write`]s), [`frontend::registrar`], [`frontend::presence`], [`frontend::im`],
 //!   [`frontend::contacts`], [`frontend::overload`], [`frontend::users`] (credentials),
-//!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools).
+//!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools),
+//!   [`frontend::pool`] (N Front Ends serving one pool: routing groups with three replicas, epoch-fenced synchronous
+//!   replication, forwarding to the primary, pool quorum, promotion, rebuild and rebalance).
 
 pub mod admin;
 pub mod backend;

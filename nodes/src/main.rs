@@ -78,6 +78,15 @@ enum AdminCommand {
         #[arg(long = "node")]
         nodes: Vec<String>,
     },
+    /// Restart a Front End pool below its start-up count or quorum with the Front Ends running now (Lync's
+    /// QuorumLossRecovery): `POST /admin/quorum-recovery` on each of them.
+    QuorumRecovery {
+        #[arg(long)]
+        pool: String,
+        /// Admin address `host:port` of a Front End (repeatable); default: the pool's nodes from POOLNODE_CLUSTER.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
     /// Set the Director pool every server of an Edge pool relays to.
     EdgeNextHop {
         /// The Edge pool.
@@ -94,9 +103,25 @@ enum AdminCommand {
 
 #[derive(Args)]
 struct FrontendArgs {
-    /// Run one Front End alone with in-memory state (the only mode so far).
+    /// Run one Front End alone with in-memory state. Without it: a Front End of the pool the cluster description
+    /// (POOLNODE_CLUSTER) puts this node in.
     #[arg(long)]
     standalone: bool,
+    /// Pool mode: this node's name (default: POOLNODE_NODE).
+    #[arg(long)]
+    node: Option<String>,
+    /// Pool mode: SIP address, TCP and UDP.
+    #[arg(long, default_value = "0.0.0.0:5060")]
+    sip_listen: SocketAddr,
+    /// Pool mode: peer address (replication, forwarding, heartbeats).
+    #[arg(long, default_value = "0.0.0.0:5070")]
+    peer_listen: SocketAddr,
+    /// Pool mode: HTTP admin API address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+    /// Pool mode: a peer's peer address, overriding the cluster description's (repeatable).
+    #[arg(long = "peer", value_name = "NAME=HOST:PORT")]
+    peers: Vec<String>,
     /// Address for both TCP and UDP.
     #[arg(long, default_value = "127.0.0.1:5060")]
     listen: SocketAddr,
@@ -115,8 +140,31 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => println!("{}", poolnode::version::line()),
+        Command::Frontend(args) if !args.standalone => {
+            init_logging();
+            let peers = args
+                .peers
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(n, a)| (n.to_owned(), a.to_owned()))
+                        .ok_or_else(|| anyhow::anyhow!("--peer takes NAME=HOST:PORT, not `{p}`"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let options = poolnode::frontend::pool::NodeOptions {
+                node: args.node,
+                sip: args.sip_listen,
+                peer: args.peer_listen,
+                admin: args.admin_listen,
+                peers,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(poolnode::frontend::pool::run_node(
+                options,
+                shutdown_signal(),
+            ))?;
+        }
         Command::Frontend(args) => {
-            anyhow::ensure!(args.standalone, "only `poolnode frontend --standalone` exists so far; pool mode comes with replication");
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_env_filter(
@@ -238,6 +286,35 @@ fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 println!("{message}");
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        AdminCommand::QuorumRecovery { pool, nodes } => {
+            let token = std::env::var("POOLNODE_ADMIN_TOKEN")
+                .ok()
+                .or_else(|| cluster.as_ref().map(|c| c.admin_token.clone()))
+                .ok_or_else(|| anyhow::anyhow!("set POOLNODE_ADMIN_TOKEN or POOLNODE_CLUSTER"))?;
+            let mut recovered = 0;
+            for (name, address) in targets(&pool, nodes)? {
+                let answer = runtime.block_on(operator::http_json(
+                    &address,
+                    "POST",
+                    "/admin/quorum-recovery",
+                    Some(&token),
+                    Some(&serde_json::json!({})),
+                ));
+                match answer {
+                    Ok((200, body)) => {
+                        recovered += 1;
+                        println!("{name}: {body}");
+                    }
+                    Ok((code, body)) => println!("{name}: refused ({code}): {body}"),
+                    // A Front End that is down is what the command works around: say so and go on.
+                    Err(error) => println!("{name}: unreachable: {error}"),
+                }
+            }
+            anyhow::ensure!(
+                recovered > 0,
+                "no Front End of {pool} took the quorum recovery"
+            );
         }
         AdminCommand::EdgeNextHop {
             pool,

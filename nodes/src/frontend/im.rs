@@ -113,7 +113,8 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
                         .await
                         .map(|answer| (answer.status_code.code(), reason_of(&answer))),
                     Target::There { node, user } => {
-                        let encoded = String::from_utf8_lossy(&message::encode(forward)).into_owned();
+                        let encoded =
+                            String::from_utf8_lossy(&message::encode(forward)).into_owned();
                         let delivered = match pool {
                             Some(pool) => {
                                 pool.deliver(&node, &user, &contact, encoded, timeout).await

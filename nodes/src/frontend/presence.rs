@@ -83,13 +83,14 @@ impl Presence {
     /// `None` without watchers, so nothing is read for nobody.
     pub fn watchers_of(&self, user: &str) -> Option<impl Fn(&UserView, u64) + Send + 'static> {
         let watchers = self.lock().get(user).cloned().unwrap_or_default();
-        (!watchers.is_empty()).then(move || {
-            move |view: &UserView, now: u64| {
-                for subscription in &watchers {
-                    let notice = subscription.notice(view, now, None);
-                    // Full: the queued notices already lag; the newest state will follow them.
-                    let _ = subscription.queue.try_send(notice);
-                }
+        if watchers.is_empty() {
+            return None;
+        }
+        Some(move |view: &UserView, now: u64| {
+            for subscription in &watchers {
+                let notice = subscription.notice(view, now, None);
+                // Full: the queued notices already lag; the newest state will follow them.
+                let _ = subscription.queue.try_send(notice);
             }
         })
     }

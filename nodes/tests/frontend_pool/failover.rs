@@ -62,12 +62,18 @@ async fn killing_a_primary_mid_stream_loses_no_acknowledged_write() {
     let mut reader = TcpClient::connect(server).await;
     for writer in writers {
         let (user, acked, refused) = writer.await.unwrap();
-        assert!(acked.len() > 10, "{user}: too few writes acknowledged to mean anything");
+        assert!(
+            acked.len() > 10,
+            "{user}: too few writes acknowledged to mean anything"
+        );
         let list = contacts(&mut reader, &user, "list").await;
         assert_eq!(list.status_code.code(), 200, "the group serves again");
         let held: BTreeSet<String> = listed(&list).into_iter().collect();
         let lost: Vec<_> = acked.difference(&held).collect();
-        assert!(lost.is_empty(), "{user} lost acknowledged writes {lost:?} ({refused} refused during the failover)");
+        assert!(
+            lost.is_empty(),
+            "{user} lost acknowledged writes {lost:?} ({refused} refused during the failover)"
+        );
     }
     let primaries = pool.accepting_primaries(group);
     assert_eq!(primaries.len(), 1, "one primary: {primaries:?}");
@@ -86,15 +92,23 @@ async fn a_client_of_a_dead_front_end_registers_elsewhere_and_is_refreshed() {
     assert_eq!(value(&first, "presence-state"), "register-action=\"added\"");
     let mut bob = TcpClient::connect(pool.sip[2]).await;
     assert_eq!(
-        register_as(&mut bob, pool.sip[2], "bob", "127.0.0.1:41001".parse().unwrap())
-            .await
-            .status_code
-            .code(),
+        register_as(
+            &mut bob,
+            pool.sip[2],
+            "bob",
+            "127.0.0.1:41001".parse().unwrap()
+        )
+        .await
+        .status_code
+        .code(),
         200
     );
 
     pool.kill(0).await;
-    assert!(alice.closed().await, "the dead Front End's connection breaks");
+    assert!(
+        alice.closed().await,
+        "the dead Front End's connection breaks"
+    );
     // The client finds the pool again under its name: the next address answers.
     let mut alice = TcpClient::connect(pool.sip[1]).await;
     let deadline = tokio::time::Instant::now() + CONVERGE;
@@ -103,8 +117,15 @@ async fn a_client_of_a_dead_front_end_registers_elsewhere_and_is_refreshed() {
         if answer.status_code.code() == 200 {
             break answer;
         }
-        assert_eq!(answer.status_code.code(), 503, "only a refusal while the group fails over");
-        assert!(tokio::time::Instant::now() < deadline, "alice never registered again");
+        assert_eq!(
+            answer.status_code.code(),
+            503,
+            "only a refusal while the group fails over"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never registered again"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(

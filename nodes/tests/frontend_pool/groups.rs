@@ -28,14 +28,25 @@ async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
     let mut client = TcpClient::connect(pool.sip[entry]).await;
     for group in 0..pool.groups() {
         let user = pool.user_in(group, 0);
-        let live = pool.home(group).iter().filter(|r| !dead.contains(r)).count();
+        let live = pool
+            .home(group)
+            .iter()
+            .filter(|r| !dead.contains(r))
+            .count();
         if live < 2 {
             // Several tries: a refusal must hold, not flicker.
             for _ in 0..3 {
                 let answer = contacts(&mut client, &user, "add sip:x@pool.test").await;
-                assert_eq!(answer.status_code.code(), 503, "group {group} ({live} live) must refuse {user}");
+                assert_eq!(
+                    answer.status_code.code(),
+                    503,
+                    "group {group} ({live} live) must refuse {user}"
+                );
                 let reason = value(&answer, "ms-diagnostics");
-                assert!(reason.contains("routing group") || reason.contains("is down"), "{reason}");
+                assert!(
+                    reason.contains("routing group") || reason.contains("is down"),
+                    "{reason}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         } else {
@@ -46,7 +57,10 @@ async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
                 if answer.status_code.code() == 200 {
                     break;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "group {group} ({live} live) never served {user}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "group {group} ({live} live) never served {user}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

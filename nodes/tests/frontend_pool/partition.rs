@@ -23,7 +23,13 @@ async fn a_partitioned_primary_never_acknowledges_alongside_the_new_one() {
 
     let mut at_old = TcpClient::connect(pool.sip[old]).await;
     let mut at_outside = TcpClient::connect(pool.sip[outside]).await;
-    assert_eq!(contacts(&mut at_old, &user, "add sip:before@pool.test").await.status_code.code(), 200);
+    assert_eq!(
+        contacts(&mut at_old, &user, "add sip:before@pool.test")
+            .await
+            .status_code
+            .code(),
+        200
+    );
     let mut acked: BTreeSet<String> = ["sip:before@pool.test".to_owned()].into();
 
     for s in secondaries {
@@ -47,7 +53,10 @@ async fn a_partitioned_primary_never_acknowledges_alongside_the_new_one() {
             .filter(|(_, g)| g["role"] == "primary" && g["accepting_writes"] == true)
             .map(|(n, _)| *n)
             .collect();
-        assert!(accepting.len() <= 1, "two primaries accept writes: {roles:?}");
+        assert!(
+            accepting.len() <= 1,
+            "two primaries accept writes: {roles:?}"
+        );
         let thinking: Vec<usize> = roles
             .iter()
             .filter(|(_, g)| g["role"] == "primary")
@@ -59,17 +68,28 @@ async fn a_partitioned_primary_never_acknowledges_alongside_the_new_one() {
         let contact = format!("sip:old{i}@pool.test");
         let answer = contacts(&mut at_old, &user, &format!("add {contact}")).await;
         if answer.status_code.code() == 200 {
-            assert!(!new_primary_seen, "the old primary acknowledged a write after the new one accepted");
+            assert!(
+                !new_primary_seen,
+                "the old primary acknowledged a write after the new one accepted"
+            );
             acked.insert(contact);
         }
         let contact = format!("sip:new{i}@pool.test");
-        if contacts(&mut at_outside, &user, &format!("add {contact}")).await.status_code.code() == 200 {
+        if contacts(&mut at_outside, &user, &format!("add {contact}"))
+            .await
+            .status_code
+            .code()
+            == 200
+        {
             acked.insert(contact);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(new_primary_seen, "a secondary was promoted");
-    assert!(both_thought_primary, "the partition made two Front Ends think they are primary");
+    assert!(
+        both_thought_primary,
+        "the partition made two Front Ends think they are primary"
+    );
 
     for s in secondaries {
         pool.faults.heal(&pool.names[old], &pool.names[s]);
@@ -79,5 +99,8 @@ async fn a_partitioned_primary_never_acknowledges_alongside_the_new_one() {
     assert_eq!(list.status_code.code(), 200);
     let held: BTreeSet<String> = listed(&list).into_iter().collect();
     let lost: Vec<_> = acked.difference(&held).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost across the partition: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost across the partition: {lost:?}"
+    );
 }

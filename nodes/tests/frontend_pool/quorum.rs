@@ -44,7 +44,8 @@ async fn check(pool: &TestPool, expected: bool, what: &str) {
         .collect();
     pool.until(&format!("{what}: every node sees {names:?}"), |p| {
         p.running().iter().all(|i| {
-            let seen: Vec<String> = serde_json::from_value(p.status(*i)["fes_running"].clone()).unwrap();
+            let seen: Vec<String> =
+                serde_json::from_value(p.status(*i)["fes_running"].clone()).unwrap();
             seen == names
         })
     })
@@ -60,7 +61,10 @@ async fn check(pool: &TestPool, expected: bool, what: &str) {
             for i in pool.running() {
                 let status = pool.status(i);
                 assert_eq!(status["serving"], false, "{what}: {status}");
-                assert!(status["reason"].is_string(), "{what}: a reason is given: {status}");
+                assert!(
+                    status["reason"].is_string(),
+                    "{what}: a reason is given: {status}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -76,7 +80,10 @@ async fn check(pool: &TestPool, expected: bool, what: &str) {
     );
     if !expected {
         let reason = value(&answer, "ms-diagnostics");
-        assert!(reason.contains("pool "), "{what}: the 503 says why: {reason}");
+        assert!(
+            reason.contains("pool "),
+            "{what}: the 503 says why: {reason}"
+        );
     }
 }
 
@@ -90,7 +97,12 @@ async fn the_pool_serves_exactly_when_the_quorum_table_says() {
         let mut pool = TestPool::new(n, quorum_timings()).await;
         for k in 1..=n {
             pool.start(k - 1).await;
-            check(&pool, k >= STARTUP[n - 2], &format!("N={n}, first start, {k} running")).await;
+            check(
+                &pool,
+                k >= STARTUP[n - 2],
+                &format!("N={n}, first start, {k} running"),
+            )
+            .await;
         }
         for dead in 0..n - 1 {
             pool.kill(dead).await;

@@ -65,13 +65,20 @@ async fn a_returning_front_end_signs_no_one_out() {
     loop {
         let (back, _) = refresh_all(&mut clients).await;
         clients = back;
-        let rebalanced = home_groups
-            .iter()
-            .all(|g| pool.accepting_primaries(*g).iter().map(|(i, _)| *i).collect::<Vec<_>>() == [returning]);
+        let rebalanced = home_groups.iter().all(|g| {
+            pool.accepting_primaries(*g)
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>()
+                == [returning]
+        });
         if rebalanced {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the returning Front End never got its groups back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the returning Front End never got its groups back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     pool.settled().await;

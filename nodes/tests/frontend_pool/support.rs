@@ -217,10 +217,13 @@ impl TestPool {
 
     /// Waits until every running node serves and every group has exactly one accepting primary.
     pub async fn settled(&self) {
-        self.until("the pool serves and every group has one accepting primary", |p| {
-            p.running().iter().all(|i| p.status(*i)["serving"] == true)
-                && (0..p.groups()).all(|g| p.accepting_primaries(g).len() == 1)
-        })
+        self.until(
+            "the pool serves and every group has one accepting primary",
+            |p| {
+                p.running().iter().all(|i| p.status(*i)["serving"] == true)
+                    && (0..p.groups()).all(|g| p.accepting_primaries(g).len() == 1)
+            },
+        )
         .await;
     }
 }

@@ -109,10 +109,7 @@ impl Pool {
                 Answer::NotPrimary { primary, .. } => {
                     hint = primary.filter(|p| *p != target);
                     last = Answer::Unavailable {
-                        reason: format!(
-                            "routing group {} is changing primary",
-                            group_name(group)
-                        ),
+                        reason: format!("routing group {} is changing primary", group_name(group)),
                     };
                 }
                 other => return other,

@@ -18,6 +18,9 @@ mod rebuild;
 pub mod replication;
 pub mod wire;
 
-pub use node::{build, frontend_config, run, serve, Pool, PoolConfig, PoolListeners, PoolSettings};
+pub use node::{
+    build, frontend_config, run, run_node, serve, NodeOptions, Pool, PoolConfig, PoolListeners,
+    PoolSettings,
+};
 pub use quorum::{AssumedVote, BackendVote, Verdict};
 pub use wire::LinkFaults;

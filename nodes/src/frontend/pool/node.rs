@@ -631,12 +631,7 @@ impl Callee for Pool {
                 };
                 return Err(Box::pin(async move {
                     let (code, reason) = frontend
-                        .deliver_local(
-                            &user,
-                            &contact,
-                            &message,
-                            Duration::from_millis(timeout_ms),
-                        )
+                        .deliver_local(&user, &contact, &message, Duration::from_millis(timeout_ms))
                         .await;
                     Answer::Delivered { code, reason }
                 }));
@@ -742,4 +737,53 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), FrontEndError> {
     serve(listeners, build(config), shutdown).await
+}
+
+/// What `poolnode frontend` (cluster mode) was asked.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's name; `POOLNODE_NODE` when `None`.
+    pub node: Option<String>,
+    pub sip: SocketAddr,
+    pub peer: SocketAddr,
+    pub admin: SocketAddr,
+    /// Peer addresses that override the cluster description's (`name`, `host:port`): tests run several nodes on
+    /// one host.
+    pub peers: Vec<(String, String)>,
+}
+
+/// Cluster mode: reads the cluster description from `POOLNODE_CLUSTER`, finds this node's pool, binds, prints the
+/// ready line (`poolnode frontend ready sip=<addr>`) and serves until `shutdown` completes.
+pub async fn run_node(
+    options: NodeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), PoolError> {
+    let cluster = ClusterConfig::from_env()?;
+    let node = match options.node {
+        Some(node) => node,
+        None => std::env::var(crate::cluster::NODE_ENV)
+            .map_err(|_| crate::cluster::ClusterError::UnknownNode(String::new()))?,
+    };
+    let mut settings = PoolSettings::from_cluster(&cluster, &node)?;
+    settings.peer_addresses.extend(options.peers);
+    let config = PoolConfig {
+        frontend: frontend_config(&cluster, &settings.pool),
+        pool: settings,
+    };
+    let listeners = PoolListeners::bind(options.sip, options.peer, Some(options.admin)).await?;
+    let addr = listeners
+        .sip
+        .local_addr()
+        .map_err(|source| PoolError::Bind {
+            what: "sip",
+            addr: options.sip,
+            source,
+        })?;
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", crate::frontend::standalone::ready_line(addr));
+        let _ = stdout.flush();
+    }
+    Ok(run(listeners, config, shutdown).await?)
 }

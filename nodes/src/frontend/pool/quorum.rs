@@ -50,7 +50,7 @@ impl Votes {
 pub fn votes(running: &[bool], backend_vote: bool) -> Votes {
     let voters = voters(running.len());
     let seeds_up = running.iter().take(voters).filter(|r| **r).count();
-    let backend = voters % 2 == 0;
+    let backend = voters.is_multiple_of(2);
     Votes {
         up: seeds_up + usize::from(backend && backend_vote),
         total: voters + usize::from(backend),
@@ -73,9 +73,14 @@ pub fn startup_running_min(pool_size: usize) -> usize {
 pub enum Verdict {
     Serving,
     /// Never started: fewer Front Ends run than the first start needs.
-    NotStarted { running: usize, needed: usize },
+    NotStarted {
+        running: usize,
+        needed: usize,
+    },
     /// Started, then lost quorum.
-    BelowQuorum { votes: Votes },
+    BelowQuorum {
+        votes: Votes,
+    },
 }
 
 impl Verdict {

@@ -122,8 +122,8 @@ impl Pool {
             .find(|d| members.iter().any(|m| &m.node == *d && healthy(m)));
         let me_desired = desired.contains(&self.me.node);
         if let Some(target) = target_primary {
-            let should_move = *target != self.me.node
-                && (!me_desired || desired.first() == Some(target));
+            let should_move =
+                *target != self.me.node && (!me_desired || desired.first() == Some(target));
             if should_move {
                 let index = members.iter().position(|m| &m.node == target)?;
                 let new_primary = members.remove(index);
@@ -214,11 +214,14 @@ impl Pool {
                 break;
             };
             match joined {
-                Ok((member, Ok(Answer::Promised {
-                    config_epoch,
-                    seq,
-                    has_replica,
-                }))) => {
+                Ok((
+                    member,
+                    Ok(Answer::Promised {
+                        config_epoch,
+                        seq,
+                        has_replica,
+                    }),
+                )) => {
                     self.membership.heard(&member.node);
                     if has_replica {
                         promisers.push((member, config_epoch, seq));

@@ -72,9 +72,9 @@ pub struct SlotState {
 impl SlotState {
     /// This Front End is the group's primary at the epoch it promised.
     pub fn acting_primary(&self, me: &Member) -> bool {
-        self.replica.as_ref().is_some_and(|r| {
-            r.config.primary() == me && r.config.epoch == self.promised_epoch
-        })
+        self.replica
+            .as_ref()
+            .is_some_and(|r| r.config.primary() == me && r.config.epoch == self.promised_epoch)
     }
 }
 
@@ -119,7 +119,10 @@ impl Slot {
             if replica.config.primary() != from && primary_healthy {
                 return Answer::Refused {
                     epoch: floor,
-                    reason: format!("primary {} still holds the group", replica.config.primary().node),
+                    reason: format!(
+                        "primary {} still holds the group",
+                        replica.config.primary().node
+                    ),
                 };
             }
         }
@@ -200,9 +203,11 @@ impl Slot {
     ) -> Answer {
         let mut state = self.lock();
         let promised = state.promised_epoch;
-        let Some(replica) = state.replica.as_mut().filter(|r| {
-            r.config.epoch == epoch && promised == epoch && r.config.primary() == from
-        }) else {
+        let Some(replica) = state
+            .replica
+            .as_mut()
+            .filter(|r| r.config.epoch == epoch && promised == epoch && r.config.primary() == from)
+        else {
             return Answer::Refused {
                 epoch: promised,
                 reason: "not a secondary of that epoch's primary".into(),
@@ -226,9 +231,11 @@ impl Slot {
     pub fn resync(&self, epoch: u64, seq: u64, snapshot: &[Write], from: &Member) -> Answer {
         let mut state = self.lock();
         let promised = state.promised_epoch;
-        let Some(replica) = state.replica.as_mut().filter(|r| {
-            r.config.epoch == epoch && promised == epoch && r.config.primary() == from
-        }) else {
+        let Some(replica) = state
+            .replica
+            .as_mut()
+            .filter(|r| r.config.epoch == epoch && promised == epoch && r.config.primary() == from)
+        else {
             return Answer::Refused {
                 epoch: promised,
                 reason: "not a secondary of that epoch's primary".into(),

@@ -106,12 +106,21 @@ pub enum Answer {
         has_replica: bool,
     },
     /// Refused because of a higher epoch (or another reason in `reason`).
-    Refused { epoch: u64, reason: String },
-    Snapshot { seq: u64, writes: Vec<Write> },
+    Refused {
+        epoch: u64,
+        reason: String,
+    },
+    Snapshot {
+        seq: u64,
+        writes: Vec<Write>,
+    },
     Done,
     /// A replicated write arrived out of sequence: the secondary needs a resync.
     Gap,
-    Committed { applied: Vec<Applied>, view: UserView },
+    Committed {
+        applied: Vec<Applied>,
+        view: UserView,
+    },
     Viewed(UserView),
     /// The callee is not the group's acting primary; `primary` is the one it knows of, if any.
     NotPrimary {
@@ -119,17 +128,30 @@ pub enum Answer {
         primary: Option<String>,
     },
     /// The group cannot serve (too few live replicas, no lease, pool below quorum).
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
     /// A relayed request's final status.
-    Delivered { code: u16, reason: String },
+    Delivered {
+        code: u16,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
     /// The first frame of a connection: who dials.
-    Hello { from: String },
-    Call { id: u64, call: Call },
-    Answer { id: u64, answer: Answer },
+    Hello {
+        from: String,
+    },
+    Call {
+        id: u64,
+        call: Call,
+    },
+    Answer {
+        id: u64,
+        answer: Answer,
+    },
 }
 
 fn encode(frame: &Frame) -> Bytes {
@@ -141,10 +163,7 @@ fn encode(frame: &Frame) -> Bytes {
 }
 
 /// Reads one frame; `None` at end of stream or on a malformed frame (the connection is then dropped).
-async fn read_frame(
-    reader: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-) -> Option<Frame> {
+async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Option<Frame> {
     // Bounded: each turn reads more bytes or returns.
     loop {
         if buf.len() >= 4 {
@@ -263,7 +282,11 @@ impl Links {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        if connection.queue.send(encode(&Frame::Call { id, call })).is_err() {
+        if connection
+            .queue
+            .send(encode(&Frame::Call { id, call }))
+            .is_err()
+        {
             self.lock().remove(to);
             return Err(PeerError::Closed {
                 peer: to.to_owned(),
@@ -393,7 +416,12 @@ pub trait Callee: Send + Sync + 'static {
 }
 
 /// Serves one accepted peer connection until it closes, a frame is malformed or the link is cut.
-pub async fn incoming<C: Callee>(stream: TcpStream, me: String, callee: Arc<C>, faults: LinkFaults) {
+pub async fn incoming<C: Callee>(
+    stream: TcpStream,
+    me: String,
+    callee: Arc<C>,
+    faults: LinkFaults,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8 * 1024);
