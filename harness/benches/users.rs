@@ -75,6 +75,8 @@ fn main() {
             contact: Some(names[(i + 1) % users].clone()),
             seed: i as u64,
             via: None,
+            director: None,
+            edges: Vec::new(),
         })
         .collect();
     let settings = Settings {

@@ -378,10 +378,20 @@ impl Cluster {
                     }
                 }
                 // The stream ends when the container exits: it will never be ready.
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                Ok(Some(Err(_))) | Ok(None) => {
                     return Err(RuntimeError::NotReady {
                         node: handle.name.clone(),
-                        waited_s: READY_TIMEOUT.as_secs(),
+                        why: "it exited before printing its ready line".into(),
+                        logs: self.logs(&handle.name, 20).await,
+                    })
+                }
+                Err(_) => {
+                    return Err(RuntimeError::NotReady {
+                        node: handle.name.clone(),
+                        why: format!(
+                            "it did not print its ready line within {} s",
+                            READY_TIMEOUT.as_secs()
+                        ),
                         logs: self.logs(&handle.name, 20).await,
                     })
                 }

@@ -20,10 +20,11 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Images(#[from] crate::images::ImageError),
-    #[error("start node {node}: it did not print its ready line within {waited_s} s; its last log lines:\n{logs}")]
+    #[error("start node {node}: {why}; its last log lines:\n{logs}")]
     NotReady {
         node: String,
-        waited_s: u64,
+        /// "it exited before …" or "it did not … within N s".
+        why: String,
         logs: String,
     },
     #[error("find node or pool `{0}` in this run's topology")]

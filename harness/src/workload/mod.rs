@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::history::Recorder;
 use crate::runtime::roles;
-use crate::topology::Topology;
+use crate::topology::{Role, Topology};
 pub use user::UserSpec;
 
 /// What every user does, and how fast; read from a scenario's `[workload]` table.
@@ -79,19 +79,36 @@ pub enum Stage {
     Stop,
 }
 
-/// The users of a topology, as the harness and the pool both name them.
+/// The users of a topology, as the harness and the pool both name them. Of each `[[users]]` entry, the
+/// first `remote` users are remote (in through the Edge pools only).
 pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
-    let names: Vec<(String, String)> = topology
+    let names: Vec<(String, String, bool)> = topology
         .users
         .iter()
-        .flat_map(|u| (1..=u.count).map(move |n| (roles::user_name(&u.home, n), u.home.clone())))
+        .flat_map(|u| {
+            (1..=u.count)
+                .map(move |n| (roles::user_name(&u.home, n), u.home.clone(), n <= u.remote))
+        })
         .collect();
-    let all: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    let all: Vec<String> = names.iter().map(|(n, _, _)| n.clone()).collect();
+    // Pools of a role, those in `site` first: DNS SRV priorities as a client of that site gets them.
+    let by_site = |role: Role, site: &str| -> Vec<String> {
+        let mut pools: Vec<(bool, String)> = topology
+            .pools
+            .iter()
+            .filter(|p| p.pool.role == role)
+            .map(|p| (p.pool.site != site, p.pool.name.clone()))
+            .collect();
+        pools.sort();
+        pools.into_iter().map(|(_, name)| name).collect()
+    };
     names
         .iter()
         .enumerate()
-        .map(|(i, (name, home))| {
-            let backup = topology.pool(home).and_then(|p| p.pool.pair.clone());
+        .map(|(i, (name, home, remote))| {
+            let pool = topology.pool(home);
+            let site = pool.map(|p| p.pool.site.clone()).unwrap_or_default();
+            let backup = pool.and_then(|p| p.pool.pair.clone());
             let via = topology
                 .links
                 .iter()
@@ -116,6 +133,12 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                 },
                 contact: (all.len() > 1).then_some(next),
                 seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                director: by_site(Role::Director, &site).into_iter().next(),
+                edges: if *remote {
+                    by_site(Role::Edge, &site)
+                } else {
+                    Vec::new()
+                },
                 via,
             }
         })

@@ -176,6 +176,11 @@ impl Message {
 /// The domain users are addressed in.
 pub const DOMAIN: &str = "poolchaos";
 
+/// The Request-URI of a REGISTER that names no particular registrar.
+pub fn domain_uri() -> String {
+    format!("sip:{DOMAIN}")
+}
+
 pub fn aor(user: &str) -> String {
     format!("sip:{user}@{DOMAIN}")
 }

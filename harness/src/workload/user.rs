@@ -39,6 +39,11 @@ pub struct UserSpec {
     pub contact: Option<String>,
     /// Seeds the user's own random draws (which address first, IM targets, timer phases).
     pub seed: u64,
+    /// The Director pool the user asks first for its registrar (`301`: home pool `q=0.7`, backup `q=0.3`).
+    pub director: Option<String>,
+    /// Remote users only: the Edge pools to come in through, by priority (own site's first, as DNS SRV
+    /// gives them). A remote user reaches nothing else.
+    pub edges: Vec<String>,
     /// A link through the fault proxy to the home pool (`toxiproxy:<port>`), when the topology has one:
     /// the user then connects there, and the proxy picks a server of the pool for each connection.
     pub via: Option<(String, u16)>,
@@ -78,6 +83,12 @@ struct Life {
     publish_seq: u64,
     contact_added: bool,
     nc: u32,
+    /// The registrars the Director named (primary, backup), kept across sessions as a client keeps them.
+    registrars: Option<(String, Option<String>)>,
+    /// The last digest challenge, answered on every REGISTER until the server asks again.
+    challenge: Option<Challenge>,
+    /// A remote user whose last REGISTER at the primary registrar failed tries the backup next.
+    use_backup: bool,
 }
 
 /// Runs the user until the stage says stop. Returns only then.
@@ -95,6 +106,9 @@ pub async fn run(
         publish_seq: 0,
         contact_added: false,
         nc: 0,
+        registrars: None,
+        challenge: None,
+        use_backup: false,
     };
     // Spread the start so thousands of users do not register in the same millisecond.
     let spread_ms = life
@@ -105,7 +119,8 @@ pub async fn run(
         if *stage.borrow() == Stage::Stop {
             return;
         }
-        let Some((stream, registrar)) = connect(&spec, tunnel, &settings, &mut life.rng).await
+        let Some((stream, registrar, register_uri)) =
+            connect(&spec, tunnel, &settings, &mut life).await
         else {
             let backoff = life.rng.gen_range(100..400);
             tokio::select! {
@@ -115,7 +130,14 @@ pub async fn run(
             continue;
         };
         match session(
-            &spec, stream, &registrar, &recorder, &settings, &mut life, &mut stage,
+            &spec,
+            stream,
+            &registrar,
+            &register_uri,
+            &recorder,
+            &settings,
+            &mut life,
+            &mut stage,
         )
         .await
         {
@@ -127,31 +149,185 @@ pub async fn run(
     }
 }
 
-/// Finds a server: every address of the home pool in turn, then of the backup registrar.
+/// Finds a registrar and connects to it. Returns the stream, the registrar pool and the REGISTER
+/// Request-URI to use on it.
+///
+/// - A remote user connects to an Edge server (its Edge pools by priority, every address in turn), asks the
+///   Director through it, and registers through the same connection with the Request-URI naming the
+///   registrar (`sip:fe1:5060;transport=tcp`), then the backup registrar if the first refuses.
+/// - A local user asks the Director (when the topology has one) for its registrars, then tries every address
+///   of the primary, then of the backup; without a Director its home pool and the pool's pair.
 async fn connect(
     spec: &UserSpec,
     tunnel: SocketAddr,
     settings: &Settings,
-    rng: &mut ChaCha8Rng,
-) -> Option<(tokio::net::TcpStream, String)> {
+    life: &mut Life,
+) -> Option<(tokio::net::TcpStream, String, String)> {
+    let plain_uri = format!("sip:{}", sip::DOMAIN);
+    if !spec.edges.is_empty() {
+        for edge in &spec.edges {
+            for ip in addresses(tunnel, edge, &mut life.rng).await {
+                let Ok(mut stream) =
+                    tunnel::connect(tunnel, &ip, settings.sip_port, settings.connect_timeout).await
+                else {
+                    continue;
+                };
+                let Some((primary, backup)) = redirect(&mut stream, spec, settings, life).await
+                else {
+                    continue;
+                };
+                life.registrars = Some((primary.clone(), backup.clone()));
+                // The primary first; after a session that could not register there, the backup.
+                let target = match (life.use_backup, backup) {
+                    (true, Some(backup)) => backup,
+                    _ => primary,
+                };
+                let uri = format!("sip:{target}:{};transport=tcp", settings.sip_port);
+                return Some((stream, target, uri));
+            }
+        }
+        return None;
+    }
     if let Some((host, port)) = &spec.via {
         if let Ok(stream) = tunnel::connect(tunnel, host, *port, settings.connect_timeout).await {
-            return Some((stream, spec.home.clone()));
+            return Some((stream, spec.home.clone(), plain_uri));
         }
     }
-    for pool in std::iter::once(&spec.home).chain(spec.backup.iter()) {
-        let mut addresses = tunnel::resolve(tunnel, pool).await.unwrap_or_default();
-        addresses.shuffle(rng);
-        for ip in addresses {
-            let host = ip.to_string();
-            if let Ok(stream) =
-                tunnel::connect(tunnel, &host, settings.sip_port, settings.connect_timeout).await
+    if let (Some(director), None) = (&spec.director, &life.registrars) {
+        'ask: for ip in addresses(tunnel, director, &mut life.rng).await {
+            if let Ok(mut stream) =
+                tunnel::connect(tunnel, &ip, settings.sip_port, settings.connect_timeout).await
             {
-                return Some((stream, pool.clone()));
+                if let Some(found) = redirect(&mut stream, spec, settings, life).await {
+                    life.registrars = Some(found);
+                    break 'ask;
+                }
+            }
+        }
+    }
+    let (primary, backup) = life
+        .registrars
+        .clone()
+        .unwrap_or_else(|| (spec.home.clone(), spec.backup.clone()));
+    let mut order: Vec<String> = std::iter::once(primary).chain(backup).collect();
+    if life.use_backup {
+        order.reverse();
+    }
+    for pool in order {
+        for ip in addresses(tunnel, &pool, &mut life.rng).await {
+            if let Ok(stream) =
+                tunnel::connect(tunnel, &ip, settings.sip_port, settings.connect_timeout).await
+            {
+                return Some((stream, pool, plain_uri));
             }
         }
     }
     None
+}
+
+/// Every address of a name inside the networks, in a random order of the user's own.
+async fn addresses(tunnel: SocketAddr, name: &str, rng: &mut ChaCha8Rng) -> Vec<String> {
+    let mut found = tunnel::resolve(tunnel, name).await.unwrap_or_default();
+    found.shuffle(rng);
+    found.into_iter().map(|ip| ip.to_string()).collect()
+}
+
+/// Asks a Director (directly, or through an Edge server) for the user's registrars: REGISTER, answer the
+/// digest challenge, read the `301`'s Contacts by `q` (primary first). `None` if it does not redirect.
+async fn redirect(
+    stream: &mut tokio::net::TcpStream,
+    spec: &UserSpec,
+    settings: &Settings,
+    life: &mut Life,
+) -> Option<(String, Option<String>)> {
+    let call_id = format!("dir-{}-{}", spec.name, life.rng.gen::<u32>());
+    let from_tag = format!("d{}", life.rng.gen::<u32>());
+    let mut framer = Framer::default();
+    for _attempt in 0..2 {
+        let req = register_request(
+            spec,
+            &sip::domain_uri(),
+            &call_id,
+            &from_tag,
+            life,
+            settings,
+        );
+        let challenge = life.challenge.clone();
+        let req = with_auth(req, &challenge, spec, life);
+        let answer = transact(stream, &mut framer, &req, settings.request_timeout).await?;
+        match answer.status()? {
+            401 | 407 => {
+                let header = answer
+                    .header("WWW-Authenticate")
+                    .or_else(|| answer.header("Proxy-Authenticate"))?;
+                life.challenge = Some(Challenge::parse(header)?);
+            }
+            301 | 302 => return registrars_of(&answer),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The pools a `301` names, by falling `q`: `<sip:fe1:5060;transport=tcp>;q=0.7, <sip:fe2…>;q=0.3`.
+fn registrars_of(answer: &Message) -> Option<(String, Option<String>)> {
+    let contacts: Vec<&str> = answer
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Contact"))
+        .flat_map(|(_, v)| v.split(','))
+        .collect();
+    let mut found: Vec<(f32, String)> = contacts
+        .iter()
+        .filter_map(|c| {
+            let host = c
+                .split("sip:")
+                .nth(1)?
+                .split([':', ';', '>'])
+                .next()?
+                .to_string();
+            let q = c
+                .split(";q=")
+                .nth(1)
+                .and_then(|q| q.trim().trim_end_matches('>').parse().ok())
+                .unwrap_or(1.0);
+            Some((q, host))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut hosts = found.into_iter().map(|(_, h)| h);
+    let primary = hosts.next()?;
+    Some((primary, hosts.next()))
+}
+
+/// Sends one request on a stream that has no session yet and waits for its final answer.
+async fn transact(
+    stream: &mut tokio::net::TcpStream,
+    framer: &mut Framer,
+    req: &Message,
+    timeout: Duration,
+) -> Option<Message> {
+    stream.write_all(&req.to_bytes()).await.ok()?;
+    let cseq = req.cseq();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + timeout;
+    loop {
+        while let Ok(Some(frame)) = framer.next_frame() {
+            if let Frame::Message(m) = frame {
+                if m.status().is_some_and(|s| s >= 200) && m.cseq() == cseq {
+                    return Some(m);
+                }
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        framer.push(&buf[..n]);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,6 +335,7 @@ async fn session(
     spec: &UserSpec,
     stream: tokio::net::TcpStream,
     registrar: &str,
+    register_uri: &str,
     recorder: &Recorder,
     settings: &Settings,
     life: &mut Life,
@@ -167,7 +344,6 @@ async fn session(
     let (mut read, mut write) = stream.into_split();
     let mut framer = Framer::default();
     let mut outstanding: HashMap<u32, Outstanding> = HashMap::new();
-    let mut challenge: Option<Challenge> = None;
     let mut registered = false;
     let mut last_rx = Instant::now();
     let reg_call_id = format!("reg-{}", spec.name);
@@ -186,7 +362,9 @@ async fn session(
     let Ok(pending) = recorder.invoke(&spec.name, op) else {
         return End::Lost("history unavailable".into());
     };
-    let register = register_request(spec, &reg_call_id, &from_tag, life, settings);
+    let register = register_request(spec, register_uri, &reg_call_id, &from_tag, life, settings);
+    let challenge = life.challenge.clone();
+    let register = with_auth(register, &challenge, spec, life);
     if send(&mut write, &register).await.is_err() {
         let _ = pending.fail("connection closed before REGISTER");
         return End::Lost("connection closed".into());
@@ -251,7 +429,7 @@ async fn session(
                     };
                     let Frame::Message(msg) = frame else { continue };
                     if msg.status().is_some() {
-                        let action = on_response(spec, msg, &mut outstanding, &mut challenge, &mut write, life, recorder, settings).await;
+                        let action = on_response(spec, msg, &mut outstanding, &mut write, life, recorder, settings).await;
                         match action {
                             Ok(Some(Event::Registered)) => {
                                 registered = true;
@@ -274,10 +452,12 @@ async fn session(
                 let now = Instant::now();
                 if now >= next_refresh {
                     next_refresh = now + Duration::from_secs(3600);
-                    let req = register_request(spec, &reg_call_id, &from_tag, life, settings);
+                    let req =
+                        register_request(spec, register_uri, &reg_call_id, &from_tag, life, settings);
+                    let challenge = life.challenge.clone();
                     let req = with_auth(req, &challenge, spec, life);
                     let op = Op::Refresh { action: None, resiliency: false };
-                    if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Refresh, op, req, challenge.is_some()).await {
+                    if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Refresh, op, req, false).await {
                         return End::Lost(e);
                     }
                 }
@@ -340,7 +520,6 @@ async fn on_response(
     spec: &UserSpec,
     msg: Message,
     outstanding: &mut HashMap<u32, Outstanding>,
-    challenge: &mut Option<Challenge>,
     write: &mut OwnedWriteHalf,
     life: &mut Life,
     recorder: &Recorder,
@@ -361,11 +540,12 @@ async fn on_response(
             .header("WWW-Authenticate")
             .or_else(|| msg.header("Proxy-Authenticate"));
         if let Some(c) = header.and_then(Challenge::parse) {
-            *challenge = Some(c);
+            life.challenge = Some(c);
             life.cseq += 1;
             let mut again = o.request.clone();
             set_cseq(&mut again, life.cseq);
-            let again = with_auth(again, challenge, spec, life);
+            let challenge = life.challenge.clone();
+            let again = with_auth(again, &challenge, spec, life);
             send(write, &again).await.map_err(|e| e.to_string())?;
             o.request = again;
             o.authorized = true;
@@ -398,6 +578,10 @@ async fn on_response(
             }))
         }
         Kind::Register | Kind::Refresh => {
+            if matches!(o.kind, Kind::Register) {
+                // This registrar would not take us: the next attempt goes to the other one.
+                life.use_backup = !life.use_backup;
+            }
             let _ = o.pending.fail(reason.clone());
             Ok(Some(Event::Lost(format!("REGISTER refused: {reason}"))))
         }
@@ -679,6 +863,7 @@ fn new_request(
 
 fn register_request(
     spec: &UserSpec,
+    uri: &str,
     call_id: &str,
     from_tag: &str,
     life: &mut Life,
@@ -686,10 +871,9 @@ fn register_request(
 ) -> Message {
     life.cseq += 1;
     let me = sip::aor(&spec.name);
-    let uri = format!("sip:{}", sip::DOMAIN);
     let mut req = sip::request(
         "REGISTER",
-        &uri,
+        uri,
         &spec.name,
         &me,
         call_id,
