@@ -75,6 +75,21 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// The nightly chaos run: the randomized mix over the paired topology, with as many faults as fit in
+    /// `--duration`; the same exit codes and replay line as `run`.
+    Nightly {
+        /// How long the fault schedule runs (`90s`, `30m`, `2h`).
+        #[arg(long, default_value = "10m")]
+        duration: String,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The report directory (default `reports/nightly-<seed>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The scenario to stretch (default `suites/scenarios/random-mix.toml`).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
     /// Print the version and exit.
     Version,
 }
@@ -259,26 +274,52 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
             seed,
             out,
             nightly,
-        } => run_scenario(&scenario, seed, out, nightly).await,
+        } => run_scenario(&scenario, seed, out, nightly, None).await,
+        Command::Nightly {
+            duration,
+            seed,
+            out,
+            scenario,
+        } => {
+            let scenario = scenario.unwrap_or_else(|| {
+                images::workspace_root().join("suites/scenarios/random-mix.toml")
+            });
+            let length = poolchaos::report::bounds::parse_duration_ms(&duration)
+                .map_err(|e| anyhow::anyhow!("read --duration: {e}"))?
+                as u64;
+            let out =
+                out.or_else(|| seed.map(|s| PathBuf::from("reports").join(format!("nightly-{s}"))));
+            run_scenario(&scenario, seed, out, true, Some((length, duration))).await
+        }
         Command::Images | Command::Version | Command::Report { .. } => {
             unreachable!("handled without a runtime")
         }
     }
 }
 
+/// Runs a scenario; with `stretch = (length_ms, as_written)` its random schedule is stretched to fill that
+/// long (the nightly run).
 async fn run_scenario(
     path: &Path,
     seed: Option<u64>,
     out: Option<PathBuf>,
     nightly: bool,
+    stretch: Option<(u64, String)>,
 ) -> anyhow::Result<i32> {
     let seed = seed.unwrap_or_else(rand::random);
     println!("seed={seed}");
-    let scenario = poolchaos::scenario::Scenario::load(path)?;
+    let mut scenario = poolchaos::scenario::Scenario::load(path)?;
+    let mut replay = poolchaos::runner::replay_command(path, seed);
+    if let Some((length_ms, written)) = &stretch {
+        scenario.stretch_to(*length_ms)?;
+        replay = format!(
+            "cargo run --release -p poolchaos -- nightly --scenario {} --duration {written} --seed {seed}",
+            path.display()
+        );
+    }
     let out =
         out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{seed}", scenario.name())));
     let opts = poolchaos::runner::RunOptions { seed, out, nightly };
-    let replay = poolchaos::runner::replay_command(path, seed);
     match poolchaos::runner::run(&scenario, &opts).await {
         Ok(outcome) => {
             println!("verdict: {}", outcome.verdict.name());

@@ -195,6 +195,27 @@ impl Scenario {
         })
     }
 
+    /// Draws as many random faults as fit in `length_ms` (the nightly run's `--duration`), keeping the
+    /// scenario's own fault lengths and gaps.
+    pub fn stretch_to(&mut self, length_ms: u64) -> Result<(), FileError> {
+        let at = |expected: &str| FileError {
+            file: self.path.clone(),
+            line: 0,
+            field: "schedule.random".into(),
+            expected: expected.into(),
+        };
+        let random = self
+            .file
+            .schedule
+            .random
+            .as_mut()
+            .ok_or_else(|| at("a [schedule.random] table to stretch over the duration"))?;
+        let mean_ms =
+            (random.for_ms[0] + random.for_ms[1] + random.gap_ms[0] + random.gap_ms[1]) / 2;
+        random.count = (length_ms / mean_ms.max(1)).max(1) as usize;
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.file.name
     }

@@ -210,7 +210,7 @@ impl Bound {
 }
 
 /// `"2s"`, `"150ms"`, `"500us"`, `"1.5m"`, `"1h"` → ms.
-fn parse_duration_ms(text: &str) -> Result<f64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<f64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
