@@ -577,8 +577,11 @@ impl Backend {
                 ),
             };
         }
-        self.persist_mirror(mine + 1).await;
-        tracing::warn!(node = %self.name, epoch = mine + 1, "principal handed over to {from}");
+        // Mirror in the same epoch: the new principal raises it when it promotes itself, and this node learns
+        // the new epoch from its first heartbeat. (Raising it here would make the mirror adopt the raised epoch
+        // as a mirror before it promotes itself.)
+        self.persist_mirror(mine).await;
+        tracing::warn!(node = %self.name, epoch = mine, "principal handed over to {from}");
         Response::HandedOver {
             lsn: last.0,
             entry_epoch: last.1,
@@ -611,17 +614,17 @@ impl Backend {
         match handover {
             Ok(Response::HandedOver { lsn, entry_epoch }) => {
                 let _apply = self.commit_lock.lock().await;
-                let (mine, my_epoch) = {
+                let (mine, my_epoch, role, new_epoch) = {
                     let s = self.lock_state();
-                    (s.last_lsn, s.last_entry_epoch)
+                    (s.last_lsn, s.last_entry_epoch, s.role, s.epoch + 1)
                 };
-                if (mine, my_epoch) != (lsn, entry_epoch) {
-                    return Err(format!("the principal handed over at lsn {lsn} but this mirror holds {mine}: not promoting"));
+                if (mine, my_epoch) != (lsn, entry_epoch) || role != DurableRole::Mirror {
+                    return Err(format!("the principal handed over at lsn {lsn} but this mirror holds {mine} ({role:?}): not promoting"));
                 }
-                self.promote_locked(epoch + 1, Instant::now()).await?;
+                self.promote_locked(new_epoch, Instant::now()).await?;
                 return Ok(json!({
                     "new_principal": self.name,
-                    "epoch": epoch + 1,
+                    "epoch": new_epoch,
                     "planned": true,
                     "forced": false,
                     "commits_possibly_lost": 0,
@@ -665,11 +668,15 @@ impl Backend {
             self.request_promotion(force || !in_sync).await?
         } else {
             let _apply = self.commit_lock.lock().await;
-            if self.lock_state().role != DurableRole::Mirror {
+            let (role, new_epoch) = {
+                let s = self.lock_state();
+                (s.role, s.epoch + 1)
+            };
+            if role != DurableRole::Mirror {
                 return Err("this node changed role meanwhile".into());
             }
-            self.promote_locked(epoch + 1, Instant::now()).await?;
-            epoch + 1
+            self.promote_locked(new_epoch, Instant::now()).await?;
+            new_epoch
         };
         let message = if in_sync {
             "the principal is unreachable; the mirror was synchronized when it last heard it: nothing acknowledged is known to be lost (unless the principal ran exposed since)".to_string()

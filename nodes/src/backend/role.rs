@@ -224,12 +224,15 @@ impl RoleState {
             .is_some_and(|t| now.duration_since(t) < self.settings.partner_timeout)
     }
 
-    /// A heartbeat answer (or request) from the partner. Returns `Some(epoch)` when this node must step down
-    /// to mirror at that epoch (the caller persists it).
+    /// A heartbeat answer (or request) from the partner. `answer_to` is the send time of this node's own
+    /// request when `view` answers it, `None` when the partner's request carried it: only an answer renews a
+    /// principal's lease, since only then did the partner hear this node at or after that time (with a one-way
+    /// partition the partner's requests still arrive while it no longer hears this node, and may promote).
+    /// Returns `Some(epoch)` when this node must step down to mirror at that epoch (the caller persists it).
     pub fn on_partner_view(
         &mut self,
         view: &NodeView,
-        sent_at: Instant,
+        answer_to: Option<Instant>,
         now: Instant,
     ) -> Option<u64> {
         self.partner_heard_at = Some(now);
@@ -240,11 +243,15 @@ impl RoleState {
         }
         match (self.role, view.role) {
             (DurableRole::Principal, DurableRole::Mirror) => {
-                self.renew_lease(sent_at);
+                if let Some(sent_at) = answer_to {
+                    self.renew_lease(sent_at);
+                }
             }
             (DurableRole::Principal, DurableRole::Principal) if view.epoch < self.epoch => {
                 // A stale principal: it steps down when it reads this node's answer.
-                self.renew_lease(sent_at);
+                if let Some(sent_at) = answer_to {
+                    self.renew_lease(sent_at);
+                }
             }
             (DurableRole::Mirror, DurableRole::Principal) if view.epoch == self.epoch => {
                 self.synchronized_as_mirror = view.synchronized;
@@ -364,7 +371,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RoleState::new("be-1", settings(true), meta(DurableRole::Principal), t0);
         assert!(!s.serving(t0), "no quorum heard yet");
-        s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), t0, t0);
+        s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), Some(t0), t0);
         assert!(s.serving(t0 + s.settings.lease / 2));
         assert!(
             !s.serving(t0 + s.settings.lease),
@@ -377,12 +384,29 @@ mod tests {
     }
 
     #[test]
+    fn a_principal_renews_its_lease_only_on_answers_to_its_own_heartbeats() {
+        let t0 = Instant::now();
+        let mut s = RoleState::new("be-1", settings(true), meta(DurableRole::Principal), t0);
+        s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), None, t0);
+        assert!(
+            !s.serving(t0),
+            "a request from the mirror proves nothing about what the mirror hears"
+        );
+        s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), Some(t0), t0);
+        assert!(s.serving(t0));
+    }
+
+    #[test]
     fn a_principal_hearing_a_higher_epoch_steps_down_at_once() {
         let t0 = Instant::now();
         let mut s = RoleState::new("be-1", settings(true), meta(DurableRole::Principal), t0);
-        s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), t0, t0);
+        s.on_partner_view(&view("be-2", DurableRole::Mirror, 1, false), Some(t0), t0);
         assert_eq!(
-            s.on_partner_view(&view("be-2", DurableRole::Principal, 2, false), t0, t0),
+            s.on_partner_view(
+                &view("be-2", DurableRole::Principal, 2, false),
+                Some(t0),
+                t0
+            ),
             Some(2)
         );
         assert_eq!(
@@ -395,7 +419,7 @@ mod tests {
     fn a_mirror_asks_for_promotion_only_when_synchronized_silent_and_near_the_witness() {
         let t0 = Instant::now();
         let mut s = RoleState::new("be-2", settings(true), meta(DurableRole::Mirror), t0);
-        s.on_partner_view(&view("be-1", DurableRole::Principal, 1, true), t0, t0);
+        s.on_partner_view(&view("be-1", DurableRole::Principal, 1, true), Some(t0), t0);
         let later = t0 + s.settings.partner_timeout;
         assert!(!s.should_request_promotion(later), "witness not heard");
         s.on_witness_view(
@@ -430,7 +454,7 @@ mod tests {
     fn without_a_witness_a_mirror_never_asks_for_promotion() {
         let t0 = Instant::now();
         let mut s = RoleState::new("be-2", settings(false), meta(DurableRole::Mirror), t0);
-        s.on_partner_view(&view("be-1", DurableRole::Principal, 1, true), t0, t0);
+        s.on_partner_view(&view("be-1", DurableRole::Principal, 1, true), Some(t0), t0);
         assert!(!s.should_request_promotion(t0 + s.settings.partner_timeout * 100));
     }
 

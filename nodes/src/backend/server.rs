@@ -207,7 +207,7 @@ impl Backend {
         match request {
             Request::Ping(view) => {
                 let now = Instant::now();
-                let step_down = self.lock_state().on_partner_view(&view, now, now);
+                let step_down = self.lock_state().on_partner_view(&view, None, now);
                 if let Some(epoch) = step_down {
                     self.persist_mirror(epoch).await;
                 }
@@ -403,7 +403,7 @@ impl Backend {
         let mut step_down = None;
         match partner {
             Ok(Response::Pong(v)) => {
-                step_down = self.lock_state().on_partner_view(&v, now, answered);
+                step_down = self.lock_state().on_partner_view(&v, Some(now), answered);
             }
             Ok(other) => {
                 tracing::debug!(node = %self.name, "partner answered a ping with {other:?}")
