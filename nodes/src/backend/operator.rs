@@ -105,38 +105,41 @@ pub async fn db_status(targets: &[(String, String)]) -> Vec<Value> {
 
 /// The status table an operator reads.
 pub fn render_status(pool: &str, statuses: &[Value]) -> String {
+    // JSON values ignore width in `Display`: render each cell to a string first.
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
     let mut out = format!("Back End pool {pool}\n");
     out.push_str(&format!(
         "{:<20} {:<10} {:>6} {:<8} {:<13} {:<8} {:>12}\n",
         "node", "db_role", "epoch", "serving", "synchronized", "exposed", "lag_commits"
     ));
     for s in statuses {
-        let node = s["node"].as_str().unwrap_or("?");
+        let node = cell(&s["node"]);
         if let Some(err) = s.get("error") {
-            out.push_str(&format!(
-                "{node:<20} unreachable: {}\n",
-                err.as_str().unwrap_or("?")
-            ));
+            out.push_str(&format!("{node:<20} unreachable: {}\n", cell(err)));
             continue;
         }
         if s["role"] == "witness" {
             out.push_str(&format!(
                 "{node:<20} {:<10} {:>6} principal={} mirror_synchronized={}\n",
                 "witness",
-                s["epoch"],
-                s["principal"].as_str().unwrap_or("-"),
-                s["mirror_synchronized"]
+                cell(&s["epoch"]),
+                cell(&s["principal"]),
+                cell(&s["mirror_synchronized"])
             ));
             continue;
         }
         out.push_str(&format!(
             "{node:<20} {:<10} {:>6} {:<8} {:<13} {:<8} {:>12}\n",
-            s["db_role"].as_str().unwrap_or("?"),
-            s["epoch"],
-            s["serving"],
-            s["synchronized"],
-            s["exposed"],
-            s["lag_commits"]
+            cell(&s["db_role"]),
+            cell(&s["epoch"]),
+            cell(&s["serving"]),
+            cell(&s["synchronized"]),
+            cell(&s["exposed"]),
+            cell(&s["lag_commits"])
         ));
     }
     out
