@@ -157,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                 peer: args.peer_listen,
                 admin: args.admin_listen,
                 peers,
+                open: args.open,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(poolnode::frontend::pool::run_node(

@@ -750,6 +750,8 @@ pub struct NodeOptions {
     /// Peer addresses that override the cluster description's (`name`, `host:port`): tests run several nodes on
     /// one host.
     pub peers: Vec<(String, String)>,
+    /// No authentication: any user may register (SIP tools and benchmarks).
+    pub open: bool,
 }
 
 /// Cluster mode: reads the cluster description from `POOLNODE_CLUSTER`, finds this node's pool, binds, prints the
@@ -766,8 +768,12 @@ pub async fn run_node(
     };
     let mut settings = PoolSettings::from_cluster(&cluster, &node)?;
     settings.peer_addresses.extend(options.peers);
+    let mut frontend = frontend_config(&cluster, &settings.pool);
+    if options.open {
+        frontend.credentials = Credentials::open();
+    }
     let config = PoolConfig {
-        frontend: frontend_config(&cluster, &settings.pool),
+        frontend,
         pool: settings,
     };
     let listeners = PoolListeners::bind(options.sip, options.peer, Some(options.admin)).await?;
