@@ -644,14 +644,21 @@ impl Backend {
             _ => {}
         }
         // The principal did not answer.
-        let (silent_ms, synchronized, my_lsn, principal_lsn) = {
+        let (silent_ms, synchronized, my_lsn, principal_lsn, ever_heard) = {
             let s = self.lock_state();
             (
                 s.partner_silent_for(Instant::now()).as_millis() as u64,
                 s.synchronized_as_mirror,
                 s.last_lsn,
                 s.principal_lsn_known,
+                s.partner_heard_at.is_some(),
             )
+        };
+        // What may be lost, as far as this mirror knows.
+        let known = if ever_heard {
+            format!("the principal was at lsn {principal_lsn} when last heard {silent_ms} ms ago")
+        } else {
+            "the principal has not been heard since this mirror started, so how far ahead it is is unknown".to_string()
         };
         let timeout_ms = self.settings.partner_timeout.as_millis() as u64;
         if silent_ms < timeout_ms {
@@ -661,7 +668,7 @@ impl Backend {
         let in_sync = synchronized && missing == 0;
         if !in_sync && !force {
             return Err(format!(
-                "the mirror is not synchronized: it holds lsn {my_lsn}, the principal was at lsn {principal_lsn} when last heard {silent_ms} ms ago, so at least {missing} commits would be lost (and any made since); repeat with --force to accept that"
+                "the mirror is not synchronized: it holds lsn {my_lsn}; {known}: at least {missing} commits would be lost, and any the principal made since; repeat with --force to accept that"
             ));
         }
         let new_epoch = if self.witness_ctl.is_some() {
@@ -681,7 +688,7 @@ impl Backend {
         let message = if in_sync {
             "the principal is unreachable; the mirror was synchronized when it last heard it: nothing acknowledged is known to be lost (unless the principal ran exposed since)".to_string()
         } else {
-            format!("forced failover from an unsynchronized mirror: at least {missing} commits (lsn {} to {principal_lsn}) known to the principal are lost, and any it acknowledged after it was last heard; the old principal discards them when it rejoins as mirror", my_lsn + 1)
+            format!("forced failover from an unsynchronized mirror at lsn {my_lsn}; {known}: at least {missing} commits are lost, and any the principal acknowledged after that; the old principal discards them when it rejoins as mirror")
         };
         tracing::warn!(node = %self.name, new_epoch, missing, "operator failover: {message}");
         Ok(json!({
