@@ -58,16 +58,10 @@ pub fn node(node: &NodeSpec) -> Launch {
     } else {
         Vec::new()
     };
-    let standalone = node.role == NodeRole::Pool(Role::Frontend);
+    // Every role finds itself in the cluster description by POOLNODE_NODE; `--node` says it on the command
+    // line too where the role takes it, so `docker ps` shows which node a container is.
     let cmd: Vec<String> = match node.role {
-        // Until the Front End pool lands, each Front End runs alone with open registration.
-        NodeRole::Pool(Role::Frontend) => vec![
-            "frontend".into(),
-            "--standalone".into(),
-            "--open".into(),
-            "--listen".into(),
-            format!("0.0.0.0:{SIP_PORT}"),
-        ],
+        NodeRole::Pool(Role::Backend) | NodeRole::Witness => vec![role.to_string()],
         _ => vec![role.to_string(), "--node".into(), node.name.clone()],
     };
     Launch {
@@ -75,7 +69,7 @@ pub fn node(node: &NodeSpec) -> Launch {
         cmd,
         ports,
         ready_prefix: format!("poolnode {role} ready"),
-        has_admin: !standalone,
+        has_admin: true,
     }
 }
 
