@@ -95,6 +95,14 @@ async fn a_partitioned_primary_never_acknowledges_alongside_the_new_one() {
         pool.faults.heal(&pool.names[old], &pool.names[s]);
     }
     pool.settled().await;
+    pool.until(
+        "the old primary holds the current configuration again",
+        |p| {
+            let current = p.accepting_primaries(group)[0].1;
+            p.status(old)["groups"][group]["epoch"].as_u64() == Some(current)
+        },
+    )
+    .await;
     let list = contacts(&mut at_outside, &user, "list").await;
     assert_eq!(list.status_code.code(), 200);
     let held: BTreeSet<String> = listed(&list).into_iter().collect();

@@ -3,6 +3,7 @@
 //! - **Promotion**: the primary is dead (or restarted, or no longer holds the group): its first healthy secondary
 //!   becomes primary at once, keeping the lost member listed so the configuration still needs two promises.
 //! - **Rebuild**: a member lost for `rebuild_delay` is replaced by the next live Front End of the group's ring.
+//! - **Catch-up**: a member that runs but missed the current configuration (a healed partition) is installed again.
 //! - **Rebalance**: a Front End back in the group's desired placement replaces the member that is not (at once, a
 //!   restarted member holds nothing), and the desired primary gets the primary role back. The state moves
 //!   with the role, so no binding is lost and nobody is signed out.
@@ -142,6 +143,11 @@ impl Pool {
                 && self.membership.alive_for(&member.node, stable);
             let lost_long = lost_for(&member).is_some_and(|d| d >= self.settings.rebuild_delay);
             let misplaced = healthy(&member) && !desired.contains(&member.node);
+            // Live, the same process, yet not on this epoch (it was cut off, say): install it again.
+            let lagging = self.membership.live(&member) && !healthy(&member);
+            if lagging {
+                return Some(members);
+            }
             if restarted {
                 members[index] = self.membership.current(&member.node)?;
                 return Some(members);
