@@ -12,5 +12,6 @@ mod support;
 mod failover;
 mod groups;
 mod partition;
+mod presence;
 mod quorum;
 mod rejoin;
