@@ -49,6 +49,9 @@ pub struct Settings {
     /// Users start spread over this long.
     #[serde(with = "ms")]
     pub start_spread: Duration,
+    /// After a lost registration or a failed connect, a user waits between half this and this.
+    #[serde(with = "ms")]
+    pub retry_backoff: Duration,
     /// The SIP port of the pools.
     #[serde(skip)]
     pub sip_port: u16,
@@ -66,6 +69,7 @@ impl Default for Settings {
             im_interval: Some(Duration::from_secs(2)),
             publish_interval: None,
             start_spread: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(400),
             sip_port: roles::SIP_PORT,
         }
     }

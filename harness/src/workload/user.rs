@@ -122,7 +122,10 @@ pub async fn run(
         let Some((stream, registrar, register_uri)) =
             connect(&spec, tunnel, &settings, &mut life).await
         else {
-            let backoff = life.rng.gen_range(100..400);
+            let backoff = life.rng.gen_range(
+                settings.retry_backoff.as_millis() as u64 / 2
+                    ..=settings.retry_backoff.as_millis() as u64,
+            );
             tokio::select! {
                 _ = sleep(Duration::from_millis(backoff)) => {}
                 _ = stage.changed() => {}
@@ -144,6 +147,15 @@ pub async fn run(
             End::Finished => return,
             End::Lost(reason) => {
                 let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
+                // A client does not hammer a pool that just refused or dropped it.
+                let backoff = life.rng.gen_range(
+                    settings.retry_backoff.as_millis() as u64 / 2
+                        ..=settings.retry_backoff.as_millis() as u64,
+                );
+                tokio::select! {
+                    _ = sleep(Duration::from_millis(backoff)) => {}
+                    _ = stage.changed() => {}
+                }
             }
         }
     }
@@ -553,6 +565,27 @@ async fn on_response(
             outstanding.insert(life.cseq, o);
             return Ok(None);
         }
+    }
+    // Credentials answering another server's challenge (a nonce of another pool) may be refused outright:
+    // forget the challenge and ask again without them, once.
+    let sent_credentials = o.request.header("Authorization").is_some();
+    if status == 403
+        && !o.authorized
+        && sent_credentials
+        && matches!(o.kind, Kind::Register | Kind::Refresh)
+    {
+        life.challenge = None;
+        life.cseq += 1;
+        let mut again = o.request.clone();
+        again
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Authorization"));
+        set_cseq(&mut again, life.cseq);
+        send(write, &again).await.map_err(|e| e.to_string())?;
+        o.request = again;
+        o.deadline = Instant::now() + settings.request_timeout;
+        outstanding.insert(life.cseq, o);
+        return Ok(None);
     }
     let reason = msg.start.trim_start_matches("SIP/2.0 ").to_string();
     let ok = (200..300).contains(&status);
