@@ -132,3 +132,105 @@ pub fn views(topology: &Topology, status: &Value) -> Vec<View> {
         _ => Vec::new(),
     }
 }
+
+/// Resolves a role-based target against the nodes' own views, at the moment of asking:
+/// `primary-of:<pool>/<group>` (the Front End primary of a routing group), `principal-of:<pool>` and
+/// `mirror-of:<pool>` (Back End). Any other target is returned as it is.
+pub async fn resolve_target(
+    tunnel_addr: SocketAddr,
+    topology: &Topology,
+    target: &str,
+) -> Result<String, String> {
+    let (want, rest) = match target.split_once(':') {
+        Some((w @ ("primary-of" | "principal-of" | "mirror-of"), rest)) => (w, rest),
+        _ => return Ok(target.to_string()),
+    };
+    let (pool, group) = rest.split_once('/').unwrap_or((rest, ""));
+    let pool_spec = topology
+        .pool(pool)
+        .ok_or_else(|| format!("resolve `{target}`: no pool `{pool}`"))?;
+    for node in &pool_spec.nodes {
+        let Ok(status) = ask(tunnel_addr, &node.name).await else {
+            continue;
+        };
+        for view in views(topology, &status) {
+            let found = match (&view, want) {
+                (
+                    View::GroupRole {
+                        group: g,
+                        role: GroupRole::Primary,
+                        accepting_writes: true,
+                        ..
+                    },
+                    "primary-of",
+                ) => g == group,
+                (
+                    View::BeRole {
+                        role: BeRole::Principal,
+                        accepting_writes: true,
+                        ..
+                    },
+                    "principal-of",
+                ) => true,
+                (
+                    View::BeRole {
+                        role: BeRole::Mirror,
+                        ..
+                    },
+                    "mirror-of",
+                ) => true,
+                _ => false,
+            };
+            if found {
+                return Ok(node.name.clone());
+            }
+        }
+    }
+    Err(format!("resolve `{target}`: no node of `{pool}` says so now"))
+}
+
+/// Sends an operator command to a node's admin API with the run's token; the JSON answer, or why not.
+pub async fn operator(
+    tunnel_addr: SocketAddr,
+    node: &str,
+    token: &str,
+    command: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tunnel::connect(tunnel_addr, node, roles::ADMIN_PORT, Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = body.to_string();
+    let head = format!(
+        "POST /admin/{command} HTTP/1.1\r\nHost: {node}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let exchange = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| format!("{command} on {node}: no answer in 30 s"))?
+        .map_err(|e| format!("{command} on {node}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    if status == 200 {
+        Ok(json)
+    } else {
+        Err(format!("{command} on {node}: status {status}, {json}"))
+    }
+}

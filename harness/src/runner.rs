@@ -62,6 +62,41 @@ pub enum RunError {
     Out(PathBuf, std::io::Error),
 }
 
+/// The fault with a role-based target (`primary-of:fe1/rg-1`, `principal-of:be1`) resolved to a node now.
+async fn resolve(
+    cluster: &Cluster,
+    topology: &crate::topology::Topology,
+    fault: &crate::fault::Fault,
+) -> Result<crate::fault::Fault, String> {
+    use crate::fault::Fault;
+    let tunnel = cluster.tunnel().await.map_err(|e| e.to_string())?;
+    let one = |t: &String| {
+        let t = t.clone();
+        async move { crate::probe::resolve_target(tunnel, topology, &t).await }
+    };
+    Ok(match fault {
+        Fault::Kill { target } => Fault::Kill { target: one(target).await? },
+        Fault::Stop { target, grace_s } => Fault::Stop {
+            target: one(target).await?,
+            grace_s: *grace_s,
+        },
+        Fault::Pause { target } => Fault::Pause { target: one(target).await? },
+        Fault::Isolate { target } => Fault::Isolate { target: one(target).await? },
+        Fault::Partition { groups } => {
+            let mut resolved = Vec::new();
+            for group in groups {
+                let mut g = Vec::new();
+                for t in group {
+                    g.push(one(t).await?);
+                }
+                resolved.push(g);
+            }
+            Fault::Partition { groups: resolved }
+        }
+        other => other.clone(),
+    })
+}
+
 /// The command that replays a run exactly.
 pub fn replay_command(scenario: &Path, seed: u64) -> String {
     format!(
@@ -132,46 +167,97 @@ async fn drive(
     let faults_start = Instant::now();
     let mut injector = Injector::new(cluster);
     let mut harness_error = None;
-    // Each planned fault: apply at its time, undo at its time; faults of a plan do not overlap in time
-    // unless the scenario scripts them so, and then they are applied in order.
-    let mut events: Vec<(u64, usize, bool)> = Vec::new();
+    // Each planned fault: apply at its time, undo at its time; operator commands at theirs. Faults of a
+    // plan do not overlap in time unless the scenario scripts them so, and then they are applied in order.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Apply(usize),
+        Undo(usize),
+        Operator(usize),
+    }
+    let mut events: Vec<(u64, u8, Step)> = Vec::new();
     for (i, p) in plan.iter().enumerate() {
-        events.push((p.at_ms, i, true));
+        events.push((p.at_ms, 1, Step::Apply(i)));
         if let Some(u) = p.undo_at_ms {
-            events.push((u, i, false));
+            events.push((u, 0, Step::Undo(i)));
         }
     }
-    events.sort_by_key(|(at, i, apply)| (*at, !*apply, *i));
+    for (i, o) in spec.operators.iter().enumerate() {
+        events.push((o.at_ms, 2, Step::Operator(i)));
+    }
+    events.sort_by_key(|(at, order, _)| (*at, *order));
     let mut ids: Vec<Option<(usize, u64)>> = vec![None; plan.len()];
-    for (at_ms, i, apply) in events {
+    // The node each fault hit, once role-based targets (`primary-of:…`) are resolved.
+    let mut applied: Vec<Option<crate::fault::Fault>> = vec![None; plan.len()];
+    for (at_ms, _, step) in events {
         tokio::time::sleep_until(faults_start + Duration::from_millis(at_ms)).await;
-        let fault = &plan[i].fault;
-        if apply {
-            let hid = recorder.fault_requested(fault.kind(), &fault.target())?;
-            match injector.apply(fault).await {
-                Ok(id) => {
-                    recorder.fault_verified(hid)?;
-                    ids[i] = Some((id, hid));
-                }
-                Err(e) => {
-                    harness_error = Some(format!(
-                        "{} {} could not be verified: {e}",
-                        fault.kind(),
-                        fault.target()
-                    ));
-                    break;
+        match step {
+            Step::Apply(i) => {
+                let fault = match resolve(cluster, &scenario.topology, &plan[i].fault).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        harness_error = Some(e);
+                        break;
+                    }
+                };
+                let hid = recorder.fault_requested(fault.kind(), &fault.target())?;
+                match injector.apply(&fault).await {
+                    Ok(id) => {
+                        recorder.fault_verified(hid)?;
+                        ids[i] = Some((id, hid));
+                        applied[i] = Some(fault);
+                    }
+                    Err(e) => {
+                        harness_error = Some(format!(
+                            "{} {} could not be verified: {e}",
+                            fault.kind(),
+                            fault.target()
+                        ));
+                        break;
+                    }
                 }
             }
-        } else if let Some((id, hid)) = ids[i].take() {
-            match injector.undo(id).await {
-                Ok(_) => recorder.fault_undone(hid)?,
-                Err(e) => {
-                    harness_error = Some(format!(
-                        "{} {} could not be verified: {e}",
-                        fault.undo_name(),
-                        fault.target()
-                    ));
-                    break;
+            Step::Undo(i) => {
+                if let Some((id, hid)) = ids[i].take() {
+                    let fault = applied[i].clone().unwrap_or_else(|| plan[i].fault.clone());
+                    match injector.undo(id).await {
+                        Ok(_) => recorder.fault_undone(hid)?,
+                        Err(e) => {
+                            harness_error = Some(format!(
+                                "{} {} could not be verified: {e}",
+                                fault.undo_name(),
+                                fault.target()
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+            Step::Operator(i) => {
+                let action = &spec.operators[i];
+                let node = match crate::probe::resolve_target(tunnel, &scenario.topology, &action.node).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        harness_error = Some(e);
+                        break;
+                    }
+                };
+                let kind = format!("operator:{}", action.command);
+                let hid = recorder.fault_requested(&kind, &node)?;
+                let body = action
+                    .body
+                    .as_ref()
+                    .and_then(|b| serde_json::to_value(b).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                match crate::probe::operator(tunnel, &node, &cluster.admin_token, &action.command, &body).await {
+                    Ok(answer) => {
+                        info!(command = %action.command, node = %node, %answer, "operator command done");
+                        recorder.fault_verified(hid)?;
+                    }
+                    Err(e) => {
+                        harness_error = Some(format!("operator command {e}"));
+                        break;
+                    }
                 }
             }
         }

@@ -24,6 +24,23 @@ pub struct ScheduleSpec {
     pub faults: Vec<Scripted>,
     /// Faults drawn from the seed.
     pub random: Option<RandomSpec>,
+    /// Operator commands at given times (from the end of the warm-up): not faults, so no inverse.
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<OperatorAction>,
+}
+
+/// An operator command sent to a node's admin API (`POST /admin/<command>` with the run's token), as an
+/// operator would run `poolnode admin <command>`: a quorum recovery, a database or pool failover.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorAction {
+    pub at_ms: u64,
+    /// The node to send it to (a node name, or `principal-of:<pool>` / `mirror-of:<pool>`).
+    pub node: String,
+    pub command: String,
+    /// The JSON body, written as a TOML table.
+    #[serde(default)]
+    pub body: Option<toml::Value>,
 }
 
 fn default_warmup_ms() -> u64 {
