@@ -186,7 +186,9 @@ pub async fn resolve_target(
             }
         }
     }
-    Err(format!("resolve `{target}`: no node of `{pool}` says so now"))
+    Err(format!(
+        "resolve `{target}`: no node of `{pool}` says so now"
+    ))
 }
 
 /// Sends an operator command to a node's admin API with the run's token; the JSON answer, or why not.

@@ -75,13 +75,19 @@ async fn resolve(
         async move { crate::probe::resolve_target(tunnel, topology, &t).await }
     };
     Ok(match fault {
-        Fault::Kill { target } => Fault::Kill { target: one(target).await? },
+        Fault::Kill { target } => Fault::Kill {
+            target: one(target).await?,
+        },
         Fault::Stop { target, grace_s } => Fault::Stop {
             target: one(target).await?,
             grace_s: *grace_s,
         },
-        Fault::Pause { target } => Fault::Pause { target: one(target).await? },
-        Fault::Isolate { target } => Fault::Isolate { target: one(target).await? },
+        Fault::Pause { target } => Fault::Pause {
+            target: one(target).await?,
+        },
+        Fault::Isolate { target } => Fault::Isolate {
+            target: one(target).await?,
+        },
         Fault::Partition { groups } => {
             let mut resolved = Vec::new();
             for group in groups {
@@ -235,13 +241,16 @@ async fn drive(
             }
             Step::Operator(i) => {
                 let action = &spec.operators[i];
-                let node = match crate::probe::resolve_target(tunnel, &scenario.topology, &action.node).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        harness_error = Some(e);
-                        break;
-                    }
-                };
+                let node =
+                    match crate::probe::resolve_target(tunnel, &scenario.topology, &action.node)
+                        .await
+                    {
+                        Ok(n) => n,
+                        Err(e) => {
+                            harness_error = Some(e);
+                            break;
+                        }
+                    };
                 let kind = format!("operator:{}", action.command);
                 let hid = recorder.fault_requested(&kind, &node)?;
                 let body = action
@@ -249,7 +258,15 @@ async fn drive(
                     .as_ref()
                     .and_then(|b| serde_json::to_value(b).ok())
                     .unwrap_or(serde_json::Value::Null);
-                match crate::probe::operator(tunnel, &node, &cluster.admin_token, &action.command, &body).await {
+                match crate::probe::operator(
+                    tunnel,
+                    &node,
+                    &cluster.admin_token,
+                    &action.command,
+                    &body,
+                )
+                .await
+                {
                     Ok(answer) => {
                         info!(command = %action.command, node = %node, %answer, "operator command done");
                         recorder.fault_verified(hid)?;

@@ -565,18 +565,14 @@ async fn pid(c: &Cluster, node: &NodeHandle) -> Result<i64, RuntimeError> {
         })
 }
 
+/// The port a reachability probe dials: one the node always listens on.
 fn probe_port(node: &NodeHandle) -> u16 {
-    node.launch
-        .ports
-        .iter()
-        .find(|p| p.protocol == "tcp")
-        .map(|p| p.port)
-        .unwrap_or(super::roles::SIP_PORT)
+    node.launch.probe_port
 }
 
 /// Runs a shell script in a container's network namespace with the host's tools (iptables, bash). Needs
 /// root on a Linux host: a scratch image has no tools, and Docker Desktop's VM is out of the host's reach.
-async fn netns_sh(pid: i64, script: &str) -> Result<bool, RuntimeError> {
+async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
     let out = tokio::process::Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-n", "bash", "-c", script])
         .output()
@@ -587,9 +583,7 @@ async fn netns_sh(pid: i64, script: &str) -> Result<bool, RuntimeError> {
             ))
         })?;
     if out.status.success() {
-        Ok(true)
-    } else if script.contains("/dev/tcp/") {
-        Ok(false)
+        Ok(())
     } else {
         Err(RuntimeError::Other(format!(
             "change the packet filter in a node's network namespace (`{script}`): {}; \
@@ -599,7 +593,40 @@ async fn netns_sh(pid: i64, script: &str) -> Result<bool, RuntimeError> {
     }
 }
 
-/// Probes a TCP connect from inside `from`'s network namespace until it gives the wanted answer.
+/// What a TCP connect from inside a node's network namespace found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Connected,
+    /// Refused: the packets got there (a port nobody listens on), so the path is not cut.
+    Refused,
+    /// No answer within the probe's timeout, or no route: the path is cut.
+    Cut,
+}
+
+async fn reach(pid: i64, ip: IpAddr, port: u16) -> Result<Reach, RuntimeError> {
+    let script =
+        format!("timeout {PROBE_CONNECT_TIMEOUT_S} bash -c 'exec 3<>/dev/tcp/{ip}/{port}'");
+    let out = tokio::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "bash", "-c", &script])
+        .output()
+        .await
+        .map_err(|e| {
+            RuntimeError::Other(format!(
+                "run nsenter (util-linux) for a reachability probe: {e}; network faults need root on a Linux host"
+            ))
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    Ok(if out.status.success() {
+        Reach::Connected
+    } else if stderr.contains("refused") {
+        Reach::Refused
+    } else {
+        Reach::Cut
+    })
+}
+
+/// Probes a TCP connect from inside `from`'s network namespace until it connects (`want_connect`) or is
+/// proven cut (no answer or no route; a refusal means packets still pass, so it does not count as cut).
 async fn probe_until(
     c: &Cluster,
     from: &NodeHandle,
@@ -609,11 +636,14 @@ async fn probe_until(
 ) -> Result<(), RuntimeError> {
     let deadline = Instant::now() + VERIFY_TIMEOUT;
     let pid = pid(c, from).await?;
-    let script =
-        format!("timeout {PROBE_CONNECT_TIMEOUT_S} bash -c 'exec 3<>/dev/tcp/{ip}/{port}'");
+    let want = if want_connect {
+        Reach::Connected
+    } else {
+        Reach::Cut
+    };
     loop {
-        let connected = netns_sh(pid, &script).await?;
-        if connected == want_connect {
+        let found = reach(pid, ip, port).await?;
+        if found == want {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -623,7 +653,7 @@ async fn probe_until(
                 "no longer reaches"
             };
             return Err(RuntimeError::Other(format!(
-                "verify that {} {what} {ip}:{port}: the probe says otherwise after {VERIFY_TIMEOUT:?}",
+                "verify that {} {what} {ip}:{port}: the probe still says {found:?} after {VERIFY_TIMEOUT:?}",
                 from.name
             )));
         }

@@ -38,6 +38,8 @@ pub struct Launch {
     pub ready_prefix: String,
     /// Whether the node serves the admin API (`GET /status`) the probes read.
     pub has_admin: bool,
+    /// A TCP port the node always listens on: network faults prove a cut (or a heal) by dialling it.
+    pub probe_port: u16,
 }
 
 /// The launch of a pool node.
@@ -70,6 +72,7 @@ pub fn node(node: &NodeSpec) -> Launch {
         ports,
         ready_prefix: format!("poolnode {role} ready"),
         has_admin: true,
+        probe_port: ADMIN_PORT,
     }
 }
 
@@ -202,5 +205,6 @@ pub fn proxy(seed: u64) -> Launch {
             .collect(),
         ready_prefix: "faultproxy ready".into(),
         has_admin: false,
+        probe_port: PROXY_API_PORT,
     }
 }
