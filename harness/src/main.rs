@@ -136,6 +136,13 @@ enum ReportCommand {
         #[arg(long, default_value_t = 0.2)]
         tolerance: f64,
     },
+    /// One Markdown row per run found under `dir` (each a report directory): verdict, key latencies,
+    /// losses, and the bounds its scenario declares (looked up in `--scenarios`).
+    Table {
+        dir: PathBuf,
+        #[arg(long, default_value = "suites/scenarios")]
+        scenarios: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -185,6 +192,52 @@ fn report_command(command: ReportCommand) -> anyhow::Result<i32> {
             let comparison = poolchaos::report::compare(&base, &new, tolerance)?;
             print!("{}", comparison.markdown);
             Ok(comparison.exit_code())
+        }
+        ReportCommand::Table { dir, scenarios } => {
+            let mut runs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("read {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("summary.json").is_file())
+                .collect();
+            runs.sort();
+            println!("| scenario | verdict | reregister p50 / p99 | write_unavailable p99 | im_delivery p99 | IMs lost | writes lost | bounds (every run; nightly) |");
+            println!("|---|---|---|---|---|---|---|---|");
+            for run in runs {
+                let s = poolchaos::report::run::read_summary(&run)?;
+                let ms = |name: &str, p: fn(&poolchaos::report::summary::MetricSummary) -> Option<f64>| {
+                    s.metrics
+                        .get(name)
+                        .and_then(p)
+                        .map(|v| format!("{v:.0} ms"))
+                        .unwrap_or_else(|| "–".into())
+                };
+                let bounds = poolchaos::scenario::Scenario::load(
+                    &scenarios.join(format!("{}.toml", s.scenario)),
+                )
+                .map(|sc| {
+                    let every = sc.file.bounds.join(", ");
+                    let nightly = sc.file.nightly_bounds.join(", ");
+                    if nightly.is_empty() {
+                        every
+                    } else {
+                        format!("{every}; {nightly}")
+                    }
+                })
+                .unwrap_or_default();
+                println!(
+                    "| {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+                    s.scenario,
+                    s.verdict,
+                    ms("reregister", |m| m.p50),
+                    ms("reregister", |m| m.p99),
+                    ms("write_unavailable", |m| m.p99),
+                    ms("im_delivery", |m| m.p99),
+                    s.counts.ims_lost,
+                    s.counts.writes_lost,
+                    bounds.replace('|', "\\|"),
+                );
+            }
+            Ok(exit::VALID)
         }
     }
 }
