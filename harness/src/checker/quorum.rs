@@ -104,8 +104,8 @@ impl Checker for Quorum {
         let name = self.name();
         let mut violations = Vec::new();
         let mut undecided = Vec::new();
-        // pool → (running set, since when, whether it is the set of the pool's first probe).
-        let mut last_change: BTreeMap<&str, (BTreeSet<&str>, u64, bool)> = BTreeMap::new();
+        // pool → (running set, since when).
+        let mut last_change: BTreeMap<&str, (BTreeSet<&str>, u64)> = BTreeMap::new();
         let mut judged = 0;
         let mut last_probe_us = 0;
         for probe in &history.probes {
@@ -120,12 +120,11 @@ impl Checker for Quorum {
             };
             last_probe_us = last_probe_us.max(probe.at_us);
             let running: BTreeSet<&str> = fes_running.iter().map(String::as_str).collect();
-            let (since_us, initial) = match last_change.get(pool.as_str()) {
-                Some((set, since, initial)) if *set == running => (*since, *initial),
-                previous => {
-                    let initial = previous.is_none();
-                    last_change.insert(pool, (running.clone(), probe.at_us, initial));
-                    (probe.at_us, initial)
+            let since_us = match last_change.get(pool.as_str()) {
+                Some((set, since)) if *set == running => *since,
+                _ => {
+                    last_change.insert(pool, (running.clone(), probe.at_us));
+                    probe.at_us
                 }
             };
             let Some(expected) = should_serve(fes, &running) else {
@@ -135,8 +134,8 @@ impl Checker for Quorum {
                 ));
                 continue;
             };
-            // The pool gets `settle_ms` to notice a change; the set it started with has nothing to settle.
-            if !initial && probe.at_us.saturating_sub(since_us) < self.settle_ms * 1000 {
+            // The pool gets `settle_ms` to notice a change, and as long to form at its first start.
+            if probe.at_us.saturating_sub(since_us) < self.settle_ms * 1000 {
                 continue;
             }
             judged += 1;
