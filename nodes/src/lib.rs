@@ -31,6 +31,9 @@
 //!   [`frontend::server`] (dispatch and `run`), [`frontend::standalone`] (one Front End alone, for SIP tools),
 //!   [`frontend::pool`] (N Front Ends serving one pool: routing groups with three replicas, epoch-fenced synchronous
 //!   replication, forwarding to the primary, pool quorum, promotion, rebuild and rebalance).
+//! - [`pairing`]: pool pairing and disaster recovery: the heartbeat between paired pools, the backup service
+//!   (each pool's Back End copied to its pair's), the backup registrar and resiliency mode, operator and
+//!   automatic pool failover and failback with fencing, the management store's location ([`pairing::Pairing`]).
 
 pub mod admin;
 pub mod backend;
@@ -40,5 +43,6 @@ pub mod edge;
 pub mod frontend;
 pub mod gateway;
 pub mod mediation;
+pub mod pairing;
 pub mod sip;
 pub mod version;

@@ -99,6 +99,48 @@ enum AdminCommand {
         #[arg(long = "node")]
         nodes: Vec<String>,
     },
+    /// Fail a lost Front End pool over to its pair (run at the pair): its users get full service there from the
+    /// last backup copy; the failed pool becomes read-only for them.
+    PoolFailover {
+        /// The failed pool.
+        #[arg(long)]
+        pool: String,
+        /// Admin address `host:port` of a server of the pair (repeatable); default: from POOLNODE_CLUSTER.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+    /// Return a failed-over pool's users to it, with every change they made on the pair.
+    PoolFailback {
+        /// The pool that was failed over (their home).
+        #[arg(long)]
+        pool: String,
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+    /// Move the management store (the topology the pools run from) to a Front End pool.
+    StoreFailover {
+        /// The Front End pool that holds it from now on.
+        #[arg(long)]
+        to: String,
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+    /// Show the backup service of the direction `pool` → its pair: `steady` or `final`, with the lag.
+    BackupStatus {
+        #[arg(long)]
+        pool: String,
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force a backup pass of the direction `pool` → its pair now.
+    BackupSync {
+        #[arg(long)]
+        pool: String,
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -355,7 +397,92 @@ fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 outcomes.len()
             );
         }
+        AdminCommand::PoolFailover { pool, nodes } => pairing_command(
+            cluster.as_ref(),
+            &runtime,
+            PairingOp::Failover,
+            &pool,
+            nodes,
+        )?,
+        AdminCommand::PoolFailback { pool, nodes } => pairing_command(
+            cluster.as_ref(),
+            &runtime,
+            PairingOp::Failback,
+            &pool,
+            nodes,
+        )?,
+        AdminCommand::StoreFailover { to, nodes } => {
+            pairing_command(cluster.as_ref(), &runtime, PairingOp::Store, &to, nodes)?
+        }
+        AdminCommand::BackupSync { pool, nodes } => {
+            pairing_command(cluster.as_ref(), &runtime, PairingOp::Sync, &pool, nodes)?
+        }
+        AdminCommand::BackupStatus { pool, nodes, json } => {
+            use poolnode::pairing::operator;
+            let targets = pairing_targets(cluster.as_ref(), &pool, nodes, true)?;
+            let sections = runtime.block_on(operator::backup_status(&targets));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sections)?);
+            } else {
+                print!("{}", operator::render_backup_status(&sections));
+            }
+        }
     }
+    Ok(())
+}
+
+/// The pairing commands of `poolnode admin`.
+enum PairingOp {
+    Failover,
+    Failback,
+    Store,
+    Sync,
+}
+
+/// Admin targets for a pairing command about `pool`: `--node` addresses, else the servers of `pool`'s pair
+/// (`at_pair`) or of `pool` itself.
+fn pairing_targets(
+    cluster: Option<&poolnode::cluster::ClusterConfig>,
+    pool: &str,
+    nodes: Vec<String>,
+    at_pair: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
+    use poolnode::pairing::operator;
+    if !nodes.is_empty() {
+        return Ok(nodes.into_iter().map(|n| (n.clone(), n)).collect());
+    }
+    let cluster =
+        cluster.ok_or_else(|| anyhow::anyhow!("give --node host:port or set POOLNODE_CLUSTER"))?;
+    let acting = if at_pair {
+        operator::pair_of(cluster, pool)?
+    } else {
+        pool.to_owned()
+    };
+    Ok(operator::targets(cluster, &acting)?)
+}
+
+/// `pool-failover`, `pool-failback`, `store-failover`, `backup-sync`: one server of the acting pool decides.
+fn pairing_command(
+    cluster: Option<&poolnode::cluster::ClusterConfig>,
+    runtime: &tokio::runtime::Runtime,
+    op: PairingOp,
+    pool: &str,
+    nodes: Vec<String>,
+) -> anyhow::Result<()> {
+    use poolnode::pairing::operator;
+    let token = std::env::var("POOLNODE_ADMIN_TOKEN")
+        .ok()
+        .or_else(|| cluster.map(|c| c.admin_token.clone()))
+        .ok_or_else(|| anyhow::anyhow!("set POOLNODE_ADMIN_TOKEN or POOLNODE_CLUSTER"))?;
+    let (command, body, at_pair) = match op {
+        PairingOp::Failover => ("pool-failover", serde_json::json!({"pool": pool}), true),
+        PairingOp::Failback => ("pool-failback", serde_json::json!({"pool": pool}), true),
+        PairingOp::Store => ("store-failover", serde_json::json!({"to": pool}), false),
+        PairingOp::Sync => ("backup-sync", serde_json::json!({"pool": pool}), true),
+    };
+    let targets = pairing_targets(cluster, pool, nodes, at_pair)?;
+    let (node, answer) = runtime.block_on(operator::post(&targets, command, &body, &token))?;
+    println!("{node}: {}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 

@@ -1,0 +1,213 @@
+//! [`PairWatch`]: the heartbeat between paired pools. Every Front End polls each Front End of its pair with
+//! `GET /status` on the admin port (through the fault proxy where a route says so) once per heartbeat interval.
+//! A serving answer from any of them means the pair pool is up. The answers also carry what the pair knows about
+//! us (whether it has failed us over: our fence), its lazy writer's backlog (for the backup service's `final`)
+//! and its management store record.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One pair Front End's last answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    pub answered_at: Instant,
+    /// Its pool serves (quorum held).
+    pub serving: bool,
+    /// It has read its pool's record from the Back End (before that its fence answer means nothing).
+    pub record_loaded: bool,
+    /// It holds us failed over (or is failing us over or back): we are fenced.
+    pub fences_us: bool,
+    pub failover_epoch: u64,
+    /// Users its lazy writer has not written to its Back End yet.
+    pub lazy_pending_users: u64,
+    pub store_location: Option<String>,
+    pub store_version: u64,
+}
+
+impl NodeReport {
+    /// Reads the `pairing` section of a pair Front End's `/status`.
+    pub fn from_status(status: &Value, answered_at: Instant) -> Self {
+        let pairing = &status["pairing"];
+        let backup = &pairing["as_backup"];
+        NodeReport {
+            answered_at,
+            serving: status["serving"] == true,
+            record_loaded: backup["record_loaded"] == true,
+            fences_us: backup["pair_failed_over"] == true || !backup["transition"].is_null(),
+            failover_epoch: backup["failover_epoch"].as_u64().unwrap_or(0),
+            // The Front End pool's lazy writer reports its backlog at the top of `/status`.
+            lazy_pending_users: status["be_pending_users"].as_u64().unwrap_or(0),
+            store_location: pairing["management_store"]["location"]
+                .as_str()
+                .map(str::to_owned),
+            store_version: pairing["management_store"]["version"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+/// What this Front End knows of its pair pool's liveness.
+#[derive(Debug)]
+pub struct PairWatch {
+    /// An answer older than this is stale (the profile's Front End failure timeout).
+    failure_timeout: Duration,
+    started: Instant,
+    /// The last serving answer from any pair Front End.
+    last_seen: Option<Instant>,
+    /// Start of the current run of serving answers without a gap longer than the failure timeout.
+    up_since: Option<Instant>,
+    reports: BTreeMap<String, NodeReport>,
+    /// Send time of the first round (of an unbroken run) in which every answering pair Front End had nothing
+    /// unwritten: from then on everything they acknowledged is in their Back End.
+    pending_clear_since: Option<Instant>,
+}
+
+impl PairWatch {
+    pub fn new(failure_timeout: Duration, started: Instant) -> Self {
+        PairWatch {
+            failure_timeout,
+            started,
+            last_seen: None,
+            up_since: None,
+            reports: BTreeMap::new(),
+            pending_clear_since: None,
+        }
+    }
+
+    /// Records answers to heartbeats sent at `sent_at` (one node's, or a whole round's).
+    pub fn round(&mut self, sent_at: Instant, answers: Vec<(String, NodeReport)>) {
+        let serving = answers.iter().any(|(_, r)| r.serving);
+        if serving {
+            let gap = self
+                .last_seen
+                .is_none_or(|seen| sent_at.saturating_duration_since(seen) > self.failure_timeout);
+            if gap {
+                self.up_since = Some(sent_at);
+            }
+            self.last_seen = Some(self.last_seen.map_or(sent_at, |s| s.max(sent_at)));
+        }
+        if answers.is_empty() {
+            return;
+        }
+        for (node, report) in answers {
+            self.reports.insert(node, report);
+        }
+        // Per node: the backlog is clear when every pair Front End heard lately had nothing unwritten.
+        let clear = self
+            .reports
+            .values()
+            .filter(|r| sent_at.saturating_duration_since(r.answered_at) <= self.failure_timeout)
+            .all(|r| r.lazy_pending_users == 0);
+        if clear {
+            self.pending_clear_since.get_or_insert(sent_at);
+        } else {
+            self.pending_clear_since = None;
+        }
+    }
+
+    /// A serving answer came within the failure timeout.
+    pub fn up(&self, now: Instant) -> bool {
+        self.last_seen
+            .is_some_and(|seen| now.saturating_duration_since(seen) <= self.failure_timeout)
+    }
+
+    /// How long no serving answer came (since this Front End started, if none ever did).
+    pub fn missed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_seen.unwrap_or(self.started))
+    }
+
+    /// How long the pair has been up without a gap (zero while it is down).
+    pub fn up_for(&self, now: Instant) -> Duration {
+        match self.up_since {
+            Some(since) if self.up(now) => now.saturating_duration_since(since),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether the pair holds us failed over, by its fresh answers that read their record: `Some(true)` if any
+    /// does, `Some(false)` if at least one answered and none does, `None` without a fresh answer.
+    pub fn fences_us(&self, now: Instant) -> Option<bool> {
+        let fresh: Vec<&NodeReport> = self
+            .reports
+            .values()
+            .filter(|r| {
+                r.record_loaded
+                    && now.saturating_duration_since(r.answered_at) <= self.failure_timeout
+            })
+            .collect();
+        if fresh.is_empty() {
+            return None;
+        }
+        Some(fresh.iter().any(|r| r.fences_us))
+    }
+
+    /// Whether some pair Front End ever answered (since this one started).
+    pub fn ever_answered(&self) -> bool {
+        !self.reports.is_empty()
+    }
+
+    /// See [`PairWatch::pending_clear_since`] (the field).
+    pub fn pending_clear_since(&self) -> Option<Instant> {
+        self.pending_clear_since
+    }
+
+    /// The newest management store record the pair reported: `(location, version)`.
+    pub fn store(&self) -> Option<(String, u64)> {
+        self.reports
+            .values()
+            .filter_map(|r| Some((r.store_location.clone()?, r.store_version)))
+            .max_by_key(|(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(at: Instant, serving: bool, pending: u64) -> NodeReport {
+        NodeReport {
+            answered_at: at,
+            serving,
+            record_loaded: true,
+            fences_us: false,
+            failover_epoch: 0,
+            lazy_pending_users: pending,
+            store_location: None,
+            store_version: 0,
+        }
+    }
+
+    #[test]
+    fn missed_counts_from_the_last_serving_answer_and_up_for_restarts_after_a_gap() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut w = PairWatch::new(s, t0);
+        assert_eq!(
+            w.missed(t0 + 3 * s),
+            3 * s,
+            "never seen: counted from start"
+        );
+        w.round(t0 + s, vec![("a1".into(), report(t0 + s, true, 0))]);
+        assert!(w.up(t0 + s));
+        assert_eq!(w.missed(t0 + 4 * s), 3 * s);
+        assert!(!w.up(t0 + 4 * s));
+        w.round(t0 + 5 * s, vec![("a1".into(), report(t0 + 5 * s, true, 0))]);
+        assert_eq!(w.up_for(t0 + 5 * s + s / 2), s / 2, "a gap restarts up_for");
+    }
+
+    #[test]
+    fn a_backlog_clears_pending_since_and_a_later_clean_round_sets_it_again() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut w = PairWatch::new(Duration::from_secs(1), t0);
+        w.round(t0, vec![("a1".into(), report(t0, true, 2))]);
+        assert_eq!(w.pending_clear_since(), None);
+        w.round(t0 + ms, vec![("a1".into(), report(t0 + ms, true, 0))]);
+        w.round(
+            t0 + 2 * ms,
+            vec![("a1".into(), report(t0 + 2 * ms, true, 0))],
+        );
+        assert_eq!(w.pending_clear_since(), Some(t0 + ms));
+    }
+}
