@@ -61,4 +61,6 @@ pub enum PoolError {
     Admin(#[source] std::io::Error),
     #[error("run the Front End")]
     FrontEnd(#[from] FrontEndError),
+    #[error("find the pool's Back End")]
+    Backend(#[from] crate::backend::BackendError),
 }

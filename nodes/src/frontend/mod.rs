@@ -1,5 +1,6 @@
 //! The Front End role: registrar, presence and IM server for the users homed on it.
 
+pub mod calls;
 pub mod contacts;
 pub mod error;
 pub mod im;
@@ -7,6 +8,7 @@ pub mod overload;
 pub mod pool;
 pub mod presence;
 pub mod registrar;
+pub mod resiliency;
 pub mod server;
 pub mod standalone;
 pub mod store;

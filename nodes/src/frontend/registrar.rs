@@ -51,6 +51,20 @@ impl Locations {
             .is_some_and(|entries| entries.iter().any(|(_, p)| p.flow() == flow && p.is_open()))
     }
 
+    /// Every open flow here, with its user and contact (whom to tell a change of resiliency mode).
+    pub fn all(&self) -> Vec<(String, String, Peer)> {
+        let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows
+            .iter()
+            .flat_map(|(user, entries)| {
+                entries
+                    .iter()
+                    .filter(|(_, p)| p.is_open())
+                    .map(move |(contact, p)| (user.clone(), contact.clone(), p.clone()))
+            })
+            .collect()
+    }
+
     /// Every flow of `user`, with its contact.
     pub fn flows_of(&self, user: &str) -> Vec<(String, Peer)> {
         let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rsip::{Method, Request, Response};
 
+use super::calls::Calls;
 use super::error::FrontEndError;
 use super::overload::Overload;
 use super::pool::Pool;
@@ -12,7 +13,7 @@ use super::presence::Presence;
 use super::registrar::Locations;
 use super::store::{now_unix_ms, Applied, UserStore, UserView, Write};
 use super::users::Credentials;
-use super::{contacts, im, presence, registrar};
+use super::{contacts, im, presence, registrar, resiliency};
 use crate::sip::digest::{Digest, Verdict};
 use crate::sip::message::{self, header, uri_in, user_of};
 use crate::sip::{Handler, Listeners, Peer, Reply, TransportConfig};
@@ -121,6 +122,8 @@ pub struct FrontEnd {
     pub(crate) presence: Presence,
     pub(crate) digest: Digest,
     pub(crate) overload: Overload,
+    /// Transient, pool mode: the calls this Front End holds an end of.
+    pub(crate) calls: Calls,
 }
 
 impl FrontEnd {
@@ -148,6 +151,7 @@ impl FrontEnd {
                 config.nonce_lifetime,
             ),
             overload: Overload::new(config.requests_in_flight_max, config.retry_after),
+            calls: Calls::default(),
             config,
         }
     }
@@ -158,6 +162,56 @@ impl FrontEnd {
             Home::Pool(pool) => Some(pool),
             Home::Standalone => None,
         }
+    }
+
+    /// The `Arc` this Front End lives in (pool mode), for work that outlives a request.
+    pub(crate) fn arc(&self) -> Option<Arc<FrontEnd>> {
+        self.this.get().and_then(Weak::upgrade)
+    }
+
+    /// Whether this Front End's users are in resiliency mode (its Back End unavailable past the grace period);
+    /// `None` without a Back End (standalone, or a pool run without one).
+    pub fn resiliency_mode(&self) -> Option<bool> {
+        let backend = self.pool()?.settings().backend.clone()?;
+        Some(backend.gate.in_resiliency_mode())
+    }
+
+    /// Tells every client registered over a connection to this Front End that resiliency mode is `on` or off.
+    pub(crate) fn tell_resiliency(&self, on: bool) {
+        let home = self
+            .pool()
+            .map(|p| p.settings().pool.clone())
+            .unwrap_or_default();
+        resiliency::tell(
+            self.locations.all(),
+            &home,
+            on,
+            self.config.notify_answer_timeout,
+        );
+    }
+
+    /// Calls up now with an end held by this Front End.
+    pub fn calls_in_progress(&self) -> usize {
+        self.calls.count()
+    }
+
+    /// Whether a PUBLISH is a persistent change refused in resiliency mode: presence, or contact list `add` and
+    /// `remove` (a listing only reads the replicas, so it is served).
+    fn refused_in_resiliency_mode(&self, request: &Request) -> bool {
+        if self.resiliency_mode() != Some(true) {
+            return false;
+        }
+        if !contacts::is_contacts(request) {
+            return true;
+        }
+        std::str::from_utf8(&request.body)
+            .ok()
+            .and_then(contacts::parse)
+            .is_some_and(|commands| {
+                commands
+                    .iter()
+                    .any(|c| !matches!(c, contacts::Command::List))
+            })
     }
 
     /// This Front End's node name in its pool (what bindings record as the Front End holding the connection).
@@ -366,8 +420,24 @@ impl FrontEnd {
 impl FrontEnd {
     /// Answers one request (the overload permit is the caller's).
     async fn dispatch(&self, request: Request, peer: Peer) -> Reply {
+        if let Some(reply) = self.in_call(&request, &peer) {
+            return reply;
+        }
         match request.method {
-            Method::Register => Reply::Response(registrar::register(self, &request, &peer).await),
+            Method::Register => {
+                let mut response = registrar::register(self, &request, &peer).await;
+                if let (Some(on), 200) = (self.resiliency_mode(), response.status_code.code()) {
+                    message::push(
+                        &mut response.headers,
+                        resiliency::HEADER,
+                        resiliency::word(on),
+                    );
+                }
+                Reply::Response(response)
+            }
+            Method::Publish if self.refused_in_resiliency_mode(&request) => {
+                Reply::Response(resiliency::refusal(&request))
+            }
             Method::Options => Reply::Response(Self::options(&request)),
             Method::Message => im::message(self, request, peer).await,
             Method::Publish if contacts::is_contacts(&request) => {
@@ -386,6 +456,7 @@ impl FrontEnd {
                 481,
                 "Call/Transaction Does Not Exist",
             )),
+            Method::Invite if self.pool().is_some() => self.invite(request, peer),
             Method::Invite => {
                 let mut response = message::response(&request, 405, "Method Not Allowed");
                 message::push(&mut response.headers, "Allow", ALLOW);
@@ -399,6 +470,8 @@ impl FrontEnd {
 impl Handler for FrontEnd {
     async fn handle(&self, request: Request, peer: Peer) -> Reply {
         if request.method == Method::Ack {
+            // An ACK inside a call is relayed to the other end; any other gets nothing.
+            let _ = self.in_call(&request, &peer);
             return Reply::Nothing;
         }
         if let Some(reason) = self.pool().and_then(|p| p.verdict().reason()) {

@@ -219,9 +219,10 @@ impl UserStore {
                 replaces,
             } => {
                 let state = users.entry(user.clone()).or_default();
-                if let Some(old) = replaces {
-                    state.publications.retain(|p| &p.etag != old);
-                }
+                // The same tag twice is one publication: a replica seeded from the Back End may see a write again.
+                state
+                    .publications
+                    .retain(|p| Some(&p.etag) != replaces.as_ref() && p.etag != publication.etag);
                 state.publications.push(publication.clone());
                 Applied::Published
             }

@@ -180,6 +180,16 @@ impl Pool {
         }
     }
 
+    /// Sends `call` to peer `node` and waits up to `timeout` for its answer (`None`: no answer).
+    pub async fn call_peer(&self, node: &str, call: Call, timeout: Duration) -> Option<Answer> {
+        self.links.call(node, call, timeout).await.ok()
+    }
+
+    /// Whether peer `node` is alive (heard within a failure timeout).
+    pub fn peer_alive(&self, node: &str) -> bool {
+        self.membership.alive(node)
+    }
+
     /// Tells every other running Front End that `user`'s presence changed (their watchers get a NOTIFY).
     pub fn broadcast_changed(&self, user: &str) {
         for node in self.membership.running_names() {

@@ -8,7 +8,9 @@
 //! - `rebuild`: promotion, rebuild after the delay, rebalance when a Front End returns (reconfigurations).
 //! - `wire`: the peer link protocol and the partition shim ([`LinkFaults`]).
 //! - `node`: [`Pool`], formation, `/status`, the admin command, `run`.
+//! - `backend`: the pool's Back End ([`BackendLink`]): lazy writes, reload at formation, the cached vote.
 
+pub mod backend;
 mod forwarding;
 pub mod membership;
 pub mod node;
@@ -18,6 +20,7 @@ mod rebuild;
 pub mod replication;
 pub mod wire;
 
+pub use backend::{BackendLink, CachedVote};
 pub use node::{
     build, frontend_config, run, run_node, serve, NodeOptions, Pool, PoolConfig, PoolListeners,
     PoolSettings,

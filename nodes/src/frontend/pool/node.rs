@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::backend::BackendLink;
 use super::membership::{GroupReport, Membership, Report};
 use super::placement::{self, group_name, GroupId};
 use super::quorum::{self, AssumedVote, BackendVote, Verdict};
@@ -17,6 +18,7 @@ use super::replication::{GroupConfig, Member, Replica, Slot};
 use super::wire::{self, Answer, Call, Callee, LinkFaults, Links};
 use crate::admin::AdminApi;
 use crate::cluster::{ClusterConfig, Timings, PEER_PORT};
+use crate::frontend::calls::CallSettings;
 use crate::frontend::error::{FrontEndError, PoolError};
 use crate::frontend::server::{FrontEnd, FrontEndConfig};
 use crate::frontend::store::{now_unix_ms, UserStore};
@@ -44,6 +46,10 @@ pub struct PoolSettings {
     pub faults: LinkFaults,
     /// The Back End's vote for pools with an even number of voters.
     pub backend_vote: Arc<dyn BackendVote>,
+    /// The pool's Back End (lazy writes, reload, resiliency mode); `None` runs without one, as before.
+    pub backend: Option<Arc<BackendLink>>,
+    /// Where calls to numbers go (the site's Mediation pool); `None`: INVITEs to numbers get `503`.
+    pub calls: Option<CallSettings>,
     /// Bearer token of the admin API.
     pub admin_token: String,
 }
@@ -80,8 +86,16 @@ impl PoolSettings {
             rebuild_delay: Duration::from_millis(timings.replica_rebuild_delay_ms),
             faults: LinkFaults::default(),
             backend_vote: Arc::new(AssumedVote(true)),
+            backend: None,
+            calls: None,
             admin_token: admin_token.to_owned(),
         }
+    }
+
+    /// Uses `backend` for lazy writes, reload and resiliency mode, and its principal's vote in the quorum.
+    pub fn use_backend(&mut self, backend: Arc<BackendLink>) {
+        self.backend_vote = backend.vote.clone();
+        self.backend = Some(backend);
     }
 
     /// Settings from the harness's cluster description: peers by node name on the peer port, or through the fault
@@ -300,8 +314,16 @@ impl Pool {
                 return;
             }
             let waited = self.membership.started().elapsed() >= self.settings.failure_timeout;
+            // First configurations are seeded from the Back End: none before its users are loaded.
+            let loaded = self.settings.backend.as_ref().is_none_or(|b| b.is_loaded());
             let count = running.iter().filter(|r| **r).count();
-            if let Some(peer) = self.membership.reports().into_iter().find(|r| r.formed) {
+            if let Some(peer) = self
+                .membership
+                .reports()
+                .into_iter()
+                .find(|r| r.formed)
+                .filter(|r| loaded || !r.formation.contains(&self.me))
+            {
                 // A started pool: in its formation, this process holds the first configurations like the others;
                 // a Front End that restarted holds nothing until a rebalance installs its replicas.
                 formation.formed = true;
@@ -311,6 +333,7 @@ impl Pool {
                     .contains(&self.me)
                     .then(|| formation.members.clone())
             } else if waited
+                && loaded
                 // Wait one failure timeout after start, so every running peer has been heard.
                 && (count >= quorum::startup_running_min(running.len()) || formation.recovered)
             {
@@ -330,6 +353,9 @@ impl Pool {
         // Outside the formation lock: status readers take a slot's lock, then the formation's.
         if let Some(members) = first_configurations {
             self.create_first_configurations(&members);
+            if let Some(backend) = &self.settings.backend {
+                backend.forget_loaded();
+            }
         }
     }
 
@@ -367,7 +393,11 @@ impl Pool {
                     members,
                 },
                 seq: 0,
-                store: UserStore::new(),
+                // A pool starting afresh holds what reached the Back End (every replica seeds alike).
+                store: match &self.settings.backend {
+                    Some(backend) => backend.seed(slot.group, self.slots.len()),
+                    None => UserStore::new(),
+                },
                 adopted_at: Instant::now(),
             });
         }
@@ -480,7 +510,7 @@ impl Pool {
                 })
             })
             .collect();
-        json!({
+        let mut status = json!({
             "role": "frontend",
             "pool": self.settings.pool,
             "node": self.me.node,
@@ -489,7 +519,26 @@ impl Pool {
             "fes_running": self.membership.running_names(),
             "groups": groups,
             "users": users,
-        })
+        });
+        if let Some(backend) = &self.settings.backend {
+            let stats = backend.writer.stats();
+            let fields = json!({
+                "be_write_lag_ms": stats.lag_ms,
+                "be_pending_users": stats.pending_users,
+                "be_last_flush_lag_ms": stats.last_flush_lag_ms,
+                "be_flushed_users_total": stats.flushed_users_total,
+                "be_flush_failures_total": stats.flush_failures_total,
+                "be_available": backend.client.available(),
+                "be_principal": backend.client.principal(),
+                "be_vote": backend.vote.vote(),
+                "be_loaded": backend.is_loaded(),
+                "resiliency_mode": backend.gate.in_resiliency_mode(),
+            });
+            if let (Value::Object(status), Value::Object(fields)) = (&mut status, fields) {
+                status.extend(fields);
+            }
+        }
+        status
     }
 
     /// The admin API: `/status` and `POST /admin/quorum-recovery`.
@@ -636,6 +685,39 @@ impl Callee for Pool {
                     Answer::Delivered { code, reason }
                 }));
             }
+            Call::Ring {
+                user,
+                contact,
+                message,
+                timeout_ms,
+            } => {
+                let Some(frontend) = self.frontend() else {
+                    return Ok(Answer::Relayed { response: None });
+                };
+                let from = from.to_owned();
+                return Err(Box::pin(async move {
+                    let response = frontend
+                        .ring_here(&from, &user, &contact, &message, timeout_ms)
+                        .await;
+                    Answer::Relayed { response }
+                }));
+            }
+            Call::CallRelay {
+                call_id,
+                toward_client,
+                message,
+                timeout_ms,
+            } => {
+                let Some(frontend) = self.frontend() else {
+                    return Ok(Answer::Relayed { response: None });
+                };
+                return Err(Box::pin(async move {
+                    let response = frontend
+                        .call_relay_here(&call_id, toward_client, &message, timeout_ms)
+                        .await;
+                    Answer::Relayed { response }
+                }));
+            }
             Call::Changed { user } => {
                 if let Some(frontend) = self.frontend() {
                     frontend.changed_here(&user);
@@ -727,6 +809,27 @@ pub async fn serve(
             }
         });
     }
+    if let Some(backend) = pool.settings.backend.clone() {
+        pool.spawn(backend.clone().load(pool.settings.heartbeat_interval));
+        pool.spawn(backend.vote.clone().run());
+        let writer = backend.writer.clone();
+        pool.spawn(async move { writer.run(std::future::pending()).await });
+        let gate = backend.gate.clone();
+        pool.spawn(async move { gate.run(std::future::pending()).await });
+        let mut mode = backend.gate.subscribe();
+        let weak = Arc::downgrade(&frontend);
+        pool.spawn(async move {
+            // One turn per mode change; ends with the node.
+            while mode.changed().await.is_ok() {
+                let on = *mode.borrow_and_update();
+                tracing::info!(resiliency_mode = on, "back end availability changed");
+                let Some(frontend) = weak.upgrade() else {
+                    return;
+                };
+                frontend.tell_resiliency(on);
+            }
+        });
+    }
     crate::frontend::server::serve(listeners.sip, frontend, shutdown).await
 }
 
@@ -768,6 +871,18 @@ pub async fn run_node(
     };
     let mut settings = PoolSettings::from_cluster(&cluster, &node)?;
     settings.peer_addresses.extend(options.peers);
+    if let Some(backend_pool) = cluster.pool(&settings.pool).and_then(|p| p.backend.clone()) {
+        let client = crate::backend::BackendClient::for_pool(&cluster, &node, &backend_pool)?;
+        settings.use_backend(BackendLink::new(
+            client,
+            &settings.pool,
+            &cluster.timings,
+            settings.heartbeat_interval,
+            settings.failure_timeout,
+        ));
+    }
+    settings.calls =
+        CallSettings::from_cluster(&cluster, &settings.pool, crate::director::Resolver::dns());
     let mut frontend = frontend_config(&cluster, &settings.pool);
     if options.open {
         frontend.credentials = Credentials::open();

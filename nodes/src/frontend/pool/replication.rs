@@ -332,6 +332,10 @@ impl Pool {
                 .collect();
             replica.seq += 1;
             let view = replica.store.view(&user, now_unix_ms);
+            if let Some(backend) = &self.settings.backend {
+                // The primary writes to the Back End: one writer per group, lazily.
+                backend.changed(&user, &writes, &view);
+            }
             let targets: Vec<_> = replica.config.members[1..]
                 .iter()
                 .filter(|m| self.membership.live(m))

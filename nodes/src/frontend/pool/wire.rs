@@ -93,6 +93,21 @@ pub enum Call {
     },
     /// The user's presence changed: tell your watchers.
     Changed { user: String },
+    /// Relay a new call's INVITE (encoded) to the client of `user` bound at `contact`, whose connection is on the
+    /// callee; the caller holds the call's Mediation side.
+    Ring {
+        user: String,
+        contact: String,
+        message: String,
+        timeout_ms: u64,
+    },
+    /// Relay a request (encoded) inside call `call_id` to the end of the call the callee holds.
+    CallRelay {
+        call_id: String,
+        toward_client: bool,
+        message: String,
+        timeout_ms: u64,
+    },
 }
 
 /// The answer to a [`Call`].
@@ -135,6 +150,10 @@ pub enum Answer {
     Delivered {
         code: u16,
         reason: String,
+    },
+    /// A relayed call request's final response (encoded); `None` when it could not be sent or gets no answer.
+    Relayed {
+        response: Option<String>,
     },
 }
 
