@@ -76,6 +76,7 @@ fn main() {
             seed: i as u64,
             via: None,
             director: None,
+            calls: false,
             edges: Vec::new(),
         })
         .collect();

@@ -75,6 +75,10 @@ pub struct WorkloadSpec {
     pub request_timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     pub start_spread_ms: Option<u64>,
+    /// Users of a topology with a Mediation pool call a number once per interval.
+    pub call_interval_ms: Option<u64>,
+    /// How long the gateway holds each call.
+    pub call_hold_ms: Option<u64>,
     /// No IMs at all (overrides `im_interval_ms`).
     #[serde(default)]
     pub no_ims: bool,
@@ -239,6 +243,8 @@ impl Scenario {
                 Some(ms(w.im_interval_ms, d.im_interval.unwrap_or_default()))
             },
             publish_interval: w.publish_interval_ms.map(std::time::Duration::from_millis),
+            call_interval: w.call_interval_ms.map(std::time::Duration::from_millis),
+            call_hold: ms(w.call_hold_ms, d.call_hold),
             ..d
         }
     }

@@ -7,7 +7,7 @@ use crate::checker::durability::Durability;
 use crate::checker::im::ImDelivery;
 use crate::checker::registration::registered_over_time;
 use crate::checker::{Composed, Verdict, Violation};
-use crate::history::History;
+use crate::history::{History, Op};
 use crate::latency::{self, Latencies, Metric};
 
 use super::bounds::{Bound, BoundOutcome};
@@ -64,6 +64,13 @@ impl Report {
         // Counts do not depend on the scenario's choice of checkers: every report shows them.
         let (_, ims) = ImDelivery::default().judge(history);
         let (_, loss) = Durability::default().judge(history);
+        let operations = history.operations();
+        let calls = |ok_only: bool| {
+            operations
+                .iter()
+                .filter(|o| matches!(o.op, Op::CallSetup { .. }) && (!ok_only || o.is_ok()))
+                .count() as u64
+        };
         let counts = Counts {
             users: history.users().len() as u64,
             ims_acked: ims.acked,
@@ -71,6 +78,12 @@ impl Report {
             ims_lost: ims.lost,
             writes_acked: loss.writes_acked,
             writes_lost: loss.writes_lost,
+            calls_placed: calls(false),
+            calls_answered: calls(true),
+            calls_ended: operations
+                .iter()
+                .filter(|o| matches!(o.op, Op::CallEnd { .. }))
+                .count() as u64,
         };
         let metrics: BTreeMap<String, MetricSummary> = Metric::ALL
             .iter()

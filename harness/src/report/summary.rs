@@ -112,6 +112,13 @@ pub struct Counts {
     pub ims_lost: u64,
     pub writes_acked: u64,
     pub writes_lost: u64,
+    /// Calls placed to numbers, answered (the setup succeeded), and ended by a BYE the caller received.
+    #[serde(default)]
+    pub calls_placed: u64,
+    #[serde(default)]
+    pub calls_answered: u64,
+    #[serde(default)]
+    pub calls_ended: u64,
 }
 
 impl Counts {
@@ -124,17 +131,23 @@ impl Counts {
             "ims_lost" => Some(self.ims_lost),
             "writes_acked" => Some(self.writes_acked),
             "writes_lost" => Some(self.writes_lost),
+            "calls_placed" => Some(self.calls_placed),
+            "calls_answered" => Some(self.calls_answered),
+            "calls_ended" => Some(self.calls_ended),
             _ => None,
         }
     }
 
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 9] = [
         "users",
         "ims_acked",
         "ims_delivered",
         "ims_lost",
         "writes_acked",
         "writes_lost",
+        "calls_placed",
+        "calls_answered",
+        "calls_ended",
     ];
 }
 

@@ -46,6 +46,12 @@ pub struct Settings {
     /// Each user publishes its presence once per interval (besides once after each registration).
     #[serde(with = "ms_opt")]
     pub publish_interval: Option<Duration>,
+    /// Each user able to call places one call per interval (none if absent).
+    #[serde(with = "ms_opt")]
+    pub call_interval: Option<Duration>,
+    /// How long the gateway holds each call before hanging up.
+    #[serde(with = "ms")]
+    pub call_hold: Duration,
     /// Users start spread over this long.
     #[serde(with = "ms")]
     pub start_spread: Duration,
@@ -70,6 +76,8 @@ impl Default for Settings {
             publish_interval: None,
             start_spread: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(400),
+            call_interval: None,
+            call_hold: Duration::from_secs(3),
             sip_port: roles::SIP_PORT,
         }
     }
@@ -138,6 +146,11 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                 contact: (all.len() > 1).then_some(next),
                 seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 director: by_site(Role::Director, &site).into_iter().next(),
+                calls: !*remote
+                    && topology
+                        .pools
+                        .iter()
+                        .any(|p| p.pool.role == Role::Mediation),
                 edges: if *remote {
                     by_site(Role::Edge, &site)
                 } else {

@@ -44,6 +44,8 @@ pub struct UserSpec {
     /// Remote users only: the Edge pools to come in through, by priority (own site's first, as DNS SRV
     /// gives them). A remote user reaches nothing else.
     pub edges: Vec<String>,
+    /// Whether the user places calls to telephone numbers (the topology has a Mediation pool).
+    pub calls: bool,
     /// A link through the fault proxy to the home pool (`toxiproxy:<port>`), when the topology has one:
     /// the user then connects there, and the proxy picks a server of the pool for each connection.
     pub via: Option<(String, u16)>,
@@ -58,6 +60,8 @@ enum Kind {
     Subscribe,
     ContactAdd,
     ContactList,
+    /// An INVITE to a telephone number, answered by the PSTN gateway through Mediation.
+    Call,
 }
 
 struct Outstanding {
@@ -363,6 +367,8 @@ async fn session(
     let mut next_refresh = Instant::now() + Duration::from_secs(3600);
     let mut next_im = Instant::now() + jitter(&mut life.rng, settings.im_interval);
     let mut next_publish = Instant::now() + jitter(&mut life.rng, settings.publish_interval);
+    let call_every = settings.call_interval.filter(|_| spec.calls);
+    let mut next_call = Instant::now() + jitter(&mut life.rng, call_every);
     let mut keepalive = tokio::time::interval(settings.keepalive_interval);
     let mut final_list_sent = false;
     let mut buf = vec![0u8; 4096];
@@ -420,7 +426,7 @@ async fn session(
         if final_list_sent && outstanding.is_empty() {
             return End::Finished;
         }
-        let wake = [next_refresh, next_im, next_publish]
+        let wake = [next_refresh, next_im, next_publish, next_call]
             .into_iter()
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -486,6 +492,19 @@ async fn session(
                         if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Im, op, req, false).await {
                             return End::Lost(e);
                         }
+                    }
+                }
+                if now >= next_call {
+                    next_call = now + call_every.unwrap_or(Duration::from_secs(3600));
+                    let number = format!("+1555{:07}", life.rng.gen_range(0..10_000_000u32));
+                    let uri = format!("sip:{number}@{};user=phone", sip::DOMAIN);
+                    let mut req = new_request(spec, "INVITE", &uri, &uri, life, &from_tag);
+                    req.headers.push(("Contact".into(), format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name)));
+                    req.headers.push(("X-Hold-Ms".into(), settings.call_hold.as_millis().to_string()));
+                    let call_id = req.header("Call-ID").unwrap_or_default().to_string();
+                    let op = Op::CallSetup { to: number, call_id };
+                    if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Call, op, req, false).await {
+                        return End::Lost(e);
                     }
                 }
                 if now >= next_publish {
@@ -618,6 +637,25 @@ async fn on_response(
             let _ = o.pending.fail(reason.clone());
             Ok(Some(Event::Lost(format!("REGISTER refused: {reason}"))))
         }
+        Kind::Call if ok => {
+            // The 2xx of an INVITE is acknowledged end to end with an ACK in the same dialog.
+            let mut ack = o.request.clone();
+            ack.start = ack.start.replacen("INVITE", "ACK", 1);
+            let cseq = o.request.cseq().unwrap_or_default();
+            ack.headers.retain(|(n, _)| {
+                !["To", "CSeq", "X-Hold-Ms", "Contact"]
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h))
+            });
+            ack.headers.push((
+                "To".into(),
+                msg.header("To").unwrap_or_default().to_string(),
+            ));
+            ack.headers.push(("CSeq".into(), format!("{cseq} ACK")));
+            send(write, &ack).await.map_err(|e| e.to_string())?;
+            o.pending.ok().map_err(|e| e.to_string())?;
+            Ok(None)
+        }
         Kind::ContactList if ok => {
             let contacts: Vec<String> = String::from_utf8_lossy(&msg.body)
                 .lines()
@@ -652,6 +690,28 @@ async fn on_request(
     recorder: &Recorder,
 ) -> Result<(), String> {
     match msg.method() {
+        // An ACK is never answered.
+        Some("ACK") => return Ok(()),
+        Some("BYE") => {
+            let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
+            let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
+        }
+        Some("INVITE") => {
+            // A call from the gateway: answer at once (no media), in a dialog of our own tag.
+            let mut ok = msg.response(200, "OK");
+            for (n, v) in ok.headers.iter_mut() {
+                if n.eq_ignore_ascii_case("To") && !v.contains(";tag=") {
+                    v.push_str(&format!(";tag=in{}", msg.cseq().unwrap_or_default()));
+                }
+            }
+            ok.headers.push((
+                "Contact".into(),
+                format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name),
+            ));
+            return send(write, &ok)
+                .await
+                .map_err(|e| format!("answer the server: {e}"));
+        }
         Some("MESSAGE") => {
             let text = String::from_utf8_lossy(&msg.body);
             let mut words = text.split_whitespace();
