@@ -16,7 +16,11 @@ use crate::topology::Topology;
 /// How often every node is asked.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Probes `nodes` until `stop` turns true.
+/// A full snapshot of every node's view is recorded this often even when nothing changed, so checkers
+/// always find views after each fault (recording only changes would leave a quiet end unobserved).
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Probes `nodes` until `stop` turns true, then records one last full snapshot.
 pub async fn run(
     tunnel_addr: SocketAddr,
     topology: Topology,
@@ -26,13 +30,15 @@ pub async fn run(
 ) {
     let mut last: BTreeMap<String, (Vec<View>, Option<String>)> = BTreeMap::new();
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    let mut last_snapshot = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
+        let stopping = tokio::select! {
+            _ = tick.tick() => *stop.borrow(),
+            _ = stop.changed() => true,
+        };
+        let snapshot = stopping || last_snapshot.elapsed() >= SNAPSHOT_INTERVAL;
+        if snapshot {
+            last_snapshot = tokio::time::Instant::now();
         }
         let asks = nodes.iter().map(|n| ask(tunnel_addr, n));
         let answers = futures::future::join_all(asks).await;
@@ -41,7 +47,7 @@ pub async fn run(
                 Ok(status) => (views(&topology, &status), None),
                 Err(e) => (Vec::new(), Some(e)),
             };
-            if last.get(node) == Some(&now) {
+            if !snapshot && last.get(node) == Some(&now) {
                 continue;
             }
             if let Some(error) = &now.1 {
@@ -51,6 +57,9 @@ pub async fn run(
                 let _ = recorder.probe(node, Some(view.clone()), None);
             }
             last.insert(node.clone(), now);
+        }
+        if stopping {
+            return;
         }
     }
 }
