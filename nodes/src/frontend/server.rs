@@ -124,6 +124,8 @@ pub struct FrontEnd {
     pub(crate) overload: Overload,
     /// Transient, pool mode: the calls this Front End holds an end of.
     pub(crate) calls: Calls,
+    /// Pool pairing: the backup registrar's and the fence's say on who is served here (see [`crate::pairing`]).
+    pairing: OnceLock<Arc<crate::pairing::Pairing>>,
 }
 
 impl FrontEnd {
@@ -152,6 +154,7 @@ impl FrontEnd {
             ),
             overload: Overload::new(config.requests_in_flight_max, config.retry_after),
             calls: Calls::default(),
+            pairing: OnceLock::new(),
             config,
         }
     }
@@ -162,6 +165,16 @@ impl FrontEnd {
             Home::Pool(pool) => Some(pool),
             Home::Standalone => None,
         }
+    }
+
+    /// Gives this Front End its pool's pairing (once).
+    pub fn set_pairing(&self, pairing: Arc<crate::pairing::Pairing>) {
+        let _ = self.pairing.set(pairing);
+    }
+
+    /// The pool's pairing, if it has a pair.
+    pub fn pairing(&self) -> Option<&Arc<crate::pairing::Pairing>> {
+        self.pairing.get()
     }
 
     /// The `Arc` this Front End lives in (pool mode), for work that outlives a request.
@@ -246,7 +259,13 @@ impl FrontEnd {
     pub(crate) async fn view(&self, user: &str, now_unix_ms: u64) -> Result<UserView, Refusal> {
         match &self.home {
             Home::Standalone => Ok(self.store.view(user, now_unix_ms)),
-            Home::Pool(pool) => pool.view(user, now_unix_ms).await.map_err(Refusal),
+            Home::Pool(pool) => {
+                let mut view = pool.view(user, now_unix_ms).await.map_err(Refusal)?;
+                if let Some(pairing) = self.pairing() {
+                    pairing.shape_view(user, &mut view);
+                }
+                Ok(view)
+            }
         }
     }
 
@@ -267,9 +286,14 @@ impl FrontEnd {
                     return;
                 };
                 let (pool, user) = (pool.clone(), user.to_owned());
+                let pairing = self.pairing().cloned();
                 tokio::spawn(async move {
                     let now = now_unix_ms();
-                    if let Ok(view) = pool.view(&user, now).await {
+                    if let Ok(mut view) = pool.view(&user, now).await {
+                        if let Some(pairing) = &pairing {
+                            // A user in resiliency mode at its backup registrar shows as unknown.
+                            pairing.shape_view(&user, &mut view);
+                        }
                         notify(&view, now);
                     }
                 });
@@ -433,6 +457,9 @@ impl FrontEnd {
                         resiliency::word(on),
                     );
                 }
+                if let Some(pairing) = self.pairing() {
+                    response = pairing.registered(&request, &peer, response);
+                }
                 Reply::Response(response)
             }
             Method::Publish if self.refused_in_resiliency_mode(&request) => {
@@ -477,6 +504,10 @@ impl Handler for FrontEnd {
         if let Some(reason) = self.pool().and_then(|p| p.verdict().reason()) {
             // Below quorum (or not started) every Front End of the pool stops serving: no split service.
             return Reply::Response(Refusal(reason).response(&request));
+        }
+        if let Some(response) = self.pairing().and_then(|p| p.screen(&request)) {
+            // Pool pairing: a user who belongs elsewhere now, or is in resiliency mode at its backup registrar.
+            return Reply::Response(response);
         }
         let Some(permit) = self.overload.admit() else {
             return Reply::Response(self.overloaded(&request));

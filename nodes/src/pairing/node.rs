@@ -181,7 +181,7 @@ pub fn attach(
         passes: tokio::sync::Mutex::new(()),
     });
     let _ = pairing.frontend.set(Arc::downgrade(frontend));
-    // TODO-HOOK frontend.set_pairing(pairing.clone());
+    frontend.set_pairing(pairing.clone());
     Ok(pairing)
 }
 

@@ -135,9 +135,15 @@ impl PoolSettings {
 pub fn frontend_config(cluster: &ClusterConfig, pool: &str) -> FrontEndConfig {
     let expires_max = Duration::from_millis(cluster.timings.registration_expiry_ms);
     FrontEndConfig {
+        // The pair's users too: this pool is their backup registrar (the pairing decides when they are served).
         credentials: Credentials::from_pairs(
             cluster
-                .users_of(pool)
+                .users
+                .iter()
+                .filter(|u| {
+                    u.home == pool
+                        || cluster.pool(pool).and_then(|p| p.pair.as_ref()) == Some(&u.home)
+                })
                 .map(|u| (u.name.clone(), u.password.clone())),
         ),
         nonce_secret: format!("{}/{}/{}", cluster.name, pool, cluster.admin_token),
@@ -538,19 +544,27 @@ impl Pool {
                 status.extend(fields);
             }
         }
+        if let Some(pairing) = self.frontend().and_then(|f| f.pairing().cloned()) {
+            status["pairing"] = pairing.status();
+        }
         status
     }
 
     /// The admin API: `/status` and `POST /admin/quorum-recovery`.
     pub fn admin_api(self: &Arc<Self>) -> AdminApi {
         let (status, recover) = (self.clone(), self.clone());
-        AdminApi::new(&self.settings.admin_token, move || status.status()).command(
+        let api = AdminApi::new(&self.settings.admin_token, move || status.status()).command(
             "quorum-recovery",
             move |_| {
                 let pool = recover.clone();
                 async move { Ok(pool.recover()) }
             },
-        )
+        );
+        // A paired pool's commands: pool-failover, pool-failback, store-failover, backup-sync.
+        match self.frontend().and_then(|f| f.pairing().cloned()) {
+            Some(pairing) => pairing.admin_commands(api),
+            None => api,
+        }
     }
 
     /// The group's primary, per the highest epoch this node knows (for tests and tools).
@@ -830,6 +844,9 @@ pub async fn serve(
             }
         });
     }
+    if let Some(pairing) = frontend.pairing().cloned() {
+        pool.spawn(pairing.run());
+    }
     crate::frontend::server::serve(listeners.sip, frontend, shutdown).await
 }
 
@@ -906,5 +923,18 @@ pub async fn run_node(
         let _ = writeln!(stdout, "{}", crate::frontend::standalone::ready_line(addr));
         let _ = stdout.flush();
     }
-    Ok(run(listeners, config, shutdown).await?)
+    let pool_name = config.pool.pool.clone();
+    let frontend = build(config);
+    if cluster.pool(&pool_name).is_some_and(|p| p.pair.is_some()) {
+        // A paired pool: backup registrar, backup service, failover and fencing.
+        let pairing = crate::pairing::PairingConfig {
+            cluster: Arc::new(cluster.clone()),
+            pool: pool_name,
+            node,
+        };
+        if let Err(error) = crate::pairing::attach(&frontend, pairing) {
+            tracing::error!(%error, "pool pairing not started");
+        }
+    }
+    Ok(serve(listeners, frontend, shutdown).await?)
 }
