@@ -271,6 +271,7 @@ async fn redirect(
         let challenge = life.challenge.clone();
         let req = with_auth(req, &challenge, spec, life);
         let answer = transact(stream, &mut framer, &req, settings.request_timeout).await?;
+        tracing::debug!(user = %spec.name, answer = %answer.start, "registrar lookup");
         match answer.status()? {
             401 | 407 => {
                 let header = answer
