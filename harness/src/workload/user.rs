@@ -259,7 +259,8 @@ async fn redirect(
     let call_id = format!("dir-{}-{}", spec.name, life.rng.gen::<u32>());
     let from_tag = format!("d{}", life.rng.gen::<u32>());
     let mut framer = Framer::default();
-    for _attempt in 0..2 {
+    // At most: credentials for another server's challenge refused, a fresh challenge, the redirect.
+    for _attempt in 0..3 {
         let req = register_request(
             spec,
             &sip::domain_uri(),
@@ -269,6 +270,7 @@ async fn redirect(
             settings,
         );
         let challenge = life.challenge.clone();
+        let sent_credentials = challenge.is_some();
         let req = with_auth(req, &challenge, spec, life);
         let answer = transact(stream, &mut framer, &req, settings.request_timeout).await?;
         tracing::debug!(user = %spec.name, answer = %answer.start, "registrar lookup");
@@ -279,6 +281,7 @@ async fn redirect(
                     .or_else(|| answer.header("Proxy-Authenticate"))?;
                 life.challenge = Some(Challenge::parse(header)?);
             }
+            403 if sent_credentials => life.challenge = None,
             301 | 302 => return registrars_of(&answer),
             _ => return None,
         }
