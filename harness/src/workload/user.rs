@@ -633,6 +633,16 @@ async fn on_response(
                 Event::Refreshed
             }))
         }
+        Kind::Register | Kind::Refresh if (300..400).contains(&status) => {
+            // A registrar that sends us elsewhere (its pool failed over, or we are not homed there): follow
+            // it as a client does, keeping the backup it names.
+            let _ = o.pending.fail(reason.clone());
+            if let Some(found) = registrars_of(&msg) {
+                life.registrars = Some(found);
+                life.use_backup = false;
+            }
+            Ok(Some(Event::Lost(format!("REGISTER redirected: {reason}"))))
+        }
         Kind::Register | Kind::Refresh => {
             if matches!(o.kind, Kind::Register) {
                 // This registrar would not take us: the next attempt goes to the other one.
