@@ -1,9 +1,25 @@
 //! The Edge pool in-process over real sockets: a remote user signs in through an Edge server (Director's 301,
 //! then the Front End it names), exchanges IMs and gets presence through it, moves to another Edge server when
-//! its Edge server dies, and the next hop changes only with the admin token.
+//! its Edge server dies, and the next hop changes only with the admin token. [`pool`]: remote users of a Front End
+//! pool of 3 exchanging IMs.
 
 #[path = "../director/roles.rs"]
 mod roles;
+
+#[path = "../frontend/support.rs"]
+#[expect(
+    dead_code,
+    reason = "the Front End tests' client is shared; the pool support needs part of it"
+)]
+mod client;
+#[path = "../frontend_pool/support.rs"]
+#[expect(
+    dead_code,
+    reason = "the Front End pool tests' support is shared; this binary uses part of it"
+)]
+mod pool_support;
+
+mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;
