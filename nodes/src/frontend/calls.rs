@@ -304,6 +304,20 @@ fn encoded(message: impl Into<SipMessage>) -> String {
     String::from_utf8_lossy(&message::encode(message)).into_owned()
 }
 
+/// A relayed request (no Via) encoded for the peer link: with a placeholder Via, since the parser requires one; the
+/// receiving Front End strips it with the rest of our hop's headers before sending.
+fn encoded_for_peer(mut request: Request) -> String {
+    message::push(
+        &mut request.headers,
+        "Via",
+        format!(
+            "SIP/2.0/TCP pool.invalid;branch=z9hG4bK{}",
+            message::token()
+        ),
+    );
+    encoded(request)
+}
+
 /// The way to a binding's client from its registered flow: the flow while open, else toward its contact.
 async fn reach(flow: Peer, contact: &str) -> Option<Peer> {
     match flow.transport() {
@@ -508,7 +522,7 @@ impl FrontEnd {
                     let call = Call::Ring {
                         user: user.clone(),
                         contact: binding.contact.clone(),
-                        message: encoded(invite.clone()),
+                        message: encoded_for_peer(invite.clone()),
                         timeout_ms: settings.invite_timeout.as_millis() as u64,
                     };
                     let wait = settings.invite_timeout + settings.relay_timeout;
@@ -554,7 +568,7 @@ impl FrontEnd {
         encoded_invite: &str,
         timeout_ms: u64,
     ) -> Option<String> {
-        let invite = parse_request(encoded_invite)?;
+        let invite = forwarded(&parse_request(encoded_invite)?, None)?;
         let (_, flow) = self
             .locations
             .flows_of(user)
@@ -693,7 +707,7 @@ impl FrontEnd {
                 let call = Call::CallRelay {
                     call_id: entry.dialog.call_id.clone(),
                     toward_client,
-                    message: encoded(relayed),
+                    message: encoded_for_peer(relayed),
                     timeout_ms: timeout.as_millis() as u64,
                 };
                 let wait = timeout + pool.settings().failure_timeout;

@@ -2,6 +2,8 @@
 //! 127.0.0.1, `kill` aborts a node's tasks and drops its sockets, `start` brings it back on the same ports as a new
 //! process with an empty state. A trimmed `frontend_pool::support::TestPool` with a configuration hook.
 
+#![allow(dead_code, reason = "each test binary uses part of this pool")]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
