@@ -102,7 +102,6 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                 .map(move |n| (roles::user_name(&u.home, n), u.home.clone(), n <= u.remote))
         })
         .collect();
-    let all: Vec<String> = names.iter().map(|(n, _, _)| n.clone()).collect();
     // Pools of a role, those in `site` first: DNS SRV priorities as a client of that site gets them.
     let by_site = |role: Role, site: &str| -> Vec<String> {
         let mut pools: Vec<(bool, String)> = topology
@@ -131,19 +130,27 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                         roles::PROXY_LINK_PORT_BASE + i as u16,
                     )
                 });
-            // Each user writes to and watches its neighbour, so every user is both a sender and a recipient.
-            let next = all[(i + 1) % all.len()].clone();
+            // Each user writes to and watches its neighbour in the same home pool, so every user is both a
+            // sender and a recipient. (Presence across pools is not part of the pool model's claims: the
+            // Front End serves presence of its own pool's users.)
+            let same_home: Vec<&String> = names
+                .iter()
+                .filter(|(_, h, _)| h == home)
+                .map(|(n, _, _)| n)
+                .collect();
+            let me = same_home.iter().position(|n| *n == name).unwrap_or(0);
+            let next = same_home[(me + 1) % same_home.len()].clone();
             UserSpec {
                 name: name.clone(),
                 password: roles::user_password(name),
                 home: home.clone(),
                 backup,
-                im_targets: if all.len() > 1 {
+                im_targets: if same_home.len() > 1 {
                     vec![next.clone()]
                 } else {
                     vec![]
                 },
-                contact: (all.len() > 1).then_some(next),
+                contact: (same_home.len() > 1).then_some(next),
                 seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 director: by_site(Role::Director, &site).into_iter().next(),
                 calls: !*remote
