@@ -3,12 +3,19 @@
 //!
 //! Binding the client to one upstream connection keeps the relay simple: requests the pool sends the client
 //! (IMs, NOTIFYs, INVITEs) arrive on the upstream connection the client registered over, and have exactly one
-//! place to go; no Record-Route or transaction state is needed. When either side closes, both close, so a
-//! client sees its Edge server or its upstream die as a broken connection and signs in again (through another
-//! Edge server of the pool name).
+//! place to go; no Record-Route is needed. When either side closes, both close, so a client sees its Edge server
+//! or its upstream die as a broken connection and signs in again (through another Edge server of the pool name).
+//!
+//! The one piece of transaction state: for each request sent down, the Via stack the pool put on it
+//! ([`SentDown`]). The client's answer goes back up with that stack, not with the Vias the client echoed, so the
+//! pool matches the answer to its request even when a client returns only the first Via line (the Edge's own)
+//! or alters the Vias below it. Without this, the Front End never hears the recipient's 200 and tells the
+//! sender of a delivered IM `408`/`480`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rsip::{Header, Headers, Method, Request, SipMessage};
@@ -17,17 +24,101 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::server::Edge;
 use crate::cluster::SIP_PORT;
 use crate::sip::codec::{Frame, FrameError, Framer};
-use crate::sip::message::{self, header, host_port_of, name, split_list, uri_in, value};
+use crate::sip::message::{
+    self, header, headers_all, host_port_of, name, split_list, uri_in, value,
+};
 
 /// Every Via the Edge adds has a branch starting so; a response is passed on only when its top Via is one.
 pub const BRANCH_PREFIX: &str = "z9hG4bKedge";
 
 /// Messages queued toward one side before the relay waits.
 const QUEUE_LEN: usize = 256;
+
+/// How long the Via stack of a request sent down is kept for the client's answers: 64 × T1, the life of a
+/// non-INVITE client transaction (Timer F), also long enough for an INVITE's 2xx retransmissions.
+const SENT_DOWN_KEPT: Duration = Duration::from_secs(32);
+
+/// Requests sent down one connection whose answers are awaited at most; beyond, the oldest is forgotten (its
+/// answer then goes up with the Vias the client echoed, as a stateless relay would pass it).
+const SENT_DOWN_MAX: usize = 1024;
+
+/// The Via stacks of the requests sent down one client's connection, by the branch of the Edge's Via on each.
+#[derive(Default)]
+struct SentDown(Mutex<HashMap<String, Stack>>);
+
+/// The Vias the pool put on one request sent down (below the Edge's own), and when it went.
+struct Stack {
+    sent: Instant,
+    vias: Vec<String>,
+    /// An INVITE's 2xx may be retransmitted: its stack stays after a final answer.
+    invite: bool,
+}
+
+impl SentDown {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stack>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers `request`'s Vias (before the Edge's own goes on top with `branch`).
+    fn remember(&self, branch: String, request: &Request) {
+        let now = Instant::now();
+        let mut sent = self.lock();
+        if sent.len() >= SENT_DOWN_MAX {
+            sent.retain(|_, s| now.duration_since(s.sent) < SENT_DOWN_KEPT);
+        }
+        if sent.len() >= SENT_DOWN_MAX {
+            if let Some(oldest) = sent
+                .iter()
+                .min_by_key(|(_, s)| s.sent)
+                .map(|(b, _)| b.clone())
+            {
+                sent.remove(&oldest);
+            }
+        }
+        sent.insert(
+            branch,
+            Stack {
+                sent: now,
+                vias: headers_all(&request.headers, "Via"),
+                invite: request.method == Method::Invite,
+            },
+        );
+    }
+
+    /// Readies the client's answer to go up: false (nothing changed) unless the Edge's Via is on top. Then every
+    /// Via is replaced by the stack the pool sent, or, for a request no longer remembered, the Edge's Via removed.
+    fn answer_up(&self, response: &mut rsip::Response) -> bool {
+        let Some(branch) = message::top_branch(&response.headers) else {
+            return false;
+        };
+        if !branch.starts_with(BRANCH_PREFIX) {
+            return false;
+        }
+        let final_answer = response.status_code.code() >= 200;
+        let vias = {
+            let mut sent = self.lock();
+            match sent.get(&branch) {
+                Some(s) if s.sent.elapsed() >= SENT_DOWN_KEPT => {
+                    sent.remove(&branch);
+                    None
+                }
+                Some(s) if final_answer && !s.invite => sent.remove(&branch).map(|s| s.vias),
+                Some(s) => Some(s.vias.clone()),
+                None => None,
+            }
+        };
+        match vias {
+            Some(vias) => replace_vias(&mut response.headers, vias),
+            None => pop_first_value(&mut response.headers, "Via"),
+        }
+        true
+    }
+}
 
 /// The connection toward the pool for one client.
 struct Upstream {
@@ -74,8 +165,11 @@ pub async fn client_connection(
     let (ended_tx, mut ended_rx) = mpsc::channel::<u64>(4);
     let mut relay = Relay {
         edge: edge.clone(),
-        client_tx: client_tx.clone(),
-        client_local,
+        client: Client {
+            tx: client_tx.clone(),
+            local: client_local,
+            sent_down: Arc::default(),
+        },
         upstream: None,
         generations: 0,
         ended_tx,
@@ -131,10 +225,20 @@ pub async fn client_connection(
     }
 }
 
+/// The client's side of a relayed connection, as the relay and its upstream readers use it.
+#[derive(Clone)]
+struct Client {
+    /// Queues a message down the client's connection.
+    tx: mpsc::Sender<Bytes>,
+    /// The Edge's address on the client's connection, for the Via on requests sent down.
+    local: SocketAddr,
+    /// Filled by the upstream readers, read when the client answers.
+    sent_down: Arc<SentDown>,
+}
+
 struct Relay {
     edge: Arc<Edge>,
-    client_tx: mpsc::Sender<Bytes>,
-    client_local: SocketAddr,
+    client: Client,
     upstream: Option<Upstream>,
     generations: u64,
     ended_tx: mpsc::Sender<u64>,
@@ -149,7 +253,8 @@ impl Relay {
                 Ok(None) => return true,
                 Ok(Some(Frame::Ping)) => {
                     if self
-                        .client_tx
+                        .client
+                        .tx
                         .send(Bytes::from_static(b"\r\n"))
                         .await
                         .is_err()
@@ -160,7 +265,7 @@ impl Relay {
                 Ok(Some(Frame::Pong)) => {}
                 Ok(Some(Frame::Message(bytes))) => self.on_client_message(&bytes).await,
                 Err(error) => {
-                    reply_error(&error, &self.client_tx).await;
+                    reply_error(&error, &self.client.tx).await;
                     if error.close {
                         return false;
                     }
@@ -175,12 +280,12 @@ impl Relay {
                 if let Some(reply) =
                     message::error_response_raw(bytes, rejection.status, rejection.reason)
                 {
-                    let _ = self.client_tx.send(reply).await;
+                    let _ = self.client.tx.send(reply).await;
                 }
             }
             Ok(SipMessage::Response(mut response)) => {
-                // The client's answer to a request the pool sent it: back up, without our Via.
-                if pop_own_via(&mut response.headers) {
+                // The client's answer to a request the pool sent it: back up, with the pool's Vias.
+                if self.client.sent_down.answer_up(&mut response) {
                     if let Some(up) = &self.upstream {
                         let _ = up.tx.send(message::encode(response)).await;
                     }
@@ -274,8 +379,7 @@ impl Relay {
             reader,
             Framer::new(config.limits),
             tx.clone(),
-            self.client_tx.clone(),
-            self.client_local,
+            self.client.clone(),
             self.ended_tx.clone(),
             generation,
         ));
@@ -290,7 +394,7 @@ impl Relay {
 
     async fn answer(&self, request: &Request, status: u16, reason: &str) {
         let response = message::response(request, status, reason);
-        let _ = self.client_tx.send(message::encode(response)).await;
+        let _ = self.client.tx.send(message::encode(response)).await;
     }
 }
 
@@ -299,8 +403,7 @@ async fn upstream_reader(
     mut reader: OwnedReadHalf,
     framer: Framer,
     up_tx: mpsc::Sender<Bytes>,
-    client_tx: mpsc::Sender<Bytes>,
-    client_local: SocketAddr,
+    client: Client,
     ended: mpsc::Sender<u64>,
     generation: u64,
 ) {
@@ -347,17 +450,19 @@ async fn upstream_reader(
                     message::encode(response)
                 }
                 Ok(SipMessage::Request(mut request)) => {
+                    let branch = format!("{BRANCH_PREFIX}{}", message::token());
+                    // An ACK gets no answer: nothing to remember.
+                    if request.method != Method::Ack {
+                        client.sent_down.remember(branch.clone(), &request);
+                    }
                     push_via(
                         &mut request.headers,
-                        format!(
-                            "SIP/2.0/TCP {client_local};branch={BRANCH_PREFIX}{}",
-                            message::token()
-                        ),
+                        format!("SIP/2.0/TCP {};branch={branch}", client.local),
                     );
                     message::encode(request)
                 }
             };
-            if client_tx.send(down).await.is_err() {
+            if client.tx.send(down).await.is_err() {
                 break 'read;
             }
         }
@@ -388,6 +493,21 @@ async fn reply_error(error: &FrameError, tx: &mpsc::Sender<Bytes>) {
 fn push_via(headers: &mut Headers, via: String) {
     let mut all = vec![Header::Other("Via".into(), via)];
     all.extend(headers.iter().cloned());
+    *headers = all.into();
+}
+
+/// Replaces every Via with `vias`, one line each, on top.
+fn replace_vias(headers: &mut Headers, vias: Vec<String>) {
+    let mut all: Vec<Header> = vias
+        .into_iter()
+        .map(|v| Header::Other("Via".into(), v))
+        .collect();
+    all.extend(
+        headers
+            .iter()
+            .filter(|h| !name(h).eq_ignore_ascii_case("Via"))
+            .cloned(),
+    );
     *headers = all.into();
 }
 
@@ -444,5 +564,64 @@ mod tests {
         );
         assert!(!pop_own_via(&mut headers), "the client's own Via stays");
         assert_eq!(message::headers_all(&headers, "Via").len(), 1);
+    }
+
+    fn parsed(text: &str) -> SipMessage {
+        message::parse(text.replace('\n', "\r\n").as_bytes()).expect("a valid message")
+    }
+
+    #[test]
+    fn an_answer_goes_up_with_the_vias_the_pool_sent_whatever_the_client_echoed() {
+        // The pool's MESSAGE carries the Front End's Via over the sender's; the client echoes only the first Via
+        // line, the Edge's.
+        let SipMessage::Request(request) = parsed(
+            "MESSAGE sip:bob@b.invalid SIP/2.0\n\
+             Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKfe\n\
+             Via: SIP/2.0/TCP 10.0.0.9:40000;branch=z9hG4bKedgeA, SIP/2.0/TCP a.invalid;branch=z9hG4bKa\n\
+             From: <sip:alice@pool.test>;tag=1\nTo: <sip:bob@pool.test>\nCall-ID: c1\nCSeq: 1 MESSAGE\n\
+             Content-Length: 0\n\n",
+        ) else {
+            panic!("a request");
+        };
+        let sent_down = SentDown::default();
+        let branch = format!("{BRANCH_PREFIX}down");
+        sent_down.remember(branch.clone(), &request);
+        let answer = |code: u16| {
+            let SipMessage::Response(r) = parsed(&format!(
+                "SIP/2.0 {code} OK\nVia: SIP/2.0/TCP 10.0.0.9:41000;branch={branch}\n\
+                 From: <sip:alice@pool.test>;tag=1\nTo: <sip:bob@pool.test>;tag=2\nCall-ID: c1\n\
+                 CSeq: 1 MESSAGE\nContent-Length: 0\n\n"
+            )) else {
+                panic!("a response");
+            };
+            r
+        };
+        let mut ok = answer(200);
+        assert!(sent_down.answer_up(&mut ok));
+        assert_eq!(
+            headers_all(&ok.headers, "Via"),
+            [
+                "SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKfe",
+                "SIP/2.0/TCP 10.0.0.9:40000;branch=z9hG4bKedgeA",
+                "SIP/2.0/TCP a.invalid;branch=z9hG4bKa",
+            ]
+        );
+        assert_eq!(
+            message::top_branch(&ok.headers).as_deref(),
+            Some("z9hG4bKfe")
+        );
+
+        // Answered: forgotten, so a second answer only loses the Edge's Via, as a stateless relay would do.
+        let mut again = answer(200);
+        assert!(sent_down.answer_up(&mut again));
+        assert!(headers_all(&again.headers, "Via").is_empty(), "{again}");
+
+        // An answer whose top Via is not the Edge's does not go up.
+        let mut foreign = answer(200);
+        replace_vias(
+            &mut foreign.headers,
+            vec!["SIP/2.0/TCP x;branch=z9hG4bKx".into()],
+        );
+        assert!(!sent_down.answer_up(&mut foreign));
     }
 }
