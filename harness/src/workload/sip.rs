@@ -287,6 +287,14 @@ pub fn register_action(response: &Message) -> Option<String> {
     )
 }
 
+/// Whether a REGISTER's 200 says the registrar serves this user in resiliency mode
+/// (`X-Poolchaos-Resiliency: on`): IM works, persistent changes are refused.
+pub fn resiliency(response: &Message) -> bool {
+    response
+        .header("X-Poolchaos-Resiliency")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"))
+}
+
 /// The user part of a `sip:user@host` in a header value.
 pub fn user_of(value: &str) -> Option<&str> {
     let at = value.find("sip:")? + 4;

@@ -67,6 +67,8 @@ enum Kind {
 struct Outstanding {
     kind: Kind,
     pending: Pending,
+    /// The operation as invoked (its value is completed from the answer).
+    pending_op: Op,
     deadline: Instant,
     /// The request as sent, to send again with credentials after a 401.
     request: Message,
@@ -381,7 +383,7 @@ async fn session(
         registrar: Some(registrar.to_string()),
         resiliency: false,
     };
-    let Ok(pending) = recorder.invoke(&spec.name, op) else {
+    let Ok(pending) = recorder.invoke(&spec.name, op.clone()) else {
         return End::Lost("history unavailable".into());
     };
     let register = register_request(spec, register_uri, &reg_call_id, &from_tag, life, settings);
@@ -396,6 +398,7 @@ async fn session(
         Outstanding {
             kind: Kind::Register,
             pending,
+            pending_op: op,
             deadline: Instant::now() + settings.request_timeout,
             request: register,
             authorized: false,
@@ -614,7 +617,16 @@ async fn on_response(
     let ok = (200..300).contains(&status);
     match o.kind {
         Kind::Register if ok => {
-            o.pending.ok().map_err(|e| e.to_string())?;
+            let registrar = match &o.pending_op {
+                Op::Register { registrar, .. } => registrar.clone(),
+                _ => None,
+            };
+            o.pending
+                .ok_with(Op::Register {
+                    registrar,
+                    resiliency: sip::resiliency(&msg),
+                })
+                .map_err(|e| e.to_string())?;
             Ok(Some(Event::Registered))
         }
         Kind::Refresh if ok => {
@@ -623,7 +635,7 @@ async fn on_response(
             o.pending
                 .ok_with(Op::Refresh {
                     action,
-                    resiliency: false,
+                    resiliency: sip::resiliency(&msg),
                 })
                 .map_err(|e| e.to_string())?;
             // The server lost the binding: drop everything and register again.
@@ -910,7 +922,9 @@ async fn send_tracked(
     req: Message,
     authorized: bool,
 ) -> Result<(), String> {
-    let pending = recorder.invoke(&spec.name, op).map_err(|e| e.to_string())?;
+    let pending = recorder
+        .invoke(&spec.name, op.clone())
+        .map_err(|e| e.to_string())?;
     if let Err(e) = send(write, &req).await {
         let _ = pending.fail(format!("write failed: {e}"));
         return Err("connection closed".into());
@@ -925,6 +939,7 @@ async fn send_tracked(
         Outstanding {
             kind,
             pending,
+            pending_op: op,
             deadline: Instant::now() + timeout,
             request: req,
             authorized,
