@@ -15,3 +15,4 @@ mod partition;
 mod presence;
 mod quorum;
 mod rejoin;
+mod returning_pair;

@@ -168,6 +168,13 @@ impl Membership {
             .and_then(|s| s.report.as_ref().map(|r| r.incarnation))
     }
 
+    /// Whether `member`'s node has reported another incarnation since: that process is gone for good (a node runs one
+    /// process at a time), and with it the replicas it held. It can promise nothing and act on nothing any more.
+    pub fn replaced(&self, member: &Member) -> bool {
+        self.incarnation(&member.node)
+            .is_some_and(|incarnation| incarnation != member.incarnation)
+    }
+
     /// The member as it runs now: alive, and the same process the configuration named.
     pub fn live(&self, member: &Member) -> bool {
         self.alive(&member.node) && self.incarnation(&member.node) == Some(member.incarnation)

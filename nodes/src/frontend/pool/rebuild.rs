@@ -10,7 +10,9 @@
 //!
 //! A reconfiguration: promises for a new epoch from a majority of the old configuration, the freshest state among
 //! the promisers (it holds every acknowledged write, since a write was on two of three members), then `Install` of
-//! that state on every member of the new configuration.
+//! that state on every member of the new configuration. Members that restarted since (their node reports a new
+//! incarnation) are gone with their replicas: once every other member promised, they count as promisers holding
+//! nothing, so a group that lost two of three members to restarts is carried on by its survivor.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -194,10 +196,30 @@ impl Pool {
             (old, epoch, my_seq)
         };
 
-        // Phase 1: promises from a majority of the old configuration, this Front End included.
+        // Phase 1: promises from a majority of the old configuration, this Front End included. A member whose node
+        // runs a new process since (it restarted) is gone for good and cannot answer: once every other member
+        // promised, the promisers hold all the state that survives, and no one else can coordinate this
+        // configuration, so the gone members count as promisers with nothing to offer. Without this, a group
+        // that lost two of three members to restarts would wait for their promises forever.
+        let gone: Vec<Member> = old
+            .members
+            .iter()
+            .filter(|m| **m != self.me && self.membership.replaced(m))
+            .cloned()
+            .collect();
         let mut promisers: Vec<(Member, u64, u64)> = vec![(self.me.clone(), old.epoch, my_seq)];
+        // A pool of two has configurations of two: the Back End's vote breaks the tie, as it does for quorum.
+        let backend = usize::from(old.members.len() == 2 && self.settings.backend_vote.vote());
+        let enough = |promisers: usize| {
+            promisers + backend >= old.majority()
+                || (!gone.is_empty() && promisers + gone.len() == old.members.len())
+        };
         let mut calls = JoinSet::new();
-        for member in old.members.iter().filter(|m| **m != self.me) {
+        for member in old
+            .members
+            .iter()
+            .filter(|m| **m != self.me && !gone.contains(m))
+        {
             let wait = self.links.call(
                 &member.node,
                 Call::Promise {
@@ -211,11 +233,9 @@ impl Pool {
             let member = member.clone();
             calls.spawn(async move { (member, wait.await) });
         }
-        // A pool of two has configurations of two: the Back End's vote breaks the tie, as it does for quorum.
-        let backend = usize::from(old.members.len() == 2 && self.settings.backend_vote.vote());
         let mut refused_epoch = 0;
         // Bounded: one turn per member called.
-        while promisers.len() + backend < old.majority() {
+        while !enough(promisers.len()) {
             let Some(joined) = calls.join_next().await else {
                 break;
             };
@@ -243,7 +263,7 @@ impl Pool {
             }
         }
         calls.abort_all();
-        if promisers.len() + backend < old.majority() {
+        if !enough(promisers.len()) {
             if refused_epoch >= epoch {
                 let mut state = slot.lock();
                 state.promised_epoch = state.promised_epoch.max(refused_epoch);
