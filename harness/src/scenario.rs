@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::checker::{
-    Composed, Durability, ImDelivery, NoSplitBrain, Quorum, RegistrationContinuity, ResiliencyMode,
+    CallsEnd, Composed, Durability, ImDelivery, NoSplitBrain, Quorum, RegistrationContinuity,
+    ResiliencyMode,
 };
 use crate::report::Bound;
 use crate::schedule::ScheduleSpec;
@@ -94,6 +95,14 @@ pub struct CheckersSpec {
     pub split_brain: Option<SplitBrainSpec>,
     pub quorum: Option<QuorumSpec>,
     pub resiliency: Option<Empty>,
+    /// Every answered call ends at the caller within `end_bound_ms` of its answer.
+    pub calls: Option<CallsSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsSpec {
+    pub end_bound_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +302,13 @@ impl Scenario {
         }
         if c.resiliency.is_some() {
             composed = composed.with(ResiliencyMode);
+        }
+        if let Some(calls) = &c.calls {
+            let mut check = CallsEnd::default();
+            if let Some(bound) = calls.end_bound_ms {
+                check.end_bound_ms = bound;
+            }
+            composed = composed.with(check);
         }
         composed
     }

@@ -8,7 +8,9 @@
 //! - [`split_brain`]: never two principals of a Back End pool, never two primaries of a routing group.
 //! - [`quorum`]: a pool serves exactly when the literal quorum table says it should.
 //! - [`resiliency`]: in resiliency mode persistent changes are refused and IM works.
+//! - [`calls`]: every answered call ends at the caller (BYE) within a bound.
 
+pub mod calls;
 pub mod compose;
 pub mod durability;
 pub mod im;
@@ -21,6 +23,7 @@ pub mod verdict;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
+pub use calls::CallsEnd;
 pub use compose::{Checker, Composed};
 pub use durability::Durability;
 pub use im::ImDelivery;
