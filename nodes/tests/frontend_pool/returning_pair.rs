@@ -77,6 +77,39 @@ async fn a_pair_of_front_ends_returning_together_signs_no_one_out() {
     .await;
     // Down for longer than the rebuild delay: the rebuilds run (or try to) before the pair returns.
     tokio::time::sleep(rebuild_delay * 2).await;
+    pool.until(
+        "the groups that kept two replicas are rebuilt to three",
+        |p| {
+            (0..p.groups())
+                .filter(|g| !shared.contains(g))
+                .all(|g| holders(p, g) >= 3)
+        },
+    )
+    .await;
+    // Only the shared groups refuse, saying why: too few replicas or a dead primary, not a primary change.
+    let (codes, signed_out) = refresh_all(&mut clients).await;
+    assert!(
+        signed_out.is_empty(),
+        "signed out while down: {signed_out:?}"
+    );
+    for ((user, ..), code) in clients.iter().zip(&codes) {
+        let group = pool.user_group(user);
+        let expected = if shared.contains(&group) { 503 } else { 200 };
+        assert_eq!(
+            *code, expected,
+            "{user} of group {group} while the pair is down"
+        );
+    }
+    for (user, server, contact, client) in clients.iter_mut() {
+        if shared.contains(&pool.user_group(user)) {
+            let answer = register_as(client, *server, user, *contact).await;
+            let reason = value(&answer, "ms-diagnostics");
+            assert!(
+                reason.contains("live replica") || reason.contains("is down"),
+                "{user}: {reason}"
+            );
+        }
+    }
     for i in pair {
         pool.start(i).await;
     }
@@ -102,18 +135,21 @@ async fn a_pair_of_front_ends_returning_together_signs_no_one_out() {
 
 /// One running node accepts writes for `group`, and at least two running nodes hold its replica at that epoch.
 fn healthy_group(pool: &TestPool, group: usize) -> bool {
+    holders(pool, group) >= 2
+}
+
+/// Running nodes holding `group`'s replica at the epoch of its one accepting primary (0 without exactly one).
+fn holders(pool: &TestPool, group: usize) -> usize {
     let primaries = pool.accepting_primaries(group);
     let [(_, epoch)] = primaries[..] else {
-        return false;
+        return 0;
     };
-    let holders = pool
-        .running()
+    pool.running()
         .into_iter()
         .filter(|i| {
             let status = pool.status(*i);
             let g = &status["groups"][group];
             g["role"] != "none" && g["epoch"].as_u64() == Some(epoch)
         })
-        .count();
-    holders >= 2
+        .count()
 }

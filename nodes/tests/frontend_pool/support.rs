@@ -180,6 +180,11 @@ impl TestPool {
             .collect()
     }
 
+    /// The routing group of `user`.
+    pub fn user_group(&self, user: &str) -> usize {
+        poolnode::frontend::pool::placement::group_of(user, self.groups())
+    }
+
     /// A user name in `group` (the `k`-th one found).
     pub fn user_in(&self, group: usize, k: usize) -> String {
         (0..100_000)

@@ -260,6 +260,16 @@ impl Pool {
             .as_ref()
             .filter(|_| state.acting_primary(&self.me) && known <= state.promised_epoch)
         else {
+            // This Front End's own reconfiguration of a group it is the primary of did not complete (too few
+            // promises): when the group is short of live replicas, that is the reason to give, not a primary change.
+            let pending = state.replica.as_ref().filter(|r| {
+                r.config.primary() == &self.me
+                    && state.promised_to.as_ref() == Some(&self.me)
+                    && known <= r.config.epoch
+            });
+            if let Some(replica) = pending {
+                self.enough_replicas(replica, group)?;
+            }
             let own = state
                 .replica
                 .as_ref()
@@ -273,21 +283,8 @@ impl Pool {
                 primary: primary.filter(|p| *p != self.me.node),
             });
         };
-        let live = replica
-            .config
-            .members
-            .iter()
-            .filter(|m| self.member_healthy(&replica.config, m, replica.adopted_at))
-            .count();
+        self.enough_replicas(replica, group)?;
         let needed = replicas_min(self.settings.nodes.len());
-        if live < needed {
-            return Err(Answer::Unavailable {
-                reason: format!(
-                    "routing group {} has {live} live replica(s), needs {needed}",
-                    group_name(group)
-                ),
-            });
-        }
         let leased = needed <= 1
             || replica
                 .config
@@ -299,6 +296,26 @@ impl Pool {
             return Err(Answer::Unavailable {
                 reason: format!(
                     "routing group {} has no secondary lease yet",
+                    group_name(group)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the group has the live replicas it needs to serve; the refusal naming the count when not.
+    fn enough_replicas(&self, replica: &Replica, group: GroupId) -> Result<(), Answer> {
+        let live = replica
+            .config
+            .members
+            .iter()
+            .filter(|m| self.member_healthy(&replica.config, m, replica.adopted_at))
+            .count();
+        let needed = replicas_min(self.settings.nodes.len());
+        if live < needed {
+            return Err(Answer::Unavailable {
+                reason: format!(
+                    "routing group {} has {live} live replica(s), needs {needed}",
                     group_name(group)
                 ),
             });
