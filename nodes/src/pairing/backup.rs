@@ -6,8 +6,9 @@
 //!
 //! The interval is `backup_service_interval_ms`; 0 streams: a pass starts [`STREAM_PAUSE`] after the last one.
 //!
-//! State: `final` when the last pass found nothing left to copy *and* started after the pair's Front Ends had
-//! last reported an empty lazy-write backlog (so what they acknowledged was in their Back End when we read it);
+//! State: `final` when the last pass found nothing left to copy *and* started after the heartbeat last saw the
+//! pair's lazy writers change anything, with no backlog since (so what they acknowledged was in their Back End
+//! when we read it);
 //! `steady` otherwise; `suspended` while the pair is failed over to us (the copy is then ours to change, and a
 //! returning pair's stale Back End must not overwrite it).
 
@@ -41,17 +42,22 @@ pub struct BackupStatus {
     pub last_pass_started: Option<Instant>,
     pub last_pass_copied: usize,
     pub last_pass_users: usize,
-    /// The last pass found nothing to copy and started after the pair's backlog was last seen empty.
-    pub last_pass_final: bool,
     pub suspended: bool,
     pub last_error: Option<String>,
 }
 
 impl BackupStatus {
-    pub fn state(&self) -> BackupState {
+    /// The state, given the pair's backlog as the heartbeat knows it now
+    /// ([`super::PairWatch::pending_clear_since`]): `final` when the last pass copied nothing and started after the
+    /// pair's lazy writers last changed anything.
+    pub fn state(&self, pending_clear_since: Option<Instant>) -> BackupState {
+        let final_ = self.last_pass_copied == 0
+            && self
+                .last_pass_started
+                .is_some_and(|started| pending_clear_since.is_some_and(|c| c <= started));
         if self.suspended {
             BackupState::Suspended
-        } else if self.last_pass_final {
+        } else if final_ {
             BackupState::Final
         } else {
             BackupState::Steady
@@ -60,8 +66,8 @@ impl BackupStatus {
 
     /// How far behind the copy may be: 0 when `final`, else the age of the last completed pass's start (the copy
     /// holds everything the pair's Back End held then). `None` before the first pass.
-    pub fn lag_ms(&self, now: Instant) -> Option<u64> {
-        if self.last_pass_final {
+    pub fn lag_ms(&self, now: Instant, pending_clear_since: Option<Instant>) -> Option<u64> {
+        if self.state(pending_clear_since) == BackupState::Final {
             return Some(0);
         }
         self.last_pass_started
@@ -69,19 +75,12 @@ impl BackupStatus {
     }
 
     /// Records a completed pass.
-    pub fn passed(
-        &mut self,
-        started: Instant,
-        users: usize,
-        copied: usize,
-        pending_clear_since: Option<Instant>,
-    ) {
+    pub fn passed(&mut self, started: Instant, users: usize, copied: usize) {
         self.passes_total += 1;
         self.users_copied_total += copied as u64;
         self.last_pass_started = Some(started);
         self.last_pass_users = users;
         self.last_pass_copied = copied;
-        self.last_pass_final = copied == 0 && pending_clear_since.is_some_and(|c| c <= started);
         self.last_error = None;
     }
 
@@ -90,13 +89,20 @@ impl BackupStatus {
         self.last_error = Some(error);
     }
 
-    pub fn to_json(&self, source: &str, destination: &str, runner: bool, now: Instant) -> Value {
+    pub fn to_json(
+        &self,
+        source: &str,
+        destination: &str,
+        runner: bool,
+        now: Instant,
+        pending_clear_since: Option<Instant>,
+    ) -> Value {
         json!({
             "direction": format!("{source}->{destination}"),
             "source": source,
             "runner": runner,
-            "state": self.state(),
-            "lag_ms": self.lag_ms(now),
+            "state": self.state(pending_clear_since),
+            "lag_ms": self.lag_ms(now, pending_clear_since),
             "passes": self.passes_total,
             "failures": self.failures_total,
             "users": self.last_pass_users,
@@ -155,18 +161,25 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis(1);
         let mut s = BackupStatus::default();
-        s.passed(t0, 3, 0, None);
-        assert_eq!(s.state(), BackupState::Steady, "backlog never seen empty");
-        s.passed(t0 + ms, 3, 0, Some(t0 + 2 * ms));
+        s.passed(t0, 3, 0);
+        assert_eq!(s.state(None), BackupState::Steady, "backlog pending");
+        s.passed(t0 + ms, 3, 0);
+        let cleared = Some(t0 + 2 * ms);
         assert_eq!(
-            s.state(),
+            s.state(cleared),
             BackupState::Steady,
             "pass began before it cleared"
         );
-        s.passed(t0 + 3 * ms, 3, 1, Some(t0 + 2 * ms));
-        assert_eq!(s.state(), BackupState::Steady, "it copied something");
-        s.passed(t0 + 4 * ms, 3, 0, Some(t0 + 2 * ms));
-        assert_eq!(s.state(), BackupState::Final);
-        assert_eq!(s.lag_ms(t0 + 100 * ms), Some(0));
+        s.passed(t0 + 3 * ms, 3, 1);
+        assert_eq!(s.state(cleared), BackupState::Steady, "it copied something");
+        s.passed(t0 + 4 * ms, 3, 0);
+        assert_eq!(s.state(cleared), BackupState::Final);
+        assert_eq!(s.lag_ms(t0 + 100 * ms, cleared), Some(0));
+        let later = Some(t0 + 5 * ms);
+        assert_eq!(
+            s.state(later),
+            BackupState::Steady,
+            "a later write undoes final"
+        );
     }
 }

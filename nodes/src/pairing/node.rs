@@ -391,9 +391,14 @@ impl Pairing {
                         http_json(&address, "GET", "/status", None, None),
                     )
                     .await;
-                    if let Ok(Ok((200, status))) = answer {
-                        let report = NodeReport::from_status(&status, Instant::now());
-                        this.lock().watch.round(sent_at, vec![(node, report)]);
+                    match answer {
+                        Ok(Ok((200, status))) => {
+                            let report = NodeReport::from_status(&status, Instant::now());
+                            this.lock().watch.round(sent_at, vec![(node, report)]);
+                        }
+                        other => {
+                            tracing::debug!(%node, %address, answer = ?other, "no heartbeat answer")
+                        }
                     }
                 });
             }
@@ -654,10 +659,14 @@ impl Pairing {
         }
         let started = Instant::now();
         let result = async {
-            let records = source
+            let mut records = source
                 .load_all(pair)
                 .await
                 .map_err(|e| format!("read {pair}'s Back End: {e}"))?;
+            // Only the pair's own users: its Back End also holds ours under its name while it serves them after a
+            // failover (the Front End pool's lazy writer names the serving pool), and those must not come back
+            // to us as its data.
+            records.retain(|r| self.homes.get(&r.user) == Some(pair));
             let copy = own
                 .load_all(pair)
                 .await
@@ -676,9 +685,8 @@ impl Pairing {
         }
         .await;
         let mut inner = self.lock();
-        let clear = inner.watch.pending_clear_since();
         match result {
-            Ok((users, copied)) => inner.backup.passed(started, users, copied, clear),
+            Ok((users, copied)) => inner.backup.passed(started, users, copied),
             Err(error) => inner.backup.failed(error),
         }
     }
@@ -1026,7 +1034,19 @@ impl Pairing {
                 "automatic_pool_failover": self.timings.automatic_pool_failover,
             },
             "backup_service": self.pair.as_ref().map(|pair| {
-                inner.backup.to_json(pair, &self.pool, runner, now)
+                let mut section = inner.backup.to_json(
+                    pair,
+                    &self.pool,
+                    runner,
+                    now,
+                    inner.watch.pending_clear_since(),
+                );
+                // `final` accounts for what the pair acknowledged before its newest heartbeat answer.
+                section["as_of_ms_ago"] = json!(inner
+                    .watch
+                    .last_answer_sent_at()
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64));
+                section
             }),
             "management_store": {
                 "location": inner.record.store_location,

@@ -22,6 +22,8 @@ pub struct NodeReport {
     pub failover_epoch: u64,
     /// Users its lazy writer has not written to its Back End yet.
     pub lazy_pending_users: u64,
+    /// Users its lazy writer has written so far: a change here means its Back End changed.
+    pub lazy_flushed_total: u64,
     pub store_location: Option<String>,
     pub store_version: u64,
 }
@@ -39,6 +41,7 @@ impl NodeReport {
             failover_epoch: backup["failover_epoch"].as_u64().unwrap_or(0),
             // The Front End pool's lazy writer reports its backlog at the top of `/status`.
             lazy_pending_users: status["be_pending_users"].as_u64().unwrap_or(0),
+            lazy_flushed_total: status["be_flushed_users_total"].as_u64().unwrap_or(0),
             store_location: pairing["management_store"]["location"]
                 .as_str()
                 .map(str::to_owned),
@@ -58,9 +61,14 @@ pub struct PairWatch {
     /// Start of the current run of serving answers without a gap longer than the failure timeout.
     up_since: Option<Instant>,
     reports: BTreeMap<String, NodeReport>,
-    /// Send time of the first round (of an unbroken run) in which every answering pair Front End had nothing
-    /// unwritten: from then on everything they acknowledged is in their Back End.
+    /// While every pair Front End heard lately has nothing unwritten: the send time of the last heartbeat that saw
+    /// their lazy writers change anything (or of the first clean one). A backup pass that starts later reads
+    /// everything they acknowledged. `None` while some backlog is pending.
     pending_clear_since: Option<Instant>,
+    /// Send time of the last heartbeat whose answer showed a lazy writer's backlog or written count change.
+    source_changed_at: Option<Instant>,
+    /// Send time of the newest answered heartbeat: what the pair acknowledged before it is known here.
+    last_answer_sent_at: Option<Instant>,
 }
 
 impl PairWatch {
@@ -72,6 +80,8 @@ impl PairWatch {
             up_since: None,
             reports: BTreeMap::new(),
             pending_clear_since: None,
+            source_changed_at: None,
+            last_answer_sent_at: None,
         }
     }
 
@@ -90,7 +100,17 @@ impl PairWatch {
         if answers.is_empty() {
             return;
         }
+        self.last_answer_sent_at =
+            Some(self.last_answer_sent_at.map_or(sent_at, |l| l.max(sent_at)));
         for (node, report) in answers {
+            let changed = self.reports.get(&node).is_none_or(|before| {
+                before.lazy_pending_users != report.lazy_pending_users
+                    || before.lazy_flushed_total != report.lazy_flushed_total
+            });
+            if changed {
+                self.source_changed_at =
+                    Some(self.source_changed_at.map_or(sent_at, |c| c.max(sent_at)));
+            }
             self.reports.insert(node, report);
         }
         // Per node: the backlog is clear when every pair Front End heard lately had nothing unwritten.
@@ -99,11 +119,7 @@ impl PairWatch {
             .values()
             .filter(|r| sent_at.saturating_duration_since(r.answered_at) <= self.failure_timeout)
             .all(|r| r.lazy_pending_users == 0);
-        if clear {
-            self.pending_clear_since.get_or_insert(sent_at);
-        } else {
-            self.pending_clear_since = None;
-        }
+        self.pending_clear_since = clear.then(|| self.source_changed_at.unwrap_or(sent_at));
     }
 
     /// A serving answer came within the failure timeout.
@@ -147,6 +163,12 @@ impl PairWatch {
         !self.reports.is_empty()
     }
 
+    /// Send time of the newest answered heartbeat (the moment up to which the pair's acknowledged writes are
+    /// accounted for in [`PairWatch::pending_clear_since`]).
+    pub fn last_answer_sent_at(&self) -> Option<Instant> {
+        self.last_answer_sent_at
+    }
+
     /// See [`PairWatch::pending_clear_since`] (the field).
     pub fn pending_clear_since(&self) -> Option<Instant> {
         self.pending_clear_since
@@ -173,6 +195,7 @@ mod tests {
             fences_us: false,
             failover_epoch: 0,
             lazy_pending_users: pending,
+            lazy_flushed_total: 0,
             store_location: None,
             store_version: 0,
         }
@@ -197,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_clears_pending_since_and_a_later_clean_round_sets_it_again() {
+    fn a_backlog_clears_pending_since_and_a_write_seen_later_moves_it() {
         let t0 = Instant::now();
         let ms = Duration::from_millis(1);
         let mut w = PairWatch::new(Duration::from_secs(1), t0);
@@ -209,5 +232,10 @@ mod tests {
             vec![("a1".into(), report(t0 + 2 * ms, true, 0))],
         );
         assert_eq!(w.pending_clear_since(), Some(t0 + ms));
+        // A write flushed between two heartbeats: only the written count shows it.
+        let mut flushed = report(t0 + 3 * ms, true, 0);
+        flushed.lazy_flushed_total = 1;
+        w.round(t0 + 3 * ms, vec![("a1".into(), flushed)]);
+        assert_eq!(w.pending_clear_since(), Some(t0 + 3 * ms));
     }
 }
