@@ -159,12 +159,18 @@ impl Message {
         bytes
     }
 
-    /// A response to this request, echoing the headers a response must carry.
+    /// A response to this request, echoing the headers a response must carry: every Via line in order
+    /// (RFC 3261 §8.2.6.2: each proxy on the way finds its own), then From, To, Call-ID and CSeq.
     pub fn response(&self, status: u16, reason: &str) -> Message {
-        let headers = ["Via", "From", "To", "Call-ID", "CSeq"]
+        let vias = self
+            .headers
             .iter()
-            .filter_map(|h| self.header(h).map(|v| (h.to_string(), v.to_string())))
-            .collect();
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Via"))
+            .map(|(_, v)| ("Via".to_string(), v.clone()));
+        let rest = ["From", "To", "Call-ID", "CSeq"]
+            .iter()
+            .filter_map(|h| self.header(h).map(|v| (h.to_string(), v.to_string())));
+        let headers = vias.chain(rest).collect();
         Message {
             start: format!("SIP/2.0 {status} {reason}"),
             headers,
@@ -346,6 +352,33 @@ mod tests {
         assert!(
             h.contains("response=\"6629fae49393a05397450978507c4ef1\""),
             "{h}"
+        );
+    }
+
+    #[test]
+    fn a_response_echoes_every_via_in_order() {
+        let req = Message {
+            start: "MESSAGE sip:bob@poolchaos SIP/2.0".into(),
+            headers: vec![
+                ("Via".into(), "SIP/2.0/TCP edge;branch=z9hG4bKe".into()),
+                ("Via".into(), "SIP/2.0/TCP fe;branch=z9hG4bKf".into()),
+                ("CSeq".into(), "7 MESSAGE".into()),
+            ],
+            body: vec![],
+        };
+        let vias: Vec<&str> = req
+            .response(200, "OK")
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "Via")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/TCP edge;branch=z9hG4bKe",
+                "SIP/2.0/TCP fe;branch=z9hG4bKf"
+            ]
         );
     }
 
