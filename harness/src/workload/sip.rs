@@ -366,8 +366,8 @@ mod tests {
             ],
             body: vec![],
         };
-        let vias: Vec<&str> = req
-            .response(200, "OK")
+        let response = req.response(200, "OK");
+        let vias: Vec<&str> = response
             .headers
             .iter()
             .filter(|(n, _)| n == "Via")
