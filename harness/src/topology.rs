@@ -55,6 +55,10 @@ pub struct TopologyFile {
     pub users: Vec<Spanned<Users>>,
     #[serde(default, rename = "link")]
     pub links: Vec<Spanned<Link>>,
+    /// Timers of the profile to override, by their names in ms (`backup_failover_interval_ms = 5000`) or
+    /// as a flag (`automatic_pool_failover = false`).
+    #[serde(default)]
+    pub timings: BTreeMap<String, toml::Value>,
 }
 
 /// The timing profile the pool runs with: every timer of the pool model is a setting of it.
@@ -151,6 +155,21 @@ pub struct Link {
     pub to: String,
 }
 
+/// The timers a topology may override (ms), as the pool's timing profiles name them.
+pub const TIMERS_MS: [&str; 11] = [
+    "be_partner_timeout_ms",
+    "be_outage_grace_ms",
+    "be_write_interval_ms",
+    "fe_failure_timeout_ms",
+    "fe_heartbeat_interval_ms",
+    "replica_rebuild_delay_ms",
+    "backup_failover_interval_ms",
+    "backup_failback_interval_ms",
+    "backup_service_interval_ms",
+    "registration_expiry_ms",
+    "keep_alive_timeout_ms",
+];
+
 /// The pseudo-pool name that stands for the simulated users in links and partitions.
 pub const USERS: &str = "users";
 
@@ -175,6 +194,8 @@ pub struct Topology {
     pub pools: Vec<PoolSpec>,
     pub users: Vec<Users>,
     pub links: Vec<Link>,
+    /// Timer overrides on top of the profile.
+    pub timings: BTreeMap<String, toml::Value>,
 }
 
 /// One pool with its nodes named.
@@ -501,9 +522,32 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
             ));
         }
     }
+    for (key, value) in &file.timings {
+        let ok = match value {
+            toml::Value::Integer(v) => TIMERS_MS.contains(&key.as_str()) && *v >= 0,
+            toml::Value::Boolean(_) => key == "automatic_pool_failover",
+            _ => false,
+        };
+        if !ok {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key.as_str()))
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            return Err(FileError {
+                file: path.to_path_buf(),
+                line,
+                field: format!("timings.{key}"),
+                expected: format!(
+                    "one of the timers {TIMERS_MS:?} as milliseconds, or `automatic_pool_failover = true|false`"
+                ),
+            });
+        }
+    }
     Ok(Topology {
         name: file.name,
         profile: file.profile,
+        timings: file.timings,
         sites,
         pools,
         users: file.users.into_iter().map(Spanned::into_inner).collect(),
@@ -615,6 +659,15 @@ to = "fe1"
         let e = parse(&text).unwrap_err();
         assert!(e.expected.contains("invalid type"), "{e}");
         assert_eq!(e.line, 33, "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_timer_override_is_refused() {
+        let text = format!("{PAIRED}\n[timings]\nbackup_failover_intervl_ms = 5000\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field, "timings.backup_failover_intervl_ms", "{e}");
+        let ok = format!("{PAIRED}\n[timings]\nbackup_failover_interval_ms = 5000\nautomatic_pool_failover = false\n");
+        assert_eq!(parse(&ok).unwrap().timings.len(), 2);
     }
 
     #[test]

@@ -43,3 +43,20 @@ fn the_harness_writes_what_the_pool_reads() {
     }
     assert!(seen >= 2, "the suite's topologies were read");
 }
+
+/// Claim: the timers a topology may override are exactly the pool's timers, so an override always lands.
+#[test]
+fn overridable_timers_are_the_pools_timers() {
+    let pool = serde_json::to_value(Timings::fast()).unwrap();
+    let mut names: Vec<&str> = pool
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "automatic_pool_failover")
+        .collect();
+    names.sort();
+    let mut ours = poolchaos::topology::TIMERS_MS.to_vec();
+    ours.sort();
+    assert_eq!(names, ours);
+}

@@ -153,7 +153,7 @@ pub fn cluster_json(topology: &Topology, admin_token: &str) -> Value {
         .collect();
     json!({
         "name": topology.name,
-        "timings": timings(topology.profile),
+        "timings": timings(topology),
         "pools": pools,
         "users": users,
         "routes": routes,
@@ -161,8 +161,19 @@ pub fn cluster_json(topology: &Topology, admin_token: &str) -> Value {
     })
 }
 
-/// The timers of a profile, as the pool reads them (milliseconds). Mirrors `poolnode::cluster::Timings`.
-fn timings(profile: crate::topology::Profile) -> Value {
+/// The timers of the topology's profile with its overrides, as the pool reads them (milliseconds).
+/// Mirrors `poolnode::cluster::Timings`; the contract test in `tests/` checks they agree.
+fn timings(topology: &Topology) -> Value {
+    let mut t = profile_timings(topology.profile);
+    for (key, value) in &topology.timings {
+        if let Ok(v) = serde_json::to_value(value) {
+            t[key] = v;
+        }
+    }
+    t
+}
+
+fn profile_timings(profile: crate::topology::Profile) -> Value {
     use crate::topology::Profile;
     match profile {
         Profile::Lync2013 => json!({
