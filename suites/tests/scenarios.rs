@@ -38,7 +38,9 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
     let nightly = std::env::var("POOLCHAOS_NIGHTLY").is_ok_and(|v| v == "1");
-    let out = target_dir().join("suites").join(format!("{}-{seed}", scenario.name()));
+    let out = target_dir()
+        .join("suites")
+        .join(format!("{}-{seed}", scenario.name()));
     let opts = RunOptions { seed, out, nightly };
     eprintln!("{}: {}", scenario.name(), scenario.file.claim);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -68,8 +70,17 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
             )
         })
         .collect();
-    eprintln!("{}: {} ({})", scenario.name(), outcome.verdict.name(), metrics.join(", "));
-    eprintln!("{}: report {}", scenario.name(), outcome.out.join("report.html").display());
+    eprintln!(
+        "{}: {} ({})",
+        scenario.name(),
+        outcome.verdict.name(),
+        metrics.join(", ")
+    );
+    eprintln!(
+        "{}: report {}",
+        scenario.name(),
+        outcome.out.join("report.html").display()
+    );
     if outcome.exit_code() == poolchaos::exit::VALID {
         return Ok(());
     }
@@ -80,7 +91,10 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
     if let poolchaos::checker::Verdict::Unknown(reason) = &outcome.verdict {
         message.push_str(&format!("\n  unknown: {reason}"));
     }
-    message.push_str(&format!("\nreport: {}\nreplay: {replay}", outcome.out.display()));
+    message.push_str(&format!(
+        "\nreport: {}\nreplay: {replay}",
+        outcome.out.display()
+    ));
     Err(Failed::from(message))
 }
 
