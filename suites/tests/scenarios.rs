@@ -15,7 +15,12 @@ use poolchaos::scenario::{self, Scenario};
 const DEFAULT_SEED: u64 = 20131;
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // Each scenario starts a whole topology and measures failover times: on a 2-core machine two at once
+    // would measure each other. One at a time unless asked otherwise (nextest runs one per process anyway).
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut trials = Vec::new();
     for path in scenario::list(&dir.join("scenarios")).expect("suites/scenarios is readable") {
