@@ -95,6 +95,8 @@ struct Life {
     challenge: Option<Challenge>,
     /// A remote user whose last REGISTER at the primary registrar failed tries the backup next.
     use_backup: bool,
+    /// Calls answered and not yet ended (by the gateway's BYE, or by losing the connection).
+    calls_up: std::collections::BTreeSet<String>,
 }
 
 /// Runs the user until the stage says stop. Returns only then.
@@ -115,6 +117,7 @@ pub async fn run(
         registrars: None,
         challenge: None,
         use_backup: false,
+        calls_up: Default::default(),
     };
     // Spread the start so thousands of users do not register in the same millisecond.
     let spread_ms = life
@@ -152,6 +155,10 @@ pub async fn run(
         {
             End::Finished => return,
             End::Lost(reason) => {
+                // Calls up on a lost connection are over for the caller: it noticed the loss.
+                for call_id in std::mem::take(&mut life.calls_up) {
+                    let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
+                }
                 let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
                 // A client does not hammer a pool that just refused or dropped it.
                 let backoff = life.rng.gen_range(
@@ -430,7 +437,8 @@ async fn session(
                 return End::Lost(e);
             }
         }
-        if final_list_sent && outstanding.is_empty() {
+        // At the end a user also waits for its calls in progress to be hung up by the gateway.
+        if final_list_sent && outstanding.is_empty() && life.calls_up.is_empty() {
             return End::Finished;
         }
         let wake = [next_refresh, next_im, next_publish, next_call]
@@ -468,7 +476,7 @@ async fn session(
                             Ok(None) => {}
                             Err(e) => return fail_all(outstanding, &e),
                         }
-                    } else if let Err(e) = on_request(spec, &msg, &mut write, recorder).await {
+                    } else if let Err(e) = on_request(spec, &msg, &mut write, recorder, &mut life.calls_up).await {
                         return fail_all(outstanding, &e);
                     }
                 }
@@ -679,6 +687,9 @@ async fn on_response(
             ));
             ack.headers.push(("CSeq".into(), format!("{cseq} ACK")));
             send(write, &ack).await.map_err(|e| e.to_string())?;
+            if let Op::CallSetup { call_id, .. } = &o.pending_op {
+                life.calls_up.insert(call_id.clone());
+            }
             o.pending.ok().map_err(|e| e.to_string())?;
             Ok(None)
         }
@@ -714,12 +725,14 @@ async fn on_request(
     msg: &Message,
     write: &mut OwnedWriteHalf,
     recorder: &Recorder,
+    calls_up: &mut std::collections::BTreeSet<String>,
 ) -> Result<(), String> {
     match msg.method() {
         // An ACK is never answered.
         Some("ACK") => return Ok(()),
         Some("BYE") => {
             let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
+            calls_up.remove(&call_id);
             let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
         }
         Some("INVITE") => {
