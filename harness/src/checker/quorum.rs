@@ -5,6 +5,11 @@
 //! Which FEs run is taken from `pool_serving` probes, which name the pool's FEs in topology order and those
 //! running. A pool needs time to notice an FE come or go: a mismatch within `settle_ms` of a change of the
 //! running set is not judged.
+//!
+//! Starting a pool needs more FEs than keeping it (the start-up counts, also literal): they apply at the
+//! first start and again after every FE of the pool was down at once (each one's probe failed), until the
+//! pool serves or an operator's quorum recovery (`operator:quorum-recovery` in the faults) lets it start
+//! below them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,6 +68,32 @@ pub const QUORUM_TABLE: [QuorumRow; 6] = [
     },
 ];
 
+/// FEs that must run to start a pool of N FEs the first time, for N = 2 … 12 (not a clean 85 %).
+pub const START_UP_TABLE: [(usize, usize); 11] = [
+    (2, 1),
+    (3, 3),
+    (4, 3),
+    (5, 4),
+    (6, 5),
+    (7, 5),
+    (8, 6),
+    (9, 7),
+    (10, 8),
+    (11, 9),
+    (12, 10),
+];
+
+/// Whether a pool of `fes` may start with `running` up: the start-up count, over all its FEs.
+pub fn may_start(fes: &[String], running: &BTreeSet<&str>) -> Option<bool> {
+    let (_, needed) = START_UP_TABLE.iter().find(|(n, _)| *n == fes.len())?;
+    Some(
+        fes.iter()
+            .filter(|fe| running.contains(fe.as_str()))
+            .count()
+            >= *needed,
+    )
+}
+
 /// The row for a pool of `size` FEs, if the table has one.
 pub fn quorum_row(size: usize) -> Option<QuorumRow> {
     QUORUM_TABLE
@@ -108,7 +139,49 @@ impl Checker for Quorum {
         let mut last_change: BTreeMap<&str, (BTreeSet<&str>, u64)> = BTreeMap::new();
         let mut judged = 0;
         let mut last_probe_us = 0;
+        // Which pool each FE belongs to, and whether each pool is "started" (keeps the running quorum) or
+        // must meet the start-up counts (at first, and after all its FEs were down at once).
+        let mut pool_of: BTreeMap<&str, &str> = BTreeMap::new();
         for probe in &history.probes {
+            if let Some(View::PoolServing { pool, fes, .. }) = &probe.view {
+                for fe in fes {
+                    pool_of.insert(fe.as_str(), pool.as_str());
+                }
+            }
+        }
+        let mut started: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut recovered: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut down: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let recoveries: Vec<(u64, &str)> = history
+            .faults
+            .iter()
+            .filter(|f| f.kind == "operator:quorum-recovery")
+            .map(|f| (f.effective_at_us(), f.target.as_str()))
+            .collect();
+        for probe in &history.probes {
+            if let Some(&pool) = pool_of.get(probe.node.as_str()) {
+                let set = down.entry(pool).or_default();
+                if probe.view.is_none() {
+                    set.insert(probe.node.as_str());
+                } else {
+                    set.remove(probe.node.as_str());
+                }
+                let all_down = pool_of
+                    .iter()
+                    .filter(|(_, p)| **p == pool)
+                    .all(|(fe, _)| set.contains(fe));
+                if all_down {
+                    started.insert(pool, false);
+                    recovered.insert(pool, false);
+                }
+            }
+            for (at, node) in &recoveries {
+                if *at <= probe.at_us {
+                    if let Some(&pool) = pool_of.get(node) {
+                        recovered.insert(pool, true);
+                    }
+                }
+            }
             let Some(View::PoolServing {
                 pool,
                 serving,
@@ -127,13 +200,23 @@ impl Checker for Quorum {
                     probe.at_us
                 }
             };
-            let Some(expected) = should_serve(fes, &running) else {
+            let Some(keeps) = should_serve(fes, &running) else {
                 undecided.push(format!(
                     "pool {pool} has {} FEs, outside the quorum table",
                     fes.len()
                 ));
                 continue;
             };
+            let is_started = *started.get(pool.as_str()).unwrap_or(&false);
+            let is_recovered = *recovered.get(pool.as_str()).unwrap_or(&false);
+            let expected = if is_started || is_recovered {
+                keeps
+            } else {
+                keeps && may_start(fes, &running).unwrap_or(false)
+            };
+            if *serving {
+                started.insert(pool, true);
+            }
             // The pool gets `settle_ms` to notice a change, and as long to form at its first start.
             if probe.at_us.saturating_sub(since_us) < self.settle_ms * 1000 {
                 continue;
@@ -272,5 +355,59 @@ mod history_tests {
             Quorum::default().check(&History::default()),
             Verdict::Unknown(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod start_up_tests {
+    use super::*;
+    use crate::history::{Recorder, RunInfo};
+
+    fn serving(r: &Recorder, running: &[&str], serving: bool) {
+        for fe in running {
+            r.probe(
+                fe,
+                Some(View::PoolServing {
+                    pool: "fe1".into(),
+                    serving,
+                    fes: vec!["a".into(), "b".into(), "c".into()],
+                    fes_running: running.iter().map(|s| s.to_string()).collect(),
+                }),
+                None,
+            )
+            .unwrap();
+        }
+    }
+
+    fn down(r: &Recorder, fes: &[&str]) {
+        for fe in fes {
+            r.probe(fe, None, Some("unreachable".into())).unwrap();
+        }
+    }
+
+    /// After every FE of a pool of three was down, two back are below the start-up count (3): not serving
+    /// is right, serving is a violation — until an operator's quorum recovery.
+    #[test]
+    fn after_a_total_loss_the_start_up_counts_apply_until_recovery() {
+        let check = Quorum { settle_ms: 0 };
+        let r = Recorder::in_memory(RunInfo::default());
+        serving(&r, &["a", "b", "c"], true);
+        down(&r, &["a", "b", "c"]);
+        serving(&r, &["a", "b"], false);
+        assert_eq!(check.check(&r.snapshot()), Verdict::Valid);
+        let r2 = Recorder::in_memory(RunInfo::default());
+        serving(&r2, &["a", "b", "c"], true);
+        down(&r2, &["a", "b", "c"]);
+        serving(&r2, &["a", "b"], true);
+        assert!(matches!(check.check(&r2.snapshot()), Verdict::Invalid(_)));
+        let id = r2.fault_requested("operator:quorum-recovery", "a").unwrap();
+        r2.fault_verified(id).unwrap();
+        serving(&r2, &["a", "b"], true);
+        let v = check.check(&r2.snapshot());
+        assert_eq!(
+            v.violations().len(),
+            1,
+            "only the start before the recovery: {v:?}"
+        );
     }
 }
