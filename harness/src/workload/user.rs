@@ -238,6 +238,12 @@ async fn connect(
     if life.use_backup {
         order.reverse();
     }
+    // A redirect may name one registrar only: the home pool and its pair stay the fallbacks a client keeps.
+    for fallback in std::iter::once(&spec.home).chain(spec.backup.iter()) {
+        if !order.contains(fallback) {
+            order.push(fallback.clone());
+        }
+    }
     for pool in order {
         for ip in addresses(tunnel, &pool, &mut life.rng).await {
             if let Ok(stream) =
