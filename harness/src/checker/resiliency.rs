@@ -1,6 +1,7 @@
 //! Resiliency mode: while a user is signed in in resiliency mode (its `register`/`refresh` ok says
 //! `resiliency: true`, until one says `false`), its contact-list changes are refused with an explicit error,
-//! its contact list is not served, and its IMs are not refused.
+//! its contact list is not served, and its IMs are not refused (an IM failing because the recipient is not
+//! signed in, 480, or does not answer, 408, is not a refusal of the sender).
 //!
 //! A contact change that timed out counts as not refused: the reference pool promises an explicit error.
 //! `publish` is not judged here: the pool shows the user's presence as unknown, which says nothing of the write.
@@ -93,6 +94,13 @@ impl Checker for ResiliencyMode {
                 (Op::ImSend { to, seq }, outcome) => {
                     tried += 1;
                     match outcome {
+                        // The recipient not signed in anywhere (480) or not answering (408) says nothing
+                        // about resiliency mode; a refusal by the pool does.
+                        Outcome::Fail(Some(error))
+                            if error.starts_with("480") || error.starts_with("408") =>
+                        {
+                            None
+                        }
                         Outcome::Fail(error) => Some(format!(
                             "IM ({}, {seq}) to {to} refused in resiliency mode ({})",
                             op.user,

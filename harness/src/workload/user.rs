@@ -780,8 +780,10 @@ async fn on_request(
                 .unwrap_or_default()
                 .to_string();
             let body = String::from_utf8_lossy(&msg.body);
+            // A presentity in resiliency mode shows as unknown (`<note>unknown</note>`): that is no state.
             let state = between(&body, "<note>", "</note>")
                 .or_else(|| between(&body, "<basic>", "</basic>"))
+                .filter(|s| *s != "unknown")
                 .map(String::from);
             let _ = recorder.observe(&spec.name, Op::NotifyReceived { target, state });
         }
