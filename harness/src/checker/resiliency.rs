@@ -153,7 +153,13 @@ mod tests {
     fn an_accepted_contact_change_or_a_refused_im_is_a_violation() {
         let h = in_resiliency()
             .ok("carol", add("alice"), 24_000, 24_050)
-            .fail("carol", im("alice", 1), 25_000, 25_050, "480")
+            .fail(
+                "carol",
+                im("alice", 1),
+                25_000,
+                25_050,
+                "503 Service Unavailable (Resiliency Mode)",
+            )
             .ok_with("carol", list_invoke(), list(&["bob"]), 26_000, 26_050)
             .build();
         let v = ResiliencyMode.check(&h);
