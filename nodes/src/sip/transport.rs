@@ -669,57 +669,13 @@ async fn dispatch<H: Handler>(bytes: &[u8], peer: &Peer, handler: &H, tx: &mpsc:
 /// their recipients' 200s overflowed it while our receive tasks waited for a core, and a recipient's 200 dropped
 /// there is lost for good when its client does not answer retransmissions. Kamailio enlarges its buffers the same
 /// way.
-const UDP_RECEIVE_BUFFER: i32 = 4 << 20;
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Sets SO_RCVBUF on `socket`, best effort (a refusal leaves the default).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-fn enlarge_receive_buffer(socket: &UdpSocket, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    extern "C" {
-        fn setsockopt(
-            fd: i32,
-            level: i32,
-            name: i32,
-            value: *const std::ffi::c_void,
-            len: u32,
-        ) -> i32;
-    }
-    // The values of <asm-generic/socket.h>, which these architectures use.
-    const SOL_SOCKET: i32 = 1;
-    const SO_RCVBUF: i32 = 8;
-    // SAFETY: the descriptor is open for as long as `socket` is borrowed, and the option value is an int whose
-    // size is passed with it; setsockopt neither keeps the pointer nor touches anything else.
-    unsafe {
-        setsockopt(
-            socket.as_raw_fd(),
-            SOL_SOCKET,
-            SO_RCVBUF,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as u32,
-        );
-    }
+fn enlarge_receive_buffer(socket: &UdpSocket, bytes: usize) {
+    // Best effort: the kernel caps it at net.core.rmem_max, and a smaller buffer only means drops under load.
+    let _ = socket2::SockRef::from(socket).set_recv_buffer_size(bytes);
 }
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-fn enlarge_receive_buffer(_socket: &UdpSocket, _bytes: i32) {}
 
 /// What the receive tasks of one UDP socket share.
 struct UdpShared {
