@@ -714,6 +714,11 @@ async fn on_response(
             let _ = recorder;
             Ok(None)
         }
+        // The pool's 408 to an IM means it could not learn whether the recipient got it: indeterminate.
+        Kind::Im if status == 408 => {
+            o.pending.timeout().map_err(|e| e.to_string())?;
+            Ok(None)
+        }
         _ if ok => {
             o.pending.ok().map_err(|e| e.to_string())?;
             Ok(None)

@@ -126,7 +126,10 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
                                 peer: ([0, 0, 0, 0], 0).into(),
                             }),
                             Some(answer) => Ok(answer),
-                            None => Err(RequestError::Closed {
+                            // The Front End holding the recipient's connection did not answer (it died, or
+                            // the link broke): it may have delivered the IM first, so the outcome is
+                            // unknown — the sender gets 408, never "not available" for a delivered IM.
+                            None => Err(RequestError::Timeout {
                                 peer: ([0, 0, 0, 0], 0).into(),
                             }),
                         }
