@@ -64,6 +64,50 @@ pub async fn run(
     }
 }
 
+/// Waits until every Front End of the topology says it serves (and hears its pair, where it has one), so
+/// users start against formed pools rather than racing their first start. Gives up after `within`.
+pub async fn wait_until_serving(
+    tunnel_addr: SocketAddr,
+    topology: &Topology,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let pools: Vec<&crate::topology::PoolSpec> = topology
+        .pools
+        .iter()
+        .filter(|p| p.pool.role == crate::topology::Role::Frontend)
+        .collect();
+    for pool in pools {
+        loop {
+            // Every server of the pool serves, and (for a paired pool) hears its pair's heartbeat.
+            let mut ready = true;
+            for node in &pool.nodes {
+                let ok = match ask(tunnel_addr, &node.name).await {
+                    Ok(status) => {
+                        status["serving"].as_bool() == Some(true)
+                            && status["pairing"]["pair_heartbeat"]["up"]
+                                .as_bool()
+                                .unwrap_or(true)
+                    }
+                    Err(_) => false,
+                };
+                ready &= ok;
+            }
+            if ready {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "pool {} did not serve within {within:?} of start",
+                    pool.pool.name
+                ));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+    Ok(())
+}
+
 async fn ask(tunnel_addr: SocketAddr, node: &str) -> Result<Value, String> {
     let stream = tunnel::connect(
         tunnel_addr,

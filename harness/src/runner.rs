@@ -166,6 +166,13 @@ async fn drive(
         recorder.clone(),
         probe_rx,
     ));
+    // Users start once every Front End pool serves: the scenario is about faults, not about racing the
+    // pools' first start (which would also wake the backup registrars before anything failed).
+    if let Err(e) =
+        crate::probe::wait_until_serving(tunnel, &scenario.topology, Duration::from_secs(60)).await
+    {
+        return Err(RunError::Runtime(RuntimeError::Other(e)));
+    }
     let workload = Workload::start(users, tunnel, recorder.clone(), scenario.settings());
 
     let spec: &ScheduleSpec = &scenario.file.schedule;

@@ -1,7 +1,8 @@
 //! Resiliency mode: while a user is signed in in resiliency mode (its `register`/`refresh` ok says
 //! `resiliency: true`, until one says `false`), its contact-list changes are refused with an explicit error,
 //! its contact list is not served, and its IMs are not refused (an IM failing because the recipient is not
-//! signed in, 480, or does not answer, 408, is not a refusal of the sender).
+//! signed in, 480, or does not answer, 408, is not a refusal of the sender). While an operator's pool failover
+//! or failback runs (from its request to its completion), the users being moved are not judged.
 //!
 //! A contact change that timed out counts as not refused: the reference pool promises an explicit error.
 //! `publish` is not judged here: the pool shows the user's presence as unknown, which says nothing of the write.
@@ -58,10 +59,23 @@ impl Checker for ResiliencyMode {
         if spans.is_empty() {
             return Verdict::Unknown("no user entered resiliency mode".into());
         }
+        // While an operator's pool failover or failback runs, the pool moves these users and may turn
+        // them away (Lync signs them out): that window is the transition, not resiliency mode.
+        let transitions: Vec<(u64, u64)> = history
+            .faults
+            .iter()
+            .filter(|f| f.kind == "operator:pool-failover" || f.kind == "operator:pool-failback")
+            .map(|f| (f.requested_at_us, f.verified_at_us.unwrap_or(u64::MAX)))
+            .collect();
         let in_mode = |user: &str, at: u64| {
             spans
                 .get(user)
                 .is_some_and(|s| s.iter().any(|&(from, to)| from <= at && at < to))
+        };
+        let moving = |start: u64, end: u64| {
+            transitions
+                .iter()
+                .any(|&(from, to)| start <= to && end >= from)
         };
         let mut violations = Vec::new();
         let mut tried = 0;
@@ -69,7 +83,8 @@ impl Checker for ResiliencyMode {
             let Some(invoked) = op.invoke_at_us else {
                 continue;
             };
-            if !in_mode(&op.user, invoked) {
+            if !in_mode(&op.user, invoked) || moving(invoked, op.complete_at_us.unwrap_or(invoked))
+            {
                 continue;
             }
             let at = op.complete_at_us.or(Some(invoked));
