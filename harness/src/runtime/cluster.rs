@@ -135,9 +135,7 @@ impl Cluster {
                 .map(Image::reference)
                 .expect("images::ensure returns every image of images::ALL")
         };
-        let mut handles = vec![cluster.handle_for_proxy(seed)];
-        let specs: Vec<NodeSpec> = cluster.topology.nodes().cloned().collect();
-        handles.extend(specs.iter().map(|n| cluster.handle_for_node(n)));
+        let handles = cluster.handles(seed);
         for h in &handles {
             cluster.nodes.insert(h.name.clone(), h.clone());
         }
@@ -186,9 +184,7 @@ impl Cluster {
             let name = cluster.network_name(&logical);
             cluster.networks.insert(logical, name);
         }
-        let mut handles = vec![cluster.handle_for_proxy(seed)];
-        let specs: Vec<NodeSpec> = cluster.topology.nodes().cloned().collect();
-        handles.extend(specs.iter().map(|n| cluster.handle_for_node(n)));
+        let handles = cluster.handles(seed);
         for h in handles {
             cluster.nodes.insert(h.name.clone(), h);
         }
@@ -455,6 +451,13 @@ impl Cluster {
             self.networks.insert(logical, name);
         }
         Ok(())
+    }
+
+    /// Every container of the run: the proxy first, then the topology's nodes in order.
+    fn handles(&self, seed: u64) -> Vec<NodeHandle> {
+        std::iter::once(self.handle_for_proxy(seed))
+            .chain(self.topology.nodes().map(|n| self.handle_for_node(n)))
+            .collect()
     }
 
     fn handle_for_node(&self, node: &NodeSpec) -> NodeHandle {

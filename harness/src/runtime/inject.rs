@@ -356,13 +356,12 @@ async fn start(c: &Cluster, nodes: &[NodeHandle]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
-    if groups.len() < 2 {
-        return Err(RuntimeError::Other(
-            "partition: give at least two groups of nodes".into(),
-        ));
-    }
-    let mut resolved: Vec<Vec<NodeHandle>> = Vec::new();
+/// Each group of a partition, its targets resolved to the run's nodes.
+async fn resolve_groups(
+    c: &Cluster,
+    groups: &[Vec<String>],
+) -> Result<Vec<Vec<NodeHandle>>, RuntimeError> {
+    let mut resolved = Vec::new();
     for group in groups {
         let mut nodes = Vec::new();
         for target in group {
@@ -370,6 +369,16 @@ async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(),
         }
         resolved.push(nodes);
     }
+    Ok(resolved)
+}
+
+async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
+    if groups.len() < 2 {
+        return Err(RuntimeError::Other(
+            "partition: give at least two groups of nodes".into(),
+        ));
+    }
+    let resolved = resolve_groups(c, groups).await?;
     let mut ips: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for n in resolved.iter().flatten() {
         ips.insert(n.name.clone(), addresses(c, n).await?);
@@ -399,14 +408,7 @@ async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(),
 /// Removes a partition's packet filters and proves the first two groups reach each other again.
 async fn heal(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
     let chain = format!("PC{id}");
-    let mut resolved: Vec<Vec<NodeHandle>> = Vec::new();
-    for group in groups {
-        let mut nodes = Vec::new();
-        for target in group {
-            nodes.extend(resolve(c, target).await?);
-        }
-        resolved.push(nodes);
-    }
+    let resolved = resolve_groups(c, groups).await?;
     for node in resolved.iter().flatten() {
         // Idempotent: a node restarted since the partition has a new namespace without the chain.
         let script = format!(
