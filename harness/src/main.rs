@@ -269,6 +269,9 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
                 swept.containers,
                 swept.networks
             );
+            for id in &swept.stuck {
+                println!("network {id} would not go: `sudo systemctl restart docker` clears stale endpoints");
+            }
             Ok(exit::VALID)
         }
         Command::Fault { kind, args } => {

@@ -59,6 +59,8 @@ pub struct Swept {
     pub runs: Vec<String>,
     pub containers: usize,
     pub networks: usize,
+    /// Networks Docker would not remove even after their endpoints were cut (reported, not fatal).
+    pub stuck: Vec<String>,
 }
 
 /// Removes the containers and networks of runs whose owner is gone (of every run when `all`; of one run,
@@ -127,13 +129,41 @@ pub async fn sweep(
         }
         if let (Some(id), Some(run)) = (n.id, labels.get(RUN)) {
             runs.insert(run.clone(), ());
-            ctx(
-                format!("remove leftover network {id}"),
-                docker.remove_network(&id).await,
-            )?;
+            if docker.remove_network(&id).await.is_err() {
+                // A network can keep a stale endpoint of a container already gone: cut it loose, then retry.
+                force_disconnect_all(docker, &id).await;
+                if let Err(e) = docker.remove_network(&id).await {
+                    tracing::warn!(network = %id, "could not remove a leftover network: {e}");
+                    swept.stuck.push(id);
+                    continue;
+                }
+            }
             swept.networks += 1;
         }
     }
     swept.runs = runs.into_keys().collect();
     Ok(swept)
+}
+
+/// Force-disconnects every endpoint Docker still lists on a network.
+async fn force_disconnect_all(docker: &Docker, network: &str) {
+    use testcontainers::bollard::models::NetworkDisconnectRequest;
+    use testcontainers::bollard::query_parameters::InspectNetworkOptions;
+    let Ok(info) = docker
+        .inspect_network(network, None::<InspectNetworkOptions>)
+        .await
+    else {
+        return;
+    };
+    for container in info.containers.unwrap_or_default().into_keys() {
+        let _ = docker
+            .disconnect_network(
+                network,
+                NetworkDisconnectRequest {
+                    container,
+                    force: Some(true),
+                },
+            )
+            .await;
+    }
 }
