@@ -10,7 +10,6 @@ pub mod user;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -19,47 +18,34 @@ use crate::runtime::roles;
 use crate::topology::{Role, Topology};
 pub use user::UserSpec;
 
-/// What every user does, and how fast; read from a scenario's `[workload]` table.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// What every user does, and how fast (a scenario's `[workload]` table, through `Scenario::settings`).
+#[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// REGISTER `Expires`.
     pub register_expires_s: u32,
     /// How often a registered user refreshes.
-    #[serde(with = "ms")]
     pub refresh_interval: Duration,
     /// `CRLF CRLF` keep-alive interval.
-    #[serde(with = "ms")]
     pub keepalive_interval: Duration,
     /// Silence from the server longer than this is a lost registration.
-    #[serde(with = "ms")]
     pub dead_after: Duration,
     /// A request without a final answer this long is a timeout.
-    #[serde(with = "ms")]
     pub request_timeout: Duration,
     /// Connect timeout per server address.
-    #[serde(with = "ms")]
     pub connect_timeout: Duration,
     /// Each user sends one IM per interval (none if absent).
-    #[serde(with = "ms_opt")]
     pub im_interval: Option<Duration>,
     /// Each user publishes its presence once per interval (besides once after each registration).
-    #[serde(with = "ms_opt")]
     pub publish_interval: Option<Duration>,
     /// Each user able to call places one call per interval (none if absent).
-    #[serde(with = "ms_opt")]
     pub call_interval: Option<Duration>,
     /// How long the gateway holds each call before hanging up.
-    #[serde(with = "ms")]
     pub call_hold: Duration,
     /// Users start spread over this long.
-    #[serde(with = "ms")]
     pub start_spread: Duration,
     /// After a lost registration or a failed connect, a user waits between half this and this.
-    #[serde(with = "ms")]
     pub retry_backoff: Duration,
     /// The SIP port of the pools.
-    #[serde(skip)]
     pub sip_port: u16,
 }
 
@@ -211,21 +197,5 @@ impl Workload {
                 self.tasks.abort_all();
             }
         }
-    }
-}
-
-mod ms {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-mod ms_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
