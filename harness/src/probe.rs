@@ -117,7 +117,7 @@ async fn ask(tunnel_addr: SocketAddr, node: &str) -> Result<Value, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let fut = proxy::exchange(stream, node, "GET", "/status", None);
+    let fut = proxy::exchange(stream, node, "GET", "/status", None, None);
     match tokio::time::timeout(Duration::from_secs(1), fut).await {
         Ok(Ok((200, v))) => Ok(v),
         Ok(Ok((code, _))) => Err(format!("status {code}")),
@@ -252,40 +252,15 @@ pub async fn operator(
     command: &str,
     body: &Value,
 ) -> Result<Value, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tunnel::connect(tunnel_addr, node, roles::ADMIN_PORT, Duration::from_secs(2))
+    let stream = tunnel::connect(tunnel_addr, node, roles::ADMIN_PORT, Duration::from_secs(2))
         .await
         .map_err(|e| e.to_string())?;
-    let body = body.to_string();
-    let head = format!(
-        "POST /admin/{command} HTTP/1.1\r\nHost: {node}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let exchange = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(30), exchange)
-        .await
-        .map_err(|_| format!("{command} on {node}: no answer in 30 s"))?
-        .map_err(|e| format!("{command} on {node}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    if status == 200 {
-        Ok(json)
-    } else {
-        Err(format!("{command} on {node}: status {status}, {json}"))
+    let path = format!("/admin/{command}");
+    let call = proxy::exchange(stream, node, "POST", &path, Some(body), Some(token));
+    match tokio::time::timeout(Duration::from_secs(30), call).await {
+        Ok(Ok((200, json))) => Ok(json),
+        Ok(Ok((status, json))) => Err(format!("{command} on {node}: status {status}, {json}")),
+        Ok(Err(e)) => Err(format!("{command} on {node}: {e}")),
+        Err(_) => Err(format!("{command} on {node}: no answer in 30 s")),
     }
 }

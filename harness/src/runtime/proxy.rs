@@ -24,7 +24,7 @@ pub async fn call(
     let what = format!("call the fault proxy {method} {path}");
     let fut = async {
         let stream = TcpStream::connect(api).await?;
-        exchange(stream, &api.to_string(), method, path, body).await
+        exchange(stream, &api.to_string(), method, path, body, None).await
     };
     tokio::time::timeout(API_TIMEOUT, fut)
         .await
@@ -32,18 +32,22 @@ pub async fn call(
         .map_err(|e| RuntimeError::Other(format!("{what}: {e}")))
 }
 
-/// One HTTP/1.1 request with `Connection: close` on an open stream (a tunnelled one, say): the status and
-/// the JSON body (`Null` when empty or not JSON).
+/// One HTTP/1.1 request with `Connection: close` on an open stream (a tunnelled one, say), with a bearer
+/// token when given: the status and the JSON body (`Null` when empty or not JSON).
 pub async fn exchange(
     mut stream: TcpStream,
     host: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
+    bearer: Option<&str>,
 ) -> std::io::Result<(u16, Value)> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
