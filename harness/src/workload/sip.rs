@@ -293,6 +293,10 @@ pub fn register_action(response: &Message) -> Option<String> {
     )
 }
 
+/// The event package of the NOTIFY by which a pool tells a client its resiliency mode changed; its body has
+/// `resiliency-mode: on|off`, `home: <pool>`, and `register-at: <pool>` when the client must register there.
+pub const RESILIENCY_EVENT: &str = "vnd-poolchaos-resiliency";
+
 /// Whether a REGISTER's 200 says the registrar serves this user in resiliency mode
 /// (`X-Poolchaos-Resiliency: on`): IM works, persistent changes are refused.
 pub fn resiliency(response: &Message) -> bool {

@@ -78,6 +78,12 @@ struct Outstanding {
 /// Why a session ended.
 enum End {
     Lost(String),
+    /// The server told the client to register at its home pool (the resiliency NOTIFY's `register-at`):
+    /// it goes there at once, as a client does, without the back-off of a loss.
+    SentHome {
+        pool: String,
+        reason: String,
+    },
     Finished,
 }
 
@@ -154,6 +160,19 @@ pub async fn run(
         .await
         {
             End::Finished => return,
+            End::SentHome { pool, reason } => {
+                for call_id in std::mem::take(&mut life.calls_up) {
+                    let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
+                }
+                let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
+                let backup = if pool == spec.home {
+                    spec.backup.clone()
+                } else {
+                    Some(spec.home.clone())
+                };
+                life.registrars = Some((pool, backup));
+                life.use_backup = false;
+            }
             End::Lost(reason) => {
                 // Calls up on a lost connection are over for the caller: it noticed the loss.
                 for call_id in std::mem::take(&mut life.calls_up) {
@@ -482,8 +501,17 @@ async fn session(
                             Ok(None) => {}
                             Err(e) => return fail_all(outstanding, &e),
                         }
-                    } else if let Err(e) = on_request(spec, &msg, &mut write, recorder, &mut life.calls_up).await {
-                        return fail_all(outstanding, &e);
+                    } else {
+                        match on_request(spec, &msg, &mut write, recorder, &mut life.calls_up).await {
+                            Ok(None) => {}
+                            Ok(Some(pool)) => {
+                                let reason = format!("sent home: register at {pool}");
+                                // What is in flight may still have been served: indeterminate, as on a loss.
+                                let _ = fail_all(outstanding, &reason);
+                                return End::SentHome { pool, reason };
+                            }
+                            Err(e) => return fail_all(outstanding, &e),
+                        }
                     }
                 }
             }
@@ -737,10 +765,11 @@ async fn on_request(
     write: &mut OwnedWriteHalf,
     recorder: &Recorder,
     calls_up: &mut std::collections::BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
+    let mut register_at = None;
     match msg.method() {
         // An ACK is never answered.
-        Some("ACK") => return Ok(()),
+        Some("ACK") => return Ok(None),
         Some("BYE") => {
             let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
             calls_up.remove(&call_id);
@@ -760,6 +789,7 @@ async fn on_request(
             ));
             return send(write, &ok)
                 .await
+                .map(|()| None)
                 .map_err(|e| format!("answer the server: {e}"));
         }
         Some("MESSAGE") => {
@@ -777,6 +807,19 @@ async fn on_request(
                     );
                 }
             }
+        }
+        Some("NOTIFY")
+            if msg
+                .header("Event")
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(sip::RESILIENCY_EVENT)) =>
+        {
+            // `resiliency-mode: on|off`, `home: <pool>`, and `register-at: <pool>` when the client must go there.
+            let body = String::from_utf8_lossy(&msg.body);
+            register_at = body.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                (name.trim().eq_ignore_ascii_case("register-at") && !value.trim().is_empty())
+                    .then(|| value.trim().to_string())
+            });
         }
         Some("NOTIFY") => {
             let target = msg
@@ -796,6 +839,7 @@ async fn on_request(
     }
     send(write, &msg.response(200, "OK"))
         .await
+        .map(|()| register_at)
         .map_err(|e| format!("answer the server: {e}"))
 }
 

@@ -5,7 +5,10 @@
 //! moves (promotion, rebalance) moves without the client noticing.
 //!
 //! Where the primary is comes from the highest-epoch configuration known, this Front End's own replica or its
-//! peers' heartbeats; a `NotPrimary` answer names a newer one, and the call is tried again a bounded number of times.
+//! peers' heartbeats; a `NotPrimary` answer names a newer one, and the call is tried again until a deadline of a few
+//! failure timeouts: long enough for a promotion to settle. A call to a primary that membership declares down while
+//! it waits is abandoned at once (a killed peer's address may swallow a dial for seconds), so a client whose primary
+//! died waits about one failure timeout, not the call's whole timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +18,9 @@ use super::placement::{group_name, group_of, GroupId};
 use super::wire::{Answer, Call};
 use crate::frontend::store::{Applied, UserView, Write};
 
-/// Tries of one forwarded call (each after at most a heartbeat interval of waiting for the routes to settle).
-const FORWARD_TRIES_MAX: usize = 4;
+/// How long one forwarded call keeps trying, in failure timeouts: detection of a dead primary (one), its
+/// promotion (a few heartbeats), and headroom on a loaded machine.
+const FORWARD_FAILURE_TIMEOUTS: u32 = 3;
 
 impl Pool {
     /// The routing group of a user.
@@ -60,13 +64,20 @@ impl Pool {
     async fn at_primary(self: &Arc<Self>, group: GroupId, call: Call) -> Answer {
         let mut hint: Option<String> = None;
         let timeout = self.settings.failure_timeout * 2;
+        let deadline =
+            tokio::time::Instant::now() + self.settings.failure_timeout * FORWARD_FAILURE_TIMEOUTS;
         let mut last = Answer::Unavailable {
             reason: format!("no primary of routing group {} known", group_name(group)),
         };
-        for attempt in 0..FORWARD_TRIES_MAX {
-            if attempt > 0 {
+        let mut first = true;
+        loop {
+            if !first {
+                if tokio::time::Instant::now() + self.settings.heartbeat_interval > deadline {
+                    return last;
+                }
                 tokio::time::sleep(self.settings.heartbeat_interval).await;
             }
+            first = false;
             let Some(target) = hint.take().or_else(|| self.route_known(group).1) else {
                 continue;
             };
@@ -95,12 +106,10 @@ impl Pool {
                 };
                 continue;
             } else {
-                match self.links.call(&target, call.clone(), timeout).await {
+                match self.call_while_alive(&target, call.clone(), timeout).await {
                     Ok(answer) => answer,
-                    Err(error) => {
-                        last = Answer::Unavailable {
-                            reason: format!("failed to {error}"),
-                        };
+                    Err(reason) => {
+                        last = Answer::Unavailable { reason };
                         continue;
                     }
                 }
@@ -115,7 +124,31 @@ impl Pool {
                 other => return other,
             }
         }
-        last
+    }
+
+    /// `call` at `target`, given up as soon as membership declares `target` down (checked every heartbeat
+    /// interval) or after `timeout`. Giving up is safe: a down primary is fenced by the next epoch, so whatever it
+    /// did with the call is superseded, and the caller tries the new primary.
+    async fn call_while_alive(
+        &self,
+        target: &str,
+        call: Call,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        let answer = self.links.call(target, call, timeout);
+        tokio::pin!(answer);
+        let mut watch = tokio::time::interval(self.settings.heartbeat_interval);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                answer = &mut answer => return answer.map_err(|error| format!("failed to {error}")),
+                _ = watch.tick() => {
+                    if !self.membership.alive(target) {
+                        return Err(format!("primary {target} declared down while answering"));
+                    }
+                }
+            }
+        }
     }
 
     /// Commits `writes` of `user` at the user's primary: what each did and the user's state after, or why not.
