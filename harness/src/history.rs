@@ -189,6 +189,12 @@ pub enum Op {
     CallEnd {
         call_id: String,
     },
+    /// The pool told the user (its resiliency NOTIFY on the registered connection) that it is now served in
+    /// resiliency mode (`on: true`) or at full service (`on: false`), without a new REGISTER. A notice that sends
+    /// the user to another pool (`register-at`) is recorded as `registration_lost` instead.
+    ResiliencyNotice {
+        on: bool,
+    },
 }
 
 impl Op {
@@ -208,6 +214,7 @@ impl Op {
             Op::ImReceived { .. } => "im_received",
             Op::CallSetup { .. } => "call_setup",
             Op::CallEnd { .. } => "call_end",
+            Op::ResiliencyNotice { .. } => "resiliency_notice",
         }
     }
 

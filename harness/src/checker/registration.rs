@@ -71,6 +71,10 @@ fn events(history: &History) -> Vec<(String, u64, Event)> {
                 Some(Event::SignedOut)
             }
             (Op::RegistrationLost { .. }, Outcome::Ok(_)) => Some(Event::SignedOut),
+            // Only a signed-in client hears the notice: it changes how, not whether, the user is served.
+            (Op::ResiliencyNotice { on }, Outcome::Ok(_)) => {
+                Some(Event::SignedIn { resiliency: *on })
+            }
             _ => None,
         };
         if let (Some(event), Some(at)) = (event, at) {
@@ -287,6 +291,37 @@ mod tests {
         assert_eq!(v.violations().len(), 1, "{v:?}");
         assert_eq!(v.violations()[0].user.as_deref(), Some("carol"));
         assert!(v.violations()[0].what.contains("never registered again"));
+    }
+
+    #[test]
+    fn full_service_comes_with_the_notice_that_ends_resiliency_mode() {
+        let h = clean()
+            .observe(
+                "carol",
+                Op::RegistrationLost {
+                    reason: "reset".into(),
+                },
+                10_400,
+            )
+            .ok("carol", register(true), 12_000, 12_100)
+            .observe("carol", Op::ResiliencyNotice { on: false }, 14_000)
+            .ok(
+                "carol",
+                Op::Refresh {
+                    action: Some("refreshed".into()),
+                    resiliency: false,
+                },
+                30_000,
+                30_010,
+            )
+            .build();
+        let carol: Vec<SignOut> = sign_outs(&h, 0)
+            .into_iter()
+            .filter(|s| s.user == "carol")
+            .collect();
+        assert_eq!(carol.len(), 1, "{carol:?}");
+        assert_eq!(carol[0].back_at_us, Some(12_100_000));
+        assert_eq!(carol[0].full_service_at_us, Some(14_000_000));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Resiliency mode: while a user is signed in in resiliency mode (its `register`/`refresh` ok says
-//! `resiliency: true`, until one says `false`), its contact-list changes are refused with an explicit error,
+//! Resiliency mode: while a user is signed in in resiliency mode (its `register`/`refresh` ok or a
+//! `resiliency_notice` says `resiliency: true`/`on`, until one says `false`/`off`), its contact-list changes are refused with an explicit error,
 //! its contact list is not served, and its IMs are not refused (an IM failing because the recipient is not
 //! signed in, 480, or does not answer, 408, is not a refusal of the sender). While an operator's pool failover
 //! or failback runs (from its request to its completion), the users being moved are not judged.
@@ -34,6 +34,9 @@ impl Checker for ResiliencyMode {
                 }
                 Some(Op::Refresh { action, resiliency }) if action.as_deref() != Some("added") => {
                     Some((op.user.as_str(), op.complete_at_us?, *resiliency))
+                }
+                Some(Op::ResiliencyNotice { on }) => {
+                    Some((op.user.as_str(), op.complete_at_us?, *on))
                 }
                 _ => None,
             })
@@ -183,6 +186,25 @@ mod tests {
         assert!(whats[0].contains("contact_add accepted"));
         assert!(whats[1].contains("refused in resiliency mode"));
         assert!(whats[2].contains("contact list served"));
+    }
+
+    #[test]
+    fn a_notice_ends_the_mode_without_a_new_register() {
+        // The pool failed over and told carol so: her contact change is served, as it should be.
+        let h = clean()
+            .ok("carol", register(true), 21_000, 21_100)
+            .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .observe("carol", Op::ResiliencyNotice { on: false }, 23_000)
+            .ok("carol", add("bob"), 24_000, 24_050)
+            .build();
+        assert_eq!(ResiliencyMode.check(&h), Verdict::Valid);
+        // Without the notice the same accepted change would be a violation.
+        let h = clean()
+            .ok("carol", register(true), 21_000, 21_100)
+            .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .ok("carol", add("bob"), 24_000, 24_050)
+            .build();
+        assert_eq!(ResiliencyMode.check(&h).violations().len(), 1);
     }
 
     #[test]

@@ -57,6 +57,17 @@ pub async fn connect(
 
 /// Every address a name resolves to inside the networks (a pool name gives all of its servers).
 pub async fn resolve(tunnel: SocketAddr, name: &str) -> Result<Vec<IpAddr>, TunnelError> {
+    resolve_within(tunnel, name, Duration::from_secs(3)).await
+}
+
+/// [`resolve`] giving up after `timeout`: a name none of whose servers runs any more is not answered by the
+/// networks' DNS at once (it asks further, and nothing further answers), so callers that keep the last answer
+/// ask with a short bound.
+pub async fn resolve_within(
+    tunnel: SocketAddr,
+    name: &str,
+    timeout: Duration,
+) -> Result<Vec<IpAddr>, TunnelError> {
     let fut = async {
         let mut stream = TcpStream::connect(tunnel).await?;
         stream
@@ -64,7 +75,7 @@ pub async fn resolve(tunnel: SocketAddr, name: &str) -> Result<Vec<IpAddr>, Tunn
             .await?;
         read_line(&mut stream).await
     };
-    let line = tokio::time::timeout(Duration::from_secs(3), fut)
+    let line = tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| TunnelError::Timeout(name.to_string()))?
         .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;

@@ -97,6 +97,13 @@ struct Life {
     nc: u32,
     /// The registrars the Director named (primary, backup), kept across sessions as a client keeps them.
     registrars: Option<(String, Option<String>)>,
+    /// Addresses that did not accept a connection lately, and when: tried only after every other address failed
+    /// too, as SIP clients keep a short list of unreachable targets (RFC 3263 section 4.3), instead of waiting for a
+    /// connect timeout on each again. Forgotten after [`SUSPECT_FOR`], and when the pool sends the user home.
+    suspect: HashMap<String, Instant>,
+    /// The last addresses each name resolved to, and when it was last asked: a client keeps a DNS answer for a
+    /// while, and uses it when the name stops resolving (every server of the pool gone).
+    resolved: HashMap<String, (Vec<String>, Instant)>,
     /// The last digest challenge, answered on every REGISTER until the server asks again.
     challenge: Option<Challenge>,
     /// A remote user whose last REGISTER at the primary registrar failed tries the backup next.
@@ -121,6 +128,8 @@ pub async fn run(
         contact_added: false,
         nc: 0,
         registrars: None,
+        suspect: HashMap::new(),
+        resolved: HashMap::new(),
         challenge: None,
         use_backup: false,
         calls_up: Default::default(),
@@ -193,6 +202,59 @@ pub async fn run(
     }
 }
 
+/// How long a name's addresses are used without asking DNS again.
+const RESOLVED_FOR: Duration = Duration::from_secs(1);
+/// How long a client waits for DNS before it uses the addresses it had.
+const RESOLVE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long an address that refused a connection stays at the back of the list.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+/// Whether a connection attempt tries the addresses not suspected of being down, or (when none of those
+/// answered) the suspected ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Fresh,
+    Suspect,
+}
+
+/// Finds a registrar and connects to it: first through addresses not recently unreachable, then through those.
+async fn connect(
+    spec: &UserSpec,
+    tunnel: SocketAddr,
+    settings: &Settings,
+    life: &mut Life,
+) -> Option<(tokio::net::TcpStream, String, String)> {
+    let now = Instant::now();
+    life.suspect
+        .retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
+    for pass in [Pass::Fresh, Pass::Suspect] {
+        if let Some(found) = connect_pass(spec, tunnel, settings, life, pass).await {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Connects to `ip` through the tunnel, keeping the suspect list.
+async fn dial(
+    tunnel: SocketAddr,
+    ip: &str,
+    settings: &Settings,
+    life: &mut Life,
+) -> Option<tokio::net::TcpStream> {
+    match tunnel::connect(tunnel, ip, settings.sip_port, settings.connect_timeout).await {
+        Ok(stream) => {
+            life.suspect.remove(ip);
+            Some(stream)
+        }
+        Err(_) => {
+            life.suspect.insert(ip.to_string(), Instant::now());
+            None
+        }
+    }
+}
+
 /// Finds a registrar and connects to it. Returns the stream, the registrar pool and the REGISTER
 /// Request-URI to use on it.
 ///
@@ -201,19 +263,18 @@ pub async fn run(
 ///   registrar (`sip:fe1:5060;transport=tcp`), then the backup registrar if the first refuses.
 /// - A local user asks the Director (when the topology has one) for its registrars, then tries every address
 ///   of the primary, then of the backup; without a Director its home pool and the pool's pair.
-async fn connect(
+async fn connect_pass(
     spec: &UserSpec,
     tunnel: SocketAddr,
     settings: &Settings,
     life: &mut Life,
+    pass: Pass,
 ) -> Option<(tokio::net::TcpStream, String, String)> {
     let plain_uri = format!("sip:{}", sip::DOMAIN);
     if !spec.edges.is_empty() {
         for edge in &spec.edges {
-            for ip in addresses(tunnel, edge, &mut life.rng).await {
-                let Ok(mut stream) =
-                    tunnel::connect(tunnel, &ip, settings.sip_port, settings.connect_timeout).await
-                else {
+            for ip in addresses(tunnel, edge, life, pass).await {
+                let Some(mut stream) = dial(tunnel, &ip, settings, life).await else {
                     continue;
                 };
                 let Some((primary, backup)) = redirect(&mut stream, spec, settings, life).await
@@ -232,16 +293,14 @@ async fn connect(
         }
         return None;
     }
-    if let Some((host, port)) = &spec.via {
+    if let (Some((host, port)), Pass::Fresh) = (&spec.via, pass) {
         if let Ok(stream) = tunnel::connect(tunnel, host, *port, settings.connect_timeout).await {
             return Some((stream, spec.home.clone(), plain_uri));
         }
     }
     if let (Some(director), None) = (&spec.director, &life.registrars) {
-        'ask: for ip in addresses(tunnel, director, &mut life.rng).await {
-            if let Ok(mut stream) =
-                tunnel::connect(tunnel, &ip, settings.sip_port, settings.connect_timeout).await
-            {
+        'ask: for ip in addresses(tunnel, director, life, pass).await {
+            if let Some(mut stream) = dial(tunnel, &ip, settings, life).await {
                 if let Some(found) = redirect(&mut stream, spec, settings, life).await {
                     life.registrars = Some(found);
                     break 'ask;
@@ -264,10 +323,8 @@ async fn connect(
         }
     }
     for pool in order {
-        for ip in addresses(tunnel, &pool, &mut life.rng).await {
-            if let Ok(stream) =
-                tunnel::connect(tunnel, &ip, settings.sip_port, settings.connect_timeout).await
-            {
+        for ip in addresses(tunnel, &pool, life, pass).await {
+            if let Some(stream) = dial(tunnel, &ip, settings, life).await {
                 return Some((stream, pool, plain_uri));
             }
         }
@@ -275,11 +332,40 @@ async fn connect(
     None
 }
 
-/// Every address of a name inside the networks, in a random order of the user's own.
-async fn addresses(tunnel: SocketAddr, name: &str, rng: &mut ChaCha8Rng) -> Vec<String> {
-    let mut found = tunnel::resolve(tunnel, name).await.unwrap_or_default();
-    found.shuffle(rng);
-    found.into_iter().map(|ip| ip.to_string()).collect()
+/// The addresses of a name inside the networks for this pass (not suspected, or suspected), in a random order
+/// of the user's own.
+async fn addresses(tunnel: SocketAddr, name: &str, life: &mut Life, pass: Pass) -> Vec<String> {
+    let fresh = life
+        .resolved
+        .get(name)
+        .is_some_and(|(_, asked)| asked.elapsed() < RESOLVED_FOR);
+    if !fresh {
+        let asked = Instant::now();
+        let answer = tunnel::resolve_within(tunnel, name, RESOLVE_TIMEOUT).await;
+        let entry = life
+            .resolved
+            .entry(name.to_string())
+            .or_insert_with(|| (Vec::new(), asked));
+        entry.1 = asked;
+        match answer {
+            Ok(found) if !found.is_empty() => {
+                entry.0 = found.into_iter().map(|ip| ip.to_string()).collect();
+            }
+            // No answer: the last one stands (its addresses are suspects by now if they do not connect).
+            _ => {}
+        }
+    }
+    let mut found: Vec<String> = life
+        .resolved
+        .get(name)
+        .map(|(ips, _)| ips.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ip| (pass == Pass::Suspect) == life.suspect.contains_key(ip))
+        .collect();
+    found.sort();
+    found.shuffle(&mut life.rng);
+    found
 }
 
 /// Asks a Director (directly, or through an Edge server) for the user's registrars: REGISTER, answer the
@@ -815,11 +901,21 @@ async fn on_request(
         {
             // `resiliency-mode: on|off`, `home: <pool>`, and `register-at: <pool>` when the client must go there.
             let body = String::from_utf8_lossy(&msg.body);
-            register_at = body.lines().find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                (name.trim().eq_ignore_ascii_case("register-at") && !value.trim().is_empty())
-                    .then(|| value.trim().to_string())
-            });
+            let field = |wanted: &str| {
+                body.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    (name.trim().eq_ignore_ascii_case(wanted) && !value.trim().is_empty())
+                        .then(|| value.trim().to_string())
+                })
+            };
+            register_at = field("register-at");
+            // Sent elsewhere: recorded as the loss it is (by the caller), not as a change of mode here.
+            if register_at.is_none() {
+                if let Some(mode) = field("resiliency-mode") {
+                    let on = mode.eq_ignore_ascii_case("on");
+                    let _ = recorder.observe(&spec.name, Op::ResiliencyNotice { on });
+                }
+            }
         }
         Some("NOTIFY") => {
             let target = msg
