@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
@@ -96,13 +97,25 @@ impl NodeIdentity {
 
 /// Turns `host:port` into socket addresses. A pool name resolves by DNS to all of its servers inside the run's
 /// networks; tests (and runs without that DNS) pin names to addresses instead.
+///
+/// Like a SIP proxy's resolver (RFC 3263 section 4.3; Kamailio's `dst_blacklist`) it remembers two things, shared by
+/// its clones: the last DNS answer of each name, used when the name stops resolving (the networks' DNS does not
+/// answer at once for a name none of whose servers runs), and the addresses that refused a connection lately, which
+/// are skipped for [`DOWN_KEPT`] so that a dead pool costs one connect timeout, not one per request.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     pinned: HashMap<String, Vec<SocketAddr>>,
+    answers: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
+    down: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
 }
 
-/// One DNS look-up is over within this, or the name counts as unresolvable for this attempt.
+/// One DNS look-up of a name never answered before is over within this, or the name counts as unresolvable for
+/// this attempt.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same for a name with an earlier answer, which then stands.
+const LOOKUP_AGAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an address that did not accept a connection is skipped.
+pub const DOWN_KEPT: Duration = Duration::from_secs(5);
 
 impl Resolver {
     /// DNS only.
@@ -144,9 +157,21 @@ impl Resolver {
         } else if let Ok(addr) = target.parse::<SocketAddr>() {
             vec![addr]
         } else {
-            match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(target)).await {
-                Ok(Ok(found)) => found.collect(),
-                _ => Vec::new(),
+            let earlier = lock(&self.answers).get(target).cloned();
+            let timeout = if earlier.is_some() {
+                LOOKUP_AGAIN_TIMEOUT
+            } else {
+                LOOKUP_TIMEOUT
+            };
+            match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await {
+                Ok(Ok(found)) => {
+                    let found: Vec<SocketAddr> = found.collect();
+                    if !found.is_empty() {
+                        lock(&self.answers).insert(target.to_owned(), found.clone());
+                    }
+                    found
+                }
+                _ => earlier.unwrap_or_default(),
             }
         };
         if addrs.len() > 1 {
@@ -162,13 +187,24 @@ impl Resolver {
         target: &str,
         connect_timeout: Duration,
     ) -> Option<(TcpStream, SocketAddr)> {
-        // Bounded: one attempt per address.
+        // Bounded: one attempt per address not down lately.
         for addr in self.resolve(target).await {
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await
-            {
-                let _ = stream.set_nodelay(true);
-                return Some((stream, addr));
+            let down_lately = {
+                let mut down = lock(&self.down);
+                down.retain(|_, since| since.elapsed() < DOWN_KEPT);
+                down.contains_key(&addr)
+            };
+            if down_lately {
+                continue;
+            }
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, addr));
+                }
+                _ => {
+                    lock(&self.down).insert(addr, Instant::now());
+                }
             }
         }
         None
@@ -287,6 +323,33 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn an_address_that_refused_is_skipped_for_a_while_and_its_clones_know() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let r = Resolver::dns().pin("fe1", vec![addr]);
+        let clone = r.clone();
+        assert!(r
+            .connect("fe1:5060", Duration::from_secs(1))
+            .await
+            .is_none());
+        // Listening again: the address is still down for this resolver and its clones, so nothing dials it.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        assert!(clone
+            .connect("fe1:5060", Duration::from_secs(1))
+            .await
+            .is_none());
+        let dialled = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(dialled.is_err(), "a down address was dialled");
+        // A fresh resolver dials it.
+        assert!(Resolver::dns()
+            .pin("fe1", vec![addr])
+            .connect("fe1:5060", Duration::from_secs(1))
+            .await
+            .is_some());
+    }
+
+    #[tokio::test]
     async fn pinned_names_resolve_to_their_addresses_and_literals_to_themselves() {
         let r = Resolver::dns()
             .pin_spec("fe1=127.0.0.1:7001,127.0.0.1:7002")
@@ -307,4 +370,8 @@ mod tests {
         assert!(Resolver::dns().pin_spec("fe1").is_err());
         assert!(Resolver::dns().pin_spec("fe1=nope").is_err());
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
