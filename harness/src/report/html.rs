@@ -267,8 +267,8 @@ pub fn render(report: &Report) -> String {
     let c = &s.counts;
     let _ = writeln!(
         out,
-        "<h2>Counts</h2><p>users {} · IMs acknowledged {}, delivered {}, lost {} · writes acknowledged {}, lost {}</p>",
-        c.users, c.ims_acked, c.ims_delivered, c.ims_lost, c.writes_acked, c.writes_lost
+        "<h2>Counts</h2><p>users {} · IMs acknowledged {}, delivered {}, lost {} · writes acknowledged {}, lost {} (observed RPO {} ms)</p>",
+        c.users, c.ims_acked, c.ims_delivered, c.ims_lost, c.writes_acked, c.writes_lost, c.rpo_ms
     );
     out.push_str("</body></html>\n");
     out

@@ -36,8 +36,8 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "\n## Counts\n");
     let _ = writeln!(
         out,
-        "users {} · IMs acknowledged {}, delivered {}, lost {} · writes acknowledged {}, lost {}",
-        c.users, c.ims_acked, c.ims_delivered, c.ims_lost, c.writes_acked, c.writes_lost
+        "users {} · IMs acknowledged {}, delivered {}, lost {} · writes acknowledged {}, lost {} (observed RPO {} ms)",
+        c.users, c.ims_acked, c.ims_delivered, c.ims_lost, c.writes_acked, c.writes_lost, c.rpo_ms
     );
     let _ = writeln!(out, "\n## Faults\n");
     if s.faults.is_empty() {

@@ -84,6 +84,7 @@ impl Report {
                 .iter()
                 .filter(|o| matches!(o.op, Op::CallEnd { .. }))
                 .count() as u64,
+            rpo_ms: loss.rpo_observed_us.div_ceil(1000),
         };
         let metrics: BTreeMap<String, MetricSummary> = Metric::ALL
             .iter()

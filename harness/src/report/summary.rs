@@ -119,6 +119,10 @@ pub struct Counts {
     pub calls_answered: u64,
     #[serde(default)]
     pub calls_ended: u64,
+    /// The observed RPO in ms: the largest time between a lost write's acknowledgement and the fault after it
+    /// (0 when no acknowledged write was lost).
+    #[serde(default)]
+    pub rpo_ms: u64,
 }
 
 impl Counts {
@@ -134,11 +138,12 @@ impl Counts {
             "calls_placed" => Some(self.calls_placed),
             "calls_answered" => Some(self.calls_answered),
             "calls_ended" => Some(self.calls_ended),
+            "rpo_ms" => Some(self.rpo_ms),
             _ => None,
         }
     }
 
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "users",
         "ims_acked",
         "ims_delivered",
@@ -148,6 +153,7 @@ impl Counts {
         "calls_placed",
         "calls_answered",
         "calls_ended",
+        "rpo_ms",
     ];
 }
 
