@@ -816,6 +816,9 @@ impl Pairing {
                     r.transition = None;
                 })
                 .await?;
+                // The other Front Ends of the pool read the record each heartbeat: the command is done when
+                // the whole pool serves the failed-over users, not just this server.
+                tokio::time::sleep(self.settle()).await;
                 Ok(self.command_answer("failed over", restored))
             }
             Err(error) => {
@@ -855,31 +858,41 @@ impl Pairing {
             .find(|p| p.role == "director" && p.site != site)
             .map(|p| p.name.clone())
             .unwrap_or_else(|| "<a Director pool in a surviving site>".into());
+        // Every Edge server at once: those of the failed site do not answer, and each would cost a timeout.
+        let mut asked = tokio::task::JoinSet::new();
         for edge in self.cluster.pools.iter().filter(|p| p.role == "edge") {
             for node in &edge.nodes {
                 let address = self.cluster.address(&self.pool, node, ADMIN_PORT);
-                let answer = tokio::time::timeout(
-                    EDGE_STATUS_TIMEOUT,
-                    http_json(&address, "GET", "/status", None, None),
-                )
-                .await;
-                let Ok(Ok((200, status))) = answer else {
-                    continue;
-                };
-                let Some(hop) = status["next_hop"].as_str() else {
-                    continue;
-                };
-                let in_failed_site =
-                    hop == failed || self.cluster.pool(hop).is_some_and(|p| p.site == site);
-                if in_failed_site {
-                    return Err(PairingError::EdgeRelaysToFailedSite {
-                        edge: edge.name.clone(),
-                        node: node.clone(),
-                        director: hop.to_owned(),
-                        site,
-                        suggestion,
-                    });
-                }
+                let (edge, node) = (edge.name.clone(), node.clone());
+                asked.spawn(async move {
+                    let answer = tokio::time::timeout(
+                        EDGE_STATUS_TIMEOUT,
+                        http_json(&address, "GET", "/status", None, None),
+                    )
+                    .await;
+                    (edge, node, answer)
+                });
+            }
+        }
+        let mut answers = asked.join_all().await;
+        answers.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        for (edge, node, answer) in answers {
+            let Ok(Ok((200, status))) = answer else {
+                continue;
+            };
+            let Some(hop) = status["next_hop"].as_str() else {
+                continue;
+            };
+            let in_failed_site =
+                hop == failed || self.cluster.pool(hop).is_some_and(|p| p.site == site);
+            if in_failed_site {
+                return Err(PairingError::EdgeRelaysToFailedSite {
+                    edge,
+                    node,
+                    director: hop.to_owned(),
+                    site,
+                    suggestion,
+                });
             }
         }
         Ok(())
@@ -947,6 +960,8 @@ impl Pairing {
                 })
                 .await?;
                 self.send_pair_users_home().await;
+                // As for failover: done when every Front End of the pool has read the record.
+                tokio::time::sleep(self.settle()).await;
                 Ok(self.command_answer("failed back", copied))
             }
             Err(error) => {
