@@ -101,6 +101,8 @@ struct Life {
     /// too, as SIP clients keep a short list of unreachable targets (RFC 3263 section 4.3), instead of waiting for a
     /// connect timeout on each again. Forgotten after [`SUSPECT_FOR`], and when the pool sends the user home.
     suspect: HashMap<String, Instant>,
+    /// The address the current session's connection was dialled to (`None` through a fault-proxy link).
+    dialled: Option<String>,
     /// The last addresses each name resolved to, and when it was last asked: a client keeps a DNS answer for a
     /// while, and uses it when the name stops resolving (every server of the pool gone).
     resolved: HashMap<String, (Vec<String>, Instant)>,
@@ -129,6 +131,7 @@ pub async fn run(
         nc: 0,
         registrars: None,
         suspect: HashMap::new(),
+        dialled: None,
         resolved: HashMap::new(),
         challenge: None,
         use_backup: false,
@@ -187,6 +190,13 @@ pub async fn run(
                 for call_id in std::mem::take(&mut life.calls_up) {
                     let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
                 }
+                // A server that went silent (paused, cut off) still completes TCP handshakes in its kernel:
+                // it goes to the back of the list, or the next attempt may well dial it again.
+                if reason.starts_with(SILENCE) {
+                    if let Some(ip) = life.dialled.take() {
+                        life.suspect.insert(ip, Instant::now());
+                    }
+                }
                 let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
                 // A client does not hammer a pool that just refused or dropped it.
                 let backoff = life.rng.gen_range(
@@ -201,6 +211,9 @@ pub async fn run(
         }
     }
 }
+
+/// How a loss to a silent server is told (keep-alives or a REGISTER unanswered).
+const SILENCE: &str = "no answer";
 
 /// How long a name's addresses are used without asking DNS again.
 const RESOLVED_FOR: Duration = Duration::from_secs(1);
@@ -246,6 +259,7 @@ async fn dial(
     match tunnel::connect(tunnel, ip, settings.sip_port, settings.connect_timeout).await {
         Ok(stream) => {
             life.suspect.remove(ip);
+            life.dialled = Some(ip.to_string());
             Some(stream)
         }
         Err(_) => {
@@ -651,7 +665,7 @@ async fn session(
             }
             _ = keepalive.tick() => {
                 if last_rx.elapsed() > settings.dead_after {
-                    return fail_all(outstanding, "keep-alive: the server went silent");
+                    return fail_all(outstanding, &format!("{SILENCE}: the server went silent"));
                 }
                 if write.write_all(b"\r\n\r\n").await.is_err() {
                     return fail_all(outstanding, "keep-alive: write failed");
@@ -666,7 +680,7 @@ async fn session(
                     }
                 }
                 if lost {
-                    return fail_all(outstanding, "REGISTER without answer");
+                    return fail_all(outstanding, &format!("{SILENCE}: REGISTER without answer"));
                 }
             }
             _ = stage.changed() => {}
