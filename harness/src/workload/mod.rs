@@ -29,6 +29,8 @@ pub struct Settings {
     pub keepalive_interval: Duration,
     /// Silence from the server longer than this is a lost registration.
     pub dead_after: Duration,
+    /// On a new connection, silence this long (no answer to the REGISTER or to a keep-alive) gives it up.
+    pub first_answer: Duration,
     /// A request without a final answer this long is a timeout.
     pub request_timeout: Duration,
     /// Connect timeout per server address.
@@ -56,6 +58,7 @@ impl Default for Settings {
             refresh_interval: Duration::from_secs(20),
             keepalive_interval: Duration::from_millis(500),
             dead_after: Duration::from_millis(2500),
+            first_answer: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(1000),
             im_interval: Some(Duration::from_secs(2)),

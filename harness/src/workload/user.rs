@@ -500,6 +500,9 @@ async fn session(
     let mut outstanding: HashMap<u32, Outstanding> = HashMap::new();
     let mut registered = false;
     let mut last_rx = Instant::now();
+    // Nothing heard yet on this connection: a server that answers neither the REGISTER nor a keep-alive within
+    // `first_answer` is given up on sooner than a registered one (RFC 5626's pong, on a fresh flow).
+    let mut heard = false;
     let reg_call_id = format!("reg-{}", spec.name);
     let from_tag = format!("t{}", life.rng.gen::<u32>());
     let mut next_refresh = Instant::now() + Duration::from_secs(3600);
@@ -578,6 +581,7 @@ async fn session(
                     Err(e) => return fail_all(outstanding, &format!("connection error: {e}")),
                 };
                 last_rx = Instant::now();
+                heard = true;
                 framer.push(&buf[..n]);
                 loop {
                     let frame = match framer.next_frame() {
@@ -664,6 +668,9 @@ async fn session(
                 }
             }
             _ = keepalive.tick() => {
+                if !heard && last_rx.elapsed() > settings.first_answer {
+                    return fail_all(outstanding, &format!("{SILENCE}: a new connection stayed silent"));
+                }
                 if last_rx.elapsed() > settings.dead_after {
                     return fail_all(outstanding, &format!("{SILENCE}: the server went silent"));
                 }
