@@ -318,6 +318,10 @@ pub async fn serve<H: Handler>(
     Ok(result?)
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,8 +374,4 @@ mod tests {
         assert!(Resolver::dns().pin_spec("fe1").is_err());
         assert!(Resolver::dns().pin_spec("fe1=nope").is_err());
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
