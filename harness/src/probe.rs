@@ -188,20 +188,37 @@ pub fn views(topology: &Topology, status: &Value) -> Vec<View> {
 
 /// Resolves a role-based target against the nodes' own views, at the moment of asking:
 /// `primary-of:<pool>/<group>` (the Front End primary of a routing group), `principal-of:<pool>` and
-/// `mirror-of:<pool>` (Back End). Any other target is returned as it is.
+/// `mirror-of:<pool>` (Back End), `busiest-of:<pool>` (the server with the most clients connected now, as its
+/// `/status` counts them: an Edge server that users really come in through). Any other target is returned as
+/// it is.
 pub async fn resolve_target(
     tunnel_addr: SocketAddr,
     topology: &Topology,
     target: &str,
 ) -> Result<String, String> {
     let (want, rest) = match target.split_once(':') {
-        Some((w @ ("primary-of" | "principal-of" | "mirror-of"), rest)) => (w, rest),
+        Some((w @ ("primary-of" | "principal-of" | "mirror-of" | "busiest-of"), rest)) => (w, rest),
         _ => return Ok(target.to_string()),
     };
     let (pool, group) = rest.split_once('/').unwrap_or((rest, ""));
     let pool_spec = topology
         .pool(pool)
         .ok_or_else(|| format!("resolve `{target}`: no pool `{pool}`"))?;
+    if want == "busiest-of" {
+        let mut busiest: Option<(u64, &str)> = None;
+        for node in &pool_spec.nodes {
+            let Ok(status) = ask(tunnel_addr, &node.name).await else {
+                continue;
+            };
+            let clients = status["clients"].as_u64().unwrap_or(0);
+            if clients > 0 && busiest.is_none_or(|(most, _)| clients > most) {
+                busiest = Some((clients, &node.name));
+            }
+        }
+        return busiest.map(|(_, node)| node.to_string()).ok_or_else(|| {
+            format!("resolve `{target}`: no node of `{pool}` has a client connected now")
+        });
+    }
     for node in &pool_spec.nodes {
         let Ok(status) = ask(tunnel_addr, &node.name).await else {
             continue;

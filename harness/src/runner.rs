@@ -62,7 +62,7 @@ pub enum RunError {
     Out(PathBuf, std::io::Error),
 }
 
-/// The fault with a role-based target (`primary-of:fe1/rg-1`, `principal-of:be1`) resolved to a node now.
+/// The fault with a role-based target (`primary-of:fe1/rg-1`, `principal-of:be1`, `busiest-of:edge1`) resolved to a node now.
 async fn resolve(
     cluster: &Cluster,
     topology: &crate::topology::Topology,
