@@ -173,9 +173,7 @@ pub async fn run(
         {
             End::Finished => return,
             End::SentHome { pool, reason } => {
-                for call_id in std::mem::take(&mut life.calls_up) {
-                    let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
-                }
+                end_calls(&spec, &recorder, &mut life);
                 let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
                 let backup = if pool == spec.home {
                     spec.backup.clone()
@@ -184,12 +182,10 @@ pub async fn run(
                 };
                 life.registrars = Some((pool, backup));
                 life.use_backup = false;
+                life.suspect.clear();
             }
             End::Lost(reason) => {
-                // Calls up on a lost connection are over for the caller: it noticed the loss.
-                for call_id in std::mem::take(&mut life.calls_up) {
-                    let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
-                }
+                end_calls(&spec, &recorder, &mut life);
                 // A server that went silent (paused, cut off) still completes TCP handshakes in its kernel:
                 // it goes to the back of the list, or the next attempt may well dial it again.
                 if reason.starts_with(SILENCE) {
@@ -209,6 +205,13 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Calls up on a lost connection are over for the caller: it noticed the loss.
+fn end_calls(spec: &UserSpec, recorder: &Recorder, life: &mut Life) {
+    for call_id in std::mem::take(&mut life.calls_up) {
+        let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
     }
 }
 

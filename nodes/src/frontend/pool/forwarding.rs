@@ -69,15 +69,13 @@ impl Pool {
         let mut last = Answer::Unavailable {
             reason: format!("no primary of routing group {} known", group_name(group)),
         };
-        let mut first = true;
-        loop {
-            if !first {
+        for attempt in 0u32.. {
+            if attempt > 0 {
                 if tokio::time::Instant::now() + self.settings.heartbeat_interval > deadline {
-                    return last;
+                    break;
                 }
                 tokio::time::sleep(self.settings.heartbeat_interval).await;
             }
-            first = false;
             let Some(target) = hint.take().or_else(|| self.route_known(group).1) else {
                 continue;
             };
@@ -124,6 +122,7 @@ impl Pool {
                 other => return other,
             }
         }
+        last
     }
 
     /// `call` at `target`, given up as soon as membership declares `target` down (checked every heartbeat
