@@ -296,9 +296,9 @@ impl Pairing {
     pub fn screen(&self, request: &Request) -> Option<Response> {
         let user = gate::subject(request)?;
         let decision = self.decide(&user);
-        gate::screen(request, &decision, |p| {
-            self.cluster.address(&self.pool, p, SIP_PORT)
-        })
+        // A client is sent to the pool by its name, as clients reach it: the route this server takes to that
+        // pool (through the fault proxy when a link says so) is no address for a client.
+        gate::screen(request, &decision, |p| format!("{p}:{SIP_PORT}"))
     }
 
     /// Adds the resiliency header to a REGISTER's `200`, and tells a client newly registered in resiliency mode
