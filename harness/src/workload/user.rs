@@ -604,6 +604,9 @@ async fn session(
                                 }
                             }
                             Ok(Some(Event::Refreshed)) => next_refresh = Instant::now() + settings.refresh_interval,
+                            Ok(Some(Event::Published { expires })) => {
+                                next_publish = next_publish.min(Instant::now() + expires * 3 / 4);
+                            }
                             Ok(Some(Event::Lost(reason))) => return fail_all(outstanding, &reason),
                             Ok(None) => {}
                             Err(e) => return fail_all(outstanding, &e),
@@ -703,6 +706,11 @@ enum Event {
     Registered,
     Refreshed,
     Lost(String),
+    /// A presence publication accepted for this long (the pool may grant less than asked, RFC 3903 section 4.1):
+    /// the client publishes again before it runs out.
+    Published {
+        expires: Duration,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -851,6 +859,15 @@ async fn on_response(
                 .map_err(|e| e.to_string())?;
             let _ = recorder;
             Ok(None)
+        }
+        Kind::Publish if ok => {
+            o.pending.ok().map_err(|e| e.to_string())?;
+            let granted = msg
+                .header("Expires")
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            Ok(granted.map(|secs| Event::Published {
+                expires: Duration::from_secs(secs),
+            }))
         }
         // The pool's 408 to an IM means it could not learn whether the recipient got it: indeterminate.
         Kind::Im if status == 408 => {
