@@ -408,9 +408,17 @@ impl Pairing {
     async fn maintenance_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.heartbeat_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         // Ends when the node's tasks are aborted.
         loop {
             tick.tick().await;
+            let now = Instant::now();
+            if now.saturating_duration_since(last_tick) > self.failure_timeout() {
+                // Paused or starved: no heartbeat went out meanwhile, so the pair's silence is ours.
+                tracing::warn!(pool = %self.pool, stalled_ms = now.saturating_duration_since(last_tick).as_millis() as u64, "this Front End stood still: the pair's silence is counted again from now");
+                self.lock().watch.resumed(now);
+            }
+            last_tick = now;
             if let Ok(_guard) = self.commands.try_lock() {
                 self.refresh_record().await;
                 self.adopt_pair_store().await;

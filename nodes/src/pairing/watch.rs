@@ -69,6 +69,9 @@ pub struct PairWatch {
     source_changed_at: Option<Instant>,
     /// Send time of the newest answered heartbeat: what the pair acknowledged before it is known here.
     last_answer_sent_at: Option<Instant>,
+    /// When this Front End last came back from a stall of its own (paused, starved of CPU): silence from the pair
+    /// counts from here, since no heartbeat went out while it stood still.
+    resumed_at: Option<Instant>,
 }
 
 impl PairWatch {
@@ -82,7 +85,14 @@ impl PairWatch {
             pending_clear_since: None,
             source_changed_at: None,
             last_answer_sent_at: None,
+            resumed_at: None,
         }
+    }
+
+    /// This Front End stood still until `now` (its own timers fired late by more than the failure timeout): the
+    /// pair's silence meanwhile says nothing about the pair, so it is counted again from `now`.
+    pub fn resumed(&mut self, now: Instant) {
+        self.resumed_at = Some(now);
     }
 
     /// Records answers to heartbeats sent at `sent_at` (one node's, or a whole round's).
@@ -130,7 +140,9 @@ impl PairWatch {
 
     /// How long no serving answer came (since this Front End started, if none ever did).
     pub fn missed(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.last_seen.unwrap_or(self.started))
+        let since = self.last_seen.unwrap_or(self.started);
+        let since = self.resumed_at.map_or(since, |r| since.max(r));
+        now.saturating_duration_since(since)
     }
 
     /// How long the pair has been up without a gap (zero while it is down).
@@ -214,6 +226,9 @@ mod tests {
         w.round(t0 + s, vec![("a1".into(), report(t0 + s, true, 0))]);
         assert!(w.up(t0 + s));
         assert_eq!(w.missed(t0 + 4 * s), 3 * s);
+        // A stall of this Front End restarts the count: the silence was its own.
+        w.resumed(t0 + 4 * s);
+        assert_eq!(w.missed(t0 + 5 * s), s);
         assert!(!w.up(t0 + 4 * s));
         w.round(t0 + 5 * s, vec![("a1".into(), report(t0 + 5 * s, true, 0))]);
         assert_eq!(w.up_for(t0 + 5 * s + s / 2), s / 2, "a gap restarts up_for");
