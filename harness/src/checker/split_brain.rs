@@ -2,8 +2,10 @@
 //! times, never two primaries of one routing group accepting writes at overlapping times, and never one epoch
 //! claimed by two nodes.
 //!
-//! A node's claim holds over each run of its consecutive probes that show it (widened by `probe_skew_ms`, since
-//! one probe round asks the nodes one after another). Between a claim and the node's next probe nothing is
+//! A node's claim holds over each run of its consecutive probes that show it, from the first and widened forward
+//! by `probe_skew_ms` (one probe round asks the nodes one after another, so two claims seen in one round overlap
+//! whichever node was asked first), but never past the node's own next probe that no longer shows it: a hand-over
+//! between two close probes is not an overlap. Between a claim and the node's next probe nothing is
 //! known, so the checker does not assume the claim went on: it reports only what probes show.
 
 use std::collections::BTreeMap;
@@ -97,13 +99,14 @@ impl Checker for NoSplitBrain {
                 match (claim, open.as_mut()) {
                     (Some(epoch), Some(c)) if c.epoch == epoch => c.to_us = at_us + skew_us,
                     (claim, _) => {
-                        if let Some(done) = open.take() {
+                        if let Some(mut done) = open.take() {
+                            done.to_us = done.to_us.min(at_us);
                             claims.entry(scope).or_default().push(done);
                         }
                         open = claim.map(|epoch| Claim {
                             node: node.clone(),
                             epoch,
-                            from_us: at_us.saturating_sub(skew_us),
+                            from_us: at_us,
                             to_us: at_us + skew_us,
                         });
                     }
@@ -213,6 +216,23 @@ mod tests {
             .what
             .contains("two primaries of routing group rg-1"));
         assert!(v.violations()[0].what.contains("the same epoch 2"));
+    }
+
+    #[test]
+    fn a_hand_over_between_two_close_probes_is_not_an_overlap() {
+        // fe-a1 is primary at epoch 5, then (50 ms later) secondary at 6; fe-a2 is primary at 6 a moment after.
+        let h = clean()
+            .probe("fe-a1", group("rg-9", GroupRole::Primary, 5), 100_000)
+            .probe("fe-a1", group("rg-9", GroupRole::Secondary, 6), 100_050)
+            .probe("fe-a2", group("rg-9", GroupRole::Primary, 6), 100_051)
+            .build();
+        assert_eq!(NoSplitBrain::default().check(&h), Verdict::Valid);
+        // Seen in one round (fe-a2 asked a moment earlier), both claiming: an overlap.
+        let h = clean()
+            .probe("fe-a2", group("rg-9", GroupRole::Primary, 6), 99_999)
+            .probe("fe-a1", group("rg-9", GroupRole::Primary, 5), 100_000)
+            .build();
+        assert_eq!(NoSplitBrain::default().check(&h).violations().len(), 1);
     }
 
     #[test]
