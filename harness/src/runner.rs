@@ -137,6 +137,25 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, R
     Ok(outcome)
 }
 
+/// The most lines of one node's log kept beside a report.
+const LOG_LINES_KEPT: usize = 200_000;
+
+/// Every node's log, for a run that was not valid: `logs/<node>.log` beside the report (what Jepsen users
+/// expect to read next to a failed verdict). Best effort: a log that cannot be read or written is skipped.
+async fn save_logs(cluster: &Cluster, out: &Path) {
+    let dir = out.join("logs");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        warn!("keep the nodes' logs: create {}: {e}", dir.display());
+        return;
+    }
+    for name in cluster.nodes.keys() {
+        let text = cluster.logs(name, LOG_LINES_KEPT).await;
+        if let Err(e) = std::fs::write(dir.join(format!("{name}.log")), text) {
+            warn!("keep the log of {name}: {e}");
+        }
+    }
+}
+
 async fn drive(
     scenario: &Scenario,
     opts: &RunOptions,
@@ -327,6 +346,9 @@ async fn drive(
         report.summary.reason.get_or_insert(reason);
     }
     report.write(&opts.out)?;
+    if report.verdict != Verdict::Valid {
+        save_logs(cluster, &opts.out).await;
+    }
     info!(verdict = report.verdict.name(), out = %opts.out.display(), "report written");
     Ok(RunOutcome {
         verdict: report.verdict.clone(),

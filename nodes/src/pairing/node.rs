@@ -413,9 +413,17 @@ impl Pairing {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            if now.saturating_duration_since(last_tick) > self.failure_timeout() {
-                // Paused or starved: no heartbeat went out meanwhile, so the pair's silence is ours.
+            let stalled = now.saturating_duration_since(last_tick) > self.failure_timeout();
+            if stalled {
                 tracing::warn!(pool = %self.pool, stalled_ms = now.saturating_duration_since(last_tick).as_millis() as u64, "this Front End stood still: the pair's silence is counted again from now");
+            }
+            // Paused or starved, or cut off from its own pool (isolated, below quorum): what it did not hear from
+            // the pair meanwhile says nothing about the pair, so the pair's silence is counted again from now.
+            let own_pool_serving = self
+                .frontend()
+                .and_then(|f| f.pool().map(|p| p.verdict().serving()))
+                .unwrap_or(true);
+            if stalled || !own_pool_serving {
                 self.lock().watch.resumed(now);
             }
             last_tick = now;

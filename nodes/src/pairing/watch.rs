@@ -69,8 +69,9 @@ pub struct PairWatch {
     source_changed_at: Option<Instant>,
     /// Send time of the newest answered heartbeat: what the pair acknowledged before it is known here.
     last_answer_sent_at: Option<Instant>,
-    /// When this Front End last came back from a stall of its own (paused, starved of CPU): silence from the pair
-    /// counts from here, since no heartbeat went out while it stood still.
+    /// When this Front End last came back from a stall of its own (paused, starved of CPU) or from being cut off
+    /// from its own pool: silence from the pair counts from here, since what it did not hear meanwhile says
+    /// nothing about the pair.
     resumed_at: Option<Instant>,
 }
 
@@ -89,8 +90,8 @@ impl PairWatch {
         }
     }
 
-    /// This Front End stood still until `now` (its own timers fired late by more than the failure timeout): the
-    /// pair's silence meanwhile says nothing about the pair, so it is counted again from `now`.
+    /// This Front End stood still, or was cut off from its own pool, until `now`: the pair's silence meanwhile says
+    /// nothing about the pair, so it is counted again from `now`.
     pub fn resumed(&mut self, now: Instant) {
         self.resumed_at = Some(now);
     }
