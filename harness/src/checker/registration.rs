@@ -262,6 +262,17 @@ mod tests {
     use crate::checker::fixtures::{clean, register, Build};
     use crate::history::Op;
 
+    /// The clean run, with carol's connection reset by the fault at 10.4 s.
+    fn carol_signed_out() -> Build {
+        clean().observe(
+            "carol",
+            Op::RegistrationLost {
+                reason: "reset".into(),
+            },
+            10_400,
+        )
+    }
+
     fn check(h: &History) -> Verdict {
         RegistrationContinuity {
             reregister_bound_ms: 5_000,
@@ -277,14 +288,7 @@ mod tests {
 
     #[test]
     fn an_affected_user_never_back_is_a_violation() {
-        let h = clean()
-            .observe(
-                "carol",
-                Op::RegistrationLost {
-                    reason: "reset".into(),
-                },
-                10_400,
-            )
+        let h = carol_signed_out()
             .fail("carol", register(false), 11_000, 11_100, "503")
             .build();
         let v = check(&h);
@@ -295,14 +299,7 @@ mod tests {
 
     #[test]
     fn full_service_comes_with_the_notice_that_ends_resiliency_mode() {
-        let h = clean()
-            .observe(
-                "carol",
-                Op::RegistrationLost {
-                    reason: "reset".into(),
-                },
-                10_400,
-            )
+        let h = carol_signed_out()
             .ok("carol", register(true), 12_000, 12_100)
             .observe("carol", Op::ResiliencyNotice { on: false }, 14_000)
             .ok(
@@ -326,14 +323,7 @@ mod tests {
 
     #[test]
     fn a_user_back_after_the_bound_is_a_violation() {
-        let h = clean()
-            .observe(
-                "carol",
-                Op::RegistrationLost {
-                    reason: "reset".into(),
-                },
-                10_400,
-            )
+        let h = carol_signed_out()
             .ok("carol", register(false), 19_000, 19_100)
             .build();
         let v = check(&h);

@@ -78,6 +78,9 @@ struct Outstanding {
 /// Why a session ended.
 enum End {
     Lost(String),
+    /// Lost to a server that went silent (keep-alives or a REGISTER unanswered): paused or cut off, it may still
+    /// complete TCP handshakes in its kernel, so its address goes to the back of the list.
+    Silent(String),
     /// The server told the client to register at its home pool (the resiliency NOTIFY's `register-at`):
     /// it goes there at once, as a client does, without the back-off of a loss.
     SentHome {
@@ -149,14 +152,7 @@ pub async fn run(
         let Some((stream, registrar, register_uri)) =
             connect(&spec, tunnel, &settings, &mut life).await
         else {
-            let backoff = life.rng.gen_range(
-                settings.retry_backoff.as_millis() as u64 / 2
-                    ..=settings.retry_backoff.as_millis() as u64,
-            );
-            tokio::select! {
-                _ = sleep(Duration::from_millis(backoff)) => {}
-                _ = stage.changed() => {}
-            }
+            back_off(&settings, &mut life, &mut stage).await;
             continue;
         };
         match session(
@@ -184,27 +180,43 @@ pub async fn run(
                 life.use_backup = false;
                 life.suspect.clear();
             }
+            End::Silent(reason) => {
+                // A silent server may still complete TCP handshakes: the next attempt may well dial it again.
+                if let Some(ip) = life.dialled.take() {
+                    life.suspect.insert(ip, Instant::now());
+                }
+                after_loss(&spec, &recorder, &settings, &mut life, &mut stage, reason).await;
+            }
             End::Lost(reason) => {
-                end_calls(&spec, &recorder, &mut life);
-                // A server that went silent (paused, cut off) still completes TCP handshakes in its kernel:
-                // it goes to the back of the list, or the next attempt may well dial it again.
-                if reason.starts_with(SILENCE) {
-                    if let Some(ip) = life.dialled.take() {
-                        life.suspect.insert(ip, Instant::now());
-                    }
-                }
-                let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
-                // A client does not hammer a pool that just refused or dropped it.
-                let backoff = life.rng.gen_range(
-                    settings.retry_backoff.as_millis() as u64 / 2
-                        ..=settings.retry_backoff.as_millis() as u64,
-                );
-                tokio::select! {
-                    _ = sleep(Duration::from_millis(backoff)) => {}
-                    _ = stage.changed() => {}
-                }
+                after_loss(&spec, &recorder, &settings, &mut life, &mut stage, reason).await;
             }
         }
+    }
+}
+
+/// A lost registration: its calls are over, the loss is recorded, and the client backs off before trying again
+/// (it does not hammer a pool that just refused or dropped it).
+async fn after_loss(
+    spec: &UserSpec,
+    recorder: &Recorder,
+    settings: &Settings,
+    life: &mut Life,
+    stage: &mut watch::Receiver<Stage>,
+    reason: String,
+) {
+    end_calls(spec, recorder, life);
+    let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
+    back_off(settings, life, stage).await;
+}
+
+/// Waits between half the retry back-off and all of it (drawn from the user's own random stream), or until
+/// the stage changes.
+async fn back_off(settings: &Settings, life: &mut Life, stage: &mut watch::Receiver<Stage>) {
+    let most = settings.retry_backoff.as_millis() as u64;
+    let backoff = life.rng.gen_range(most / 2..=most);
+    tokio::select! {
+        _ = sleep(Duration::from_millis(backoff)) => {}
+        _ = stage.changed() => {}
     }
 }
 
@@ -214,9 +226,6 @@ fn end_calls(spec: &UserSpec, recorder: &Recorder, life: &mut Life) {
         let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
     }
 }
-
-/// How a loss to a silent server is told (keep-alives or a REGISTER unanswered).
-const SILENCE: &str = "no answer";
 
 /// How long a name's addresses are used without asking DNS again.
 const RESOLVED_FOR: Duration = Duration::from_secs(1);
@@ -675,10 +684,10 @@ async fn session(
             }
             _ = keepalive.tick() => {
                 if !heard && last_rx.elapsed() > settings.first_answer {
-                    return fail_all(outstanding, &format!("{SILENCE}: a new connection stayed silent"));
+                    return fail_silent(outstanding, "no answer: a new connection stayed silent");
                 }
                 if last_rx.elapsed() > settings.dead_after {
-                    return fail_all(outstanding, &format!("{SILENCE}: the server went silent"));
+                    return fail_silent(outstanding, "no answer: the server went silent");
                 }
                 if write.write_all(b"\r\n\r\n").await.is_err() {
                     return fail_all(outstanding, "keep-alive: write failed");
@@ -693,7 +702,7 @@ async fn session(
                     }
                 }
                 if lost {
-                    return fail_all(outstanding, &format!("{SILENCE}: REGISTER without answer"));
+                    return fail_silent(outstanding, "no answer: REGISTER without answer");
                 }
             }
             _ = stage.changed() => {}
@@ -1157,10 +1166,20 @@ async fn send_tracked(
 
 /// Ends a session: requests still waiting are indeterminate (they may have taken effect).
 fn fail_all(outstanding: HashMap<u32, Outstanding>, reason: &str) -> End {
+    time_out_all(outstanding);
+    End::Lost(reason.to_string())
+}
+
+/// [`fail_all`] for a server that went silent.
+fn fail_silent(outstanding: HashMap<u32, Outstanding>, reason: &str) -> End {
+    time_out_all(outstanding);
+    End::Silent(reason.to_string())
+}
+
+fn time_out_all(outstanding: HashMap<u32, Outstanding>) {
     for (_, o) in outstanding {
         let _ = o.pending.timeout();
     }
-    End::Lost(reason.to_string())
 }
 
 fn new_request(
