@@ -60,6 +60,49 @@ pub enum RunError {
     Schedule(#[from] crate::schedule::ScheduleError),
     #[error("create the report directory {0}: {1}")]
     Out(PathBuf, std::io::Error),
+    /// The run outlived its time budget: a step of the harness (or Docker) hung. The containers are removed
+    /// and the nodes' logs kept, so the stall can be read.
+    #[error(
+        "the run stalled: still at \"{stage}\" when its {budget_s} s budget ran out (a hung Docker call or \
+         harness step); the nodes' logs are in {logs}"
+    )]
+    Stalled {
+        stage: String,
+        budget_s: u64,
+        logs: PathBuf,
+    },
+}
+
+/// Where a run is, for the watchdog's message when it stalls.
+#[derive(Clone, Default)]
+pub struct Stage(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Stage {
+    pub fn set(&self, what: impl Into<String>) {
+        let what = what.into();
+        tracing::debug!(stage = %what, "run stage");
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The most a topology may take to start (images are built before, outside this budget).
+const START_BUDGET: Duration = Duration::from_secs(240);
+/// Slack on top of a run's scripted length: waiting for the pools to serve (60 s), the users' final reads
+/// (30 s), Docker calls of the faults and operator commands. Generous: it exists to end a hung run with a
+/// clear error instead of eating the CI's time, not to judge speed.
+const DRIVE_SLACK: Duration = Duration::from_secs(300);
+/// The most the teardown (and keeping the logs) may take.
+const TEARDOWN_BUDGET: Duration = Duration::from_secs(180);
+
+/// The time budget of a run's drive: its scripted length plus [`DRIVE_SLACK`].
+pub fn drive_budget(spec: &ScheduleSpec, plan: &[schedule::Planned]) -> Duration {
+    let faults = ScheduleSpec::end_ms(plan);
+    let operators = spec.operators.iter().map(|o| o.at_ms).max().unwrap_or(0);
+    Duration::from_millis(spec.warmup_ms + faults.max(operators) + spec.quiet_ms) + DRIVE_SLACK
 }
 
 /// The fault with a role-based target (`primary-of:fe1/rg-1`, `principal-of:be1`, `busiest-of:edge1`) resolved to a node now.
@@ -127,14 +170,58 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, R
     );
     std::fs::create_dir_all(&opts.out).map_err(|e| RunError::Out(opts.out.clone(), e))?;
 
-    let cluster = Cluster::up(scenario.topology.clone(), opts.seed).await?;
-    let result = drive(scenario, opts, &cluster, &plan).await;
-    let down = cluster.down().await;
-    let outcome = result?;
-    if let Err(e) = down {
-        warn!("teardown: {e}");
+    // Every step below is bounded: a hung Docker call or harness step ends the run with an error that says
+    // where, instead of holding a CI run until its own timeout. Dropping a cluster removes its containers.
+    let cluster = match tokio::time::timeout(
+        START_BUDGET,
+        Cluster::up(scenario.topology.clone(), opts.seed),
+    )
+    .await
+    {
+        Ok(c) => c?,
+        Err(_) => {
+            return Err(RunError::Runtime(RuntimeError::Other(format!(
+                "start the topology within {} s: a Docker call hung; check `docker info` and \
+                     `docker ps`, then `cargo run -p poolchaos -- sweep`",
+                START_BUDGET.as_secs()
+            ))))
+        }
+    };
+    let stage = Stage::default();
+    let budget = drive_budget(&scenario.file.schedule, &plan);
+    let result = tokio::time::timeout(budget, drive(scenario, opts, &cluster, &plan, &stage)).await;
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => {
+            let stalled = stage.get();
+            warn!(stage = %stalled, budget_s = budget.as_secs(), "run stalled; keeping the nodes' logs");
+            let _ = tokio::time::timeout(TEARDOWN_BUDGET, save_logs(&cluster, &opts.out)).await;
+            Err(RunError::Stalled {
+                stage: stalled,
+                budget_s: budget.as_secs(),
+                logs: opts.out.join("logs"),
+            })
+        }
+    };
+    match tokio::time::timeout(TEARDOWN_BUDGET, cluster.down()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!("teardown: {e}"),
+        // The cluster was dropped with the timed-out future: its Drop removes what is left by label.
+        Err(_) => warn!(
+            "teardown took over {} s; what was left is removed by label",
+            TEARDOWN_BUDGET.as_secs()
+        ),
     }
-    Ok(outcome)
+    result
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The most lines of one node's log kept beside a report.
@@ -161,7 +248,9 @@ async fn drive(
     opts: &RunOptions,
     cluster: &Cluster,
     plan: &[schedule::Planned],
+    stage: &Stage,
 ) -> Result<RunOutcome, RunError> {
+    stage.set("start the probes");
     let users = workload::users_of(&scenario.topology, opts.seed);
     let info = RunInfo {
         scenario: scenario.name().to_string(),
@@ -178,13 +267,15 @@ async fn drive(
         .filter(|n| crate::runtime::roles::node(n).has_admin)
         .map(|n| n.name.clone())
         .collect();
-    let probes = tokio::spawn(probe::run(
+    // Aborted if the run is dropped (the watchdog), so no probe outlives its run.
+    let mut probes = AbortOnDrop(tokio::spawn(probe::run(
         tunnel,
         scenario.topology.clone(),
         probed,
         recorder.clone(),
         probe_rx,
-    ));
+    )));
+    stage.set("wait until every Front End pool serves");
     // Users start once every Front End pool serves: the scenario is about faults, not about racing the
     // pools' first start (which would also wake the backup registrars before anything failed).
     if let Err(e) =
@@ -195,6 +286,7 @@ async fn drive(
     let workload = Workload::start(users, tunnel, recorder.clone(), scenario.settings());
 
     let spec: &ScheduleSpec = &scenario.file.schedule;
+    stage.set("warm-up");
     tokio::time::sleep(Duration::from_millis(spec.warmup_ms)).await;
     let faults_start = Instant::now();
     let mut injector = Injector::new(cluster);
@@ -225,6 +317,11 @@ async fn drive(
         tokio::time::sleep_until(faults_start + Duration::from_millis(at_ms)).await;
         match step {
             Step::Apply(i) => {
+                stage.set(format!(
+                    "apply {} {}",
+                    plan[i].fault.kind(),
+                    plan[i].fault.target()
+                ));
                 let fault = match resolve(cluster, &scenario.topology, &plan[i].fault).await {
                     Ok(f) => f,
                     Err(e) => {
@@ -250,6 +347,11 @@ async fn drive(
                 }
             }
             Step::Undo(i) => {
+                stage.set(format!(
+                    "undo {} {}",
+                    plan[i].fault.kind(),
+                    plan[i].fault.target()
+                ));
                 if let Some((id, hid)) = ids[i].take() {
                     let fault = applied[i].clone().unwrap_or_else(|| plan[i].fault.clone());
                     match injector.undo(id).await {
@@ -267,6 +369,7 @@ async fn drive(
             }
             Step::Operator(i) => {
                 let action = &spec.operators[i];
+                stage.set(format!("operator {} on {}", action.command, action.node));
                 let node =
                     match crate::probe::resolve_target(tunnel, &scenario.topology, &action.node)
                         .await
@@ -306,6 +409,7 @@ async fn drive(
         }
     }
     // Whatever is still in force is undone (and proven) before the quiet period and the final reads.
+    stage.set("undo what is still in force");
     for (i, slot) in ids.iter_mut().enumerate() {
         if let Some((id, hid)) = slot.take() {
             match injector.undo(id).await {
@@ -320,10 +424,14 @@ async fn drive(
             }
         }
     }
+    stage.set("quiet period");
     tokio::time::sleep(Duration::from_millis(spec.quiet_ms)).await;
+    stage.set("the users' final reads");
     workload.finish(Duration::from_secs(20)).await;
+    stage.set("stop the probes");
     let _ = probe_stop.send(true);
-    let _ = probes.await;
+    let _ = (&mut probes.0).await;
+    stage.set("judge the history");
     let history = recorder.finish()?;
 
     let mut bounds = scenario.bounds.clone();
@@ -345,8 +453,10 @@ async fn drive(
         report.summary.verdict = report.verdict.name().to_owned();
         report.summary.reason.get_or_insert(reason);
     }
+    stage.set("write the report");
     report.write(&opts.out)?;
     if report.verdict != Verdict::Valid {
+        stage.set("keep the nodes' logs");
         save_logs(cluster, &opts.out).await;
     }
     info!(verdict = report.verdict.name(), out = %opts.out.display(), "report written");
@@ -355,4 +465,43 @@ async fn drive(
         report,
         out: opts.out.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_covers_the_scripted_run_and_the_operator_commands() {
+        let spec: ScheduleSpec = toml::from_str(
+            r#"
+            warmup_ms = 6000
+            quiet_ms = 8000
+            [[fault]]
+            at_ms = 0
+            for_ms = 6000
+            kind = "kill"
+            target = "fe1-1"
+            [[operator]]
+            at_ms = 20000
+            node = "fe2-1"
+            command = "failover"
+            "#,
+        )
+        .unwrap();
+        let plan = spec.plan(1).unwrap();
+        // warm-up 6 s + last event 20 s (the operator's, after the fault's undo at 6 s) + quiet 8 s.
+        assert_eq!(
+            drive_budget(&spec, &plan),
+            Duration::from_secs(34) + DRIVE_SLACK
+        );
+    }
+
+    #[test]
+    fn the_stage_reads_back_what_was_set_last() {
+        let stage = Stage::default();
+        assert_eq!(stage.get(), "");
+        stage.clone().set("apply kill fe1-1");
+        assert_eq!(stage.get(), "apply kill fe1-1");
+    }
 }

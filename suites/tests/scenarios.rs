@@ -57,6 +57,7 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
         "POOLCHAOS_SEED={seed} cargo test -p suites --test scenarios -- --exact {}",
         scenario.name()
     );
+    let started = std::time::Instant::now();
     let outcome = rt
         .block_on(runner::run(scenario, &opts))
         .map_err(|e| Failed::from(format!("the harness failed: {e}\nreplay: {replay}")))?;
@@ -76,9 +77,10 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
         })
         .collect();
     eprintln!(
-        "{}: {} ({})",
+        "{}: {} in {:.0} s ({})",
         scenario.name(),
         outcome.verdict.name(),
+        started.elapsed().as_secs_f64(),
         metrics.join(", ")
     );
     eprintln!(
