@@ -98,6 +98,13 @@ const DRIVE_SLACK: Duration = Duration::from_secs(300);
 /// The most the teardown (and keeping the logs) may take.
 const TEARDOWN_BUDGET: Duration = Duration::from_secs(180);
 
+/// The most a whole run may take before its own watchdog ends it: start, drive, keeping the logs, teardown.
+/// A caller that watches from outside the run's runtime (a thread) waits a little longer than this.
+pub fn run_budget(scenario: &Scenario, seed: u64) -> Result<Duration, RunError> {
+    let plan = scenario.file.schedule.plan(seed)?;
+    Ok(START_BUDGET + drive_budget(&scenario.file.schedule, &plan) + TEARDOWN_BUDGET * 2)
+}
+
 /// The time budget of a run's drive: its scripted length plus [`DRIVE_SLACK`].
 pub fn drive_budget(spec: &ScheduleSpec, plan: &[schedule::Planned]) -> Duration {
     let faults = ScheduleSpec::end_ms(plan);

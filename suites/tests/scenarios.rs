@@ -58,6 +58,7 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
         scenario.name()
     );
     let started = std::time::Instant::now();
+    let _watchdog = Watchdog::start(scenario, seed, &replay)?;
     let outcome = rt
         .block_on(runner::run(scenario, &opts))
         .map_err(|e| Failed::from(format!("the harness failed: {e}\nreplay: {replay}")))?;
@@ -103,6 +104,42 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
         outcome.out.display()
     ));
     Err(Failed::from(message))
+}
+
+/// The last resort against a hang the run's own (tokio) watchdog cannot end, such as a runtime whose threads
+/// are all blocked: a thread that, past the run's budget and a minute more, removes this process's containers
+/// and networks and exits with a failure that names the scenario and its replay, so a CI run ends with a reason
+/// instead of at its own time limit. Dropping it (the run returned) stops it.
+struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Watchdog {
+    fn start(scenario: &Scenario, seed: u64, replay: &str) -> Result<Watchdog, Failed> {
+        let limit = runner::run_budget(scenario, seed).map_err(|e| Failed::from(e.to_string()))?
+            + std::time::Duration::from_secs(60);
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let name = scenario.name().to_string();
+        let replay = replay.to_string();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+                eprintln!(
+                    "{name}: hung: still running after {} s, past its watchdog; removing this process's \
+                     containers and exiting\nreplay: {replay}",
+                    limit.as_secs()
+                );
+                poolchaos::runtime::remove_own_blocking();
+                std::process::exit(101);
+            }
+        });
+        Ok(Watchdog(Some(done)))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            let _ = done.send(());
+        }
+    }
 }
 
 fn target_dir() -> PathBuf {

@@ -594,35 +594,74 @@ impl Drop for Cluster {
     }
 }
 
-/// Removes every container and network labelled with `run`, through the Docker CLI.
+/// The most one Docker CLI call of the drop cleanup may take: a hung engine must not hang the process.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Removes every container and network labelled with `run`, through the Docker CLI, each call bounded by
+/// [`CLI_TIMEOUT`] (what is left then is swept by label on the next run).
 pub fn remove_by_label_blocking(run: &str) {
-    let filter = format!("label={}={run}", labels::RUN);
+    remove_labelled_blocking(labels::RUN, run);
+}
+
+/// Removes every container and network of every run this process owns (a last resort before it exits on a
+/// hang), as [`remove_by_label_blocking`] does.
+pub fn remove_own_blocking() {
+    remove_labelled_blocking(labels::PID, &std::process::id().to_string());
+}
+
+fn remove_labelled_blocking(key: &str, value: &str) {
+    let filter = format!("label={key}={value}");
     let list = |args: &[&str]| -> Vec<String> {
-        std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect()
-            })
+        docker_cli(args)
+            .map(|out| out.split_whitespace().map(String::from).collect())
             .unwrap_or_default()
     };
     let containers = list(&["ps", "-aq", "--filter", &filter]);
     if !containers.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", "-v"])
-            .args(&containers)
-            .output();
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(containers.iter().map(String::as_str));
+        let _ = docker_cli(&args);
     }
     let networks = list(&["network", "ls", "-q", "--filter", &filter]);
     if !networks.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm"])
-            .args(&networks)
-            .output();
+        let mut args = vec!["network", "rm"];
+        args.extend(networks.iter().map(String::as_str));
+        let _ = docker_cli(&args);
     }
+}
+
+/// Runs `docker <args>` and returns its standard output, or `None` when it failed or outlived [`CLI_TIMEOUT`]
+/// (it is killed then).
+fn docker_cli(args: &[&str]) -> Option<String> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + CLI_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            _ => {
+                warn!(
+                    ?args,
+                    "docker CLI did not answer within {CLI_TIMEOUT:?}; killed it"
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut()?, &mut out).ok()?;
+    Some(out)
 }
 
 fn is_not_found(e: &testcontainers::bollard::errors::Error) -> bool {

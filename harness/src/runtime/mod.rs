@@ -17,6 +17,6 @@ pub mod proxy;
 pub mod roles;
 pub mod tunnel;
 
-pub use cluster::{Cluster, NodeHandle};
+pub use cluster::{remove_own_blocking, Cluster, NodeHandle};
 pub use docker::RuntimeError;
 pub use inject::{FaultRecord, Injector};
