@@ -37,15 +37,22 @@ pub enum RuntimeError {
     Other(String),
 }
 
+/// How long the engine may take to answer the first ping.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Connects to the local engine (DOCKER_HOST honoured) and checks it answers.
 pub async fn connect() -> Result<Docker, RuntimeError> {
     let docker =
         Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Connect(e.to_string()))?;
-    docker
-        .ping()
-        .await
-        .map_err(|e| RuntimeError::Connect(e.to_string()))?;
-    Ok(docker)
+    // A hung engine answers nothing: say so now rather than after bollard's own two-minute timeout.
+    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => Ok(docker),
+        Ok(Err(e)) => Err(RuntimeError::Connect(e.to_string())),
+        Err(_) => Err(RuntimeError::Connect(format!(
+            "the engine did not answer a ping within {} s; `sudo systemctl restart docker` if `docker ps` hangs too",
+            PING_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// Wraps a bollard result with the action that failed.
