@@ -34,6 +34,10 @@ pub enum PairingError {
     NotServing(String),
     #[error("another failover or failback of `{0}` is in progress")]
     Busy(String),
+    #[error(
+        "automatic failover of `{0}` called off: it answers again, or this pool stopped serving"
+    )]
+    CalledOff(String),
 }
 
 impl PairingError {
@@ -47,7 +51,8 @@ impl PairingError {
             | PairingError::EdgeRelaysToFailedSite { .. }
             | PairingError::NotFailedOver(_)
             | PairingError::HomeUnreachable(_)
-            | PairingError::Busy(_) => StatusCode::CONFLICT,
+            | PairingError::Busy(_)
+            | PairingError::CalledOff(_) => StatusCode::CONFLICT,
             PairingError::Backend { .. } | PairingError::NotServing(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

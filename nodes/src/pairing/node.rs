@@ -73,10 +73,11 @@ struct Inner {
     record_loaded: bool,
     watch: PairWatch,
     fence: Fence,
-    /// Fenced at some point since the last reload: the next reload replaces what the routing groups hold.
-    was_fenced: bool,
-    /// Our own users' state is current: true at start (the pool's formation reloads them from the Back End), false
-    /// from a fence until they are reloaded after it lifts.
+    /// The highest failover epoch the pair reported: above our record's `home_reloaded_epoch`, the pair held our
+    /// users (failed over, then back) since the pool last reloaded them.
+    pair_epoch: u64,
+    /// Our own users' state is current and served: not fenced, and reloaded up to `pair_epoch` (true at start:
+    /// the pool's formation loads them from the Back End).
     restored: bool,
     /// The pair is failed over to us and its users' copy is loaded into our routing groups (after a failover, or
     /// by the first maintenance turn of a Front End that starts while the pair is failed over).
@@ -169,7 +170,7 @@ pub fn attach(
             } else {
                 Fence::Open
             },
-            was_fenced: false,
+            pair_epoch: 0,
             restored: true,
             pair_restored: false,
             resiliency: false,
@@ -413,18 +414,8 @@ impl Pairing {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            let stalled = now.saturating_duration_since(last_tick) > self.failure_timeout();
-            if stalled {
+            if !self.listened_since(last_tick, now) {
                 tracing::warn!(pool = %self.pool, stalled_ms = now.saturating_duration_since(last_tick).as_millis() as u64, "this Front End stood still: the pair's silence is counted again from now");
-            }
-            // Paused or starved, or cut off from its own pool (isolated, below quorum): what it did not hear from
-            // the pair meanwhile says nothing about the pair, so the pair's silence is counted again from now.
-            let own_pool_serving = self
-                .frontend()
-                .and_then(|f| f.pool().map(|p| p.verdict().serving()))
-                .unwrap_or(true);
-            if stalled || !own_pool_serving {
-                self.lock().watch.resumed(now);
             }
             last_tick = now;
             if let Ok(_guard) = self.commands.try_lock() {
@@ -432,8 +423,27 @@ impl Pairing {
                 self.adopt_pair_store().await;
             }
             self.maintain_home().await;
-            self.maintain_backup().await;
+            self.maintain_backup(now).await;
         }
+    }
+
+    /// Whether this Front End could hear its pair since `since`: it did not stand still (paused, starved, or held
+    /// up by its own Back End) longer than the failure timeout, and it is not cut off from its own pool (isolated,
+    /// below quorum). When it could not, what it did not hear from the pair meanwhile says nothing about the pair:
+    /// the pair's silence is counted again from `now`. False only for a stall (cut off is said by the pool).
+    fn listened_since(&self, since: Instant, now: Instant) -> bool {
+        let stalled = now.saturating_duration_since(since) > self.failure_timeout();
+        let own_pool_serving = self.own_pool_serving();
+        if stalled || !own_pool_serving {
+            self.lock().watch.resumed(now);
+        }
+        !stalled
+    }
+
+    fn own_pool_serving(&self) -> bool {
+        self.frontend()
+            .and_then(|f| f.pool().map(|p| p.verdict().serving()))
+            .unwrap_or(true)
     }
 
     async fn backup_loop(self: Arc<Self>) {
@@ -553,10 +563,17 @@ impl Pairing {
         }
     }
 
-    /// As a home pool: follow the fence and reload our users when it lifts (or at start).
+    /// As a home pool: follow the fence, and once it lifts after the pair held our users, have them reloaded from
+    /// our Back End (where the failback wrote them) by one Front End for the whole pool.
+    ///
+    /// One reload for the pool, not one per Front End: a Front End that reloaded late would replace what users
+    /// wrote through another that already served them. Every Front End refuses the users (`503`, reloading) from
+    /// the fence until the pool's record says the reload is done. A fence that lifts without the pair ever holding
+    /// our users (a failover that failed and was rolled back) reloads nothing: the routing groups are current, the
+    /// Back End is written lazily and may be behind them.
     async fn maintain_home(&self) {
         let now = Instant::now();
-        let (fence, restore) = {
+        let (fence, behind, epoch) = {
             let mut inner = self.lock();
             let said = match self.pair {
                 None => Some(false),
@@ -573,44 +590,58 @@ impl Pairing {
                         tracing::warn!(pool = %self.pool, "fenced: the pair holds this pool failed over");
                     }
                     inner.fence = Fence::Fenced;
-                    inner.was_fenced = true;
-                    inner.restored = false;
                 }
                 Some(false) => inner.fence = Fence::Open,
                 None => {}
             }
-            (inner.fence, !inner.restored)
+            if let Some(epoch) = inner.watch.pair_epoch() {
+                inner.pair_epoch = inner.pair_epoch.max(epoch);
+            }
+            let behind = inner.pair_epoch > 0
+                && (!inner.record_loaded || inner.record.home_reloaded_epoch < inner.pair_epoch);
+            let restored = inner.fence == Fence::Open && !behind;
+            if restored && !inner.restored && inner.pair_epoch > 0 {
+                tracing::info!(pool = %self.pool, epoch = inner.pair_epoch, "serving this pool's users again");
+            }
+            inner.restored = restored;
+            (inner.fence, behind, inner.pair_epoch)
         };
-        // After a fence our routing groups may hold stale state: the Back End (written by the failback) wins.
-        let (Fence::Open, true) = (fence, restore) else {
+        if fence != Fence::Open || !behind || !self.lock().record_loaded || !self.is_runner() {
             return;
-        };
-        let restored = match &self.own_backend {
-            None => true,
+        }
+        let _command = self.commands.lock().await;
+        let records = match &self.own_backend {
+            None => Vec::new(),
             Some(own) => match own.load_all(&self.pool).await {
-                Ok(records) => self.restore(&records, Mode::Replace).await.is_ok(),
+                Ok(records) => records,
                 Err(error) => {
                     tracing::debug!(%error, "users not reloaded from the Back End yet");
-                    false
+                    return;
                 }
             },
         };
-        if restored {
-            let mut inner = self.lock();
-            // A fence that came back meanwhile wins.
-            if inner.fence == Fence::Open {
-                inner.restored = true;
-                inner.was_fenced = false;
+        if let Err(error) = self.restore(&records, Mode::Replace).await {
+            tracing::debug!(%error, "users not reloaded into the routing groups yet");
+            return;
+        }
+        match self
+            .persist(|r| r.home_reloaded_epoch = r.home_reloaded_epoch.max(epoch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(pool = %self.pool, users = records.len(), epoch, "reloaded this pool's users from the Back End after failback")
             }
+            Err(error) => tracing::debug!(%error, "reload not recorded yet"),
         }
     }
 
     /// As a backup pool: enter and leave resiliency mode, fail over by ourselves when the profile says so.
-    async fn maintain_backup(self: &Arc<Self>) {
+    /// `turn_started` is when this maintenance turn began: a turn held up (reading our Back End while cut off)
+    /// must not judge the pair's silence by a clock that ran on without us.
+    async fn maintain_backup(self: &Arc<Self>, turn_started: Instant) {
         let Some(pair) = self.pair.clone() else {
             return;
         };
-        let now = Instant::now();
         let reload_pair = {
             let inner = self.lock();
             inner.record.pair_failed_over
@@ -628,6 +659,8 @@ impl Pairing {
                 }
             }
         }
+        let now = Instant::now();
+        self.listened_since(turn_started, now);
         let (enter, leave, automatic) = {
             let mut inner = self.lock();
             if !inner.record_loaded || inner.record.fences_pair() {
@@ -808,6 +841,14 @@ impl Pairing {
             .await?;
         let outcome = async {
             tokio::time::sleep(self.settle()).await;
+            if automatic {
+                // The decision was taken before the record was written, which may have waited on our Back End:
+                // a pair that answers again, or a pool of ours that stopped serving, calls the failover off.
+                let pair_up = self.lock().watch.up(Instant::now());
+                if pair_up || !self.own_pool_serving() {
+                    return Err(PairingError::CalledOff(pair.clone()));
+                }
+            }
             let _pass = self.passes.lock().await;
             let own = self.own_backend.as_ref();
             let records = match own {

@@ -34,6 +34,11 @@ pub struct PairRecord {
     pub store_location: String,
     /// Bumped by every `store-failover`; between the two pools of a pair the higher version wins.
     pub store_version: u64,
+    /// The pair's `failover_epoch` up to which this pool's own users were reloaded from its Back End: a pool whose
+    /// users the pair held (failed over, then back) serves them again only once one of its Front Ends reloaded
+    /// them for the whole pool. A failover that never completed leaves the epoch, and the users, as they were.
+    #[serde(default)]
+    pub home_reloaded_epoch: u64,
 }
 
 impl PairRecord {
@@ -45,6 +50,7 @@ impl PairRecord {
             transition: None,
             store_location: store_location.to_owned(),
             store_version: 0,
+            home_reloaded_epoch: 0,
         }
     }
 
@@ -87,9 +93,17 @@ mod tests {
         record.pair_failed_over = true;
         record.failover_epoch = 3;
         record.transition = Some(Transition::FailingBack);
+        record.home_reloaded_epoch = 2;
         let stored = record.to_user_record("pb");
         assert_eq!(stored.user, "~pairing~pb");
         assert_eq!(stored.pool, RECORD_POOL);
         assert_eq!(PairRecord::from_user_record(&stored), Some(record));
+    }
+
+    #[test]
+    fn a_record_written_before_the_reload_epoch_existed_reads_as_never_reloaded() {
+        let old = r#"{"pair_failed_over":false,"failover_epoch":2,"store_location":"pa","store_version":0}"#;
+        let record: PairRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.home_reloaded_epoch, 0);
     }
 }

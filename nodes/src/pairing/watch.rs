@@ -172,6 +172,15 @@ impl PairWatch {
     }
 
     /// Whether some pair Front End ever answered (since this one started).
+    /// The highest failover epoch the pair reported (it only grows: every failover and failback bumps it).
+    pub fn pair_epoch(&self) -> Option<u64> {
+        self.reports
+            .values()
+            .filter(|r| r.record_loaded)
+            .map(|r| r.failover_epoch)
+            .max()
+    }
+
     pub fn ever_answered(&self) -> bool {
         !self.reports.is_empty()
     }

@@ -12,6 +12,7 @@ mod support;
 mod admin;
 mod automatic;
 mod pool_loss;
+mod rolled_back;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
