@@ -369,7 +369,31 @@ async fn resolve_groups(
         }
         resolved.push(nodes);
     }
-    Ok(resolved)
+    disjoint(resolved, |n| n.name.as_str()).map_err(RuntimeError::Other)
+}
+
+/// The groups of a partition with every node in one group only: a node named again in a later group (a pool
+/// that holds it, as `target | fe1+fe2` does for `fe2-3 | fe1+fe2`) stays in the first group that names it,
+/// so "the rest" means everyone else. A group left empty is an error.
+fn disjoint<T>(groups: Vec<Vec<T>>, name: impl Fn(&T) -> &str) -> Result<Vec<Vec<T>>, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        let mut kept = Vec::new();
+        for node in group {
+            if seen.insert(name(&node).to_owned()) {
+                kept.push(node);
+            }
+        }
+        if kept.is_empty() {
+            return Err(format!(
+                "partition: group {} holds no node that an earlier group does not",
+                i + 1
+            ));
+        }
+        out.push(kept);
+    }
+    Ok(out)
 }
 
 async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
@@ -665,6 +689,29 @@ async fn probe_until(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn names(groups: &[&[&str]]) -> Vec<Vec<String>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|n| n.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_node_named_again_in_a_later_group_stays_in_the_first() {
+        let groups = names(&[&["fe2-3"], &["fe1-1", "fe2-1", "fe2-3"]]);
+        let out = disjoint(groups, |n| n.as_str()).unwrap();
+        assert_eq!(out, names(&[&["fe2-3"], &["fe1-1", "fe2-1"]]));
+    }
+
+    #[test]
+    fn a_group_left_empty_is_an_error() {
+        let groups = names(&[&["fe1-1", "fe1-2"], &["fe1-2"]]);
+        let e = disjoint(groups, |n| n.as_str()).unwrap_err();
+        assert!(e.contains("group 2"), "{e}");
+    }
+
     #[test]
     fn link_proxies_are_named_by_their_ends() {
         assert_eq!(super::link_proxy_name("users", "fe1"), "users-to-fe1");
