@@ -825,11 +825,16 @@ async fn on_response(
             Ok(Some(Event::Lost(format!("REGISTER redirected: {reason}"))))
         }
         Kind::Register | Kind::Refresh => {
-            if matches!(o.kind, Kind::Register) {
+            if matches!(o.kind, Kind::Register) && status != 408 {
                 // This registrar would not take us: the next attempt goes to the other one.
                 life.use_backup = !life.use_backup;
             }
-            let _ = o.pending.fail(reason.clone());
+            // A 408 says the outcome is unknown (the binding may have been written): indeterminate.
+            let _ = if status == 408 {
+                o.pending.timeout()
+            } else {
+                o.pending.fail(reason.clone())
+            };
             Ok(Some(Event::Lost(format!("REGISTER refused: {reason}"))))
         }
         Kind::Call if ok => {
@@ -878,8 +883,9 @@ async fn on_response(
                 expires: Duration::from_secs(secs),
             }))
         }
-        // The pool's 408 to an IM means it could not learn whether the recipient got it: indeterminate.
-        Kind::Im if status == 408 => {
+        // The pool's 408 means it could not learn the outcome: an IM's recipient may have got it, a write may
+        // have been applied at its primary without a confirmed replica. Indeterminate, never a refusal.
+        _ if status == 408 => {
             o.pending.timeout().map_err(|e| e.to_string())?;
             Ok(None)
         }

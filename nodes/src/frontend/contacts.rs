@@ -9,7 +9,7 @@
 
 use rsip::{Request, Response};
 
-use super::server::FrontEnd;
+use super::server::{FrontEnd, NotCommitted};
 use super::store::{now_unix_ms, Write};
 use crate::sip::message::{self, header, user_of};
 use crate::sip::Peer;
@@ -94,7 +94,7 @@ pub async fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
         .collect();
     // A list only reads; writes are applied in order, together, at the user's home.
     let view = if writes.is_empty() {
-        fe.view(&user, now).await
+        fe.view(&user, now).await.map_err(NotCommitted::from)
     } else {
         fe.commit(&user, writes, now).await.map(|(_, view)| view)
     };

@@ -8,7 +8,7 @@ use rsip::{Method, Request, Response};
 use super::calls::Calls;
 use super::error::FrontEndError;
 use super::overload::Overload;
-use super::pool::Pool;
+use super::pool::{CommitError, Pool};
 use super::presence::Presence;
 use super::registrar::Locations;
 use super::store::{now_unix_ms, Applied, UserStore, UserView, Write};
@@ -104,6 +104,53 @@ impl Refusal {
             format!("1000;reason=\"{}\"", self.0.replace('"', "'")),
         );
         response
+    }
+}
+
+/// Why a write was not confirmed to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotCommitted {
+    /// Nothing changed: `503` (see [`Refusal`]).
+    Refused(Refusal),
+    /// It may or may not have taken effect (applied at a primary, replication not confirmed): `408 Request
+    /// Timeout`, which tells a client the outcome is unknown and that it may repeat the request, never `503`,
+    /// which would say it was not done.
+    Unknown(String),
+}
+
+impl NotCommitted {
+    pub fn response(&self, request: &Request) -> Response {
+        match self {
+            NotCommitted::Refused(refusal) => refusal.response(request),
+            NotCommitted::Unknown(reason) => {
+                let mut response = message::response(
+                    request,
+                    408,
+                    &format!("Request Timeout ({reason}; the change may have taken effect)"),
+                );
+                message::push(
+                    &mut response.headers,
+                    "ms-diagnostics",
+                    format!(
+                        "1001;reason=\"outcome unknown: {}\"",
+                        reason.replace('"', "'")
+                    ),
+                );
+                response
+            }
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            NotCommitted::Refused(Refusal(reason)) | NotCommitted::Unknown(reason) => reason,
+        }
+    }
+}
+
+impl From<Refusal> for NotCommitted {
+    fn from(refusal: Refusal) -> Self {
+        NotCommitted::Refused(refusal)
     }
 }
 
@@ -239,7 +286,7 @@ impl FrontEnd {
         user: &str,
         writes: Vec<Write>,
         now_unix_ms: u64,
-    ) -> Result<(Vec<Applied>, UserView), Refusal> {
+    ) -> Result<(Vec<Applied>, UserView), NotCommitted> {
         match &self.home {
             Home::Standalone => {
                 let applied = writes
@@ -251,7 +298,10 @@ impl FrontEnd {
             Home::Pool(pool) => pool
                 .commit(user, writes, now_unix_ms)
                 .await
-                .map_err(Refusal),
+                .map_err(|e| match e {
+                    CommitError::NotDone(reason) => NotCommitted::Refused(Refusal(reason)),
+                    CommitError::Unknown(reason) => NotCommitted::Unknown(reason),
+                }),
         }
     }
 

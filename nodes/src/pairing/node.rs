@@ -759,7 +759,7 @@ impl Pairing {
             frontend
                 .commit(&record.user, writes, now)
                 .await
-                .map_err(|r| PairingError::NotServing(r.0))?;
+                .map_err(|r| PairingError::NotServing(r.reason().to_owned()))?;
             changed += 1;
         }
         Ok(changed)

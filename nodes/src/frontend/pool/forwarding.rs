@@ -69,6 +69,8 @@ impl Pool {
         let mut last = Answer::Unavailable {
             reason: format!("no primary of routing group {} known", group_name(group)),
         };
+        // A commit sent to a primary that then stopped answering may have been applied there.
+        let mut sent_unanswered = false;
         for attempt in 0u32.. {
             if attempt > 0 {
                 if tokio::time::Instant::now() + self.settings.heartbeat_interval > deadline {
@@ -107,6 +109,7 @@ impl Pool {
                 match self.call_while_alive(&target, call.clone(), timeout).await {
                     Ok(answer) => answer,
                     Err(reason) => {
+                        sent_unanswered |= matches!(call, Call::Commit { .. });
                         last = Answer::Unavailable { reason };
                         continue;
                     }
@@ -122,7 +125,12 @@ impl Pool {
                 other => return other,
             }
         }
-        last
+        match last {
+            Answer::Unavailable { reason } if sent_unanswered => Answer::Indeterminate {
+                reason: format!("{reason}; a primary that got the write did not answer"),
+            },
+            other => other,
+        }
     }
 
     /// `call` at `target`, given up as soon as membership declares `target` down (checked every heartbeat
@@ -156,7 +164,7 @@ impl Pool {
         user: &str,
         writes: Vec<Write>,
         now_unix_ms: u64,
-    ) -> Result<(Vec<Applied>, UserView), String> {
+    ) -> Result<(Vec<Applied>, UserView), CommitError> {
         let group = self.group_of(user);
         let call = Call::Commit {
             group,
@@ -166,8 +174,9 @@ impl Pool {
         };
         match self.at_primary(group, call).await {
             Answer::Committed { applied, view } => Ok((applied, view)),
-            Answer::Unavailable { reason } => Err(reason),
-            other => Err(format!("unexpected answer {other:?}")),
+            Answer::Unavailable { reason } => Err(CommitError::NotDone(reason)),
+            Answer::Indeterminate { reason } => Err(CommitError::Unknown(reason)),
+            other => Err(CommitError::NotDone(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -237,6 +246,24 @@ impl Pool {
                     let _ = wait.await;
                 });
             }
+        }
+    }
+}
+
+/// Why a commit did not answer `Committed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// Not applied anywhere: refused before any replica changed (no primary, below quorum, too few replicas).
+    NotDone(String),
+    /// Applied at a primary but not known to be replicated, or sent to a primary that stopped answering: it may
+    /// or may not have taken effect.
+    Unknown(String),
+}
+
+impl CommitError {
+    pub fn reason(&self) -> &str {
+        match self {
+            CommitError::NotDone(reason) | CommitError::Unknown(reason) => reason,
         }
     }
 }

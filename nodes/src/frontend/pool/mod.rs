@@ -12,6 +12,7 @@
 
 pub mod backend;
 mod forwarding;
+pub use forwarding::CommitError;
 pub mod membership;
 pub mod node;
 pub mod placement;

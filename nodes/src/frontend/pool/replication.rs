@@ -403,7 +403,9 @@ impl Pool {
                 return Answer::Committed { applied, view };
             }
         }
-        Answer::Unavailable {
+        // Applied here (and handed to the lazy writer), possibly at a secondary whose acknowledgement was lost:
+        // the client must not be told it was not done.
+        Answer::Indeterminate {
             reason: format!(
                 "no secondary of routing group {} acknowledged the write",
                 group_name(group)

@@ -146,6 +146,11 @@ pub enum Answer {
     Unavailable {
         reason: String,
     },
+    /// A write whose outcome is unknown: the primary applied it but no secondary acknowledged it in time, or the
+    /// primary it was forwarded to stopped answering. It may or may not survive.
+    Indeterminate {
+        reason: String,
+    },
     /// A relayed request's final status.
     Delivered {
         code: u16,
