@@ -149,6 +149,10 @@ pub enum Op {
     /// rolled-back presence is told apart from a current one.
     Publish {
         state: String,
+        /// On the acknowledgement: the expiry the pool granted, in seconds. Past it, a publication not refreshed
+        /// lapses as RFC 3903 says, and is no longer expected to be seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        granted_s: Option<u64>,
     },
     /// SUBSCRIBE to `target`'s presence.
     Subscribe {

@@ -50,6 +50,9 @@ struct Write {
     complete_us: Option<u64>,
     acked: bool,
     failed: bool,
+    /// When a publication lapses if not refreshed (its invoke plus the expiry the pool granted): reads that may
+    /// reflect a later moment are not held to it.
+    lapses_us: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +107,13 @@ impl Durability {
                 },
                 acked: op.is_ok(),
                 failed: matches!(op.outcome, Outcome::Fail(_)),
+                lapses_us: match &op.outcome {
+                    Outcome::Ok(Op::Publish {
+                        granted_s: Some(granted),
+                        ..
+                    }) => Some(op.start_us() + granted * 1_000_000),
+                    _ => None,
+                },
             };
             match (&op.op, &op.outcome) {
                 (Op::ContactAdd { contact }, _) => writes
@@ -120,7 +130,7 @@ impl Durability {
                     })
                     .or_default()
                     .push(write(ABSENT)),
-                (Op::Publish { state }, _) => writes
+                (Op::Publish { state, .. }, _) => writes
                     .entry(Item::Presence {
                         user: op.user.clone(),
                     })
@@ -215,6 +225,10 @@ impl Durability {
                 else {
                     continue;
                 };
+                if last.lapses_us.is_some_and(|lapses| read.to_us >= lapses) {
+                    // It expired as granted before the read could have been taken: nothing to hold it to.
+                    continue;
+                }
                 let allowed = item_writes.iter().any(|w| {
                     w.value == read.value
                         && (std::ptr::eq(w, last)
@@ -335,6 +349,45 @@ mod tests {
         );
     }
 
+    /// carol publishes away#2 at 42 s, granted 10 s, and never refreshes it; alice reads `open` at `read_ms`.
+    fn lapsing(read_ms: u64) -> History {
+        let publish = Op::Publish {
+            state: "away#2".into(),
+            granted_s: None,
+        };
+        let granted = Op::Publish {
+            state: "away#2".into(),
+            granted_s: Some(10),
+        };
+        clean()
+            .ok_with("carol", publish, granted, 42_000, 42_020)
+            .observe(
+                "alice",
+                Op::NotifyReceived {
+                    target: "carol".into(),
+                    state: Some("open".into()),
+                },
+                read_ms,
+            )
+            .build()
+    }
+
+    #[test]
+    fn a_publication_read_after_it_lapsed_as_granted_is_not_lost() {
+        let v = Durability::default().check(&lapsing(60_000));
+        assert!(v.violations().is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn a_publication_missing_before_its_expiry_is_lost() {
+        let v = Durability::default().check(&lapsing(50_000));
+        assert!(
+            v.violations()[0].what.contains("away#2")
+                && v.violations()[0].what.contains("not visible"),
+            "{v:?}"
+        );
+    }
+
     #[test]
     fn a_rolled_back_presence_is_a_violation() {
         let h = clean()
@@ -342,6 +395,7 @@ mod tests {
                 "carol",
                 Op::Publish {
                     state: "away#2".into(),
+                    granted_s: None,
                 },
                 42_000,
                 42_020,

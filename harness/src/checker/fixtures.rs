@@ -218,6 +218,7 @@ pub(crate) fn clean() -> Build {
             "carol",
             Op::Publish {
                 state: "busy#1".into(),
+                granted_s: None,
             },
             6_000,
             6_030,

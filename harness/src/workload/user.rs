@@ -232,6 +232,9 @@ const RESOLVED_FOR: Duration = Duration::from_secs(1);
 /// How long a client waits for DNS before it uses the addresses it had.
 const RESOLVE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How soon a publication whose outcome the pool did not know is sent again.
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
+
 /// How long an address that refused a connection stays at the back of the list.
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
@@ -616,6 +619,9 @@ async fn session(
                             Ok(Some(Event::Published { expires })) => {
                                 next_publish = next_publish.min(Instant::now() + expires * 3 / 4);
                             }
+                            Ok(Some(Event::PublishAgain { after })) => {
+                                next_publish = next_publish.min(Instant::now() + after);
+                            }
                             Ok(Some(Event::Lost(reason))) => return fail_all(outstanding, &reason),
                             Ok(None) => {}
                             Err(e) => return fail_all(outstanding, &e),
@@ -719,6 +725,12 @@ enum Event {
     /// the client publishes again before it runs out.
     Published {
         expires: Duration,
+    },
+    /// A publication the pool did not take (or whose outcome it does not know): published again after the
+    /// `Retry-After` the pool names, or a few seconds, as a client does, so a refresh that met a fault does not
+    /// leave the presence to lapse.
+    PublishAgain {
+        after: Duration,
     },
 }
 
@@ -875,23 +887,48 @@ async fn on_response(
             Ok(None)
         }
         Kind::Publish if ok => {
-            o.pending.ok().map_err(|e| e.to_string())?;
             let granted = msg
                 .header("Expires")
                 .and_then(|v| v.trim().parse::<u64>().ok());
+            let state = match &o.pending_op {
+                Op::Publish { state, .. } => state.clone(),
+                _ => String::new(),
+            };
+            o.pending
+                .ok_with(Op::Publish {
+                    state,
+                    granted_s: granted,
+                })
+                .map_err(|e| e.to_string())?;
             Ok(granted.map(|secs| Event::Published {
                 expires: Duration::from_secs(secs),
             }))
         }
         // The pool's 408 means it could not learn the outcome: an IM's recipient may have got it, a write may
         // have been applied at its primary without a confirmed replica. Indeterminate, never a refusal.
-        _ if status == 408 => {
+        _ if status == 408 && !matches!(o.kind, Kind::Publish) => {
             o.pending.timeout().map_err(|e| e.to_string())?;
             Ok(None)
         }
         _ if ok => {
             o.pending.ok().map_err(|e| e.to_string())?;
             Ok(None)
+        }
+        Kind::Publish => {
+            // Again after the pool's Retry-After, or soon after an unknown outcome; a refusal without one (resiliency
+            // mode) waits for the pool's notice instead.
+            let retry_after = msg
+                .header("Retry-After")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let after = if status == 408 {
+                o.pending.timeout().map_err(|e| e.to_string())?;
+                Some(retry_after.unwrap_or(PUBLISH_RETRY))
+            } else {
+                o.pending.fail(reason).map_err(|e| e.to_string())?;
+                retry_after
+            };
+            Ok(after.map(|after| Event::PublishAgain { after }))
         }
         _ => {
             o.pending.fail(reason).map_err(|e| e.to_string())?;
@@ -1090,7 +1127,10 @@ async fn publish(
         outstanding,
         settings,
         Kind::Publish,
-        Op::Publish { state },
+        Op::Publish {
+            state,
+            granted_s: None,
+        },
         req,
         false,
     )
