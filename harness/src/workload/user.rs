@@ -628,8 +628,10 @@ async fn session(
                         }
                     } else {
                         match on_request(spec, &msg, &mut write, recorder, &mut life.calls_up).await {
-                            Ok(None) => {}
-                            Ok(Some(pool)) => {
+                            Ok(Heard::Nothing) => {}
+                            // Out of resiliency mode: publish the presence the pool could not take meanwhile.
+                            Ok(Heard::FullService) => next_publish = Instant::now(),
+                            Ok(Heard::SentHome(pool)) => {
                                 let reason = format!("sent home: register at {pool}");
                                 // What is in flight may still have been served: indeterminate, as on a loss.
                                 let _ = fail_all(outstanding, &reason);
@@ -937,6 +939,15 @@ async fn on_response(
     }
 }
 
+/// What a request from the server means for the session.
+enum Heard {
+    Nothing,
+    /// Resiliency mode ended here: full service again.
+    FullService,
+    /// Register at this pool instead.
+    SentHome(String),
+}
+
 /// Answers a request from the server: an IM or a presence notice to record, anything else acknowledged.
 async fn on_request(
     spec: &UserSpec,
@@ -944,11 +955,12 @@ async fn on_request(
     write: &mut OwnedWriteHalf,
     recorder: &Recorder,
     calls_up: &mut std::collections::BTreeSet<String>,
-) -> Result<Option<String>, String> {
+) -> Result<Heard, String> {
     let mut register_at = None;
+    let mut heard = Heard::Nothing;
     match msg.method() {
         // An ACK is never answered.
-        Some("ACK") => return Ok(None),
+        Some("ACK") => return Ok(Heard::Nothing),
         Some("BYE") => {
             let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
             calls_up.remove(&call_id);
@@ -968,7 +980,7 @@ async fn on_request(
             ));
             return send(write, &ok)
                 .await
-                .map(|()| None)
+                .map(|()| Heard::Nothing)
                 .map_err(|e| format!("answer the server: {e}"));
         }
         Some("MESSAGE") => {
@@ -1007,6 +1019,9 @@ async fn on_request(
                 if let Some(mode) = field("resiliency-mode") {
                     let on = mode.eq_ignore_ascii_case("on");
                     let _ = recorder.observe(&spec.name, Op::ResiliencyNotice { on });
+                    if !on {
+                        heard = Heard::FullService;
+                    }
                 }
             }
         }
@@ -1028,7 +1043,7 @@ async fn on_request(
     }
     send(write, &msg.response(200, "OK"))
         .await
-        .map(|()| register_at)
+        .map(|()| register_at.map_or(heard, Heard::SentHome))
         .map_err(|e| format!("answer the server: {e}"))
 }
 
