@@ -76,6 +76,20 @@ impl Ua {
         self.send(&text).await
     }
 
+    /// Registers until `server` answers `200` (a pool still forming or reloading answers `503`), at most 100 tries
+    /// 100 ms apart; the last answer.
+    pub async fn register_until_ok(&mut self, server: SocketAddr) -> Response {
+        let mut answer = self.register(server).await;
+        for _ in 0..100 {
+            if code(&answer) == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            answer = self.register(server).await;
+        }
+        answer
+    }
+
     pub async fn contacts(&mut self, body: &str) -> Response {
         let user = self.user.clone();
         let text = request(

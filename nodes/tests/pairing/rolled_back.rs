@@ -42,14 +42,7 @@ async fn a_failover_rolled_back_before_it_completed_loses_nothing_at_the_home_po
     sites.serving(&["pa1", "pa2", "pb1", "pb2"]).await;
     sites.hears_pair("pb1").await;
     let mut alice = Ua::connect("alice", sites.sip("pa1")).await;
-    let mut registered = alice.register(sites.sip("pa1")).await;
-    for _ in 0..100 {
-        if code(&registered) == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        registered = alice.register(sites.sip("pa1")).await;
-    }
+    let registered = alice.register_until_ok(sites.sip("pa1")).await;
     assert_eq!(code(&registered), 200, "{}", text(&registered));
     let pa_backend = BackendClient::for_pool(&sites.cluster, "pa1", "bea").unwrap();
     let older = UserRecord {
@@ -90,14 +83,7 @@ async fn a_failover_rolled_back_before_it_completed_loses_nothing_at_the_home_po
         .await;
 
     let mut alice = Ua::connect("alice", sites.sip("pa2")).await;
-    let mut answer = alice.register(sites.sip("pa2")).await;
-    for _ in 0..100 {
-        if code(&answer) == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        answer = alice.register(sites.sip("pa2")).await;
-    }
+    let answer = alice.register_until_ok(sites.sip("pa2")).await;
     assert_eq!(code(&answer), 200, "{}", text(&answer));
     let list = alice.contacts("list").await;
     assert_eq!(
