@@ -42,11 +42,7 @@ async fn after_automatic_failover_the_returning_pool_refuses_its_failed_over_use
     sites.start_site("sa").await;
     sites.serving(&["pa1", "pa2"]).await;
     sites
-        .until("pa is fenced", |s| {
-            ["pa1", "pa2"]
-                .iter()
-                .all(|n| s.status(n)["pairing"]["as_home"]["fence"] == "fenced")
-        })
+        .until_fence("pa is fenced", &["pa1", "pa2"], "fenced")
         .await;
     let mut alice = Ua::connect("alice", sites.sip("pa2")).await;
     let redirected = alice.register(sites.sip("pa2")).await;

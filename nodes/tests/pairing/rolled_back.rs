@@ -66,11 +66,11 @@ async fn a_failover_rolled_back_before_it_completed_loses_nothing_at_the_home_po
 
     set_pb_transition(&sites, Some(Transition::FailingOver)).await;
     sites
-        .until("pa is fenced by the failover in progress", |s| {
-            ["pa1", "pa2"]
-                .iter()
-                .all(|n| s.status(n)["pairing"]["as_home"]["fence"] == "fenced")
-        })
+        .until_fence(
+            "pa is fenced by the failover in progress",
+            &["pa1", "pa2"],
+            "fenced",
+        )
         .await;
     set_pb_transition(&sites, None).await;
     sites

@@ -449,6 +449,16 @@ impl Sites {
     }
 
     /// Waits until `node` hears its pair serving (what a failback needs).
+    /// Waits until every one of `nodes` reports its home pool's fence as `fence` (`fenced`, `open`).
+    pub async fn until_fence(&self, what: &str, nodes: &[&str], fence: &str) {
+        self.until(what, |s| {
+            nodes
+                .iter()
+                .all(|n| s.status(n)["pairing"]["as_home"]["fence"] == fence)
+        })
+        .await;
+    }
+
     pub async fn hears_pair(&self, node: &str) {
         self.until("the pair answers its heartbeat", |s| {
             s.status(node)["pairing"]["pair_heartbeat"]["up"] == true
