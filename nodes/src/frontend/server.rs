@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rsip::{Method, Request, Response};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::calls::Calls;
 use super::error::FrontEndError;
@@ -563,31 +564,36 @@ impl Handler for FrontEnd {
             return Reply::Response(self.overloaded(&request));
         };
         let this = self.this.get().and_then(Weak::upgrade);
-        if let (Some(this), Method::Register | Method::Publish) = (this, &request.method) {
-            // A pooled write waits for its replication: answered later, so the connection's next requests are not
-            // held up. RFC 3261 10.2 has a client wait for a REGISTER's answer before the next one for the same AOR.
-            return Reply::Deferred(Box::pin(async move {
-                let _permit = permit;
-                match this.dispatch(request, peer).await {
-                    Reply::Response(response) => response,
-                    Reply::Deferred(future) => future.await,
-                    Reply::ResponseThen(response, then) => {
-                        tokio::spawn(then);
-                        response
-                    }
-                    Reply::Nothing => unreachable!("only ACK has no answer"),
-                }
+        if let (
+            Some(this),
+            Method::Register | Method::Publish | Method::Message | Method::Subscribe,
+        ) = (this, &request.method)
+        {
+            // These wait on the user's routing group, whose primary may be another Front End, or none for a while:
+            // worked out off the connection's read loop, so the connection's next requests are not held up behind
+            // them. A pooled write waits for its replication; an IM or a subscription looks up the other user.
+            // RFC 3261 10.2 has a client wait for a REGISTER's answer before the next one for the same AOR.
+            return Reply::Later(Box::pin(async move {
+                let reply = this.dispatch(request, peer).await;
+                holding(reply, permit)
             }));
         }
-        let reply = self.dispatch(request, peer).await;
-        // The permit covers the request until its answer leaves, including a relay that waits.
-        match reply {
-            Reply::Deferred(future) => Reply::Deferred(Box::pin(async move {
-                let _permit = permit;
-                future.await
-            })),
-            other => other,
-        }
+        holding(self.dispatch(request, peer).await, permit)
+    }
+}
+
+/// The reply, with the overload permit held until its answer leaves (a relay that waits included).
+fn holding(reply: Reply, permit: OwnedSemaphorePermit) -> Reply {
+    match reply {
+        Reply::Deferred(future) => Reply::Deferred(Box::pin(async move {
+            let _permit = permit;
+            future.await
+        })),
+        Reply::Later(future) => Reply::Later(Box::pin(async move {
+            let reply = future.await;
+            holding(reply, permit)
+        })),
+        other => other,
     }
 }
 

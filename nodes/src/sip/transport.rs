@@ -39,6 +39,10 @@ pub enum Reply {
     /// Answer when the future completes, without holding up the messages behind this one (an IM relay waits for
     /// the recipient's client).
     Deferred(BoxFuture<Response>),
+    /// Work the reply out off the connection's read loop: the request waits on something slow (a routing group's
+    /// primary on another Front End) that must not hold up the requests behind it. Only for requests whose order
+    /// against the next ones on the connection does not matter.
+    Later(BoxFuture<Reply>),
     /// No answer (ACK).
     Nothing,
 }
@@ -623,6 +627,23 @@ async fn connection<H: Handler>(
     peer.inner.pending.clear();
 }
 
+/// Works a reply out to the response it sends and the follow-up that comes after it on the wire (`None`: no
+/// answer).
+async fn settle(mut reply: Reply) -> Option<(Response, Option<BoxFuture<()>>)> {
+    loop {
+        return match reply {
+            Reply::Later(next) => {
+                reply = next.await;
+                continue;
+            }
+            Reply::Deferred(future) => Some((future.await, None)),
+            Reply::Response(response) => Some((response, None)),
+            Reply::ResponseThen(response, then) => Some((response, Some(then))),
+            Reply::Nothing => None,
+        };
+    }
+}
+
 async fn reject(error: &FrameError, tx: &mpsc::Sender<Bytes>) {
     if let Some(section) = &error.header_section {
         if let Some(reply) = message::error_response_raw(section, error.status, error.reason) {
@@ -658,6 +679,17 @@ async fn dispatch<H: Handler>(bytes: &[u8], peer: &Peer, handler: &H, tx: &mpsc:
             tokio::spawn(async move {
                 let response = future.await;
                 let _ = tx.send(message::encode(response)).await;
+            });
+        }
+        Reply::Later(future) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some((response, then)) = settle(Reply::Later(future)).await {
+                    let _ = tx.send(message::encode(response)).await;
+                    if let Some(then) = then {
+                        tokio::spawn(then);
+                    }
+                }
             });
         }
         Reply::Nothing => {}
@@ -795,6 +827,17 @@ async fn udp_dispatch<H: Handler>(
             tokio::spawn(async move {
                 let response = future.await;
                 send(shared, key, response).await;
+            });
+        }
+        Reply::Later(future) => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Some((response, then)) = settle(Reply::Later(future)).await {
+                    send(shared, key, response).await;
+                    if let Some(then) = then {
+                        tokio::spawn(then);
+                    }
+                }
             });
         }
         Reply::Nothing => {}

@@ -72,3 +72,57 @@ async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
     let status = pool.status(entry);
     assert_eq!(status["serving"], true, "the pool itself serves: {status}");
 }
+
+/// Claim: a request that waits on a routing group without a primary (its primary and a secondary dead, the survivor
+/// cannot be promoted alone) holds up nothing behind it on the sender's connection. An OPTIONS sent right after an
+/// IM to a user of that group is answered first; the IM gets its `503` once the Front End gives up looking for a
+/// primary. (A Front End that answered in arrival order left every later request of the sender waiting, and its
+/// registration refresh timed out: a user signed out with no fault on its own Front End.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_group_without_primary_holds_up_nothing_behind_it() {
+    let mut pool = TestPool::start_all(5, timings(600_000)).await;
+    pool.settled().await;
+    let target = 0;
+    let home = pool.home(target);
+    for d in [home[0], home[1]] {
+        pool.kill(d).await;
+    }
+    let survivors: Vec<usize> = pool.running();
+    pool.until("the survivors see the two Front Ends dead", |p| {
+        survivors
+            .iter()
+            .all(|i| p.status(*i)["fes_running"].as_array().unwrap().len() == 3)
+    })
+    .await;
+    let entry = survivors[0];
+    let server = pool.sip[entry];
+    let mut client = TcpClient::connect(server).await;
+    let sender = pool.user_in((target + 1) % pool.groups(), 0);
+    let recipient = pool.user_in(target, 0);
+    let im = request(
+        "MESSAGE",
+        &format!("sip:{recipient}@pool.test"),
+        &sender,
+        &recipient,
+        client.local(),
+        "TCP",
+        &["Content-Type: text/plain".into()],
+        "hello",
+    );
+    client.send(im.as_bytes()).await;
+    client.send(options(server, &sender).as_bytes()).await;
+    let first = client.response().await;
+    assert_eq!(
+        value(&first, "CSeq"),
+        "1 OPTIONS",
+        "the OPTIONS must not wait behind the IM: {first:?}"
+    );
+    assert_eq!(first.status_code.code(), 200, "{first:?}");
+    let second = client.response().await;
+    assert_eq!(value(&second, "CSeq"), "1 MESSAGE", "{second:?}");
+    assert_eq!(
+        second.status_code.code(),
+        503,
+        "a group without a primary refuses: {second:?}"
+    );
+}

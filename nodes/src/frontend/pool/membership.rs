@@ -21,7 +21,7 @@ use super::replication::Member;
 pub struct Report {
     pub node: String,
     pub incarnation: u64,
-    /// Whether it has started the pool (or joined a started one).
+    /// Whether it has started the pool (or joined a started one): its `formation` is then the pool's.
     pub formed: bool,
     /// The members the pool's first configurations were built from: a Front End that starts late joins them with
     /// the same configurations when it is among them.

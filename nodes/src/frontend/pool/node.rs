@@ -199,7 +199,14 @@ impl PoolListeners {
 /// Whether the pool started, and the operator's override.
 #[derive(Debug, Default)]
 pub(super) struct Formation {
+    /// Whether this Front End serves as part of a started pool (it started or joined one, or a peer installed a
+    /// replica here, which only a started pool does).
     formed: bool,
+    /// Whether it knows the members the pool's first configurations were built from, and so holds its first
+    /// configurations when it is among them. A Front End formed by an early `Install` has not joined yet: it must
+    /// still hold the first configurations of the groups nobody has changed, or a group whose home replicas all
+    /// joined that way would never exist.
+    joined: bool,
     /// The members the first configurations were built from.
     members: Vec<Member>,
     /// `quorum-recovery` was run: serve below the start-up count and the quorum until the quorum holds again.
@@ -311,7 +318,7 @@ impl Pool {
         let running = self.membership.running();
         let first_configurations = {
             let mut formation = self.formation();
-            if formation.formed {
+            if formation.joined {
                 if formation.recovered
                     && quorum::votes(&running, self.settings.backend_vote.vote()).has_quorum()
                 {
@@ -327,30 +334,35 @@ impl Pool {
                 .membership
                 .reports()
                 .into_iter()
+                // A peer reports `formed` once it joined, so its formation is the pool's.
                 .find(|r| r.formed)
                 .filter(|r| loaded || !r.formation.contains(&self.me))
             {
                 // A started pool: in its formation, this process holds the first configurations like the others;
                 // a Front End that restarted holds nothing until a rebalance installs its replicas.
                 formation.formed = true;
+                formation.joined = true;
                 formation.members = peer.formation;
-                formation
-                    .members
-                    .contains(&self.me)
-                    .then(|| formation.members.clone())
-            } else if waited
+                let member = formation.members.contains(&self.me);
+                tracing::info!(started_by = %peer.node, member, "joined the pool");
+                member.then(|| formation.members.clone())
+            } else if !formation.formed
+                && waited
                 && loaded
                 // Wait one failure timeout after start, so every running peer has been heard.
                 && (count >= quorum::startup_running_min(running.len()) || formation.recovered)
             {
                 formation.formed = true;
+                formation.joined = true;
                 formation.members = self
                     .membership
                     .running_names()
                     .iter()
                     .filter_map(|n| self.membership.current(n))
                     .collect();
-                tracing::info!(running = count, "pool started");
+                let members: Vec<&str> =
+                    formation.members.iter().map(|m| m.node.as_str()).collect();
+                tracing::info!(running = count, ?members, "pool started");
                 Some(formation.members.clone())
             } else {
                 None
@@ -421,7 +433,7 @@ impl Pool {
     pub(super) fn report(&self) -> Report {
         let (formed, formation) = {
             let f = self.formation();
-            (f.formed, f.members.clone())
+            (f.joined, f.members.clone())
         };
         Report {
             node: self.me.node.clone(),
@@ -937,4 +949,74 @@ pub async fn run_node(
         }
     }
     Ok(serve(listeners, frontend, shutdown).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(node: &str, incarnation: u64) -> Member {
+        Member {
+            node: node.to_owned(),
+            incarnation,
+        }
+    }
+
+    /// Claim: a Front End of the pool's formation that got an `Install` before it learnt the formation (the Front
+    /// End that started the pool changed a group at once) still holds the first configuration of every other group
+    /// it is a home replica of, and does not tell its peers it knows a formation it does not. (Formed by the install
+    /// alone, it held nothing else and reported an empty formation that others joined: groups whose home replicas
+    /// all joined that way never existed.)
+    #[test]
+    fn an_early_install_does_not_cost_a_front_end_its_first_configurations() {
+        let nodes: Vec<String> = ["fe1", "fe2", "fe3"].map(String::from).to_vec();
+        let pool = Arc::new(Pool::new(PoolSettings::new(
+            "fe",
+            "fe2",
+            nodes,
+            BTreeMap::new(),
+            &Timings::fast(),
+            "token",
+        )));
+        let starter = member("fe1", 7);
+        let formation = vec![starter.clone(), pool.me.clone(), member("fe3", 9)];
+        let changed = GroupConfig {
+            group: 0,
+            epoch: 2,
+            members: formation.clone(),
+        };
+        let install = Call::Install {
+            config: changed,
+            seq: 0,
+            snapshot: Vec::new(),
+            from: starter.clone(),
+            to_incarnation: pool.me.incarnation,
+        };
+        assert!(matches!(pool.answer("fe1", install), Ok(Answer::Done)));
+        assert!(
+            !pool.report().formed,
+            "an install alone does not tell which formation the pool has"
+        );
+
+        pool.membership.reported(Report {
+            node: "fe1".into(),
+            incarnation: starter.incarnation,
+            formed: true,
+            formation,
+            groups: Vec::new(),
+        });
+        pool.update_formation();
+        assert!(pool.report().formed);
+        let epochs: Vec<Option<u64>> = pool
+            .slots
+            .iter()
+            .map(|slot| slot.lock().replica.as_ref().map(|r| r.config.epoch))
+            .collect();
+        let mut expected = vec![Some(1); pool.slots.len()];
+        expected[0] = Some(2);
+        assert_eq!(
+            epochs, expected,
+            "every group of a pool of three has a replica here"
+        );
+    }
 }

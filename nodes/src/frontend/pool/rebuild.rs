@@ -114,10 +114,13 @@ impl Pool {
         }
         let stable = self.settings.failure_timeout;
         let nodes = self.membership.nodes();
-        let desired = placement::desired(group, nodes, |n| {
-            self.membership.alive_for(n, stable) && self.membership.current(n).is_some()
-        });
         let mut members = config.members.clone();
+        // A Front End counts for placement once it has been up for a failure timeout, or while it holds the group
+        // healthily: a member heard only lately (the pool just started) is not moved away to be moved back.
+        let desired = placement::desired(group, nodes, |n| {
+            (self.membership.alive_for(n, stable) && self.membership.current(n).is_some())
+                || members.iter().any(|m| m.node == n && healthy(m))
+        });
 
         // Hand the primary role to the desired primary once it holds a replica.
         let target_primary = desired
