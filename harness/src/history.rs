@@ -241,6 +241,12 @@ pub struct ProbeRecord {
     pub view: Option<View>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The probe round (numbered from 0): a round asks every node at once and the next round starts after every
+    /// answer, so whatever a node said in round `r + 1` it said after anything any node said in round `r`. A node
+    /// is recorded only when its views change (and in the periodic snapshots): until its next record it said the
+    /// same in every round. `None` in histories written before rounds were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
 }
 
 /// What a node said about its role, tagged by `"kind"`.
@@ -700,6 +706,7 @@ impl Recorder {
         node: &str,
         view: Option<View>,
         error: Option<String>,
+        round: u64,
     ) -> Result<u64, HistoryError> {
         self.append(|at_us| {
             Record::Probe(ProbeRecord {
@@ -707,6 +714,7 @@ impl Recorder {
                 node: node.to_owned(),
                 view,
                 error,
+                round: Some(round),
             })
         })
     }
@@ -896,6 +904,7 @@ mod tests {
                     accepting_writes: true,
                 }),
                 None,
+                0,
             )
             .unwrap();
         recorder.fault_undone(fault).unwrap();

@@ -31,7 +31,8 @@ pub async fn run(
     let mut last: BTreeMap<String, (Vec<View>, Option<String>)> = BTreeMap::new();
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     let mut last_snapshot = tokio::time::Instant::now();
-    loop {
+    // Rounds are sequential: each asks every node at once and ends when all answered.
+    for round in 0u64.. {
         let stopping = tokio::select! {
             _ = tick.tick() => *stop.borrow(),
             _ = stop.changed() => true,
@@ -51,10 +52,10 @@ pub async fn run(
                 continue;
             }
             if let Some(error) = &now.1 {
-                let _ = recorder.probe(node, None, Some(error.clone()));
+                let _ = recorder.probe(node, None, Some(error.clone()), round);
             }
             for view in &now.0 {
-                let _ = recorder.probe(node, Some(view.clone()), None);
+                let _ = recorder.probe(node, Some(view.clone()), None, round);
             }
             last.insert(node.clone(), now);
         }

@@ -131,9 +131,7 @@ pub struct DurabilitySpec {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SplitBrainSpec {
-    pub probe_skew_ms: Option<u64>,
-}
+pub struct SplitBrainSpec {}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,12 +286,8 @@ impl Scenario {
             }
             composed = composed.with(durability);
         }
-        if let Some(s) = &c.split_brain {
-            let mut split = NoSplitBrain::default();
-            if let Some(skew) = s.probe_skew_ms {
-                split.probe_skew_ms = skew;
-            }
-            composed = composed.with(split);
+        if c.split_brain.is_some() {
+            composed = composed.with(NoSplitBrain);
         }
         if let Some(q) = &c.quorum {
             let mut quorum = Quorum::default();

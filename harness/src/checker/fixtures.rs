@@ -92,12 +92,19 @@ impl Build {
         self
     }
 
-    pub(crate) fn probe(mut self, node: &str, view: View, at_ms: u64) -> Build {
+    /// A probe answered at `at_ms`, in the round of the probes' steady pace (one every 250 ms).
+    pub(crate) fn probe(self, node: &str, view: View, at_ms: u64) -> Build {
+        self.probe_in(node, view, at_ms, at_ms / 250)
+    }
+
+    /// A probe answered at `at_ms` in probe round `round`.
+    pub(crate) fn probe_in(mut self, node: &str, view: View, at_ms: u64, round: u64) -> Build {
         self.records.push(Record::Probe(ProbeRecord {
             at_us: us(at_ms),
             node: node.into(),
             view: Some(view),
             error: None,
+            round: Some(round),
         }));
         self
     }

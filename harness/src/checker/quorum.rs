@@ -374,6 +374,7 @@ mod start_up_tests {
                     fes_running: running.iter().map(|s| s.to_string()).collect(),
                 }),
                 None,
+                r.now_us() / 250_000,
             )
             .unwrap();
         }
@@ -381,7 +382,8 @@ mod start_up_tests {
 
     fn down(r: &Recorder, fes: &[&str]) {
         for fe in fes {
-            r.probe(fe, None, Some("unreachable".into())).unwrap();
+            r.probe(fe, None, Some("unreachable".into()), r.now_us() / 250_000)
+                .unwrap();
         }
     }
 

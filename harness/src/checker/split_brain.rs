@@ -1,41 +1,42 @@
 //! No split brain, from probes: never two principals of one Back End pool accepting writes at overlapping
-//! times, never two primaries of one routing group accepting writes at overlapping times, and never one epoch
-//! claimed by two nodes.
+//! times, never two primaries of one routing group accepting writes at overlapping times, never a writer of an
+//! older epoch still accepting once a newer epoch's writer was seen, and never one epoch claimed by two nodes.
 //!
-//! A node's claim holds over each run of its consecutive probes that show it, from the first and widened forward
-//! by `probe_skew_ms` (one probe round asks the nodes one after another, so two claims seen in one round overlap
-//! whichever node was asked first), but never past the node's own next probe that no longer shows it: a hand-over
-//! between two close probes is not an overlap. Between a claim and the node's next probe nothing is
-//! known, so the checker does not assume the claim went on: it reports only what probes show.
+//! Probes come in rounds: a round asks every node at once, and the next round starts after every answer, so what a
+//! node said in a later round it said after anything said in an earlier one; within a round the order is unknown.
+//! A node is recorded only when its views change, so its claim holds from the round that first shows it to the
+//! round before its next record that does not. Two claims overlap when both hold over two common rounds (each was
+//! held from the first to the second); one common round is a hand-over the probes cannot order, unless the older
+//! epoch's claim is still seen in a round after the newer one's first. The checker reports only what probes show:
+//! a split brain shorter than a probe round can go unseen (the durability checker still sees its lost writes).
 
 use std::collections::BTreeMap;
 
 use super::compose::Checker;
 use super::verdict::{Verdict, Violation};
-use crate::history::{BeRole, Fault, GroupRole, History, View};
+use crate::history::{BeRole, Fault, GroupRole, History, ProbeRecord, View};
 
 /// Checks that no pool or routing group had two writers.
-#[derive(Clone, Debug)]
-pub struct NoSplitBrain {
-    pub probe_skew_ms: u64,
-}
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSplitBrain;
 
-impl Default for NoSplitBrain {
-    fn default() -> Self {
-        NoSplitBrain { probe_skew_ms: 100 }
-    }
-}
+/// The probe rounds of a history without round numbers (written before they were recorded): the probes' pace.
+const ROUND_US: u64 = 250_000;
 
-/// (scope, node) → that node's probes about the scope: (at, the epoch when it claimed to be the writer).
+/// (scope, node) → that node's probes about the scope: (round, the epoch when it claimed to be the writer).
 type ProbesByScopeAndNode = BTreeMap<(String, String), Vec<(u64, Option<u64>)>>;
 
-/// One node's uninterrupted claim to be the writer of `scope` at `epoch`.
+/// One node's uninterrupted claim to be the writer of a scope at `epoch`, over probe rounds `first..=last`.
 #[derive(Clone, Debug)]
 struct Claim {
     node: String,
     epoch: u64,
-    from_us: u64,
-    to_us: u64,
+    first: u64,
+    last: u64,
+}
+
+fn round_of(probe: &ProbeRecord) -> u64 {
+    probe.round.unwrap_or(probe.at_us / ROUND_US)
 }
 
 impl Checker for NoSplitBrain {
@@ -45,10 +46,20 @@ impl Checker for NoSplitBrain {
 
     fn check(&self, history: &History) -> Verdict {
         let name = self.name();
-        // (scope, node) → the node's probes about that scope: (at, Some(epoch) when claiming writer).
+        // (scope, node) → the node's probes about that scope: (round, Some(epoch) when claiming writer).
         let mut seen: ProbesByScopeAndNode = BTreeMap::new();
         let mut unreachable: Vec<(String, u64)> = Vec::new();
+        // When each round was recorded (its first record), and each node's last recorded round.
+        let mut round_at: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut last_round: BTreeMap<&str, u64> = BTreeMap::new();
         for probe in &history.probes {
+            let round = round_of(probe);
+            round_at
+                .entry(round)
+                .and_modify(|at| *at = (*at).min(probe.at_us))
+                .or_insert(probe.at_us);
+            let last = last_round.entry(probe.node.as_str()).or_insert(round);
+            *last = (*last).max(round);
             let (scope, claim) = match &probe.view {
                 Some(View::BeRole {
                     pool,
@@ -71,51 +82,71 @@ impl Checker for NoSplitBrain {
                 ),
                 Some(View::PoolServing { .. }) => continue,
                 None => {
-                    unreachable.push((probe.node.clone(), probe.at_us));
+                    unreachable.push((probe.node.clone(), round));
                     continue;
                 }
             };
             seen.entry((scope, probe.node.clone()))
                 .or_default()
-                .push((probe.at_us, claim));
+                .push((round, claim));
         }
         // An unreachable node claims nothing: it ends its claims in every scope.
-        for (node, at_us) in unreachable {
+        for (node, round) in unreachable {
             for ((_, n), probes) in seen.iter_mut() {
                 if *n == node {
-                    probes.push((at_us, None));
+                    probes.push((round, None));
+                }
+            }
+        }
+        // A node's record lists all its views: a scope missing from one of its rounds is no longer claimed there.
+        let mut rounds_of: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for probe in &history.probes {
+            rounds_of
+                .entry(probe.node.as_str())
+                .or_default()
+                .push(round_of(probe));
+        }
+        for ((_, node), probes) in seen.iter_mut() {
+            let shown: std::collections::BTreeSet<u64> = probes.iter().map(|p| p.0).collect();
+            for round in rounds_of.get(node.as_str()).into_iter().flatten() {
+                if !shown.contains(round) {
+                    probes.push((*round, None));
                 }
             }
         }
         if seen.is_empty() {
             return Verdict::Unknown("no probe of any Back End or routing group role".into());
         }
-        let skew_us = self.probe_skew_ms * 1000;
         let mut claims: BTreeMap<&str, Vec<Claim>> = BTreeMap::new();
         for ((scope, node), probes) in seen.iter_mut() {
             probes.sort_by_key(|p| p.0);
             let mut open: Option<Claim> = None;
-            for &(at_us, claim) in probes.iter() {
-                match (claim, open.as_mut()) {
-                    (Some(epoch), Some(c)) if c.epoch == epoch => c.to_us = at_us + skew_us,
-                    (claim, _) => {
-                        if let Some(mut done) = open.take() {
-                            done.to_us = done.to_us.min(at_us);
-                            claims.entry(scope).or_default().push(done);
-                        }
-                        open = claim.map(|epoch| Claim {
-                            node: node.clone(),
-                            epoch,
-                            from_us: at_us,
-                            to_us: at_us + skew_us,
-                        });
-                    }
+            for &(round, claim) in probes.iter() {
+                if matches!((claim, &open), (Some(epoch), Some(c)) if c.epoch == epoch) {
+                    continue;
                 }
+                if let Some(mut done) = open.take() {
+                    done.last = round.saturating_sub(1).max(done.first);
+                    claims.entry(scope).or_default().push(done);
+                }
+                open = claim.map(|epoch| Claim {
+                    node: node.clone(),
+                    epoch,
+                    first: round,
+                    last: round,
+                });
             }
-            if let Some(done) = open {
+            if let Some(mut done) = open {
+                done.last = last_round.get(node.as_str()).copied().unwrap_or(done.first);
                 claims.entry(scope).or_default().push(done);
             }
         }
+        let at = |round: u64| {
+            round_at
+                .range(round..)
+                .next()
+                .map_or(history.last_at_us(), |(_, at)| *at)
+        };
         let mut violations = Vec::new();
         for (scope, claims) in &claims {
             let writer = if scope.starts_with("BE") {
@@ -128,27 +159,46 @@ impl Checker for NoSplitBrain {
                     if a.node == b.node {
                         continue;
                     }
-                    let overlap = a.from_us <= b.to_us && b.from_us <= a.to_us;
-                    if overlap {
-                        let epochs = if a.epoch == b.epoch {
-                            format!("the same epoch {}", a.epoch)
-                        } else {
-                            format!("epochs {} and {}", a.epoch, b.epoch)
-                        };
+                    let (older, newer) = if a.epoch <= b.epoch { (a, b) } else { (b, a) };
+                    let (from, to) = (a.first.max(b.first), a.last.min(b.last));
+                    if a.epoch == b.epoch && from <= to {
                         violations.push(Violation::new(
                             name,
                             None,
-                            Some(a.from_us.max(b.from_us) + skew_us),
-                            format!("two {writer} of {scope} accepting writes at once: {} and {}, {epochs}", a.node, b.node),
+                            Some(at(from)),
+                            format!(
+                                "two {writer} of {scope} accepting writes at once: {} and {}, the same epoch {}",
+                                a.node, b.node, a.epoch
+                            ),
                         ));
                     } else if a.epoch == b.epoch {
                         violations.push(Violation::new(
                             name,
                             None,
-                            Some(b.from_us + skew_us),
+                            Some(at(a.first.max(b.first))),
                             format!(
                                 "epoch {} of {scope} claimed by two nodes: {} and {}",
                                 a.epoch, a.node, b.node
+                            ),
+                        ));
+                    } else if from < to {
+                        violations.push(Violation::new(
+                            name,
+                            None,
+                            Some(at(from + 1)),
+                            format!(
+                                "two {writer} of {scope} accepting writes at once: {} and {}, epochs {} and {}",
+                                older.node, newer.node, older.epoch, newer.epoch
+                            ),
+                        ));
+                    } else if older.last > newer.first {
+                        violations.push(Violation::new(
+                            name,
+                            None,
+                            Some(at(newer.first + 1)),
+                            format!(
+                                "{} still accepting writes for {scope} at epoch {} after {} accepted them at epoch {}",
+                                older.node, older.epoch, newer.node, newer.epoch
                             ),
                         ));
                     }
@@ -158,10 +208,11 @@ impl Checker for NoSplitBrain {
         // The effect of the last fault must have been probed, or a split brain after it would go unseen.
         let mut undecided = Vec::new();
         if let Some(last) = history.faults.iter().max_by_key(|f| f.effective_at_us()) {
-            let probed_after = seen
-                .values()
-                .flatten()
-                .any(|(at, _)| *at >= last_probe_due(last));
+            let probed_after = history
+                .probes
+                .iter()
+                .filter(|p| !matches!(p.view, Some(View::PoolServing { .. })))
+                .any(|p| p.at_us >= last_probe_due(last));
             if !probed_after {
                 undecided.push(format!(
                     "no role probe after fault {} ({} {}), so its effect on roles was not observed",
@@ -185,10 +236,7 @@ mod tests {
 
     #[test]
     fn the_clean_run_is_valid() {
-        assert_eq!(
-            NoSplitBrain::default().check(&clean().build()),
-            Verdict::Valid
-        );
+        assert_eq!(NoSplitBrain.check(&clean().build()), Verdict::Valid);
     }
 
     #[test]
@@ -197,7 +245,7 @@ mod tests {
             .probe("be-a2", be("be-a", BeRole::Principal, 2), 20_001)
             .probe("be-a2", be("be-a", BeRole::Principal, 2), 25_000)
             .build();
-        let v = NoSplitBrain::default().check(&h);
+        let v = NoSplitBrain.check(&h);
         assert_eq!(v.violations().len(), 1, "{v:?}");
         assert!(v.violations()[0]
             .what
@@ -210,7 +258,7 @@ mod tests {
         let h = clean()
             .probe("fe-a3", group("rg-1", GroupRole::Primary, 2), 40_010)
             .build();
-        let v = NoSplitBrain::default().check(&h);
+        let v = NoSplitBrain.check(&h);
         assert_eq!(v.violations().len(), 1, "{v:?}");
         assert!(v.violations()[0]
             .what
@@ -219,20 +267,82 @@ mod tests {
     }
 
     #[test]
-    fn a_hand_over_between_two_close_probes_is_not_an_overlap() {
-        // fe-a1 is primary at epoch 5, then (50 ms later) secondary at 6; fe-a2 is primary at 6 a moment after.
+    fn a_hand_over_the_probes_cannot_order_is_not_an_overlap() {
+        // fe-x1 is primary at epoch 5 in round 400; in round 401 fe-x2 is primary at 6 and fe-x1 secondary at 6,
+        // fe-x2 recorded first (the round's answers are recorded one after another). The hand-over happened between
+        // the two rounds.
         let h = clean()
-            .probe("fe-a1", group("rg-9", GroupRole::Primary, 5), 100_000)
-            .probe("fe-a1", group("rg-9", GroupRole::Secondary, 6), 100_050)
-            .probe("fe-a2", group("rg-9", GroupRole::Primary, 6), 100_051)
+            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 100_000, 400)
+            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_250, 401)
+            .probe_in(
+                "fe-x1",
+                group("rg-9", GroupRole::Secondary, 6),
+                100_251,
+                401,
+            )
             .build();
-        assert_eq!(NoSplitBrain::default().check(&h), Verdict::Valid);
-        // Seen in one round (fe-a2 asked a moment earlier), both claiming: an overlap.
+        assert_eq!(NoSplitBrain.check(&h), Verdict::Valid);
+        // Both seen claiming in one round: the round's asks are answered in an unknown order, so the hand-over may
+        // have come between them.
         let h = clean()
-            .probe("fe-a2", group("rg-9", GroupRole::Primary, 6), 99_999)
-            .probe("fe-a1", group("rg-9", GroupRole::Primary, 5), 100_000)
+            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 100_000, 400)
+            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_001, 400)
+            .probe_in(
+                "fe-x1",
+                group("rg-9", GroupRole::Secondary, 6),
+                100_250,
+                401,
+            )
             .build();
-        assert_eq!(NoSplitBrain::default().check(&h).violations().len(), 1);
+        assert_eq!(NoSplitBrain.check(&h), Verdict::Valid);
+    }
+
+    #[test]
+    fn an_older_writer_seen_after_a_newer_one_is_a_violation() {
+        // fe-x1 still accepts at epoch 5 in round 401, after fe-x2 accepted at 6 in round 400 (and no longer does).
+        let h = clean()
+            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 99_750, 399)
+            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_000, 400)
+            .probe_in(
+                "fe-x2",
+                group("rg-9", GroupRole::Secondary, 7),
+                100_250,
+                401,
+            )
+            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 100_251, 401)
+            .build();
+        let v = NoSplitBrain.check(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("fe-x1 still accepting writes for routing group rg-9 of fe-a at epoch 5 after fe-x2"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn two_writers_over_two_common_rounds_are_a_violation() {
+        // Unchanged views are not recorded again: fe-x1's claim from round 399 holds until its next record.
+        let h = clean()
+            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 99_750, 399)
+            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_000, 400)
+            .probe_in(
+                "fe-x1",
+                group("rg-9", GroupRole::Secondary, 6),
+                100_500,
+                402,
+            )
+            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_501, 402)
+            .build();
+        let v = NoSplitBrain.check(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("two primaries of routing group rg-9 of fe-a accepting writes at once: fe-x1 and fe-x2, epochs 5 and 6"),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -242,7 +352,7 @@ mod tests {
             .probe("be-a1", be("be-a", BeRole::Mirror, 1), 56_000)
             .probe("be-a2", be("be-a", BeRole::Principal, 1), 57_000)
             .build();
-        let v = NoSplitBrain::default().check(&h);
+        let v = NoSplitBrain.check(&h);
         assert!(
             v.violations()[0]
                 .what
@@ -254,14 +364,14 @@ mod tests {
     #[test]
     fn no_probe_or_none_after_the_fault_is_unknown() {
         assert!(matches!(
-            NoSplitBrain::default().check(&History::default()),
+            NoSplitBrain.check(&History::default()),
             Verdict::Unknown(_)
         ));
         let h = clean()
             .fault("kill", "be-a1", 58_000, Some(58_100), None)
             .build();
         assert!(
-            matches!(NoSplitBrain::default().check(&h), Verdict::Unknown(r) if r.contains("no role probe after"))
+            matches!(NoSplitBrain.check(&h), Verdict::Unknown(r) if r.contains("no role probe after"))
         );
     }
 }

@@ -203,7 +203,7 @@ mod tests {
             })
             .with(ImDelivery::default())
             .with(Durability::default())
-            .with(NoSplitBrain::default())
+            .with(NoSplitBrain)
             .with(Quorum::default())
     }
 
