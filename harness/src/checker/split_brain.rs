@@ -232,7 +232,19 @@ fn last_probe_due(fault: &Fault) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::fixtures::{be, clean, group};
+    use crate::checker::fixtures::{be, clean, group, Build};
+
+    /// rg-9 of fe-a as `node` said it in `round` (answered a millisecond apart per round).
+    fn rg9(b: Build, node: &str, role: GroupRole, epoch: u64, round: u64) -> Build {
+        b.probe_in(node, group("rg-9", role, epoch), round * 250 + 1, round)
+    }
+
+    /// The one violation the checker finds in `b`'s history.
+    fn only_violation(b: Build) -> String {
+        let v = NoSplitBrain.check(&b.build());
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        v.violations()[0].what.clone()
+    }
 
     #[test]
     fn the_clean_run_is_valid() {
@@ -300,48 +312,28 @@ mod tests {
     #[test]
     fn an_older_writer_seen_after_a_newer_one_is_a_violation() {
         // fe-x1 still accepts at epoch 5 in round 401, after fe-x2 accepted at 6 in round 400 (and no longer does).
-        let h = clean()
-            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 99_750, 399)
-            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_000, 400)
-            .probe_in(
-                "fe-x2",
-                group("rg-9", GroupRole::Secondary, 7),
-                100_250,
-                401,
-            )
-            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 100_251, 401)
-            .build();
-        let v = NoSplitBrain.check(&h);
-        assert_eq!(v.violations().len(), 1, "{v:?}");
+        let b = rg9(clean(), "fe-x1", GroupRole::Primary, 5, 399);
+        let b = rg9(b, "fe-x2", GroupRole::Primary, 6, 400);
+        let b = rg9(b, "fe-x2", GroupRole::Secondary, 7, 401);
+        let b = rg9(b, "fe-x1", GroupRole::Primary, 5, 401);
+        let what = only_violation(b);
         assert!(
-            v.violations()[0]
-                .what
-                .contains("fe-x1 still accepting writes for routing group rg-9 of fe-a at epoch 5 after fe-x2"),
-            "{v:?}"
+            what.contains("fe-x1 still accepting writes for routing group rg-9 of fe-a at epoch 5 after fe-x2"),
+            "{what}"
         );
     }
 
     #[test]
     fn two_writers_over_two_common_rounds_are_a_violation() {
         // Unchanged views are not recorded again: fe-x1's claim from round 399 holds until its next record.
-        let h = clean()
-            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 99_750, 399)
-            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_000, 400)
-            .probe_in(
-                "fe-x1",
-                group("rg-9", GroupRole::Secondary, 6),
-                100_500,
-                402,
-            )
-            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_501, 402)
-            .build();
-        let v = NoSplitBrain.check(&h);
-        assert_eq!(v.violations().len(), 1, "{v:?}");
+        let b = rg9(clean(), "fe-x1", GroupRole::Primary, 5, 399);
+        let b = rg9(b, "fe-x2", GroupRole::Primary, 6, 400);
+        let b = rg9(b, "fe-x1", GroupRole::Secondary, 6, 402);
+        let b = rg9(b, "fe-x2", GroupRole::Primary, 6, 402);
+        let what = only_violation(b);
         assert!(
-            v.violations()[0]
-                .what
-                .contains("two primaries of routing group rg-9 of fe-a accepting writes at once: fe-x1 and fe-x2, epochs 5 and 6"),
-            "{v:?}"
+            what.contains("two primaries of routing group rg-9 of fe-a accepting writes at once: fe-x1 and fe-x2, epochs 5 and 6"),
+            "{what}"
         );
     }
 

@@ -4,18 +4,14 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Claim: with two of a group's three replicas dead (the pool keeps quorum: 3 of 5 run), that group's users get
-/// `503` naming the group, and the users of every group that kept two replicas are served. Rebuilds are delayed past
-/// the test, so the refused group cannot heal itself meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
+/// A settled pool of five (rebuilds delayed past the test) with the Front Ends holding replicas `which` (0: the
+/// primary) of routing group `group` killed, once the survivors see them dead; the survivors' indexes.
+async fn two_of_group_dead(group: usize, which: [usize; 2]) -> (TestPool, Vec<usize>) {
     let mut pool = TestPool::start_all(5, timings(600_000)).await;
     pool.settled().await;
-    let target = 0;
-    let home = pool.home(target);
-    let dead = [home[1], home[2]];
-    for d in dead {
-        pool.kill(d).await;
+    let home = pool.home(group);
+    for replica in which {
+        pool.kill(home[replica]).await;
     }
     let survivors: Vec<usize> = pool.running();
     pool.until("the survivors see the two Front Ends dead", |p| {
@@ -24,6 +20,16 @@ async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
             .all(|i| p.status(*i)["fes_running"].as_array().unwrap().len() == 3)
     })
     .await;
+    (pool, survivors)
+}
+
+/// Claim: with two of a group's three replicas dead (the pool keeps quorum: 3 of 5 run), that group's users get
+/// `503` naming the group, and the users of every group that kept two replicas are served. Rebuilds are delayed past
+/// the test, so the refused group cannot heal itself meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
+    let target = 0;
+    let (pool, survivors) = two_of_group_dead(target, [1, 2]).await;
     let entry = survivors[0];
     let mut client = TcpClient::connect(pool.sip[entry]).await;
     for group in 0..pool.groups() {
@@ -80,20 +86,8 @@ async fn a_group_below_two_replicas_refuses_its_users_and_no_one_else() {
 /// registration refresh timed out: a user signed out with no fault on its own Front End.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waiting_on_a_group_without_primary_holds_up_nothing_behind_it() {
-    let mut pool = TestPool::start_all(5, timings(600_000)).await;
-    pool.settled().await;
     let target = 0;
-    let home = pool.home(target);
-    for d in [home[0], home[1]] {
-        pool.kill(d).await;
-    }
-    let survivors: Vec<usize> = pool.running();
-    pool.until("the survivors see the two Front Ends dead", |p| {
-        survivors
-            .iter()
-            .all(|i| p.status(*i)["fes_running"].as_array().unwrap().len() == 3)
-    })
-    .await;
+    let (pool, survivors) = two_of_group_dead(target, [0, 1]).await;
     let entry = survivors[0];
     let server = pool.sip[entry];
     let mut client = TcpClient::connect(server).await;
