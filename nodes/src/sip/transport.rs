@@ -631,16 +631,13 @@ async fn connection<H: Handler>(
 /// answer).
 async fn settle(mut reply: Reply) -> Option<(Response, Option<BoxFuture<()>>)> {
     loop {
-        return match reply {
-            Reply::Later(next) => {
-                reply = next.await;
-                continue;
-            }
-            Reply::Deferred(future) => Some((future.await, None)),
-            Reply::Response(response) => Some((response, None)),
-            Reply::ResponseThen(response, then) => Some((response, Some(then))),
-            Reply::Nothing => None,
-        };
+        match reply {
+            Reply::Later(next) => reply = next.await,
+            Reply::Deferred(future) => return Some((future.await, None)),
+            Reply::Response(response) => return Some((response, None)),
+            Reply::ResponseThen(response, then) => return Some((response, Some(then))),
+            Reply::Nothing => return None,
+        }
     }
 }
 
@@ -674,17 +671,10 @@ async fn dispatch<H: Handler>(bytes: &[u8], peer: &Peer, handler: &H, tx: &mpsc:
             let _ = tx.send(message::encode(response)).await;
             tokio::spawn(then);
         }
-        Reply::Deferred(future) => {
+        reply @ (Reply::Deferred(_) | Reply::Later(_)) => {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let response = future.await;
-                let _ = tx.send(message::encode(response)).await;
-            });
-        }
-        Reply::Later(future) => {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if let Some((response, then)) = settle(Reply::Later(future)).await {
+                if let Some((response, then)) = settle(reply).await {
                     let _ = tx.send(message::encode(response)).await;
                     if let Some(then) = then {
                         tokio::spawn(then);
@@ -822,17 +812,10 @@ async fn udp_dispatch<H: Handler>(
             send(shared.clone(), key, response).await;
             tokio::spawn(then);
         }
-        Reply::Deferred(future) => {
+        reply @ (Reply::Deferred(_) | Reply::Later(_)) => {
             let shared = shared.clone();
             tokio::spawn(async move {
-                let response = future.await;
-                send(shared, key, response).await;
-            });
-        }
-        Reply::Later(future) => {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Some((response, then)) = settle(Reply::Later(future)).await {
+                if let Some((response, then)) = settle(reply).await {
                     send(shared, key, response).await;
                     if let Some(then) = then {
                         tokio::spawn(then);
