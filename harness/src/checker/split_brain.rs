@@ -49,17 +49,19 @@ impl Checker for NoSplitBrain {
         // (scope, node) → the node's probes about that scope: (round, Some(epoch) when claiming writer).
         let mut seen: ProbesByScopeAndNode = BTreeMap::new();
         let mut unreachable: Vec<(String, u64)> = Vec::new();
-        // When each round was recorded (its first record), and each node's last recorded round.
+        // When each round was recorded (its first record), and the rounds each node was recorded in.
         let mut round_at: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut last_round: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut rounds_of: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for probe in &history.probes {
             let round = round_of(probe);
             round_at
                 .entry(round)
                 .and_modify(|at| *at = (*at).min(probe.at_us))
                 .or_insert(probe.at_us);
-            let last = last_round.entry(probe.node.as_str()).or_insert(round);
-            *last = (*last).max(round);
+            rounds_of
+                .entry(probe.node.as_str())
+                .or_default()
+                .push(round);
             let (scope, claim) = match &probe.view {
                 Some(View::BeRole {
                     pool,
@@ -99,13 +101,6 @@ impl Checker for NoSplitBrain {
             }
         }
         // A node's record lists all its views: a scope missing from one of its rounds is no longer claimed there.
-        let mut rounds_of: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for probe in &history.probes {
-            rounds_of
-                .entry(probe.node.as_str())
-                .or_default()
-                .push(round_of(probe));
-        }
         for ((_, node), probes) in seen.iter_mut() {
             let shown: std::collections::BTreeSet<u64> = probes.iter().map(|p| p.0).collect();
             for round in rounds_of.get(node.as_str()).into_iter().flatten() {
@@ -137,7 +132,8 @@ impl Checker for NoSplitBrain {
                 });
             }
             if let Some(mut done) = open {
-                done.last = last_round.get(node.as_str()).copied().unwrap_or(done.first);
+                let last = rounds_of.get(node.as_str()).and_then(|r| r.iter().max());
+                done.last = last.copied().unwrap_or(done.first);
                 claims.entry(scope).or_default().push(done);
             }
         }
@@ -283,30 +279,16 @@ mod tests {
         // fe-x1 is primary at epoch 5 in round 400; in round 401 fe-x2 is primary at 6 and fe-x1 secondary at 6,
         // fe-x2 recorded first (the round's answers are recorded one after another). The hand-over happened between
         // the two rounds.
-        let h = clean()
-            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 100_000, 400)
-            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_250, 401)
-            .probe_in(
-                "fe-x1",
-                group("rg-9", GroupRole::Secondary, 6),
-                100_251,
-                401,
-            )
-            .build();
-        assert_eq!(NoSplitBrain.check(&h), Verdict::Valid);
+        let b = rg9(clean(), "fe-x1", GroupRole::Primary, 5, 400);
+        let b = rg9(b, "fe-x2", GroupRole::Primary, 6, 401);
+        let b = rg9(b, "fe-x1", GroupRole::Secondary, 6, 401);
+        assert_eq!(NoSplitBrain.check(&b.build()), Verdict::Valid);
         // Both seen claiming in one round: the round's asks are answered in an unknown order, so the hand-over may
         // have come between them.
-        let h = clean()
-            .probe_in("fe-x1", group("rg-9", GroupRole::Primary, 5), 100_000, 400)
-            .probe_in("fe-x2", group("rg-9", GroupRole::Primary, 6), 100_001, 400)
-            .probe_in(
-                "fe-x1",
-                group("rg-9", GroupRole::Secondary, 6),
-                100_250,
-                401,
-            )
-            .build();
-        assert_eq!(NoSplitBrain.check(&h), Verdict::Valid);
+        let b = rg9(clean(), "fe-x1", GroupRole::Primary, 5, 400);
+        let b = rg9(b, "fe-x2", GroupRole::Primary, 6, 400);
+        let b = rg9(b, "fe-x1", GroupRole::Secondary, 6, 401);
+        assert_eq!(NoSplitBrain.check(&b.build()), Verdict::Valid);
     }
 
     #[test]
