@@ -3,11 +3,17 @@
 //!
 //! Two files per run:
 //!
-//! - `history.jsonl`: one [`Record`] per line, tagged by `"type"`: `run` (once, first), `op`, `probe`, `end`
-//!   (once, last, when the run finished cleanly).
+//! - `history.jsonl`: one [`Record`] per line, tagged by `"type"`: `run` (once, first), `op`, `probe`,
+//!   `operator` (an operator command: written when sent and again when answered; the reader keeps the last line
+//!   of each `id`), `end` (once, last, when the run finished cleanly).
 //! - `faults.jsonl`: one [`Fault`] per line; a fault is written again each time it changes (requested, verified,
 //!   undone) and the reader keeps the last line of each `id`, so a run that dies mid-fault still leaves a
 //!   readable file.
+//!
+//! An operator command is not a fault: it has no inverse and is never "in force"; each checker gives it its own
+//! meaning (a failback sends users home, a quorum recovery lets a pool start below its start-up counts).
+//! Histories written before operator commands had their own record kept them in `faults.jsonl` as faults of
+//! kind `operator:<command>`; the reader turns those into [`OperatorRecord`]s.
 //!
 //! An operation is recorded jepsen-style: an `invoke` line, then one completion line with the same `id` and
 //! phase `ok`, `fail` (a definite, explicit refusal) or `timeout` (indeterminate: it may or may not have taken
@@ -73,6 +79,8 @@ pub enum Record {
     Op(OpRecord),
     /// One server's view of its role, read by the harness.
     Probe(ProbeRecord),
+    /// An operator command the run sent to a node's admin API, and its answer.
+    Operator(OperatorRecord),
     /// The run finished cleanly at `at_us`: the checkers judge liveness up to here. A history without it ended
     /// early, and liveness checks near its end say unknown.
     End { at_us: u64 },
@@ -318,6 +326,56 @@ impl Fault {
     }
 }
 
+/// One line of an operator command: `{"type":"operator","id":…,"command":…,"node":…,"body":…,
+/// "requested_at_us":…,"done_at_us":…,"outcome":{"status":"ok","answer":…}}`. Written when the command is sent
+/// (`done_at_us: null`, status `pending`) and again when its answer came.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Unique among the run's operator commands (a space apart from the faults' ids).
+    pub id: u64,
+    /// The admin command (`pool-failover`, `pool-failback`, `quorum-recovery`, `db-failover`, …).
+    pub command: String,
+    /// The node it was sent to, as resolved when it was sent.
+    pub node: String,
+    /// The JSON body sent with it.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub body: serde_json::Value,
+    pub requested_at_us: u64,
+    /// When its answer came; `null` while (or if never) answered.
+    pub done_at_us: Option<u64>,
+    pub outcome: OperatorOutcome,
+}
+
+impl OperatorRecord {
+    /// The stamp of its line: when it was answered, else when it was sent.
+    pub fn at_us(&self) -> u64 {
+        self.done_at_us.unwrap_or(self.requested_at_us)
+    }
+
+    /// Whether the node answered that the command was done.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.outcome, OperatorOutcome::Ok { .. })
+    }
+}
+
+/// How an operator command ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OperatorOutcome {
+    /// Sent, not answered (yet).
+    Pending,
+    /// The node answered 200, with this JSON.
+    Ok {
+        #[serde(default)]
+        answer: serde_json::Value,
+    },
+    /// The node refused it, or could not be reached.
+    Failed { error: String },
+}
+
+/// The kind prefix under which histories before [`Record::Operator`] recorded operator commands as faults.
+const LEGACY_OPERATOR_KIND: &str = "operator:";
+
 /// How an operation ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -376,6 +434,8 @@ pub struct History {
     pub probes: Vec<ProbeRecord>,
     /// Faults by id.
     pub faults: Vec<Fault>,
+    /// Operator commands in the order they were sent (the last line of each id).
+    pub operators: Vec<OperatorRecord>,
     /// When the run finished cleanly (the `end` record), if it did.
     pub end_at_us: Option<u64>,
 }
@@ -387,7 +447,27 @@ impl History {
         for record in records {
             history.push(record);
         }
-        history.faults = dedup_faults(faults);
+        let (legacy, faults): (Vec<Fault>, Vec<Fault>) = dedup_faults(faults)
+            .into_iter()
+            .partition(|f| f.kind.starts_with(LEGACY_OPERATOR_KIND));
+        history.faults = faults;
+        for fault in legacy {
+            history.push(Record::Operator(OperatorRecord {
+                id: fault.id,
+                command: fault.kind[LEGACY_OPERATOR_KIND.len()..].to_owned(),
+                node: fault.target,
+                body: serde_json::Value::Null,
+                requested_at_us: fault.requested_at_us,
+                done_at_us: fault.verified_at_us,
+                outcome: match fault.verified_at_us {
+                    Some(_) => OperatorOutcome::Ok {
+                        answer: serde_json::Value::Null,
+                    },
+                    None => OperatorOutcome::Pending,
+                },
+            }));
+        }
+        history.operators.sort_by_key(|o| (o.requested_at_us, o.id));
         history
     }
 
@@ -396,6 +476,12 @@ impl History {
             Record::Run(run) => self.run = run,
             Record::Op(op) => self.ops.push(op),
             Record::Probe(probe) => self.probes.push(probe),
+            Record::Operator(operator) => {
+                match self.operators.iter_mut().find(|o| o.id == operator.id) {
+                    Some(slot) => *slot = operator,
+                    None => self.operators.push(operator),
+                }
+            }
             Record::End { at_us } => self.end_at_us = Some(at_us),
         }
     }
@@ -408,6 +494,7 @@ impl History {
             let at_us = match record {
                 Record::Op(op) => op.at_us,
                 Record::Probe(probe) => probe.at_us,
+                Record::Operator(operator) => operator.at_us(),
                 Record::End { at_us } => *at_us,
                 Record::Run(_) => continue,
             };
@@ -483,7 +570,16 @@ impl History {
                 .into_iter()
                 .flatten()
         });
-        ops.chain(probes).chain(faults).max().unwrap_or(0)
+        let operators = self.operators.iter().flat_map(|o| {
+            [Some(o.requested_at_us), o.done_at_us]
+                .into_iter()
+                .flatten()
+        });
+        ops.chain(probes)
+            .chain(faults)
+            .chain(operators)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every user named by the run or by an operation, sorted.
@@ -497,28 +593,31 @@ impl History {
 
     /// Whether nothing at all was recorded.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.probes.is_empty() && self.faults.is_empty()
+        self.ops.is_empty()
+            && self.probes.is_empty()
+            && self.faults.is_empty()
+            && self.operators.is_empty()
     }
 
     /// Writes the history to `dir` as `history.jsonl` and `faults.jsonl`.
     pub fn save(&self, dir: &Path) -> Result<(), HistoryError> {
+        // Ops, probes and operator commands back into one time-ordered stream (stable: on a tie, ops first,
+        // then probes, then operator commands, each in its own order).
+        let mut stamped: Vec<(u64, Record)> = Vec::new();
+        stamped.extend(self.ops.iter().map(|o| (o.at_us, Record::Op(o.clone()))));
+        stamped.extend(
+            self.probes
+                .iter()
+                .map(|p| (p.at_us, Record::Probe(p.clone()))),
+        );
+        stamped.extend(
+            self.operators
+                .iter()
+                .map(|o| (o.at_us(), Record::Operator(o.clone()))),
+        );
+        stamped.sort_by_key(|(at_us, _)| *at_us);
         let mut records = vec![Record::Run(self.run.clone())];
-        // Merge ops and probes back into one time-ordered stream.
-        let mut ops = self.ops.iter().peekable();
-        let mut probes = self.probes.iter().peekable();
-        loop {
-            let take_op = match (ops.peek(), probes.peek()) {
-                (Some(o), Some(p)) => o.at_us <= p.at_us,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if take_op {
-                records.push(Record::Op(ops.next().cloned().expect("peeked")));
-            } else {
-                records.push(Record::Probe(probes.next().cloned().expect("peeked")));
-            }
-        }
+        records.extend(stamped.into_iter().map(|(_, record)| record));
         if let Some(at_us) = self.end_at_us {
             records.push(Record::End { at_us });
         }
@@ -584,6 +683,7 @@ struct Inner {
     start: Instant,
     next_op_id: AtomicU64,
     next_fault_id: AtomicU64,
+    next_operator_id: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -625,6 +725,7 @@ impl Recorder {
                 start: Instant::now(),
                 next_op_id: AtomicU64::new(0),
                 next_fault_id: AtomicU64::new(0),
+                next_operator_id: AtomicU64::new(0),
                 state: Mutex::new(State {
                     history: History {
                         run,
@@ -783,6 +884,61 @@ impl Recorder {
         Ok(())
     }
 
+    /// Records that an operator command was sent to `node`; returns its id for [`Recorder::operator_done`].
+    pub fn operator_requested(
+        &self,
+        command: &str,
+        node: &str,
+        body: serde_json::Value,
+    ) -> Result<u64, HistoryError> {
+        let id = self.inner.next_operator_id.fetch_add(1, Ordering::Relaxed);
+        self.append(|at_us| {
+            Record::Operator(OperatorRecord {
+                id,
+                command: command.to_owned(),
+                node: node.to_owned(),
+                body,
+                requested_at_us: at_us,
+                done_at_us: None,
+                outcome: OperatorOutcome::Pending,
+            })
+        })?;
+        // Operator commands are few and matter most when a run dies: flush each one.
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Records the answer to operator command `id`: the node's JSON, or why it failed.
+    pub fn operator_done(
+        &self,
+        id: u64,
+        answer: Result<serde_json::Value, String>,
+    ) -> Result<(), HistoryError> {
+        let mut operator = {
+            let state = self.lock();
+            state
+                .history
+                .operators
+                .iter()
+                .find(|o| o.id == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("operator command {id} was never requested"))
+        };
+        assert!(
+            operator.done_at_us.is_none(),
+            "operator command {id} answered twice"
+        );
+        operator.outcome = match answer {
+            Ok(answer) => OperatorOutcome::Ok { answer },
+            Err(error) => OperatorOutcome::Failed { error },
+        };
+        self.append(|at_us| {
+            operator.done_at_us = Some(at_us);
+            Record::Operator(operator)
+        })?;
+        self.flush()
+    }
+
     /// Records the clean end of the run, flushes the files and returns the history.
     pub fn finish(&self) -> Result<History, HistoryError> {
         self.append(|at_us| Record::End { at_us })?;
@@ -919,6 +1075,76 @@ mod tests {
             "an observation has no invoke"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_operator_command_is_its_own_record_and_reads_back() {
+        let dir = std::env::temp_dir().join(format!("poolchaos-operator-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let recorder = Recorder::to_dir(RunInfo::default(), &dir).unwrap();
+        let fault = recorder.fault_requested("site_down", "dc1").unwrap();
+        recorder.fault_verified(fault).unwrap();
+        let failback = recorder
+            .operator_requested("pool-failback", "fe2-1", serde_json::json!({"pool": "fe1"}))
+            .unwrap();
+        recorder
+            .operator_done(failback, Ok(serde_json::json!({"done": true})))
+            .unwrap();
+        let refused = recorder
+            .operator_requested("quorum-recovery", "fe1-1", serde_json::Value::Null)
+            .unwrap();
+        recorder
+            .operator_done(refused, Err("status 409".into()))
+            .unwrap();
+        let recorded = recorder.finish().unwrap();
+        assert_eq!(recorded.faults.len(), 1, "an operator command is no fault");
+        assert_eq!(recorded.operators.len(), 2);
+        assert!(recorded.operators[0].is_ok() && recorded.operators[0].done_at_us.is_some());
+        assert_eq!(
+            recorded.operators[1].outcome,
+            OperatorOutcome::Failed {
+                error: "status 409".into()
+            }
+        );
+        assert_eq!(History::load(&dir).unwrap(), recorded);
+        // Saved and loaded again: the same history.
+        recorded.save(&dir).unwrap();
+        assert_eq!(History::load(&dir).unwrap(), recorded);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_old_history_reads_its_operator_faults_as_operator_commands() {
+        let old = |id, kind: &str, verified| Fault {
+            id,
+            kind: kind.into(),
+            target: "fe2-1".into(),
+            requested_at_us: 10_000,
+            verified_at_us: verified,
+            undone_at_us: None,
+        };
+        let history = History::from_records(
+            [],
+            vec![
+                old(0, "site_down", Some(11_000)),
+                old(1, "operator:pool-failover", Some(12_000)),
+                old(2, "operator:pool-failback", None),
+            ],
+        );
+        assert_eq!(history.faults.len(), 1);
+        assert_eq!(history.faults[0].kind, "site_down");
+        let commands: Vec<(&str, Option<u64>, bool)> = history
+            .operators
+            .iter()
+            .map(|o| (o.command.as_str(), o.done_at_us, o.is_ok()))
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                ("pool-failover", Some(12_000), true),
+                ("pool-failback", None, false)
+            ]
+        );
     }
 
     #[tokio::test]

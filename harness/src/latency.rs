@@ -140,23 +140,21 @@ pub fn measure(history: &History, settle_ms: u64) -> Latencies {
         }
     }
     for s in sign_outs(history, settle_ms) {
-        let Some(fault) = s.fault else { continue };
-        let start = s.outage_start_us(&history.faults);
+        // A sign-out put down to an operator command (a failback) counts overall; per fault, only a fault's.
+        let Some(cause) = s.cause else { continue };
+        let fault = cause.fault();
+        let start = s.outage_start_us(history);
         if let Some(back) = s.back_at_us {
-            latencies.record(Metric::Reregister, Some(fault), back.saturating_sub(start));
+            latencies.record(Metric::Reregister, fault, back.saturating_sub(start));
         }
         if let Some(full) = s.full_service_at_us {
-            latencies.record(Metric::FullService, Some(fault), full.saturating_sub(start));
+            latencies.record(Metric::FullService, fault, full.saturating_sub(start));
         }
         if let Some(at) = seen
             .get(s.user.as_str())
             .and_then(|t| t.iter().find(|&&t| t > s.at_us))
         {
-            latencies.record(
-                Metric::PresenceVisible,
-                Some(fault),
-                at.saturating_sub(start),
-            );
+            latencies.record(Metric::PresenceVisible, fault, at.saturating_sub(start));
         }
     }
 

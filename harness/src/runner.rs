@@ -387,13 +387,12 @@ async fn drive(
                             break;
                         }
                     };
-                let kind = format!("operator:{}", action.command);
-                let hid = recorder.fault_requested(&kind, &node)?;
                 let body = action
                     .body
                     .as_ref()
                     .and_then(|b| serde_json::to_value(b).ok())
                     .unwrap_or(serde_json::Value::Null);
+                let hid = recorder.operator_requested(&action.command, &node, body.clone())?;
                 match crate::probe::operator(
                     tunnel,
                     &node,
@@ -405,9 +404,10 @@ async fn drive(
                 {
                     Ok(answer) => {
                         info!(command = %action.command, node = %node, %answer, "operator command done");
-                        recorder.fault_verified(hid)?;
+                        recorder.operator_done(hid, Ok(answer))?;
                     }
                     Err(e) => {
+                        recorder.operator_done(hid, Err(e.clone()))?;
                         harness_error = Some(format!("operator command {e}"));
                         break;
                     }

@@ -2,7 +2,8 @@
 //! the violations to it. Times are in ms for readability.
 
 use crate::history::{
-    BeRole, Fault, GroupRole, History, Op, OpRecord, Phase, ProbeRecord, Record, RunInfo, View,
+    BeRole, Fault, GroupRole, History, Op, OpRecord, OperatorOutcome, OperatorRecord, Phase,
+    ProbeRecord, Record, RunInfo, View,
 };
 
 pub(crate) struct Build {
@@ -129,6 +130,36 @@ impl Build {
         self
     }
 
+    /// An operator command sent to `node` at `at_ms` and answered 200 at `done_ms` (never, when absent).
+    pub(crate) fn operator(
+        mut self,
+        command: &str,
+        node: &str,
+        at_ms: u64,
+        done_ms: Option<u64>,
+    ) -> Build {
+        let id = self
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Operator(_)))
+            .count() as u64;
+        self.records.push(Record::Operator(OperatorRecord {
+            id,
+            command: command.into(),
+            node: node.into(),
+            body: serde_json::Value::Null,
+            requested_at_us: us(at_ms),
+            done_at_us: done_ms.map(us),
+            outcome: match done_ms {
+                Some(_) => OperatorOutcome::Ok {
+                    answer: serde_json::Value::Null,
+                },
+                None => OperatorOutcome::Pending,
+            },
+        }));
+        self
+    }
+
     pub(crate) fn end(mut self, at_ms: u64) -> Build {
         self.records.push(Record::End { at_us: us(at_ms) });
         self
@@ -140,6 +171,7 @@ impl Build {
             Record::Run(_) => 0,
             Record::Op(o) => o.at_us,
             Record::Probe(p) => p.at_us,
+            Record::Operator(o) => o.at_us(),
             Record::End { at_us } => *at_us,
         };
         let mut records = self.records;

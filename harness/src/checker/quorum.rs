@@ -8,8 +8,8 @@
 //!
 //! Starting a pool needs more FEs than keeping it (the start-up counts, also literal): they apply at the
 //! first start and again after every FE of the pool was down at once (each one's probe failed), until the
-//! pool serves or an operator's quorum recovery (`operator:quorum-recovery` in the faults) lets it start
-//! below them.
+//! pool serves or an operator's quorum recovery (a `quorum-recovery` operator command answered 200) lets it
+//! start below them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -153,10 +153,10 @@ impl Checker for Quorum {
         let mut recovered: BTreeMap<&str, bool> = BTreeMap::new();
         let mut down: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         let recoveries: Vec<(u64, &str)> = history
-            .faults
+            .operators
             .iter()
-            .filter(|f| f.kind == "operator:quorum-recovery")
-            .map(|f| (f.effective_at_us(), f.target.as_str()))
+            .filter(|o| o.command == "quorum-recovery" && o.is_ok())
+            .filter_map(|o| Some((o.done_at_us?, o.node.as_str())))
             .collect();
         for probe in &history.probes {
             if let Some(&pool) = pool_of.get(probe.node.as_str()) {
@@ -402,8 +402,10 @@ mod start_up_tests {
         down(&r2, &["a", "b", "c"]);
         serving(&r2, &["a", "b"], true);
         assert!(matches!(check.check(&r2.snapshot()), Verdict::Invalid(_)));
-        let id = r2.fault_requested("operator:quorum-recovery", "a").unwrap();
-        r2.fault_verified(id).unwrap();
+        let id = r2
+            .operator_requested("quorum-recovery", "a", serde_json::Value::Null)
+            .unwrap();
+        r2.operator_done(id, Ok(serde_json::Value::Null)).unwrap();
         serving(&r2, &["a", "b"], true);
         let v = check.check(&r2.snapshot());
         assert_eq!(

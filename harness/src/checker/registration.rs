@@ -3,20 +3,52 @@
 //!
 //! A user is signed in by a `register` ok (or a `refresh` ok that is not `register-action="added"`), and signed
 //! out by a failed or timed-out `register`/`refresh`, a `refresh` answered `added` (the server lost the binding)
-//! or a `registration_lost` observation. A sign-out belongs to the last fault whose window holds it: from the
-//! fault's request to its undo plus `settle_ms` (failback signs users out too), or to the end if never undone.
+//! or a `registration_lost` observation. A sign-out belongs to the last fault or operator command whose window
+//! holds it: a fault's from its request to its undo plus `settle_ms`, or to the end if never undone; an operator
+//! command's from its request to its answer plus `settle_ms` (a failback sends users home, signing them out), or
+//! to the end if never answered.
+
+use std::fmt;
 
 use super::compose::Checker;
 use super::verdict::{Verdict, Violation};
 use crate::history::{Fault, History, Op, Outcome};
+
+/// What a sign-out is put down to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The fault with this id.
+    Fault(u64),
+    /// The operator command with this id.
+    Operator(u64),
+}
+
+impl Cause {
+    /// The fault's id, when a fault is the cause.
+    pub fn fault(self) -> Option<u64> {
+        match self {
+            Cause::Fault(id) => Some(id),
+            Cause::Operator(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Fault(id) => write!(f, "fault {id}"),
+            Cause::Operator(id) => write!(f, "operator command {id}"),
+        }
+    }
+}
 
 /// One break of one user's registration, and when the user came back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SignOut {
     pub user: String,
     pub at_us: u64,
-    /// The fault whose window holds the sign-out (its id), if any.
-    pub fault: Option<u64>,
+    /// The fault or operator command whose window holds the sign-out, if any.
+    pub cause: Option<Cause>,
     /// The first sign-in after the sign-out.
     pub back_at_us: Option<u64>,
     /// The first sign-in after the sign-out that is not in resiliency mode.
@@ -27,17 +59,32 @@ impl SignOut {
     /// When the user's time away counts from: the fault's moment of effect — its proof, or the user's own
     /// sign-out when that came first (a killed server's connections close before Docker reports it dead).
     /// A sign-out after the fault's undo (failback) counts from itself. The `reregister` metric and the bound
-    /// both count from here, so detection time is part of the outage, as a user lives it.
-    pub fn outage_start_us(&self, faults: &[Fault]) -> u64 {
-        let Some(fault) = self.fault.and_then(|id| faults.iter().find(|f| f.id == id)) else {
-            return self.at_us;
-        };
-        if fault.undone_at_us.is_some_and(|undone| self.at_us > undone) {
-            return self.at_us;
+    /// both count from here, so detection time is part of the outage, as a user lives it. An operator command
+    /// takes effect when it is answered (or at the user's sign-out, when that came first).
+    pub fn outage_start_us(&self, history: &History) -> u64 {
+        match self.cause {
+            Some(Cause::Fault(id)) => {
+                let Some(fault) = history.faults.iter().find(|f| f.id == id) else {
+                    return self.at_us;
+                };
+                if fault.undone_at_us.is_some_and(|undone| self.at_us > undone) {
+                    return self.at_us;
+                }
+                fault
+                    .effective_at_us()
+                    .min(self.at_us.max(fault.requested_at_us))
+            }
+            Some(Cause::Operator(id)) => {
+                let Some(operator) = history.operators.iter().find(|o| o.id == id) else {
+                    return self.at_us;
+                };
+                operator
+                    .done_at_us
+                    .unwrap_or(operator.requested_at_us)
+                    .min(self.at_us.max(operator.requested_at_us))
+            }
+            None => self.at_us,
         }
-        fault
-            .effective_at_us()
-            .min(self.at_us.max(fault.requested_at_us))
     }
 }
 
@@ -134,7 +181,7 @@ pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
                 out.push(SignOut {
                     user: name.clone(),
                     at_us: *at_us,
-                    fault: fault_holding(&history.faults, *at_us, settle_ms),
+                    cause: cause_holding(history, *at_us, settle_ms),
                     back_at_us,
                     full_service_at_us,
                 });
@@ -157,6 +204,28 @@ pub fn fault_holding(faults: &[Fault], at_us: u64, settle_ms: u64) -> Option<u64
         })
         .max_by_key(|f| f.requested_at_us)
         .map(|f| f.id)
+}
+
+/// The last-requested fault or operator command whose window holds `at_us`.
+pub fn cause_holding(history: &History, at_us: u64, settle_ms: u64) -> Option<Cause> {
+    let settle_us = settle_ms * 1000;
+    let faults = history.faults.iter().map(|f| {
+        let end = f
+            .undone_at_us
+            .map_or(u64::MAX, |u| u.saturating_add(settle_us));
+        (f.requested_at_us, end, Cause::Fault(f.id))
+    });
+    let operators = history.operators.iter().map(|o| {
+        let end = o
+            .done_at_us
+            .map_or(u64::MAX, |d| d.saturating_add(settle_us));
+        (o.requested_at_us, end, Cause::Operator(o.id))
+    });
+    faults
+        .chain(operators)
+        .filter(|&(from, end, _)| from <= at_us && at_us <= end)
+        .max_by_key(|&(from, _, _)| from)
+        .map(|(_, _, cause)| cause)
 }
 
 /// Checks registration continuity.
@@ -205,7 +274,7 @@ impl Checker for RegistrationContinuity {
         let mut violations = Vec::new();
         let sign_outs = sign_outs(history, self.settle_ms);
         for s in &sign_outs {
-            let Some(fault) = s.fault else {
+            let Some(cause) = s.cause else {
                 violations.push(Violation::new(
                     name,
                     Some(&s.user),
@@ -214,7 +283,7 @@ impl Checker for RegistrationContinuity {
                 ));
                 continue;
             };
-            let start_us = s.outage_start_us(&history.faults);
+            let start_us = s.outage_start_us(history);
             match s.back_at_us {
                 Some(back) if back.saturating_sub(start_us) <= bound_us => {}
                 Some(back) => violations.push(Violation::new(
@@ -222,7 +291,7 @@ impl Checker for RegistrationContinuity {
                     Some(&s.user),
                     Some(s.at_us),
                     format!(
-                        "registered again {} ms after fault {fault}, over the bound of {} ms",
+                        "registered again {} ms after {cause}, over the bound of {} ms",
                         back.saturating_sub(start_us) / 1000,
                         self.reregister_bound_ms
                     ),
@@ -232,7 +301,7 @@ impl Checker for RegistrationContinuity {
                         name,
                         Some(&s.user),
                         Some(s.at_us),
-                        format!("never registered again after fault {fault}"),
+                        format!("never registered again after {cause}"),
                     ))
                 }
                 None => undecided.push(format!(
@@ -245,7 +314,7 @@ impl Checker for RegistrationContinuity {
         }
         if self.expect_affected
             && !history.faults.is_empty()
-            && sign_outs.iter().all(|s| s.fault.is_none())
+            && sign_outs.iter().all(|s| s.cause.is_none())
         {
             undecided.push(
                 "no user was affected by any fault, so continuity across a fault was not observed"
@@ -351,6 +420,68 @@ mod tests {
         assert_eq!(v.violations().len(), 1, "{v:?}");
         assert_eq!(v.violations()[0].user.as_deref(), Some("bob"));
         assert!(v.violations()[0].what.contains("no fault was in force"));
+    }
+
+    /// bob signed out by the failback (answered at 60 s) at `signed_out_ms`, back 200 ms later.
+    fn sent_home(signed_out_ms: u64) -> History {
+        clean()
+            .operator("pool-failback", "fe-b1", 59_000, Some(60_000))
+            .observe(
+                "bob",
+                Op::RegistrationLost {
+                    reason: "register-at fe-a".into(),
+                },
+                signed_out_ms,
+            )
+            .ok(
+                "bob",
+                register(false),
+                signed_out_ms + 100,
+                signed_out_ms + 200,
+            )
+            .end(signed_out_ms + 10_000)
+            .build()
+    }
+
+    #[test]
+    fn a_sign_out_by_a_failback_belongs_to_it_within_the_settle_window() {
+        let h = sent_home(61_000);
+        assert_eq!(check(&h), Verdict::Valid);
+        let bob: Vec<SignOut> = sign_outs(&h, 5_000)
+            .into_iter()
+            .filter(|s| s.user == "bob")
+            .collect();
+        assert_eq!(bob[0].cause, Some(Cause::Operator(0)), "{bob:?}");
+        // Counted from the command's answer.
+        assert_eq!(bob[0].outage_start_us(&h), 60_000_000);
+    }
+
+    /// An operator command is done once answered: it does not stay in force for the rest of the run.
+    #[test]
+    fn an_operator_command_does_not_excuse_a_sign_out_long_after_it() {
+        let v = check(&sent_home(90_000));
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(v.violations()[0].what.contains("no fault was in force"));
+        // The same read from a history written before operator commands had their own record.
+        let legacy = clean()
+            .fault(
+                "operator:pool-failback",
+                "fe-b1",
+                59_000,
+                Some(60_000),
+                None,
+            )
+            .observe(
+                "bob",
+                Op::RegistrationLost {
+                    reason: "register-at fe-a".into(),
+                },
+                90_000,
+            )
+            .ok("bob", register(false), 90_100, 90_200)
+            .end(100_000)
+            .build();
+        assert_eq!(check(&legacy).violations().len(), 1);
     }
 
     #[test]

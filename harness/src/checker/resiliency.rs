@@ -65,10 +65,10 @@ impl Checker for ResiliencyMode {
         // While an operator's pool failover or failback runs, the pool moves these users and may turn
         // them away (Lync signs them out): that window is the transition, not resiliency mode.
         let transitions: Vec<(u64, u64)> = history
-            .faults
+            .operators
             .iter()
-            .filter(|f| f.kind == "operator:pool-failover" || f.kind == "operator:pool-failback")
-            .map(|f| (f.requested_at_us, f.verified_at_us.unwrap_or(u64::MAX)))
+            .filter(|o| o.command == "pool-failover" || o.command == "pool-failback")
+            .map(|o| (o.requested_at_us, o.done_at_us.unwrap_or(u64::MAX)))
             .collect();
         let in_mode = |user: &str, at: u64| {
             spans

@@ -160,6 +160,21 @@ fn timeline_chart(out: &mut String, report: &Report) {
             );
         }
     }
+    for o in &report.summary.operators {
+        let ox = x(o.done_ms.unwrap_or(o.at_ms) / 1000.0);
+        let what = esc(&format!(
+            "operator {} on {} ({})",
+            o.command, o.node, o.outcome
+        ));
+        let _ = write!(
+            out,
+            r##"<line class="operator" stroke="#1565c0" stroke-width="1.5" x1="{ox:.1}" y1="{top}" x2="{ox:.1}" y2="{:.1}"><title>{what}</title></line><text x="{:.1}" y="{:.1}">{}</text>"##,
+            h - bottom,
+            ox + 3.0,
+            top + 24.0,
+            esc(&o.command)
+        );
+    }
     for i in 0..=5 {
         let s = max_x * f64::from(i) / 5.0;
         let _ = write!(

@@ -61,6 +61,22 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    if !s.operators.is_empty() {
+        let _ = writeln!(out, "\n## Operator commands\n");
+        let _ = writeln!(out, "| command | node | at (ms) | done (ms) | outcome |");
+        let _ = writeln!(out, "|---|---|---:|---:|---|");
+        for o in &s.operators {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {} | {} |",
+                o.command,
+                o.node,
+                o.at_ms,
+                o.done_ms.map_or("never".to_owned(), |v| format!("{v:.1}")),
+                o.outcome
+            );
+        }
+    }
     let _ = writeln!(out, "\n## Violations\n");
     if s.violations.is_empty() {
         let _ = writeln!(out, "None.");

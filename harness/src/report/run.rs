@@ -11,7 +11,7 @@ use crate::history::{History, Op};
 use crate::latency::{self, Latencies, Metric};
 
 use super::bounds::{Bound, BoundOutcome};
-use super::summary::{Counts, FaultEntry, MetricSummary, Summary, ViolationEntry};
+use super::summary::{Counts, FaultEntry, MetricSummary, OperatorEntry, Summary, ViolationEntry};
 use super::{hgrm, html, markdown};
 
 /// Errors of writing a report directory.
@@ -103,6 +103,7 @@ impl Report {
             violations: Vec::new(),
             metrics,
             faults: history.faults.iter().map(FaultEntry::from).collect(),
+            operators: history.operators.iter().map(OperatorEntry::from).collect(),
             counts,
         };
         let mut verdict = checkers.check_each(history).verdict;
@@ -284,6 +285,26 @@ mod tests {
         insta::assert_snapshot!("invalid_summary_json", report.summary_json());
         insta::assert_snapshot!("invalid_report_md", report.markdown());
         insta::assert_snapshot!("invalid_report_html", report.html());
+    }
+
+    #[test]
+    fn operator_commands_are_listed_apart_from_the_faults() {
+        let history = clean()
+            .operator("pool-failback", "fe-b1", 40_000, Some(40_500))
+            .build();
+        let report = Report::build(&history, &checkers(), &bounds(), 5_000);
+        assert_eq!(report.summary.faults.len(), 1);
+        assert_eq!(report.summary.operators.len(), 1);
+        assert_eq!(report.summary.operators[0].command, "pool-failback");
+        assert_eq!(report.summary.operators[0].done_ms, Some(40_500.0));
+        let md = report.markdown();
+        assert!(
+            md.contains("## Operator commands") && md.contains("| pool-failback | fe-b1 |"),
+            "{md}"
+        );
+        assert!(report.html().contains(r#"class="operator""#));
+        let back: Summary = serde_json::from_str(&report.summary_json()).unwrap();
+        assert_eq!(back, report.summary);
     }
 
     #[test]

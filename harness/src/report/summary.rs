@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::checker::Violation;
-use crate::history::Fault;
+use crate::history::{Fault, OperatorOutcome, OperatorRecord};
 use crate::latency::Percentiles;
 
 /// The outcome of a run.
@@ -22,6 +22,9 @@ pub struct Summary {
     /// By metric name; every metric is present, with null percentiles when it had no sample.
     pub metrics: BTreeMap<String, MetricSummary>,
     pub faults: Vec<FaultEntry>,
+    /// The operator commands the run sent (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorEntry>,
     pub counts: Counts,
 }
 
@@ -100,6 +103,33 @@ impl From<&Fault> for FaultEntry {
             at_ms: us_to_ms(f.requested_at_us),
             verified_ms: f.verified_at_us.map(us_to_ms),
             undone_ms: f.undone_at_us.map(us_to_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorEntry {
+    pub command: String,
+    pub node: String,
+    pub at_ms: f64,
+    /// When it was answered; `null` if never.
+    pub done_ms: Option<f64>,
+    /// `ok`, `pending`, or `failed: <why>`.
+    pub outcome: String,
+}
+
+impl From<&OperatorRecord> for OperatorEntry {
+    fn from(o: &OperatorRecord) -> Self {
+        OperatorEntry {
+            command: o.command.clone(),
+            node: o.node.clone(),
+            at_ms: us_to_ms(o.requested_at_us),
+            done_ms: o.done_at_us.map(us_to_ms),
+            outcome: match &o.outcome {
+                OperatorOutcome::Ok { .. } => "ok".into(),
+                OperatorOutcome::Pending => "pending".into(),
+                OperatorOutcome::Failed { error } => format!("failed: {error}"),
+            },
         }
     }
 }
