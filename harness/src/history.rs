@@ -283,6 +283,17 @@ pub enum View {
         fes: Vec<String>,
         fes_running: Vec<String>,
     },
+    /// A Front End of paired pool `pool` on pairing: the pools whose users it serves at full service now, as
+    /// their registrar (`serves_users_of`: its own pool, and its pair's while it holds the pair failed over),
+    /// whether it is fenced (its pair holds its users), whether it holds its pair failed over, and whether it
+    /// serves the pair's users in resiliency mode (the backup registrar: persistent changes refused).
+    Pairing {
+        pool: String,
+        serves_users_of: Vec<String>,
+        fenced: bool,
+        pair_failed_over: bool,
+        resiliency: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

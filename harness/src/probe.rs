@@ -1,6 +1,7 @@
 //! Probes: each node's own view of its role (who is principal, which Front End is primary of which routing
-//! group, whether the pool serves), read from its `GET /status` through the tunnel at a steady pace and
-//! recorded in the history whenever it changes. The split-brain and quorum checkers judge these.
+//! group, whether the pool serves, whose users a paired pool serves), read from its `GET /status` through the
+//! tunnel at a steady pace and recorded in the history whenever it changes. The split-brain and quorum checkers
+//! judge these.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -159,6 +160,18 @@ pub fn views(topology: &Topology, status: &Value) -> Vec<View> {
                     .filter_map(|s| s.as_str().map(String::from))
                     .collect()
             };
+            let pairing = &status["pairing"];
+            // A paired pool's Front End says whose users it serves; one that does not say is not probed for it
+            // (the split-brain checker then says unknown for the pairing of a paired topology).
+            if pairing["serves_users_of"].is_array() {
+                out.push(View::Pairing {
+                    pool: pool.clone(),
+                    serves_users_of: strings(&pairing["serves_users_of"]),
+                    fenced: pairing["as_home"]["fence"] == "fenced",
+                    pair_failed_over: pairing["as_backup"]["pair_failed_over"] == true,
+                    resiliency: pairing["as_backup"]["resiliency_mode"] == true,
+                });
+            }
             out.push(View::PoolServing {
                 pool,
                 serving: status["serving"].as_bool().unwrap_or(false),

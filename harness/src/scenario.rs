@@ -131,7 +131,12 @@ pub struct DurabilitySpec {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SplitBrainSpec {}
+pub struct SplitBrainSpec {
+    /// Also judge the pairing: never two paired pools serving one pool's users at full service at once; the
+    /// topology must pair pools, each of which must be probed for it.
+    #[serde(default)]
+    pub pairing: bool,
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +164,16 @@ pub struct Scenario {
     pub topology: Topology,
     pub bounds: Vec<Bound>,
     pub nightly_bounds: Vec<Bound>,
+}
+
+/// The Front End pools of `topology` that have a pair, in topology order.
+fn paired_pools(topology: &Topology) -> Vec<String> {
+    topology
+        .pools
+        .iter()
+        .filter(|p| p.pool.role == topology::Role::Frontend && p.pool.pair.is_some())
+        .map(|p| p.pool.name.clone())
+        .collect()
 }
 
 impl Scenario {
@@ -190,6 +205,22 @@ impl Scenario {
         let nightly_bounds = parse(&file.nightly_bounds, "nightly_bounds")?;
         let topology_path = path.parent().unwrap_or(Path::new(".")).join(&file.topology);
         let topology = Topology::load(&topology_path)?;
+        let pairing = file
+            .checkers
+            .split_brain
+            .as_ref()
+            .is_some_and(|s| s.pairing);
+        if pairing && paired_pools(&topology).is_empty() {
+            return Err(FileError {
+                file: path.to_path_buf(),
+                line: line_of("split_brain"),
+                field: "checkers.split_brain.pairing".into(),
+                expected: format!(
+                    "a topology that pairs Front End pools ({} pairs none)",
+                    file.topology.display()
+                ),
+            });
+        }
         if let Err(e) = file.schedule.plan(0) {
             return Err(FileError {
                 file: path.to_path_buf(),
@@ -286,11 +317,30 @@ impl Scenario {
             }
             composed = composed.with(durability);
         }
-        if c.split_brain.is_some() {
-            composed = composed.with(NoSplitBrain);
+        if let Some(split_brain) = &c.split_brain {
+            composed = composed.with(NoSplitBrain {
+                paired_pools: if split_brain.pairing {
+                    paired_pools(&self.topology)
+                } else {
+                    Vec::new()
+                },
+            });
         }
         if let Some(q) = &c.quorum {
             let mut quorum = Quorum::default();
+            for node in self.topology.nodes() {
+                let name = node.name.clone();
+                quorum
+                    .sites
+                    .entry(node.site.clone())
+                    .or_default()
+                    .push(name.clone());
+                quorum
+                    .pools
+                    .entry(node.pool.clone())
+                    .or_default()
+                    .push(name);
+            }
             if let Some(settle) = q.settle_ms {
                 quorum.settle_ms = settle;
             }

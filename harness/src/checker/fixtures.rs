@@ -110,6 +110,18 @@ impl Build {
         self
     }
 
+    /// A probe of `node` that got no answer, at `at_ms` in probe round `round`.
+    pub(crate) fn unreachable_in(mut self, node: &str, at_ms: u64, round: u64) -> Build {
+        self.records.push(Record::Probe(ProbeRecord {
+            at_us: us(at_ms),
+            node: node.into(),
+            view: None,
+            error: Some("no answer within 1 s".into()),
+            round: Some(round),
+        }));
+        self
+    }
+
     pub(crate) fn fault(
         mut self,
         kind: &str,
@@ -230,6 +242,17 @@ pub(crate) fn group(group: &str, role: GroupRole, epoch: u64) -> View {
         role,
         epoch,
         accepting_writes: role == GroupRole::Primary,
+    }
+}
+
+/// What a Front End of paired pool `pool` says about pairing: it serves the users of `serves` at full service.
+pub(crate) fn pairing(pool: &str, serves: &[&str]) -> View {
+    View::Pairing {
+        pool: pool.into(),
+        serves_users_of: serves.iter().map(|p| p.to_string()).collect(),
+        fenced: false,
+        pair_failed_over: serves.iter().any(|p| *p != pool),
+        resiliency: false,
     }
 }
 

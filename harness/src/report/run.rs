@@ -204,7 +204,7 @@ mod tests {
             })
             .with(ImDelivery::default())
             .with(Durability::default())
-            .with(NoSplitBrain)
+            .with(NoSplitBrain::default())
             .with(Quorum::default())
     }
 

@@ -222,12 +222,17 @@ impl Pairing {
 
     /// How this pool serves `user` now.
     pub fn decide(&self, user: &str) -> Decision {
-        let Some(home) = self.homes.get(user) else {
-            return Decision::Other;
-        };
+        match self.homes.get(user) {
+            Some(home) => self.decide_for_home(home),
+            None => Decision::Other,
+        }
+    }
+
+    /// How this pool serves the users homed on pool `home` now (the answer is the same for each of them).
+    fn decide_for_home(&self, home: &str) -> Decision {
         let inner = self.lock();
         let now = Instant::now();
-        if *home == self.pool {
+        if home == self.pool {
             let pair = self.pair.as_deref().unwrap_or_default();
             return match inner.fence {
                 Fence::Fenced => Decision::Redirect {
@@ -245,7 +250,7 @@ impl Pairing {
                 Fence::Open => Decision::Home,
             };
         }
-        if Some(home.as_str()) != self.pair.as_deref() {
+        if Some(home) != self.pair.as_deref() {
             return Decision::Other;
         }
         if !inner.record_loaded {
@@ -277,7 +282,7 @@ impl Pairing {
         }
         if inner.watch.up(now) {
             return Decision::Redirect {
-                pool: home.clone(),
+                pool: home.to_owned(),
                 reason: format!("home pool {home} is up"),
             };
         }
@@ -1076,14 +1081,36 @@ impl Pairing {
     // ---------------------------------------------------------------------------------------------------------
     // Status and admin API.
 
+    /// The pools whose users this Front End serves at full service now, as their registrar: its own pool's
+    /// while its pool serves and it is neither fenced nor reloading them, its pair's while it holds the pair
+    /// failed over with no failover or failback in progress. Resiliency mode (the backup registrar, persistent
+    /// writes refused) is not full service. Two pools naming one pool's users at once is a split brain.
+    pub fn serves_users_of(&self) -> Vec<String> {
+        if !self.own_pool_serving() {
+            return Vec::new();
+        }
+        std::iter::once(self.pool.as_str())
+            .chain(self.pair.as_deref())
+            .filter(|home| {
+                matches!(
+                    self.decide_for_home(home),
+                    Decision::Home | Decision::Backup { resiliency: false }
+                )
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The `pairing` section of the Front End's `/status`.
     pub fn status(&self) -> Value {
         let now = Instant::now();
         let runner = self.is_runner();
+        let serves_users_of = self.serves_users_of();
         let inner = self.lock();
         json!({
             "pool": self.pool,
             "pair": self.pair,
+            "serves_users_of": serves_users_of,
             "pair_heartbeat": {
                 "up": inner.watch.up(now),
                 "missed_ms": inner.watch.missed(now).as_millis() as u64,

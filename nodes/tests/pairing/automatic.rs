@@ -3,7 +3,7 @@ use std::time::Duration;
 use poolnode::sip::message::header;
 use serde_json::json;
 
-use crate::support::{timings, Sites, PA, TOKEN};
+use crate::support::{timings, Sites, PA, PB, TOKEN};
 use crate::{code, listed, text, Ua};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,6 +18,10 @@ async fn after_automatic_failover_the_returning_pool_refuses_its_failed_over_use
             s.status("pb1")["pairing"]["pair_heartbeat"]["up"] == true
         })
         .await;
+    // Each pool serves its own users at full service, and only them.
+    let serves = |s: &Sites, node: &str| s.status(node)["pairing"]["serves_users_of"].clone();
+    assert_eq!(serves(&sites, "pa1"), json!([PA]));
+    assert_eq!(serves(&sites, "pb1"), json!([PB]));
     let mut alice = Ua::connect("alice", sites.sip("pa1")).await;
     let mut registered = alice.register(sites.sip("pa1")).await;
     for _ in 0..100 {
@@ -44,6 +48,9 @@ async fn after_automatic_failover_the_returning_pool_refuses_its_failed_over_use
     sites
         .until_fence("pa is fenced", &["pa1", "pa2"], "fenced")
         .await;
+    // pb serves pa's users as their registrar; fenced pa serves nobody's.
+    assert_eq!(serves(&sites, "pb1"), json!([PB, PA]));
+    assert_eq!(serves(&sites, "pa2"), json!([]));
     let mut alice = Ua::connect("alice", sites.sip("pa2")).await;
     let redirected = alice.register(sites.sip("pa2")).await;
     assert_eq!(code(&redirected), 301, "{}", text(&redirected));
@@ -79,6 +86,8 @@ async fn after_automatic_failover_the_returning_pool_refuses_its_failed_over_use
                 && s.status("pa1")["pairing"]["as_home"]["restored"] == true
         })
         .await;
+    assert_eq!(serves(&sites, "pa1"), json!([PA]));
+    assert_eq!(serves(&sites, "pb1"), json!([PB]));
     let mut alice = Ua::connect("alice", sites.sip("pa1")).await;
     let mut answer = alice.register(sites.sip("pa1")).await;
     for _ in 0..100 {
