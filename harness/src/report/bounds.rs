@@ -1,11 +1,20 @@
 //! Bounds a scenario declares on its summary: `<metric>.<stat> <op> "<duration>"` (`reregister.p99 <= "2s"`)
-//! or `<count> <op> <integer>` (`writes_lost == 0`). A missed bound is a violation; a bound on a metric with no
-//! sample cannot be judged and makes the verdict unknown.
+//! or `<count> <op> <integer>` (`writes_lost == 0`, `reregister.count >= 1`). A missed bound is a violation.
+//!
+//! A metric with no sample (nothing was unavailable, nobody had to sign in again):
+//! - an upper bound on a latency statistic (`<=`, `<`) holds — nobody waited longer than the bound, because
+//!   nobody waited at all: a scenario whose best outcome is "nothing happened" passes on it;
+//! - any other bound on a latency statistic (`>=`, `>`, `==`, `!=`) cannot be judged: the verdict is unknown;
+//! - `<metric>.count` is 0, a number like any count: a scenario that needs samples says so explicitly with
+//!   `<metric>.count >= 1` (for `fe-kill`, the killed server's users must have registered again), which is
+//!   missed — a violation — when there were none.
 
 use std::fmt;
 
 use crate::latency::Metric;
 
+#[cfg(test)]
+use super::summary::MetricSummary;
 use super::summary::{Counts, Summary};
 
 /// A bound that could not be parsed; the message names the bound's text.
@@ -163,6 +172,14 @@ impl Bound {
         })
     }
 
+    /// What the bound constrains, as written on its left: `reregister.p99`, `writes_lost`.
+    pub fn subject_name(&self) -> String {
+        match &self.subject {
+            Subject::Metric { metric, stat } => format!("{}.{stat}", metric.name()),
+            Subject::Count(name) => name.clone(),
+        }
+    }
+
     /// Parses every bound, stopping at the first mistake.
     pub fn parse_all<S: AsRef<str>>(texts: &[S]) -> Result<Vec<Bound>, BoundError> {
         texts.iter().map(|t| Bound::parse(t.as_ref())).collect()
@@ -191,6 +208,8 @@ impl Bound {
                         (value, format!("{}.count = {value}", metric.name()))
                     }
                     Some(value) => (value, format!("{}.{stat} = {value} ms", metric.name())),
+                    // Nobody waited, so nobody waited longer than the bound.
+                    None if matches!(self.op, CmpOp::Le | CmpOp::Lt) => return BoundOutcome::Met,
                     None => {
                         return BoundOutcome::Undecided(format!(
                             "bound `{}`: {} had no sample",
@@ -256,6 +275,130 @@ mod tests {
             150.0
         );
         assert_eq!(Bound::parse("call_setup.count >= 1").unwrap().op, CmpOp::Ge);
+    }
+
+    /// A summary whose `reregister` metric has the given samples (ms) and every other metric none.
+    fn summary(reregister_ms: &[u64], writes_lost: u64) -> Summary {
+        let metrics = Metric::ALL
+            .iter()
+            .map(|m| {
+                let mut h = crate::latency::new_histogram();
+                if *m == Metric::Reregister {
+                    for ms in reregister_ms {
+                        h.record(ms * 1000).unwrap();
+                    }
+                }
+                let p = crate::latency::percentiles(&h);
+                (m.name().to_owned(), MetricSummary::from_percentiles(p))
+            })
+            .collect();
+        Summary {
+            scenario: "s".into(),
+            seed: 1,
+            verdict: "valid".into(),
+            reason: None,
+            violations: vec![],
+            metrics,
+            faults: vec![],
+            operators: vec![],
+            counts: Counts {
+                writes_lost,
+                ..Counts::default()
+            },
+        }
+    }
+
+    fn judge(bound: &str, summary: &Summary) -> BoundOutcome {
+        Bound::parse(bound).unwrap().evaluate(summary)
+    }
+
+    #[test]
+    fn an_upper_latency_bound_without_samples_holds() {
+        // Nobody was signed out: nobody waited longer than 2 s.
+        let none = summary(&[], 0);
+        for bound in [
+            r#"reregister.p99 <= "2s""#,
+            r#"write_unavailable.p99 <= "3s""#,
+            r#"reregister.max < "1ms""#,
+        ] {
+            assert_eq!(judge(bound, &none), BoundOutcome::Met, "{bound}");
+        }
+    }
+
+    #[test]
+    fn an_upper_latency_bound_with_samples_is_judged_on_them() {
+        let some = summary(&[500, 1_000, 4_000], 0);
+        assert_eq!(judge(r#"reregister.max <= "5s""#, &some), BoundOutcome::Met);
+        match judge(r#"reregister.p99 <= "2s""#, &some) {
+            BoundOutcome::Missed(shown) => {
+                assert!(shown.starts_with("reregister.p99 = 4"), "{shown}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_required_count_of_samples_is_missed_when_there_were_none() {
+        let none = summary(&[], 0);
+        assert_eq!(
+            judge("reregister.count >= 1", &none),
+            BoundOutcome::Missed("reregister.count = 0".into())
+        );
+        assert_eq!(
+            judge("reregister.count == 0", &none),
+            BoundOutcome::Met,
+            "nobody signed out, as a scenario may require"
+        );
+        let some = summary(&[700, 900], 0);
+        assert_eq!(judge("reregister.count >= 1", &some), BoundOutcome::Met);
+        assert_eq!(
+            judge("reregister.count == 0", &some),
+            BoundOutcome::Missed("reregister.count = 2".into())
+        );
+    }
+
+    #[test]
+    fn a_lower_or_exact_latency_bound_without_samples_is_undecided() {
+        // "at least 300 ms" needs a sample to be seen at all: unknown, never met.
+        let none = summary(&[], 0);
+        for bound in [
+            r#"reregister.p50 >= "300ms""#,
+            r#"reregister.p50 > "0ms""#,
+            "reregister.max == 0",
+            "reregister.max != 0",
+        ] {
+            match judge(bound, &none) {
+                BoundOutcome::Undecided(why) => {
+                    assert!(why.contains("reregister had no sample"), "{why}")
+                }
+                other => panic!("{bound}: {other:?}"),
+            }
+        }
+        let some = summary(&[200], 0);
+        assert!(matches!(
+            judge(r#"reregister.p50 >= "300ms""#, &some),
+            BoundOutcome::Missed(_)
+        ));
+        assert_eq!(
+            judge(r#"reregister.p50 >= "100ms""#, &some),
+            BoundOutcome::Met
+        );
+    }
+
+    #[test]
+    fn counts_are_judged_as_numbers() {
+        assert_eq!(
+            judge("writes_lost == 0", &summary(&[], 0)),
+            BoundOutcome::Met
+        );
+        assert_eq!(
+            judge("writes_lost == 0", &summary(&[], 3)),
+            BoundOutcome::Missed("writes_lost = 3".into())
+        );
+        assert_eq!(
+            judge("writes_lost <= 3", &summary(&[], 3)),
+            BoundOutcome::Met
+        );
     }
 
     #[test]

@@ -308,13 +308,17 @@ mod tests {
     }
 
     #[test]
-    fn a_bound_on_a_metric_without_samples_is_unknown() {
-        let bounds = Bound::parse_all(&[
-            r#"presence_visible.p99 <= "1h""#,
-            r#"write_unavailable.max <= "1s""#,
-        ])
-        .unwrap();
-        let report = Report::build(&clean().build(), &checkers(), &bounds, 5_000);
+    fn an_upper_bound_without_samples_holds_and_a_lower_one_is_unknown() {
+        // Nothing was unavailable: nobody waited longer than a second.
+        let upper = Bound::parse_all(&[r#"write_unavailable.max <= "1s""#]).unwrap();
+        let report = Report::build(&clean().build(), &checkers(), &upper, 5_000);
+        assert_eq!(
+            report.summary.verdict, "valid",
+            "{:?}",
+            report.summary.reason
+        );
+        let lower = Bound::parse_all(&[r#"write_unavailable.p50 >= "1ms""#]).unwrap();
+        let report = Report::build(&clean().build(), &checkers(), &lower, 5_000);
         assert_eq!(report.summary.verdict, "unknown");
         assert!(report
             .summary
@@ -322,6 +326,9 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("write_unavailable had no sample"));
+        let required = Bound::parse_all(&["write_unavailable.count >= 1"]).unwrap();
+        let report = Report::build(&clean().build(), &checkers(), &required, 5_000);
+        assert_eq!(report.summary.verdict, "invalid");
     }
 
     #[test]
