@@ -27,6 +27,7 @@
 //! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
 //! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency.
+//! - [`claims`]: a scenario's claim in parts, each naming the checker or bound that judges it.
 //! - [`latency`]: failover latency metrics derived from a history, as HdrHistograms per fault and overall.
 //! - [`report`]: the directory a run leaves (summary, .hgrm, HTML, Markdown), bounds, and comparing two runs.
 //! - [`probe`]: each node's view of its role over time, read from its status and recorded on change.
@@ -38,6 +39,7 @@
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
 pub mod checker;
+pub mod claims;
 pub mod exit;
 pub mod fault;
 pub mod history;

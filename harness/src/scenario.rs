@@ -35,6 +35,7 @@ use crate::checker::{
     CallsEnd, Composed, Durability, ImDelivery, NoSplitBrain, Quorum, RegistrationContinuity,
     ResiliencyMode,
 };
+use crate::claims::{self, ClaimPart};
 use crate::report::Bound;
 use crate::schedule::ScheduleSpec;
 use crate::topology::{self, FileError, Topology};
@@ -48,6 +49,9 @@ pub struct ScenarioFile {
     /// What the scenario proves, in a sentence: shown in reports and test output.
     #[serde(default)]
     pub claim: String,
+    /// The claim in parts, each naming the checker or bound that judges it (see [`crate::claims`]).
+    #[serde(default)]
+    pub claim_part: Vec<ClaimPart>,
     /// The topology file, relative to the scenario file.
     pub topology: PathBuf,
     #[serde(default)]
@@ -229,13 +233,45 @@ impl Scenario {
                 expected: e.to_string(),
             });
         }
-        Ok(Scenario {
+        let scenario = Scenario {
             path: path.to_path_buf(),
             file,
             topology,
             bounds,
             nightly_bounds,
-        })
+        };
+        let checkers = scenario.checkers().names();
+        for (i, part) in scenario.file.claim_part.iter().enumerate() {
+            if let Some(why) =
+                claims::unchecked(part, &checkers, &scenario.bounds, &scenario.nightly_bounds)
+            {
+                // The line of this part's `checked_by`, after its `[[claim_part]]` header.
+                let header = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| l.trim_start().starts_with("[[claim_part]]"))
+                    .nth(i)
+                    .map(|(n, _)| n);
+                let line = header
+                    .and_then(|h| {
+                        text.lines()
+                            .enumerate()
+                            .skip(h + 1)
+                            .take_while(|(_, l)| !l.trim_start().starts_with('['))
+                            .find(|(_, l)| l.trim_start().starts_with("checked_by"))
+                            .map(|(n, _)| n + 1)
+                            .or(Some(h + 1))
+                    })
+                    .unwrap_or(0);
+                return Err(FileError {
+                    file: path.to_path_buf(),
+                    line,
+                    field: format!("claim_part[{i}].checked_by"),
+                    expected: why,
+                });
+            }
+        }
+        Ok(scenario)
     }
 
     /// Draws as many random faults as fit in `length_ms` (the nightly run's `--duration`), keeping the
@@ -414,6 +450,34 @@ mod tests {
         let e = Scenario::load(&write(&dir, "bound.toml", &bad_bound)).unwrap_err();
         assert_eq!(e.field, "bounds", "{e}");
         assert!(e.to_string().contains("bound.toml:3: bounds"), "{e}");
+        let parts = format!(
+            "{}[[claim_part]]\nsays = \"IMs arrive\"\nchecked_by = [\"im\", \"bound:ims_lost\"]\n",
+            good.replace("[schedule]", "bounds = [\"ims_lost == 0\"]\n[schedule]")
+        );
+        let s = Scenario::load(&write(&dir, "parts.toml", &parts)).unwrap();
+        assert_eq!(s.file.claim_part[0].checked_by.len(), 2);
+        let unrun = format!(
+            "{parts}[[claim_part]]\nsays = \"nobody signed out\"\nchecked_by = [\"registration\"]\n"
+        );
+        let e = Scenario::load(&write(&dir, "unrun.toml", &unrun)).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (12, "claim_part[1].checked_by"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("checker `registration`, which the scenario does not run"),
+            "{e}"
+        );
+        let unnamed = format!("{parts}[[claim_part]]\nsays = \"nobody signed out\"\n");
+        let e = Scenario::load(&write(&dir, "unnamed.toml", &unnamed)).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (10, "claim_part[1].checked_by"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("names no checker or bound"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

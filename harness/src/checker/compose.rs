@@ -37,6 +37,11 @@ impl Composed {
         self
     }
 
+    /// The names of the checkers, in the order they run.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.checkers.iter().map(|c| c.name()).collect()
+    }
+
     /// Runs every checker; with no checker at all it says unknown, since nothing was judged.
     pub fn check_each(&self, history: &History) -> ComposedVerdict {
         let by_checker: Vec<(&'static str, Verdict)> = self
