@@ -23,6 +23,9 @@ pub struct ImageSpec {
     pub binary: &'static str,
     /// The Dockerfile text (also kept in `docker/` for readers); part of the tag's hash.
     pub dockerfile: &'static str,
+    /// Cargo features the binary is built with (`package/feature`), in a target directory of their own
+    /// (`<target>/<its name>`) so the default build is never rebuilt by turns with it.
+    pub features: Option<(&'static str, &'static str)>,
 }
 
 /// The reference pool: every role as a subcommand of `poolnode`.
@@ -31,6 +34,18 @@ pub const POOLNODE: ImageSpec = ImageSpec {
     package: "poolnode",
     binary: "poolnode",
     dockerfile: include_str!("../../docker/poolnode.Dockerfile"),
+    features: None,
+};
+
+/// The known-bad pool: `poolnode` built with the feature `defects`, which plants the one defect its
+/// `POOLNODE_DEFECT` names. Never one of [`ALL`]: built only by [`ensure_defects`], when a run asks for a
+/// defect (`RunOptions::defect`, `poolchaos run --defect`), so the default image cannot carry a defect.
+pub const POOLNODE_DEFECTS: ImageSpec = ImageSpec {
+    repository: "poolchaos/poolnode-defects",
+    package: "poolnode",
+    binary: "poolnode",
+    dockerfile: include_str!("../../docker/poolnode.Dockerfile"),
+    features: Some(("defects", "poolnode/defects")),
 };
 
 /// The Toxiproxy-compatible fault proxy.
@@ -39,6 +54,7 @@ pub const TOXIPROXY: ImageSpec = ImageSpec {
     package: "faultproxy",
     binary: "faultproxy",
     dockerfile: include_str!("../../docker/toxiproxy.Dockerfile"),
+    features: None,
 };
 
 /// Every image a run needs.
@@ -136,6 +152,14 @@ pub fn ensure(workspace: &Path) -> Result<Vec<Image>, ImageError> {
         .collect()
 }
 
+/// Builds the known-bad pool's image ([`POOLNODE_DEFECTS`]) if its content changed: one more static release
+/// build, in its own target directory.
+pub fn ensure_defects(workspace: &Path) -> Result<Image, ImageError> {
+    docker_reachable()?;
+    build_static_binaries(workspace, &[POOLNODE_DEFECTS])?;
+    ensure_image(workspace, POOLNODE_DEFECTS)
+}
+
 /// Checks the Docker engine answers, so the first error a user sees says what to do.
 pub fn docker_reachable() -> Result<(), ImageError> {
     let out = Command::new("docker")
@@ -151,16 +175,29 @@ pub fn docker_reachable() -> Result<(), ImageError> {
     }
 }
 
+/// Builds the binaries of `specs`, which all have the same features (hence the same target directory).
 fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), ImageError> {
+    let features = specs.first().and_then(|s| s.features);
+    assert!(
+        specs.iter().all(|s| s.features == features),
+        "one cargo build per set of features"
+    );
     let mut args = vec!["build", "--release", "--locked", "--target", STATIC_TARGET];
     for spec in specs {
         args.extend(["-p", spec.package, "--bin", spec.binary]);
+    }
+    if let Some((_, feature)) = features {
+        args.extend(["--features", feature]);
     }
     eprintln!(
         "poolchaos: building static binaries: cargo {}",
         args.join(" ")
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if let Some((dir, _)) = features {
+        cargo.env("CARGO_TARGET_DIR", target_dir(workspace).join(dir));
+    }
+    let status = cargo
         .args(&args)
         .current_dir(workspace)
         .env(
@@ -182,13 +219,17 @@ fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), Im
 
 /// The path of a static binary after [`ensure`] built it.
 pub fn static_binary(workspace: &Path, spec: ImageSpec) -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+    let mut dir = target_dir(workspace);
+    if let Some((features_dir, _)) = spec.features {
+        dir = dir.join(features_dir);
+    }
+    dir.join(STATIC_TARGET).join("release").join(spec.binary)
+}
+
+fn target_dir(workspace: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    target_dir
-        .join(STATIC_TARGET)
-        .join("release")
-        .join(spec.binary)
+        .unwrap_or_else(|| workspace.join("target"))
 }
 
 fn ensure_image(workspace: &Path, spec: ImageSpec) -> Result<Image, ImageError> {
@@ -296,8 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn the_known_bad_pool_is_its_own_image_and_build() {
+        assert!(!ALL.contains(&POOLNODE_DEFECTS));
+        assert_ne!(POOLNODE_DEFECTS.repository, POOLNODE.repository);
+        let root = Path::new("/w");
+        assert_ne!(
+            static_binary(root, POOLNODE_DEFECTS),
+            static_binary(root, POOLNODE)
+        );
+    }
+
+    #[test]
     fn every_dockerfile_starts_from_scratch() {
-        for spec in ALL {
+        for spec in ALL.into_iter().chain([POOLNODE_DEFECTS]) {
             assert!(
                 spec.dockerfile.lines().any(|l| l.trim() == "FROM scratch"),
                 "{} must be FROM scratch: no registry can be reached",

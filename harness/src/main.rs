@@ -69,6 +69,10 @@ enum Command {
         /// Also judge the scenario's nightly bounds (the goal figures).
         #[arg(long)]
         nightly: bool,
+        /// Run the known-bad pool with this defect planted (the image built with `poolnode`'s `defects`
+        /// feature; the names are in `nodes/src/defects.rs`): the verdict should be `invalid`.
+        #[arg(long)]
+        defect: Option<String>,
     },
     /// Work with report directories (see `poolchaos report compare --help`).
     Report {
@@ -330,7 +334,8 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
             seed,
             out,
             nightly,
-        } => run_scenario(&scenario, seed, out, nightly, None).await,
+            defect,
+        } => run_scenario(&scenario, seed, out, nightly, None, defect).await,
         Command::Nightly {
             duration,
             seed,
@@ -345,7 +350,7 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
                 as u64;
             let out =
                 out.or_else(|| seed.map(|s| PathBuf::from("reports").join(format!("nightly-{s}"))));
-            run_scenario(&scenario, seed, out, true, Some((length, duration))).await
+            run_scenario(&scenario, seed, out, true, Some((length, duration)), None).await
         }
         Command::Images | Command::Version | Command::Report { .. } => {
             unreachable!("handled without a runtime")
@@ -361,6 +366,7 @@ async fn run_scenario(
     out: Option<PathBuf>,
     nightly: bool,
     stretch: Option<(u64, String)>,
+    defect: Option<String>,
 ) -> anyhow::Result<i32> {
     let seed = seed.unwrap_or_else(rand::random);
     println!("seed={seed}");
@@ -375,7 +381,15 @@ async fn run_scenario(
     }
     let out =
         out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{seed}", scenario.name())));
-    let opts = poolchaos::runner::RunOptions { seed, out, nightly };
+    if let Some(d) = &defect {
+        replay.push_str(&format!(" --defect {d}"));
+    }
+    let opts = poolchaos::runner::RunOptions {
+        seed,
+        out,
+        nightly,
+        defect,
+    };
     match poolchaos::runner::run(&scenario, &opts).await {
         Ok(outcome) => {
             println!("verdict: {}", outcome.verdict.name());

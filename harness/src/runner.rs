@@ -27,6 +27,10 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Also judge the scenario's `nightly_bounds` (the goal figures).
     pub nightly: bool,
+    /// Run the known-bad pool instead of the sound one: the image built with the `defects` feature, each
+    /// node planting this defect (`POOLNODE_DEFECT`). For the harness's own tests (`tests/tests/known_bad.rs`):
+    /// a checker proven to catch a planted bug.
+    pub defect: Option<String>,
 }
 
 /// What a run ended with.
@@ -171,8 +175,13 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, R
         scenario.name(),
         schedule::describe(opts.seed, &plan)
     );
+    let defect_arg = opts
+        .defect
+        .as_ref()
+        .map(|d| format!(" --defect {d}"))
+        .unwrap_or_default();
     eprintln!(
-        "poolchaos: replay with `{}`",
+        "poolchaos: replay with `{}{defect_arg}`",
         replay_command(&scenario.path, opts.seed)
     );
     std::fs::create_dir_all(&opts.out).map_err(|e| RunError::Out(opts.out.clone(), e))?;
@@ -181,7 +190,12 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, R
     // where, instead of holding a CI run until its own timeout. Dropping a cluster removes its containers.
     let cluster = match tokio::time::timeout(
         START_BUDGET,
-        Cluster::up(scenario.topology.clone(), opts.seed),
+        Cluster::up_planted(
+            scenario.topology.clone(),
+            opts.seed,
+            crate::runtime::cluster::Owner::Process,
+            opts.defect.clone(),
+        ),
     )
     .await
     {

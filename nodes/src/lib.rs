@@ -34,10 +34,12 @@
 //! - [`pairing`]: pool pairing and disaster recovery: the heartbeat between paired pools, the backup service
 //!   (each pool's Back End copied to its pair's), the backup registrar and resiliency mode, operator and
 //!   automatic pool failover and failback with fencing, the management store's location ([`pairing::Pairing`]).
+//! - [`defects`]: known-bad pools (cargo feature `defects` only): which defects exist and how one is planted.
 
 pub mod admin;
 pub mod backend;
 pub mod cluster;
+pub mod defects;
 pub mod director;
 pub mod edge;
 pub mod frontend;

@@ -180,6 +180,12 @@ struct FrontendArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(defect) = poolnode::defects::plant().map_err(anyhow::Error::msg)? {
+        eprintln!(
+            "poolnode: known-bad build, defect {} planted",
+            defect.name()
+        );
+    }
     match cli.command {
         Command::Version => println!("{}", poolnode::version::line()),
         Command::Frontend(args) if !args.standalone => {

@@ -46,7 +46,12 @@ fn run(scenario: &Scenario) -> Result<(), Failed> {
     let out = target_dir()
         .join("suites")
         .join(format!("{}-{seed}", scenario.name()));
-    let opts = RunOptions { seed, out, nightly };
+    let opts = RunOptions {
+        seed,
+        out,
+        nightly,
+        defect: None,
+    };
     eprintln!("{}: {}", scenario.name(), scenario.file.claim);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -72,6 +72,8 @@ pub struct Cluster {
     pub admin_token: String,
     /// The cluster description every node gets (`POOLNODE_CLUSTER`).
     cluster_json: String,
+    /// The defect every pool node plants (`POOLNODE_DEFECT`), for a run of the known-bad pool.
+    defect: Option<String>,
     owner: Owner,
     /// Whether dropping this value removes the run: true for the process that started it in the foreground;
     /// false after `down`, for a detached run (`poolchaos up`), and for a run attached to by another command.
@@ -99,11 +101,41 @@ impl Cluster {
         seed: u64,
         owner: Owner,
     ) -> Result<Cluster, RuntimeError> {
+        Cluster::up_planted(topology, seed, owner, None).await
+    }
+
+    /// As [`Cluster::up_owned`]; with a `defect`, the pool's nodes run the known-bad pool
+    /// ([`images::POOLNODE_DEFECTS`], built here if needed) and plant that defect (`POOLNODE_DEFECT`).
+    pub async fn up_planted(
+        topology: Topology,
+        seed: u64,
+        owner: Owner,
+        defect: Option<String>,
+    ) -> Result<Cluster, RuntimeError> {
         let docker = docker::connect().await?;
         let t0 = Instant::now();
-        let built = tokio::task::spawn_blocking(|| images::ensure(&images::workspace_root()))
-            .await
-            .map_err(|e| RuntimeError::Other(format!("join the image build: {e}")))??;
+        let planted = defect.is_some();
+        let built = tokio::task::spawn_blocking(move || {
+            let root = images::workspace_root();
+            let mut built = images::ensure(&root)?;
+            if planted {
+                let bad = images::ensure_defects(&root)?;
+                eprintln!(
+                    "poolchaos: the pool runs the known-bad image {}",
+                    bad.reference()
+                );
+                // The known-bad image stands in for the pool's.
+                for image in &mut built {
+                    if image.spec == images::POOLNODE {
+                        image.tag = bad.tag.clone();
+                        image.spec = images::POOLNODE_DEFECTS;
+                    }
+                }
+            }
+            Ok::<_, images::ImageError>(built)
+        })
+        .await
+        .map_err(|e| RuntimeError::Other(format!("join the image build: {e}")))??;
         let images_took = t0.elapsed();
         let run = new_run_id();
         info!(run = %run, topology = %topology.name, "starting");
@@ -114,6 +146,7 @@ impl Cluster {
             topology,
             admin_token,
             cluster_json,
+            defect,
             docker,
             networks: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -129,9 +162,12 @@ impl Cluster {
         let t1 = Instant::now();
         cluster.create_networks().await?;
         let image_of = |spec: images::ImageSpec| -> String {
+            let wanted = |i: &&Image| {
+                i.spec == spec || (spec == images::POOLNODE && i.spec == images::POOLNODE_DEFECTS)
+            };
             built
                 .iter()
-                .find(|i: &&Image| i.spec == spec)
+                .find(wanted)
                 .map(Image::reference)
                 .expect("images::ensure returns every image of images::ALL")
         };
@@ -173,6 +209,7 @@ impl Cluster {
             topology,
             admin_token,
             cluster_json,
+            defect: None,
             docker,
             networks: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -523,15 +560,23 @@ impl Cluster {
                 )
             })
             .collect();
+        let mut env = vec![
+            format!("{}={}", roles::NODE_ENV, handle.name),
+            format!("{}={}", roles::CLUSTER_ENV, self.cluster_json),
+            "RUST_LOG=info".to_string(),
+        ];
+        if let Some(defect) = self
+            .defect
+            .as_ref()
+            .filter(|_| handle.launch.image == images::POOLNODE)
+        {
+            env.push(format!("{}={defect}", roles::DEFECT_ENV));
+        }
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: Some(handle.launch.cmd.clone()),
             hostname: Some(handle.name.clone()),
-            env: Some(vec![
-                format!("{}={}", roles::NODE_ENV, handle.name),
-                format!("{}={}", roles::CLUSTER_ENV, self.cluster_json),
-                "RUST_LOG=info".to_string(),
-            ]),
+            env: Some(env),
             labels: Some(node_labels),
             exposed_ports: Some(exposed.into_keys().collect()),
             host_config: Some(HostConfig {

@@ -16,6 +16,8 @@ pub const PEER_PORT: u16 = 5070;
 /// The environment variables a node reads: the cluster description (JSON) and its own name.
 pub const CLUSTER_ENV: &str = "POOLNODE_CLUSTER";
 pub const NODE_ENV: &str = "POOLNODE_NODE";
+/// The defect a node of the known-bad pool plants (only its image, `poolchaos/poolnode-defects`, knows it).
+pub const DEFECT_ENV: &str = "POOLNODE_DEFECT";
 /// The fault proxy's HTTP API.
 pub const PROXY_API_PORT: u16 = 8474;
 /// First port the fault proxy listens on for proxied links; link `i` gets `PROXY_LINK_PORT_BASE + i`.
