@@ -20,12 +20,12 @@ pub enum Defect {
     FailbackWithoutFence,
     /// The backup service skips its last pass before a failback: changes made on the backup pool are lost.
     BackupLastPassDropped,
-    /// A secondary promotes itself when the primary is silent, without asking the pool's quorum.
-    PromoteWithoutQuorum,
+    /// A Front End pool counts its quorum against half its size rounded down: one of three keeps serving.
+    ServesBelowQuorum,
     /// One relayed IM in 50 is dropped, yet its sender gets `200 OK`.
     ImDroppedOneIn50,
-    /// A Front End that rebuilds its routing groups on return drops the users' bindings.
-    BindingsForgottenOnRebuild,
+    /// When one leg of a call is lost, the call is ended but the other end is never sent its BYE.
+    NoByeOnLostLeg,
     /// When a Front End of the pool dies, every other Front End signs its own users out too.
     SignOutOnPeerDeath,
     /// A Back End principal that lost both its witness and its mirror keeps serving.
@@ -38,9 +38,9 @@ impl Defect {
         Defect::AckBeforeReplicate,
         Defect::FailbackWithoutFence,
         Defect::BackupLastPassDropped,
-        Defect::PromoteWithoutQuorum,
+        Defect::ServesBelowQuorum,
         Defect::ImDroppedOneIn50,
-        Defect::BindingsForgottenOnRebuild,
+        Defect::NoByeOnLostLeg,
         Defect::SignOutOnPeerDeath,
         Defect::PrincipalServesWithoutQuorum,
     ];
@@ -51,9 +51,9 @@ impl Defect {
             Defect::AckBeforeReplicate => "ack-before-replicate",
             Defect::FailbackWithoutFence => "failback-without-fence",
             Defect::BackupLastPassDropped => "backup-last-pass-dropped",
-            Defect::PromoteWithoutQuorum => "promote-without-quorum",
+            Defect::ServesBelowQuorum => "serves-below-quorum",
             Defect::ImDroppedOneIn50 => "im-dropped-one-in-50",
-            Defect::BindingsForgottenOnRebuild => "bindings-forgotten-on-rebuild",
+            Defect::NoByeOnLostLeg => "no-bye-on-lost-leg",
             Defect::SignOutOnPeerDeath => "sign-out-on-peer-death",
             Defect::PrincipalServesWithoutQuorum => "principal-serves-without-quorum",
         }

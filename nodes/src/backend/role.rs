@@ -23,6 +23,7 @@ use serde::Serialize;
 use super::protocol::{NodeView, WitnessView};
 use super::store::{DurableRole, Meta};
 use crate::cluster::Timings;
+use crate::defects::{self, Defect};
 
 /// The role a node reports: a principal that lost quorum (or has not yet found it after a restart) is `stopped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,6 +139,11 @@ impl RoleState {
             return false;
         }
         if self.settings.has_witness {
+            if defects::active(Defect::PrincipalServesWithoutQuorum) {
+                // The bug: the lease is taken once and never checked again, so a principal cut from its mirror and
+                // its witness serves on while the mirror is promoted.
+                return self.lease_until.is_some();
+            }
             self.lease_until.is_some_and(|t| now < t)
         } else {
             // No lease without a witness, but a restarted principal first gives its partner a chance to tell it

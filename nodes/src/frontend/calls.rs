@@ -28,6 +28,7 @@ use super::pool::wire::{Answer, Call};
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
 use crate::cluster::{ClusterConfig, SIP_PORT};
+use crate::defects::{self, Defect};
 use crate::director::Resolver;
 use crate::mediation::dialog::reason_of;
 use crate::mediation::{number_of, Leg, Link, OnRequest};
@@ -751,7 +752,11 @@ impl FrontEnd {
             if !lost_client && !lost_mediation {
                 continue;
             }
-            if self.calls.end(&entry) && lost_client != lost_mediation {
+            // The bug (a known-bad pool only): the call is ended here, but the end still there is never told.
+            if self.calls.end(&entry)
+                && lost_client != lost_mediation
+                && !defects::active(Defect::NoByeOnLostLeg)
+            {
                 // Tell the end that is still there.
                 let toward_client = lost_mediation;
                 let cseq = entry.cseq.fetch_add(1, Ordering::Relaxed);

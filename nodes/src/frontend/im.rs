@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
+use crate::defects::{self, Defect};
 use crate::sip::message::{self, header, name, value};
 use crate::sip::{Peer, Reply, RequestError, Transport};
 
@@ -100,6 +101,13 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
     }
     if relayed.is_empty() {
         return Reply::Response(message::response(&request, 480, "Temporarily Unavailable"));
+    }
+    if defects::active(Defect::ImDroppedOneIn50) {
+        // The bug: a relay that counts its messages and, every 50th, answers before handing it on — and never does.
+        static RELAYED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if RELAYED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 50 == 49 {
+            return Reply::Response(message::response(&request, 200, "OK"));
+        }
     }
     let timeout = fe.config.im_answer_timeout;
     let pool = fe.pool().cloned();

@@ -38,6 +38,7 @@ use crate::admin::AdminApi;
 use crate::backend::operator::http_json;
 use crate::backend::{BackendClient, Batch, Op, UserRecord};
 use crate::cluster::{ClusterConfig, Timings, ADMIN_PORT, SIP_PORT};
+use crate::defects::{self, Defect};
 use crate::frontend::store::{now_unix_ms, UserView, Write};
 use crate::frontend::FrontEnd;
 use crate::sip::message::{self, header, uri_in, user_of};
@@ -589,6 +590,9 @@ impl Pairing {
                     .then_some(false)
                 }),
             };
+            // The bug of a known-bad pool: the pair's answer is read as "not failed over" whatever it says, so a
+            // home pool back from a site loss reloads and serves its users while its pair still holds them.
+            let said = said.map(|fenced| fenced && !defects::active(Defect::FailbackWithoutFence));
             match said {
                 Some(true) => {
                     if inner.fence != Fence::Fenced {
@@ -992,7 +996,13 @@ impl Pairing {
                 .pool(&pair)
                 .and_then(|p| p.backend.clone())
                 .unwrap_or_default();
-            if let Some(home) = &self.pair_backend {
+            // The bug of a known-bad pool: the last copy to the home pool's Back End is skipped, so the home pool
+            // reloads what its Back End held before it was lost.
+            let home = self
+                .pair_backend
+                .as_ref()
+                .filter(|_| !defects::active(Defect::BackupLastPassDropped));
+            if let Some(home) = home {
                 for chunk in records.chunks(USERS_PER_BATCH) {
                     home.write(Batch::new(chunk.iter().cloned().map(Op::PutUser).collect()))
                         .await

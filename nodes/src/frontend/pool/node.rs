@@ -18,6 +18,7 @@ use super::replication::{GroupConfig, Member, Replica, Slot};
 use super::wire::{self, Answer, Call, Callee, LinkFaults, Links};
 use crate::admin::AdminApi;
 use crate::cluster::{ClusterConfig, Timings, PEER_PORT};
+use crate::defects::{self, Defect};
 use crate::frontend::calls::CallSettings;
 use crate::frontend::error::{FrontEndError, PoolError};
 use crate::frontend::server::{FrontEnd, FrontEndConfig};
@@ -306,6 +307,13 @@ impl Pool {
             };
         }
         let votes = quorum::votes(&running, self.settings.backend_vote.vote());
+        if defects::active(Defect::ServesBelowQuorum) {
+            // The bug: quorum counted against half the pool rounded down, so one Front End of three is "half".
+            let up = running.iter().filter(|r| **r).count();
+            if up >= running.len() / 2 {
+                return Verdict::Serving;
+            }
+        }
         if votes.has_quorum() || recovered {
             Verdict::Serving
         } else {
@@ -462,6 +470,9 @@ impl Pool {
 
     /// One heartbeat round: a call to every peer, each answer recorded; then the formation is brought up to date.
     fn heartbeat(self: &Arc<Self>) {
+        if defects::active(Defect::SignOutOnPeerDeath) {
+            self.send_everyone_away_when_a_peer_dies();
+        }
         let report = self.report();
         for node in &self.settings.nodes {
             if *node == self.me.node {
@@ -482,6 +493,37 @@ impl Pool {
             });
         }
         self.update_formation();
+    }
+
+    /// The bug of [`Defect::SignOutOnPeerDeath`]: when a peer is found dead, the notice that should send the dead
+    /// peer's users to register again goes to every client connected here.
+    fn send_everyone_away_when_a_peer_dies(&self) {
+        static ALIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let alive: Vec<String> = self
+            .settings
+            .nodes
+            .iter()
+            .filter(|n| **n != self.me.node && self.membership.alive(n))
+            .cloned()
+            .collect();
+        let died = {
+            let mut before = ALIVE.lock().unwrap_or_else(|e| e.into_inner());
+            let died = before.iter().any(|n| !alive.contains(n));
+            *before = alive;
+            died
+        };
+        let Some(frontend) = self.frontend().filter(|_| died) else {
+            return;
+        };
+        let pool = self.settings.pool.clone();
+        for (user, contact, peer) in frontend.locations.all() {
+            let body = crate::pairing::gate::notice_body(false, &pool, Some(&pool));
+            tokio::spawn(async move {
+                if let Some(notice) = crate::pairing::gate::notice(&user, &contact, body) {
+                    let _ = peer.request(notice, Duration::from_secs(5)).await;
+                }
+            });
+        }
     }
 
     /// Expires what is past its time in every replica; a primary tells watchers of the users concerned.

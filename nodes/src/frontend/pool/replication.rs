@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::node::Pool;
 use super::placement::{group_name, replicas_min, GroupId};
 use super::wire::{Answer, Call};
+use crate::defects::{self, Defect};
 use crate::frontend::store::{UserStore, Write};
 
 /// One Front End process: a node name and the incarnation (random per start) that tells a restart apart.
@@ -366,6 +367,30 @@ impl Pool {
         }
         let sent_at = Instant::now();
         let timeout = self.settings.failure_timeout;
+        if defects::active(Defect::AckBeforeReplicate) {
+            // The bug: the client is answered once the primary applied the write; the secondaries get it with the
+            // next batch, a second later, so a primary lost meanwhile takes acknowledged writes with it.
+            drop(order);
+            let pool = self.clone();
+            self.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                for member in targets {
+                    let call = Call::Replicate {
+                        group,
+                        epoch,
+                        seq,
+                        writes: writes.clone(),
+                        now_unix_ms,
+                        from: pool.me.clone(),
+                        to_incarnation: member.incarnation,
+                    };
+                    if let Ok(Answer::Gap) = pool.links.call(&member.node, call, timeout).await {
+                        pool.resync(group, member).await;
+                    }
+                }
+            });
+            return Answer::Committed { applied, view };
+        }
         let (acks, mut acked) = mpsc::channel(targets.len());
         for member in targets {
             let wait = self.links.call(
