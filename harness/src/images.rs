@@ -152,12 +152,18 @@ pub fn ensure(workspace: &Path) -> Result<Vec<Image>, ImageError> {
         .collect()
 }
 
-/// Builds the known-bad pool's image ([`POOLNODE_DEFECTS`]) if its content changed: one more static release
-/// build, in its own target directory.
-pub fn ensure_defects(workspace: &Path) -> Result<Image, ImageError> {
+/// The images of a run of the known-bad pool: [`POOLNODE_DEFECTS`] (one more static release build, in its own
+/// target directory) and every image of [`ALL`] but the sound pool's, each built if its content changed.
+pub fn ensure_known_bad(workspace: &Path) -> Result<Vec<Image>, ImageError> {
     docker_reachable()?;
+    let others: Vec<ImageSpec> = ALL.into_iter().filter(|s| *s != POOLNODE).collect();
+    build_static_binaries(workspace, &others)?;
     build_static_binaries(workspace, &[POOLNODE_DEFECTS])?;
-    ensure_image(workspace, POOLNODE_DEFECTS)
+    others
+        .into_iter()
+        .chain([POOLNODE_DEFECTS])
+        .map(|spec| ensure_image(workspace, spec))
+        .collect()
 }
 
 /// Checks the Docker engine answers, so the first error a user sees says what to do.

@@ -186,6 +186,15 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, R
     );
     std::fs::create_dir_all(&opts.out).map_err(|e| RunError::Out(opts.out.clone(), e))?;
 
+    if opts.defect.is_some() {
+        // The known-bad image is one more static release build (minutes), outside the start budget.
+        tokio::task::spawn_blocking(|| {
+            crate::images::ensure_known_bad(&crate::images::workspace_root())
+        })
+        .await
+        .map_err(|e| RuntimeError::Other(format!("join the image build: {e}")))?
+        .map_err(RuntimeError::from)?;
+    }
     // Every step below is bounded: a hung Docker call or harness step ends the run with an error that says
     // where, instead of holding a CI run until its own timeout. Dropping a cluster removes its containers.
     let cluster = match tokio::time::timeout(

@@ -117,22 +117,11 @@ impl Cluster {
         let planted = defect.is_some();
         let built = tokio::task::spawn_blocking(move || {
             let root = images::workspace_root();
-            let mut built = images::ensure(&root)?;
             if planted {
-                let bad = images::ensure_defects(&root)?;
-                eprintln!(
-                    "poolchaos: the pool runs the known-bad image {}",
-                    bad.reference()
-                );
-                // The known-bad image stands in for the pool's.
-                for image in &mut built {
-                    if image.spec == images::POOLNODE {
-                        image.tag = bad.tag.clone();
-                        image.spec = images::POOLNODE_DEFECTS;
-                    }
-                }
+                images::ensure_known_bad(&root)
+            } else {
+                images::ensure(&root)
             }
-            Ok::<_, images::ImageError>(built)
         })
         .await
         .map_err(|e| RuntimeError::Other(format!("join the image build: {e}")))??;
@@ -161,6 +150,7 @@ impl Cluster {
         // removes what exists so far.
         let t1 = Instant::now();
         cluster.create_networks().await?;
+        // In a run of the known-bad pool, its image stands in for the pool's.
         let image_of = |spec: images::ImageSpec| -> String {
             let wanted = |i: &&Image| {
                 i.spec == spec || (spec == images::POOLNODE && i.spec == images::POOLNODE_DEFECTS)
@@ -169,7 +159,7 @@ impl Cluster {
                 .iter()
                 .find(wanted)
                 .map(Image::reference)
-                .expect("images::ensure returns every image of images::ALL")
+                .expect("images::ensure (or ensure_known_bad) returns an image for every spec of images::ALL")
         };
         let handles = cluster.handles(seed);
         for h in &handles {
