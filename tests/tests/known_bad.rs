@@ -107,24 +107,6 @@ fn caught(defect: &str, scenario: &str, checker: &str) -> f64 {
     seconds
 }
 
-/// A routing group's primary that answers before a secondary holds the write loses it with the primary.
-#[test]
-fn ack_before_replicate() {
-    caught("ack-before-replicate", "fe-kill", "durability");
-}
-
-/// A home pool back from a site loss that does not heed the fence serves its users beside its pair.
-#[test]
-fn failback_without_fence() {
-    caught("failback-without-fence", "site-loss", "split_brain");
-}
-
-/// A failback without the last copy of the users' changes to their home Back End loses those changes.
-#[test]
-fn backup_last_pass_dropped() {
-    caught("backup-last-pass-dropped", "site-loss", "durability");
-}
-
 /// A pool that counts one Front End of three as a quorum serves below the quorum table.
 #[test]
 fn serves_below_quorum() {
@@ -141,12 +123,6 @@ fn im_dropped_one_in_50() {
 #[test]
 fn no_bye_on_lost_leg() {
     caught("no-bye-on-lost-leg", "mediation-kill", "calls");
-}
-
-/// Users of healthy Front Ends signed out when a peer dies.
-#[test]
-fn sign_out_on_peer_death() {
-    caught("sign-out-on-peer-death", "fe-kill", "registration");
 }
 
 /// A principal cut from its mirror and its witness that keeps serving beside the promoted mirror.
