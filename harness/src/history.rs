@@ -198,8 +198,11 @@ pub enum Op {
         to: String,
         call_id: String,
     },
+    /// The call ended at the caller: `by` says how. `null` in histories written before the cause was recorded.
     CallEnd {
         call_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<CallEndedBy>,
     },
     /// The pool told the user (its resiliency NOTIFY on the registered connection) that it is now served in
     /// resiliency mode (`on: true`) or at full service (`on: false`), without a new REGISTER. A notice that sends
@@ -237,6 +240,17 @@ impl Op {
             Op::Publish { .. } | Op::ContactAdd { .. } | Op::ContactRemove { .. }
         )
     }
+}
+
+/// How a call ended at the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEndedBy {
+    /// A BYE from the pool reached the caller.
+    Bye,
+    /// The caller's own connection or registration was lost first: the call is over for the caller, but no BYE
+    /// reached it.
+    CallerLost,
 }
 
 /// One line of a probe: `{"type":"probe","at_us":…,"node":…,"view":{…}}`, or `"view": null` with an `error`

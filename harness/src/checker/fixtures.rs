@@ -355,6 +355,7 @@ pub(crate) fn clean() -> Build {
             "bob",
             Op::CallEnd {
                 call_id: "c1".into(),
+                by: Some(crate::history::CallEndedBy::Bye),
             },
             50_000,
             50_020,

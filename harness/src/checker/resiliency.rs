@@ -1,10 +1,18 @@
 //! Resiliency mode: while a user is signed in in resiliency mode (its `register`/`refresh` ok or a
-//! `resiliency_notice` says `resiliency: true`/`on`, until one says `false`/`off`), its contact-list changes are refused with an explicit error,
-//! its contact list is not served, and its IMs are not refused (an IM failing because the recipient is not
-//! signed in, 480, or does not answer, 408, is not a refusal of the sender). While an operator's pool failover
+//! `resiliency_notice` says `resiliency: true`/`on`, until one says `false`/`off`), its contact-list changes are
+//! refused with an explicit error, its contact list is not served, and IM works. While an operator's pool failover
 //! or failback runs (from its request to its completion), the users being moved are not judged.
 //!
-//! A contact change that timed out counts as not refused: the reference pool promises an explicit error.
+//! Two parts, each undecided (unknown) when nothing was tried in the mode:
+//!
+//! - **persistent data**: a contact change that timed out counts as not refused (the reference pool promises an
+//!   explicit error); an accepted one, or a contact list served, is a violation.
+//! - **IM works**: an IM sent in resiliency mode must be acknowledged. A refusal by the pool is a violation; an
+//!   IM failing because its recipient is not signed in (480) is not a refusal of the sender. An IM the sender
+//!   got no answer for (`timeout`) counts against the pool: a pool that silently drops IMs in resiliency mode is
+//!   invalid. The violation says whether the recipient got it (the answer was lost) or not (the IM was dropped).
+//!   An IM still unanswered when the history ends is not judged.
+//!
 //! `publish` is not judged here: the pool shows the user's presence as unknown, which says nothing of the write.
 
 use std::collections::BTreeMap;
@@ -80,8 +88,16 @@ impl Checker for ResiliencyMode {
                 .iter()
                 .any(|&(from, to)| start <= to && end >= from)
         };
+        let delivered: std::collections::BTreeSet<(&str, u64)> = operations
+            .iter()
+            .filter_map(|op| match (&op.op, &op.outcome) {
+                (Op::ImReceived { from, seq }, Outcome::Ok(_)) => Some((from.as_str(), *seq)),
+                _ => None,
+            })
+            .collect();
         let mut violations = Vec::new();
-        let mut tried = 0;
+        let mut tried_data = 0;
+        let mut tried_im = 0;
         for op in &operations {
             let Some(invoked) = op.invoke_at_us else {
                 continue;
@@ -93,7 +109,7 @@ impl Checker for ResiliencyMode {
             let at = op.complete_at_us.or(Some(invoked));
             let problem = match (&op.op, &op.outcome) {
                 (Op::ContactAdd { .. } | Op::ContactRemove { .. }, outcome) => {
-                    tried += 1;
+                    tried_data += 1;
                     match outcome {
                         Outcome::Ok(_) => {
                             Some(format!("{} accepted in resiliency mode", op.op.name()))
@@ -106,25 +122,35 @@ impl Checker for ResiliencyMode {
                     }
                 }
                 (Op::ContactList { .. }, Outcome::Ok(_)) => {
-                    tried += 1;
+                    tried_data += 1;
                     Some("contact list served in resiliency mode".to_owned())
                 }
                 (Op::ImSend { to, seq }, outcome) => {
-                    tried += 1;
+                    if !matches!(outcome, Outcome::Pending) {
+                        tried_im += 1;
+                    }
                     match outcome {
-                        // The recipient not signed in anywhere (480) or not answering (408) says nothing
-                        // about resiliency mode; a refusal by the pool does.
-                        Outcome::Fail(Some(error))
-                            if error.starts_with("480") || error.starts_with("408") =>
-                        {
-                            None
-                        }
+                        // The recipient not signed in anywhere says nothing about resiliency mode; a refusal by
+                        // the pool does.
+                        Outcome::Fail(Some(error)) if error.starts_with("480") => None,
                         Outcome::Fail(error) => Some(format!(
                             "IM ({}, {seq}) to {to} refused in resiliency mode ({})",
                             op.user,
                             error.as_deref().unwrap_or("no reason")
                         )),
-                        _ => None,
+                        Outcome::Timeout if delivered.contains(&(op.user.as_str(), *seq)) => {
+                            Some(format!(
+                                "IM ({}, {seq}) to {to} in resiliency mode got no answer (it reached {to}: \
+                                 the answer was lost)",
+                                op.user
+                            ))
+                        }
+                        Outcome::Timeout => Some(format!(
+                            "IM ({}, {seq}) to {to} in resiliency mode got no answer and never reached {to}: \
+                             dropped",
+                            op.user
+                        )),
+                        Outcome::Ok(_) | Outcome::Pending => None,
                     }
                 }
                 _ => None,
@@ -133,14 +159,15 @@ impl Checker for ResiliencyMode {
                 violations.push(Violation::new(name, Some(&op.user), at, what));
             }
         }
-        let undecided = if tried == 0 {
-            vec![
-                "no contact change, contact list read or IM was tried in resiliency mode"
-                    .to_owned(),
-            ]
-        } else {
-            Vec::new()
-        };
+        let mut undecided = Vec::new();
+        if tried_data == 0 {
+            undecided.push(
+                "no contact change or contact list read was tried in resiliency mode".to_owned(),
+            );
+        }
+        if tried_im == 0 {
+            undecided.push("no IM was sent in resiliency mode".to_owned());
+        }
         Verdict::from_findings(violations, undecided)
     }
 }
@@ -194,6 +221,8 @@ mod tests {
         let h = clean()
             .ok("carol", register(true), 21_000, 21_100)
             .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .ok("carol", im("bob", 1), 22_500, 22_550)
+            .observe("bob", got("carol", 1), 22_540)
             .observe("carol", Op::ResiliencyNotice { on: false }, 23_000)
             .ok("carol", add("bob"), 24_000, 24_050)
             .build();
@@ -213,5 +242,58 @@ mod tests {
             ResiliencyMode.check(&clean().build()),
             Verdict::Unknown(_)
         ));
+    }
+
+    #[test]
+    fn ims_dropped_silently_in_resiliency_mode_are_invalid() {
+        // Every IM carol sends in resiliency mode gets no answer and never arrives: the pool drops them.
+        let h = clean()
+            .ok("carol", register(true), 21_000, 21_100)
+            .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .timeout("carol", im("bob", 1), 23_000, 38_000)
+            .timeout("carol", im("alice", 2), 24_000, 39_000)
+            .ok("carol", register(false), 45_000, 45_100)
+            .build();
+        let v = ResiliencyMode.check(&h);
+        let whats: Vec<&str> = v.violations().iter().map(|v| v.what.as_str()).collect();
+        assert_eq!(whats.len(), 2, "{v:?}");
+        assert!(whats.iter().all(|w| w.contains("dropped")), "{whats:?}");
+        // An IM that arrived but whose answer never came back still counts against the pool, said apart.
+        let h = clean()
+            .ok("carol", register(true), 21_000, 21_100)
+            .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .timeout("carol", im("bob", 1), 23_000, 38_000)
+            .observe("bob", got("carol", 1), 23_040)
+            .build();
+        let v = ResiliencyMode.check(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(v.violations()[0].what.contains("answer was lost"));
+    }
+
+    #[test]
+    fn ims_delivered_in_resiliency_mode_are_valid_and_none_sent_is_unknown() {
+        // Delivered (and one to a recipient not signed in anywhere, 480): valid.
+        let h = in_resiliency()
+            .fail(
+                "carol",
+                im("dave", 2),
+                24_000,
+                24_010,
+                "480 Temporarily Unavailable",
+            )
+            .build();
+        assert_eq!(ResiliencyMode.check(&h), Verdict::Valid);
+        // Contact changes refused as they should be, but no IM tried in the mode: the IM part is undecided.
+        let h = clean()
+            .ok("carol", register(true), 21_000, 21_100)
+            .fail("carol", add("bob"), 22_000, 22_050, "403 resiliency mode")
+            .ok("carol", im("bob", 1), 30_000, 30_050)
+            .observe("bob", got("carol", 1), 30_040)
+            .ok("carol", register(false), 29_000, 29_100)
+            .build();
+        match ResiliencyMode.check(&h) {
+            Verdict::Unknown(why) => assert!(why.contains("no IM was sent"), "{why}"),
+            other => panic!("expected unknown, got {other:?}"),
+        }
     }
 }

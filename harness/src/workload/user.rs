@@ -21,7 +21,7 @@ use tokio::time::{sleep, Instant};
 
 use super::sip::{self, Challenge, Frame, Framer, Message};
 use super::{Settings, Stage};
-use crate::history::{Op, Pending, Recorder};
+use crate::history::{CallEndedBy, Op, Pending, Recorder};
 use crate::runtime::tunnel;
 
 /// Who a user is and whom it talks to.
@@ -223,7 +223,13 @@ async fn back_off(settings: &Settings, life: &mut Life, stage: &mut watch::Recei
 /// Calls up on a lost connection are over for the caller: it noticed the loss.
 fn end_calls(spec: &UserSpec, recorder: &Recorder, life: &mut Life) {
     for call_id in std::mem::take(&mut life.calls_up) {
-        let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
+        let _ = recorder.observe(
+            &spec.name,
+            Op::CallEnd {
+                call_id,
+                by: Some(CallEndedBy::CallerLost),
+            },
+        );
     }
 }
 
@@ -964,7 +970,13 @@ async fn on_request(
         Some("BYE") => {
             let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
             calls_up.remove(&call_id);
-            let _ = recorder.observe(&spec.name, Op::CallEnd { call_id });
+            let _ = recorder.observe(
+                &spec.name,
+                Op::CallEnd {
+                    call_id,
+                    by: Some(CallEndedBy::Bye),
+                },
+            );
         }
         Some("INVITE") => {
             // A call from the gateway: answer at once (no media), in a dialog of our own tag.
