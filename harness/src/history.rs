@@ -281,6 +281,14 @@ pub enum View {
         role: BeRole,
         epoch: u64,
         accepting_writes: bool,
+        /// A principal: its mirror receives every commit synchronously; a mirror: its principal said so. `None`
+        /// for a witness, and in histories written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        synchronized: Option<bool>,
+        /// The log position (last applied commit) of a principal or mirror; `None` for a witness, and in
+        /// histories written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_lsn: Option<u64>,
     },
     /// The node's replica of routing group `group` of Front End pool `pool`, at `epoch`.
     GroupRole {
@@ -1083,6 +1091,8 @@ mod tests {
                     role: BeRole::Principal,
                     epoch: 1,
                     accepting_writes: true,
+                    synchronized: Some(true),
+                    last_lsn: Some(12),
                 }),
                 None,
                 0,

@@ -188,12 +188,16 @@ pub fn views(topology: &Topology, status: &Value) -> Vec<View> {
                 _ if status["role"] == "witness" => BeRole::Witness,
                 _ => BeRole::None,
             };
+            // A data node (not the witness) says where its log stands and whether the pair is synchronized.
+            let data = status["role"] == "backend";
             vec![View::BeRole {
                 pool,
                 role,
                 epoch: status["epoch"].as_u64().unwrap_or(0),
                 accepting_writes: role == BeRole::Principal
                     && status["serving"].as_bool().unwrap_or(false),
+                synchronized: status["synchronized"].as_bool().filter(|_| data),
+                last_lsn: status["last_lsn"].as_u64().filter(|_| data),
             }]
         }
         _ => Vec::new(),

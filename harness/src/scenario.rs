@@ -35,8 +35,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::checker::{
-    CallsEnd, Composed, Durability, ImDelivery, NoSplitBrain, Quorum, RegistrationContinuity,
-    ResiliencyMode,
+    BackendClaims, CallsEnd, Composed, Durability, ImDelivery, NoSplitBrain, Quorum,
+    RegistrationContinuity, ResiliencyMode,
 };
 use crate::claims::{self, ClaimPart};
 use crate::report::Bound;
@@ -105,6 +105,23 @@ pub struct CheckersSpec {
     pub resiliency: Option<Empty>,
     /// Every answered call ends at the caller within `end_bound_ms` of its answer.
     pub calls: Option<CallsSpec>,
+    /// The Back End claims the scenario makes, each part a key (see `checker::backend`).
+    pub backend: Option<BackendSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// After the principal's loss, a serving principal within this.
+    pub principal_within_ms: Option<u64>,
+    /// Without a witness, no promotion but an operator's failover.
+    #[serde(default)]
+    pub no_self_promotion: bool,
+    /// A principal cut from witness and partner stops serving within this.
+    pub stops_within_ms: Option<u64>,
+    /// A returning mirror has caught up when it first reports synchronized.
+    #[serde(default)]
+    pub mirror_catches_up: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -387,6 +404,14 @@ impl Scenario {
         }
         if c.resiliency.is_some() {
             composed = composed.with(ResiliencyMode);
+        }
+        if let Some(b) = &c.backend {
+            composed = composed.with(BackendClaims {
+                principal_within_ms: b.principal_within_ms,
+                no_self_promotion: b.no_self_promotion,
+                stops_within_ms: b.stops_within_ms,
+                mirror_catches_up: b.mirror_catches_up,
+            });
         }
         if let Some(calls) = &c.calls {
             let mut check = CallsEnd::default();

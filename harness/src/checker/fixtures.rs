@@ -122,6 +122,11 @@ impl Build {
         self
     }
 
+    /// A probe of `node` that got no answer at `at_ms`, in the round of the probes' steady pace.
+    pub(crate) fn unreachable(self, node: &str, at_ms: u64) -> Build {
+        self.unreachable_in(node, at_ms, at_ms / 250)
+    }
+
     pub(crate) fn fault(
         mut self,
         kind: &str,
@@ -232,6 +237,27 @@ pub(crate) fn be(pool: &str, role: BeRole, epoch: u64) -> View {
         role,
         epoch,
         accepting_writes: role == BeRole::Principal,
+        synchronized: None,
+        last_lsn: None,
+    }
+}
+
+/// A Back End node's view with its log position and whether the pair is synchronized.
+pub(crate) fn be_at(
+    pool: &str,
+    role: BeRole,
+    epoch: u64,
+    accepting_writes: bool,
+    synchronized: bool,
+    last_lsn: u64,
+) -> View {
+    View::BeRole {
+        pool: pool.into(),
+        role,
+        epoch,
+        accepting_writes,
+        synchronized: Some(synchronized),
+        last_lsn: Some(last_lsn),
     }
 }
 

@@ -8,8 +8,12 @@
 //! - [`split_brain`]: never two principals of a Back End pool, never two primaries of a routing group.
 //! - [`quorum`]: a pool serves exactly when the literal quorum table says it should.
 //! - [`resiliency`]: in resiliency mode persistent changes are refused and IM works.
+//! - [`backend`]: Back End claims over the probes: a principal within a bound after the principal's loss, no
+//!   promotion without a witness but by an operator, a principal cut from witness and partner stops serving, a
+//!   returning mirror caught up before it reports synchronized.
 //! - [`calls`]: every answered call ends at the caller (BYE) within a bound.
 
+pub mod backend;
 pub mod calls;
 pub mod compose;
 pub mod durability;
@@ -23,6 +27,7 @@ pub mod verdict;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
+pub use backend::BackendClaims;
 pub use calls::CallsEnd;
 pub use compose::{Checker, Composed};
 pub use durability::Durability;

@@ -90,6 +90,7 @@ impl Checker for NoSplitBrain {
                     role,
                     epoch,
                     accepting_writes,
+                    ..
                 }) => (
                     format!("BE pool {pool}"),
                     (*role == BeRole::Principal && *accepting_writes).then_some(*epoch),
