@@ -9,7 +9,8 @@
 //!   for the whole time since the node was last seen as mirror) it never becomes principal by itself; only an
 //!   operator's `db-failover` aimed at it promotes it (each command excuses one promotion).
 //! - **`stops_within_ms`**: a serving principal of a pool with a witness that a fault cuts from both the witness
-//!   and its partner stops serving within the bound, and does not serve again while cut off. Without a witness a
+//!   and its partner stops serving within the bound (from the cut's verified effect), and does not serve again
+//!   while cut off; it must have been serving when the cut was requested. Without a witness a
 //!   principal has no lease and serves exposed by design, so this part applies only where a witness exists.
 //! - **`mirror_catches_up`**: a mirror that comes back (from unreachable, another role or unsynchronized) and
 //!   first reports itself synchronized has applied the principal's commits: its log position is at least the
@@ -184,36 +185,59 @@ fn cuts(fault: &Fault, a: &str, b: &str, pool: &str) -> bool {
     }
 }
 
-/// The intervals (merged) during which some fault cuts `a` from `b`.
-fn cut_intervals(history: &History, a: &str, b: &str, pool: &str) -> Vec<(u64, u64)> {
-    let mut spans: Vec<(u64, u64)> = history
+/// A time some fault cuts one node from another: requested, in force (verified) and undone, in µs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Span {
+    requested: u64,
+    from: u64,
+    to: u64,
+}
+
+/// The spans (merged) during which some fault cuts `a` from `b`.
+fn cut_intervals(history: &History, a: &str, b: &str, pool: &str) -> Vec<Span> {
+    let mut spans: Vec<Span> = history
         .faults
         .iter()
         .filter(|f| cuts(f, a, b, pool))
-        .map(in_force)
+        .map(|f| {
+            let (from, to) = in_force(f);
+            Span {
+                requested: f.requested_at_us,
+                from,
+                to,
+            }
+        })
         .collect();
-    spans.sort();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (from, to) in spans {
+    spans.sort_by_key(|s| (s.from, s.to));
+    let mut merged: Vec<Span> = Vec::new();
+    for span in spans {
         match merged.last_mut() {
-            Some(last) if from <= last.1 => last.1 = last.1.max(to),
-            _ => merged.push((from, to)),
+            Some(last) if span.from <= last.to => {
+                last.to = last.to.max(span.to);
+                last.requested = last.requested.min(span.requested);
+            }
+            _ => merged.push(span),
         }
     }
     merged
 }
 
-fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+/// The spans during which both cuts hold: from the later request and effect to the earlier undo.
+fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
     let mut out = Vec::new();
-    for &(a0, a1) in a {
-        for &(b0, b1) in b {
-            let (from, to) = (a0.max(b0), a1.min(b1));
-            if from < to {
-                out.push((from, to));
+    for x in a {
+        for y in b {
+            let span = Span {
+                requested: x.requested.max(y.requested),
+                from: x.from.max(y.from),
+                to: x.to.min(y.to),
+            };
+            if span.from < span.to {
+                out.push(span);
             }
         }
     }
-    out.sort();
+    out.sort_by_key(|s| (s.from, s.to));
     out
 }
 
@@ -298,19 +322,85 @@ impl BackendClaims {
                 }
                 let (from, to) = in_force(fault);
                 let deadline = from.saturating_add(bound_ms * 1000);
-                // The first serving principal after the loss: another node, or the lost one once back.
+                // Whose word counts at `at`: another node, or the lost one once its fault is undone.
+                let counts = |n: &str, at: u64| n != lost || at >= to;
+                // The first serving principal reported after the fault was requested (a promotion may show
+                // before the harness has verified the fault's effect).
                 let found = data
                     .iter()
                     .filter_map(|n| {
                         pools
                             .records(n)
                             .iter()
-                            .filter(|s| s.at_us >= from)
-                            .filter(|s| *n != lost || s.at_us >= to)
+                            .filter(|s| s.at_us >= fault.requested_at_us && counts(n, s.at_us))
                             .find(|s| s.view.is_some_and(|v| v.serving_principal()))
                             .map(|s| (s.at_us, *n))
                     })
                     .min();
+                // Once there, it stays while the fault is in force (and no later fault intervenes): every record
+                // of the pool's other nodes from then on leaves some node serving as principal.
+                if let Some((first, _)) = found {
+                    let window_end = history
+                        .faults
+                        .iter()
+                        .map(|f| f.requested_at_us)
+                        .filter(|&at| at > fault.requested_at_us)
+                        .min()
+                        .unwrap_or(u64::MAX)
+                        .min(to)
+                        .min(end_us);
+                    let mut changes: Vec<(u64, &str)> = data
+                        .iter()
+                        .flat_map(|n| {
+                            pools
+                                .records(n)
+                                .iter()
+                                .filter(|s| s.at_us > first && s.at_us < window_end)
+                                .map(|s| (s.at_us, *n))
+                        })
+                        .collect();
+                    changes.sort();
+                    let mut gaps = 0u64;
+                    let mut first_gap: Option<(u64, u64)> = None;
+                    let mut gap_from: Option<u64> = None;
+                    for (at, _) in changes {
+                        let serving = data.iter().any(|n| {
+                            counts(n, at)
+                                && pools
+                                    .at(n, at)
+                                    .and_then(|s| s.view)
+                                    .is_some_and(|v| v.serving_principal())
+                        });
+                        match (serving, gap_from) {
+                            (false, None) => gap_from = Some(at),
+                            (true, Some(start)) => {
+                                gaps += 1;
+                                first_gap.get_or_insert((start, at));
+                                gap_from = None;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(start) = gap_from {
+                        gaps += 1;
+                        first_gap.get_or_insert((start, window_end));
+                    }
+                    if let Some((start, stop)) = first_gap {
+                        violations.push(Violation::new(
+                            self.name(),
+                            None,
+                            Some(start),
+                            format!(
+                                "Back End pool {pool}'s principal after {} {} stopped serving again while the \
+                                 fault was in force: {gaps} times without a serving principal, the first for \
+                                 {} ms",
+                                fault.kind,
+                                fault.target,
+                                ms(stop - start)
+                            ),
+                        ));
+                    }
+                }
                 match found {
                     Some((at, _)) if at <= deadline => judged += 1,
                     Some((at, node)) => {
@@ -322,7 +412,7 @@ impl BackendClaims {
                             format!(
                                 "Back End pool {pool} had no serving principal for {} ms after {} {} took \
                                  principal {lost} away ({node} was the next), beyond {bound_ms} ms",
-                                ms(at - from),
+                                ms(at.saturating_sub(from)),
                                 fault.kind,
                                 fault.target
                             ),
@@ -372,9 +462,14 @@ impl BackendClaims {
         for (pool, (data, witness)) in &pools.pools {
             for node in data {
                 let away = match witness {
-                    None => vec![(0, u64::MAX)],
+                    None => vec![Span {
+                        requested: 0,
+                        from: 0,
+                        to: u64::MAX,
+                    }],
                     Some(w) => cut_intervals(history, node, w, pool),
                 };
+                let away: Vec<(u64, u64)> = away.iter().map(|s| (s.from, s.to)).collect();
                 exercised |= !away.is_empty();
                 let mut previous: Option<BeView> = None;
                 let mut previous_at = 0;
@@ -434,11 +529,16 @@ impl BackendClaims {
                 for partner in data.iter().filter(|p| *p != node) {
                     alone = intersect(&alone, &cut_intervals(history, node, partner, pool));
                 }
-                for (from, to) in alone {
+                for Span {
+                    requested,
+                    from,
+                    to,
+                } in alone
+                {
                     let deadline = from.saturating_add(bound_ms * 1000);
                     // Only a node serving as principal when it was cut off; and only a cut-off that lasted.
                     let was_serving = pools
-                        .at(node, from)
+                        .at(node, requested)
                         .and_then(|s| s.view)
                         .is_some_and(|v| v.serving_principal());
                     if !was_serving || to.min(end_us) <= deadline {
@@ -792,5 +892,61 @@ mod tests {
             .end(20_000)
             .build();
         assert!(matches!(check.check(&unpositioned), Verdict::Unknown(_)));
+    }
+
+    #[test]
+    fn a_new_principal_that_keeps_stopping_while_the_old_one_is_cut_off_is_invalid() {
+        let check = BackendClaims {
+            principal_within_ms: Some(3_000),
+            ..BackendClaims::default()
+        };
+        // The old principal is partitioned away at 5 s (verified only at 6.4 s; it stopped at 5.7 s); the mirror
+        // takes over at 6.2 s.
+        let base = || {
+            pair(true)
+                .fault(
+                    "partition",
+                    "be1-1 | be1-witness+be1-2+fe1",
+                    5_000,
+                    Some(6_400),
+                    Some(12_000),
+                )
+                .probe(
+                    "be1-1",
+                    be_at("be1", BeRole::None, 1, false, true, 10),
+                    5_700,
+                )
+                .probe("be1-2", be_at("be1", P, 2, true, false, 10), 6_200)
+        };
+        assert_eq!(check.check(&base().end(20_000).build()), Verdict::Valid);
+        // Its lease lapses between heartbeats: it serves, stops, serves again.
+        let flapping = base()
+            .probe(
+                "be1-2",
+                be_at("be1", BeRole::None, 2, false, false, 10),
+                6_700,
+            )
+            .probe("be1-2", be_at("be1", P, 2, true, false, 10), 6_950)
+            .probe(
+                "be1-2",
+                be_at("be1", BeRole::None, 2, false, false, 10),
+                7_450,
+            )
+            .probe("be1-2", be_at("be1", P, 2, true, false, 10), 7_700)
+            .end(20_000)
+            .build();
+        let v = check.check(&flapping);
+        assert!(
+            v.violations().iter().any(|v| v
+                .what
+                .contains("2 times without a serving principal, the first for 250 ms")),
+            "{v:?}"
+        );
+        // The cut-off principal stopped before the partition was verified: judged, and valid.
+        let stops = BackendClaims {
+            stops_within_ms: Some(2_000),
+            ..BackendClaims::default()
+        };
+        assert_eq!(stops.check(&base().end(20_000).build()), Verdict::Valid);
     }
 }

@@ -391,34 +391,45 @@ impl Backend {
         let timeout = self.settings.heartbeat_timeout;
         let ping = Request::Ping(view.clone());
         let witness_ping = Request::WitnessPing(view);
-        let partner = self.partner_ping.request(&ping, timeout);
-        let witness = async {
-            match &self.witness_ping {
-                Some(w) => Some(w.request(&witness_ping, timeout).await),
-                None => None,
+        // Each answer is acted on as soon as it arrives: a witness answer renews a principal's lease at once,
+        // rather than after a silent partner's ping has timed out (with the partner's ping taking the whole
+        // heartbeat timeout, a lease renewed only at the end of the round would lapse between rounds).
+        let partner = async {
+            match self.partner_ping.request(&ping, timeout).await {
+                Ok(Response::Pong(v)) => {
+                    self.lock_state()
+                        .on_partner_view(&v, Some(now), Instant::now())
+                }
+                Ok(other) => {
+                    tracing::debug!(node = %self.name, "partner answered a ping with {other:?}");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(node = %self.name, "partner ping: {e}");
+                    None
+                }
             }
         };
-        let (partner, witness) = tokio::join!(partner, witness);
-        let answered = Instant::now();
-        let mut step_down = None;
-        match partner {
-            Ok(Response::Pong(v)) => {
-                step_down = self.lock_state().on_partner_view(&v, Some(now), answered);
+        let witness = async {
+            let w = self.witness_ping.as_ref()?;
+            match w.request(&witness_ping, timeout).await {
+                Ok(Response::Witness(view)) => {
+                    self.lock_state()
+                        .on_witness_view(&view, now, Instant::now())
+                }
+                Ok(Response::Fenced { epoch }) => Some(epoch),
+                Ok(other) => {
+                    tracing::debug!(node = %self.name, "witness answered {other:?}");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(node = %self.name, "witness ping: {e}");
+                    None
+                }
             }
-            Ok(other) => {
-                tracing::debug!(node = %self.name, "partner answered a ping with {other:?}")
-            }
-            Err(e) => tracing::debug!(node = %self.name, "partner ping: {e}"),
-        }
-        match witness {
-            Some(Ok(Response::Witness(w))) => {
-                step_down = step_down.or(self.lock_state().on_witness_view(&w, now, answered));
-            }
-            Some(Ok(Response::Fenced { epoch })) => step_down = Some(epoch),
-            Some(Ok(other)) => tracing::debug!(node = %self.name, "witness answered {other:?}"),
-            Some(Err(e)) => tracing::debug!(node = %self.name, "witness ping: {e}"),
-            None => {}
-        }
+        };
+        let (from_partner, from_witness) = tokio::join!(partner, witness);
+        let step_down = from_partner.or(from_witness);
         if let Some(epoch) = step_down {
             self.persist_mirror(epoch).await;
         }

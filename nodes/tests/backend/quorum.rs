@@ -160,3 +160,38 @@ async fn a_principal_without_its_mirror_runs_exposed_and_the_stale_mirror_is_nev
     cluster.restart(P1).await;
     cluster.wait_synchronized_principal(P1).await;
 }
+
+/// Claim: a principal whose mirror falls silent (its connections hang rather than fail) serves without a break
+/// while the witness answers: the witness's answer renews the lease as soon as it arrives, not after the silent
+/// mirror's ping has timed out (a lease renewed only at the end of such a round lapses before the next one).
+/// Proof: from the moment it runs exposed, every look at its status for five partner timeouts says `serving`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_whose_mirror_falls_silent_serves_without_a_break() {
+    let cluster = Arc::new(Cluster::start(true).await);
+    cluster.wait_synchronized_principal(P1).await;
+    cluster.net.cut(P1, P2);
+    cluster
+        .wait_status(P1, "exposed", |s| s["exposed"] == true)
+        .await;
+    let until =
+        Instant::now() + Duration::from_millis(cluster.config.timings.be_partner_timeout_ms * 5);
+    let mut looks = 0;
+    let mut breaks = Vec::new();
+    while Instant::now() < until {
+        let s = cluster.status(P1).await;
+        looks += 1;
+        if s["serving"] != true || s["db_role"] != "principal" {
+            breaks.push(s);
+        }
+        idle(Duration::from_millis(20)).await;
+    }
+    assert!(
+        breaks.is_empty(),
+        "{} of {looks} looks found the principal not serving; the first: {}",
+        breaks.len(),
+        breaks[0]
+    );
+    // Undo: the mirror's links heal and it catches up.
+    cluster.net.heal(P1, P2);
+    cluster.wait_synchronized_principal(P1).await;
+}
