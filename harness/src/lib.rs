@@ -26,7 +26,8 @@
 //! - [`exit`]: the process exit codes, in one place.
 //! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
-//! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency.
+//! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency,
+//!   calls, Back End claims.
 //! - [`claims`]: a scenario's claim in parts, each naming the checker or bound that judges it.
 //! - [`latency`]: failover latency metrics derived from a history, as HdrHistograms per fault and overall.
 //! - [`report`]: the directory a run leaves (summary, .hgrm, HTML, Markdown), bounds, and comparing two runs.
