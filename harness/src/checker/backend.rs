@@ -26,10 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::compose::Checker;
 use super::verdict::{Verdict, Violation};
-use crate::history::{BeRole, Fault, History, ProbeRecord, View};
+use crate::history::{BeRole, Fault, History, OperatorOutcome, ProbeRecord, View};
 
 /// The command an operator fails a Back End over with.
-pub const DB_FAILOVER: &str = "operator:db-failover";
+pub const DB_FAILOVER: &str = "db-failover";
 
 /// Checks the Back End claims a scenario turns on.
 #[derive(Clone, Debug, Default)]
@@ -450,11 +450,13 @@ impl BackendClaims {
         violations: &mut Vec<Violation>,
         undecided: &mut Vec<String>,
     ) {
+        // The operator's failovers (a command the node refused promotes nothing).
         let mut commands: Vec<(&str, u64)> = history
-            .faults
+            .operators
             .iter()
-            .filter(|f| f.kind == DB_FAILOVER)
-            .map(|f| (f.target.as_str(), f.requested_at_us))
+            .filter(|o| o.command == DB_FAILOVER)
+            .filter(|o| !matches!(o.outcome, OperatorOutcome::Failed { .. }))
+            .map(|o| (o.node.as_str(), o.requested_at_us))
             .collect();
         commands.sort_by_key(|c| c.1);
         let mut used = vec![false; commands.len()];
@@ -771,7 +773,7 @@ mod tests {
                 .fault("kill", "be1-1", 5_000, Some(5_100), Some(15_000))
                 .unreachable("be1-1", 5_250);
             if with_command {
-                b = b.fault(DB_FAILOVER, "be1-2", 8_000, Some(8_200), None);
+                b = b.operator(DB_FAILOVER, "be1-2", 8_000, Some(8_200));
             }
             b.probe("be1-2", be_at("be1", P, 2, true, false, 10), 8_250)
                 .end(20_000)
