@@ -350,6 +350,10 @@ pub struct Fault {
     pub verified_at_us: Option<u64>,
     /// When its inverse was verified done; `null` if it stayed in force to the end.
     pub undone_at_us: Option<u64>,
+    /// When its inverse was asked for (from then on the fault may already be over); `null` if never, or in
+    /// histories written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_requested_at_us: Option<u64>,
 }
 
 impl Fault {
@@ -865,6 +869,7 @@ impl Recorder {
             requested_at_us,
             verified_at_us: None,
             undone_at_us: None,
+            undo_requested_at_us: None,
         })?;
         Ok(id)
     }
@@ -875,6 +880,14 @@ impl Recorder {
         self.update_fault(id, |f| {
             assert!(f.verified_at_us.is_none(), "fault {id} verified twice");
             f.verified_at_us = Some(at_us);
+        })
+    }
+
+    /// Records that fault `id`'s inverse was asked for (before it is proven done).
+    pub fn fault_undo_requested(&self, id: u64) -> Result<(), HistoryError> {
+        let at_us = self.now_us();
+        self.update_fault(id, |f| {
+            f.undo_requested_at_us.get_or_insert(at_us);
         })
     }
 
@@ -1157,6 +1170,7 @@ mod tests {
             requested_at_us: 10_000,
             verified_at_us: verified,
             undone_at_us: None,
+            undo_requested_at_us: None,
         };
         let history = History::from_records(
             [],

@@ -384,6 +384,7 @@ async fn drive(
                 ));
                 if let Some((id, hid)) = ids[i].take() {
                     let fault = applied[i].clone().unwrap_or_else(|| plan[i].fault.clone());
+                    recorder.fault_undo_requested(hid)?;
                     match injector.undo(id).await {
                         Ok(_) => recorder.fault_undone(hid)?,
                         Err(e) => {
@@ -442,6 +443,7 @@ async fn drive(
     stage.set("undo what is still in force");
     for (i, slot) in ids.iter_mut().enumerate() {
         if let Some((id, hid)) = slot.take() {
+            recorder.fault_undo_requested(hid)?;
             match injector.undo(id).await {
                 Ok(_) => recorder.fault_undone(hid)?,
                 Err(e) => {

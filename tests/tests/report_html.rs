@@ -112,6 +112,7 @@ fn history() -> History {
         requested_at_us: 10_000_000,
         verified_at_us: Some(10_200_000),
         undone_at_us: Some(20_000_000),
+        undo_requested_at_us: None,
     };
     History::from_records(records, vec![fault])
 }

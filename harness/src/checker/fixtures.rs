@@ -143,6 +143,7 @@ impl Build {
             requested_at_us: us(at_ms),
             verified_at_us: verified_ms.map(us),
             undone_at_us: undone_ms.map(us),
+            undo_requested_at_us: undone_ms.map(us),
         });
         self
     }

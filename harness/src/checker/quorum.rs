@@ -20,8 +20,8 @@
 //!   verdict unknown, never valid.
 //!
 //! A pool needs time to notice an FE come or go: a probe within `settle_ms` of any change that concerns the pool
-//! (a fault on one of its FEs requested, proven or undone, an FE's probe starting or ceasing to answer, an
-//! operator's quorum recovery, the pool's first probe) is not judged.
+//! (a fault on one of its FEs requested, proven, its undo requested or proven, an FE's probe starting or ceasing
+//! to answer, an operator's quorum recovery, the pool's first probe) is not judged.
 //!
 //! Starting a pool needs more FEs than keeping it (the start-up counts, also literal): they apply at the
 //! first start and again after every FE of the pool was down at once, until the pool serves or an operator's
@@ -324,6 +324,7 @@ impl Checker for Quorum {
                 events_us: [
                     Some(fault.requested_at_us),
                     fault.verified_at_us,
+                    fault.undo_requested_at_us,
                     fault.undone_at_us,
                 ]
                 .into_iter()
