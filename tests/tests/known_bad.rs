@@ -107,6 +107,12 @@ fn caught(defect: &str, scenario: &str, checker: &str) -> f64 {
     seconds
 }
 
+/// A home pool back from a site loss that does not heed the fence serves its users beside its pair.
+#[test]
+fn failback_without_fence() {
+    caught("failback-without-fence", "site-loss", "split_brain");
+}
+
 /// A pool that counts one Front End of three as a quorum serves below the quorum table.
 #[test]
 fn serves_below_quorum() {
