@@ -590,6 +590,28 @@ mod history_tests {
         assert_eq!(Quorum::default().check(&h), Verdict::Valid);
     }
 
+    /// Restarted FEs may be counted by the pool before their restart is proven: from the restart's request the
+    /// pool gets `settle_ms` to agree, not before.
+    #[test]
+    fn the_pool_may_count_an_fe_from_the_request_to_restart_it() {
+        let all = ["fe-a1", "fe-a2", "fe-a3"];
+        let restarted = |undo_requested_ms: u64| {
+            let mut h = clean()
+                .fault("kill", "fe-a1", 50_000, Some(50_100), Some(59_000))
+                .fault("kill", "fe-a2", 50_000, Some(50_150), Some(59_000))
+                .probe("fe-a3", serving(true, &all), 57_000)
+                .probe("fe-a3", serving(true, &all), 60_000)
+                .build();
+            for fault in &mut h.faults[1..] {
+                fault.undo_requested_at_us = Some(undo_requested_ms * 1000);
+            }
+            Quorum::default().check(&h)
+        };
+        assert_eq!(restarted(56_000), Verdict::Valid);
+        // Asked for only after the pool said they run: the pool counted FEs still down.
+        assert_eq!(restarted(58_000).violations().len(), 1);
+    }
+
     /// An FE that dies by itself (its probe stops answering, no fault) is not running either.
     #[test]
     fn an_fe_whose_probe_fails_is_not_running() {
