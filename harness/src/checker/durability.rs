@@ -1,6 +1,11 @@
 //! Durability: every acknowledged contact or presence write stays visible to later reads and is never rolled
-//! back. For a pool failover, where the backup pool serves from a copy made every few minutes, the loss is
+//! back. For a pool failover, where the backup pool serves from a copy made every few seconds, the loss is
 //! measured (count, span, how far back before the fault) and judged against an RPO bound.
+//!
+//! The RPO excuses only what a fault could take before anyone knew: a write acknowledged *before* a fault took
+//! effect, by at most the bound, measured from the acknowledgement to the fault's moment of effect. A write
+//! acknowledged while a fault is in force (the backup pool's own writes during a site loss), or after the last
+//! fault, that is later lost is always a violation. Operator commands are not faults: they excuse nothing.
 //!
 //! Each piece of user data is a register: a contact-list entry (owner, contact) written by `contact_add`
 //! (present) and `contact_remove` (absent) and read by the owner's `contact_list`; a user's presence written by
@@ -22,7 +27,8 @@ pub struct Loss {
     pub writes_lost: u64,
     /// From the first to the last acknowledgement of a lost write.
     pub loss_span_us: u64,
-    /// The largest time between a lost write's acknowledgement and the fault after it: the observed RPO.
+    /// The observed RPO: the largest time from a lost write's acknowledgement to the moment of effect of the
+    /// fault after it, among lost writes acknowledged while no fault was in force.
     pub rpo_observed_us: u64,
 }
 
@@ -67,8 +73,9 @@ struct Read {
 /// Checks durability.
 #[derive(Clone, Debug)]
 pub struct Durability {
-    /// `None`: nothing acknowledged may be lost (RPO 0). `Some(b)`: writes acknowledged less than `b` before a
-    /// fault may be lost (counted, not a violation); older ones may not.
+    /// `None`: nothing acknowledged may be lost (RPO 0). `Some(b)`: a write acknowledged at most `b` before a
+    /// fault took effect, while no fault was in force, may be lost (counted, not a violation); older ones, and
+    /// ones acknowledged during or after a fault, may not.
     pub rpo_bound_ms: Option<u64>,
     /// How stale a NOTIFY may be: a NOTIFY received at `t` must reflect writes acknowledged before `t - lag`
     /// (one sent just before a PUBLISH was applied may arrive after its 200 OK).
@@ -255,24 +262,30 @@ impl Durability {
             } else {
                 "not visible"
             };
-            let within_rpo = match self.rpo_bound_ms {
-                None => false,
-                Some(bound_ms) => next_fault(&history.faults, acked_at).is_some_and(|f| {
-                    f.effective_at_us().saturating_sub(acked_at) <= bound_ms * 1000
-                }),
-            };
-            if let Some(fault) = next_fault(&history.faults, acked_at) {
-                loss.rpo_observed_us = loss
-                    .rpo_observed_us
-                    .max(fault.effective_at_us().saturating_sub(acked_at));
+            let exposure = exposure(&history.faults, acked_at);
+            if let Exposure::Before { gap_us, .. } = exposure {
+                loss.rpo_observed_us = loss.rpo_observed_us.max(gap_us);
             }
+            let within_rpo = match (self.rpo_bound_ms, &exposure) {
+                (Some(bound_ms), Exposure::Before { gap_us, .. }) => *gap_us <= bound_ms * 1000,
+                _ => false,
+            };
             if !within_rpo {
+                let when = match exposure {
+                    Exposure::Before { gap_us, fault } => format!(
+                        "{} ms before fault {} took effect",
+                        gap_us.div_ceil(1000),
+                        fault
+                    ),
+                    Exposure::During { fault } => format!("while fault {fault} was in force"),
+                    Exposure::After => "after the last fault".to_owned(),
+                };
                 violations.push(Violation::new(
                     name,
                     Some(&write.user),
                     Some(*read_at),
                     format!(
-                        "{} written {:?} (acknowledged at {} ms) {how}: {} read {:?}",
+                        "{} written {:?} (acknowledged at {} ms, {when}) {how}: {} read {:?}",
                         item.describe(),
                         write.value,
                         acked_at / 1000,
@@ -286,11 +299,17 @@ impl Durability {
         if let (Some(first), Some(last)) = (lost_acks.iter().min(), lost_acks.iter().max()) {
             loss.loss_span_us = last - first;
         }
-        // Durability across a fault needs a read after it: without one, "nothing lost" was not observed.
-        if let Some(last_fault_us) = history.faults.iter().map(Fault::effective_at_us).max() {
-            let read_after = reads.values().flatten().any(|r| r.from_us >= last_fault_us);
+        // Durability across a fault, or across an operator's failover or failback, needs a read after it:
+        // without one, "nothing lost" was not observed.
+        let last_fault_us = history.faults.iter().map(Fault::effective_at_us).max();
+        let last_operator_us = history.operators.iter().map(|o| o.at_us()).max();
+        if let Some(last_us) = last_fault_us.max(last_operator_us) {
+            let read_after = reads.values().flatten().any(|r| r.from_us >= last_us);
             if !read_after {
-                undecided.push("no contact list or presence was read after the last fault".into());
+                undecided.push(
+                    "no contact list or presence was read after the last fault or operator command"
+                        .into(),
+                );
             }
         } else if reads.is_empty() {
             undecided.push("no contact list or presence was read".into());
@@ -303,15 +322,32 @@ fn item_writes_of<'a>(writes: &'a BTreeMap<Item, Vec<Write>>, item: &Item) -> &'
     writes.get(item).map_or(&[], Vec::as_slice)
 }
 
-/// The first fault in force at or after `at_us`.
-fn next_fault(faults: &[Fault], at_us: u64) -> Option<&Fault> {
+/// Where a write's acknowledgement stands against the faults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Exposure {
+    /// No fault was in force; fault `fault` took effect `gap_us` later (the first to do so).
+    Before { gap_us: u64, fault: u64 },
+    /// Fault `fault` was in force: it had taken effect and was not undone yet.
+    During { fault: u64 },
+    /// No fault was in force and none took effect later.
+    After,
+}
+
+/// A fault is in force from its moment of effect (its proof, else its request) until its undo.
+fn exposure(faults: &[Fault], acked_us: u64) -> Exposure {
+    if let Some(fault) = faults.iter().find(|f| {
+        f.effective_at_us() <= acked_us && f.undone_at_us.is_none_or(|undone| acked_us < undone)
+    }) {
+        return Exposure::During { fault: fault.id };
+    }
     faults
         .iter()
-        .filter(|f| {
-            f.effective_at_us() >= at_us
-                || f.undone_at_us.is_none_or(|u| u >= at_us) && f.requested_at_us <= at_us
-        })
+        .filter(|f| f.effective_at_us() > acked_us)
         .min_by_key(|f| f.effective_at_us())
+        .map_or(Exposure::After, |f| Exposure::Before {
+            gap_us: f.effective_at_us() - acked_us,
+            fault: f.id,
+        })
 }
 
 impl Checker for Durability {
@@ -441,6 +477,116 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(strict.check(&h).violations().len(), 1);
+    }
+
+    /// dave's contact frank acknowledged at `acked_ms` and missing from the list read at 60 s; erin (10 s)
+    /// survives. `more` adds the faults and operator commands.
+    fn frank_lost(acked_ms: u64, more: impl FnOnce(Build) -> Build) -> History {
+        more(Build::new(&["dave"]))
+            .ok("dave", add("erin"), 1_000, 1_050)
+            .ok("dave", add("frank"), acked_ms - 50, acked_ms)
+            .ok_with("dave", list_invoke(), list(&["erin"]), 60_000, 60_100)
+            .end(70_000)
+            .build()
+    }
+
+    fn rpo_5s() -> Durability {
+        Durability {
+            rpo_bound_ms: Some(5_000),
+            ..Default::default()
+        }
+    }
+
+    /// A site down from 10 s (proven at 10.5 s) to 30 s: the backup pool acknowledged frank at 20 s, and the
+    /// failback lost it. No RPO excuses a write acknowledged while the fault was in force.
+    #[test]
+    fn a_write_acknowledged_during_a_fault_and_lost_after_it_is_a_violation() {
+        let h = frank_lost(20_000, |b| {
+            b.fault("site_down", "dc1", 10_000, Some(10_500), Some(30_000))
+        });
+        let (v, loss) = rpo_5s().judge(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("while fault 0 was in force"),
+            "{v:?}"
+        );
+        assert_eq!(loss.writes_lost, 1);
+        assert_eq!(loss.rpo_observed_us, 0, "no write was lost before a fault");
+    }
+
+    /// Acknowledged 0.5 s before the fault took effect, lost: within a 5 s RPO, and the observed RPO says
+    /// 500 ms — also when an operator's failover earlier in the run (which is no fault) is recorded.
+    #[test]
+    fn a_write_acknowledged_half_a_second_before_a_fault_is_within_a_5_s_rpo() {
+        let h = frank_lost(19_500, |b| {
+            b.fault("operator:pool-failover", "fe2-1", 5_000, Some(5_200), None)
+                .fault("site_down", "dc1", 19_000, Some(20_000), Some(30_000))
+        });
+        let (v, loss) = rpo_5s().judge(&h);
+        assert_eq!(v, Verdict::Valid);
+        assert_eq!(loss.writes_lost, 1);
+        assert_eq!(loss.rpo_observed_us, 500_000);
+    }
+
+    /// Acknowledged 6 s before the fault took effect, lost: over a 5 s RPO, and measured as such.
+    #[test]
+    fn a_write_acknowledged_6_s_before_a_fault_is_over_a_5_s_rpo() {
+        let h = frank_lost(14_000, |b| {
+            b.fault("operator:store-failover", "fe2-1", 5_000, Some(5_200), None)
+                .fault("site_down", "dc1", 19_000, Some(20_000), Some(30_000))
+        });
+        let (v, loss) = rpo_5s().judge(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("6000 ms before fault 1 took effect"),
+            "{v:?}"
+        );
+        assert_eq!(loss.rpo_observed_us, 6_000_000);
+    }
+
+    /// An operator command is not a fault: a write lost 0.5 s before a failback, with no fault at all, is a
+    /// violation, whether the history records the command as its own record or (written before that record
+    /// existed) as an `operator:<command>` fault.
+    #[test]
+    fn an_operator_command_is_no_fault_for_the_rpo() {
+        let own = frank_lost(19_500, |b| {
+            b.operator("pool-failback", "fe2-1", 20_000, Some(20_400))
+        });
+        let legacy = frank_lost(19_500, |b| {
+            b.fault(
+                "operator:pool-failback",
+                "fe2-1",
+                20_000,
+                Some(20_400),
+                None,
+            )
+        });
+        for h in [own, legacy] {
+            let (v, loss) = rpo_5s().judge(&h);
+            assert_eq!(v.violations().len(), 1, "{v:?}");
+            assert!(
+                v.violations()[0].what.contains("after the last fault"),
+                "{v:?}"
+            );
+            assert_eq!(loss.rpo_observed_us, 0);
+        }
+    }
+
+    #[test]
+    fn no_read_after_the_last_operator_command_is_unknown() {
+        let h = Build::new(&["dave"])
+            .ok("dave", add("erin"), 1_000, 1_050)
+            .ok_with("dave", list_invoke(), list(&["erin"]), 2_000, 2_100)
+            .operator("pool-failback", "fe2-1", 3_000, Some(3_500))
+            .end(10_000)
+            .build();
+        assert!(
+            matches!(Durability::default().check(&h), Verdict::Unknown(r) if r.contains("operator command")),
+        );
     }
 
     #[test]
