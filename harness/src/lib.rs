@@ -22,6 +22,7 @@
 //!
 //! # Module map
 //!
+//! - [`check`]: judges a recorded report directory again with today's checkers and bounds.
 //! - [`images`]: builds the static binaries and the `FROM scratch` images, tagged by content.
 //! - [`exit`]: the process exit codes, in one place.
 //! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
@@ -39,6 +40,7 @@
 //! - [`schedule`]: scripted and seeded fault schedules.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
+pub mod check;
 pub mod checker;
 pub mod claims;
 pub mod exit;

@@ -74,6 +74,22 @@ enum Command {
         #[arg(long)]
         defect: Option<String>,
     },
+    /// Judge a recorded run again with today's checkers and bounds: reads `history.jsonl` and `faults.jsonl` in
+    /// the report directory and the scenario the history names; writes nothing unless `--out` is given;
+    /// exit 0 valid, 1 invalid, 2 unknown or error, as `run`.
+    Check {
+        /// A report directory left by `run` or `nightly`.
+        dir: PathBuf,
+        /// The scenario file (default `suites/scenarios/<the scenario the history names>.toml`).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Also judge the scenario's nightly bounds.
+        #[arg(long)]
+        nightly: bool,
+        /// Write the new report (summary.json, report.md, report.html, latency/) into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Work with report directories (see `poolchaos report compare --help`).
     Report {
         #[command(subcommand)]
@@ -165,6 +181,12 @@ fn main() -> ExitCode {
         }
         Command::Images => images_command(),
         Command::Report { command } => report_command(command),
+        Command::Check {
+            dir,
+            scenario,
+            nightly,
+            out,
+        } => check_command(&dir, scenario.as_deref(), nightly, out.as_deref()),
         command => tokio::runtime::Runtime::new()
             .context("start the async runtime")
             .and_then(|rt| rt.block_on(run_async(command))),
@@ -184,6 +206,47 @@ fn images_command() -> anyhow::Result<i32> {
         println!("{}\t{state}", image.reference());
     }
     Ok(exit::VALID)
+}
+
+fn check_command(
+    dir: &Path,
+    scenario: Option<&Path>,
+    nightly: bool,
+    out: Option<&Path>,
+) -> anyhow::Result<i32> {
+    let root = images::workspace_root().join("suites/scenarios");
+    let checked = poolchaos::check::check(dir, scenario, &root, nightly)?;
+    let run = &checked.history.run;
+    println!("seed={} scenario={}", run.seed, run.scenario);
+    println!("judged with {}", checked.scenario.display());
+    if let Some(recorded) = &checked.recorded {
+        println!("recorded verdict: {}", recorded.verdict);
+    }
+    let report = &checked.report;
+    println!("verdict: {}", report.verdict.name());
+    for v in report.verdict.violations().iter().take(20) {
+        println!("  violation: {v}");
+    }
+    if let poolchaos::checker::Verdict::Unknown(reason) = &report.verdict {
+        println!("  unknown: {reason}");
+    }
+    let c = &report.summary.counts;
+    println!(
+        "counts: writes acknowledged {}, lost {}, observed RPO {} ms; IMs lost {}",
+        c.writes_acked, c.writes_lost, c.rpo_ms, c.ims_lost
+    );
+    if let Some(out) = out {
+        std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+        report.write(out)?;
+        println!("report: {}", out.join("report.html").display());
+    }
+    if checked.exit_code() != exit::VALID {
+        println!(
+            "replay: {}",
+            poolchaos::runner::replay_command(&checked.scenario, run.seed)
+        );
+    }
+    Ok(checked.exit_code())
 }
 
 fn report_command(command: ReportCommand) -> anyhow::Result<i32> {
@@ -352,7 +415,7 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
                 out.or_else(|| seed.map(|s| PathBuf::from("reports").join(format!("nightly-{s}"))));
             run_scenario(&scenario, seed, out, true, Some((length, duration)), None).await
         }
-        Command::Images | Command::Version | Command::Report { .. } => {
+        Command::Images | Command::Version | Command::Report { .. } | Command::Check { .. } => {
             unreachable!("handled without a runtime")
         }
     }
