@@ -433,8 +433,10 @@ impl Store {
             rec.contacts = c
                 .query_map([&rec.user], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
+            // In the order they were written (a record's order, oldest first): a user's presence is their
+            // latest publication, so an order by tag would make a random older one current.
             let mut p = self.conn.prepare_cached(
-                "SELECT etag, content_type, body, expires_at_unix_ms FROM presence WHERE user = ?1 ORDER BY etag",
+                "SELECT etag, content_type, body, expires_at_unix_ms FROM presence WHERE user = ?1 ORDER BY rowid",
             )?;
             rec.presence = p
                 .query_map([&rec.user], |r| {
@@ -618,6 +620,52 @@ mod tests {
         assert_eq!(alice.password.as_deref(), Some("alice-pw"));
         assert_eq!(alice.settings["lang"], "de");
         assert_eq!(s.load_pool("fe1").unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A user's publications come back in the order the record had them (oldest first, the current one last),
+    /// not in the order of their random tags.
+    #[test]
+    fn publications_load_in_the_order_they_were_written() {
+        let dir = tmp("presence-order");
+        let mut s = Store::open(&dir, DurableRole::Principal).unwrap();
+        let doc = |etag: &str| PresenceDoc {
+            etag: etag.into(),
+            content_type: "application/pidf+xml".into(),
+            body: etag.as_bytes().to_vec(),
+            expires_at_unix_ms: 42,
+        };
+        let record = |etags: &[&str]| UserRecord {
+            user: "alice".into(),
+            pool: "fe1".into(),
+            presence: etags.iter().map(|e| doc(e)).collect(),
+            ..UserRecord::default()
+        };
+        let etags = |s: &Store| -> Vec<String> {
+            s.load_user("alice")
+                .unwrap()
+                .unwrap()
+                .presence
+                .into_iter()
+                .map(|d| d.etag)
+                .collect()
+        };
+        for (lsn, written) in [
+            (1, vec!["zz", "mm", "aa"]),
+            (2, vec!["mm", "aa", "qq", "bb"]),
+        ] {
+            s.append(&[LogEntry {
+                lsn,
+                epoch: 1,
+                batch: Batch::new(vec![Op::PutUser(record(&written))]),
+            }])
+            .unwrap();
+            assert_eq!(etags(&s), written);
+        }
+        assert_eq!(
+            s.load_pool("fe1").unwrap()[0].presence.last().unwrap().etag,
+            "bb"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -74,20 +74,31 @@ pub fn writes_for(record: &UserRecord, view: &UserView, mode: Mode) -> Vec<Write
             etag: publication.etag.clone(),
         });
     }
-    for doc in &record.presence {
-        let publication = Publication {
-            etag: doc.etag.clone(),
-            content_type: doc.content_type.clone(),
-            body: doc.body.clone(),
-            expires_at_unix_ms: doc.expires_at_unix_ms,
-        };
-        if view.publications.contains(&publication) {
-            continue;
-        }
+    // Publications keep the record's order, for the last one is the user's presence: what the state already
+    // holds in that order stays, and from the first one out of place on, each is published again (a publish
+    // moves its tag to the end), so a newer publication is never left before an older one.
+    let publications = |d: &PresenceDoc| Publication {
+        etag: d.etag.clone(),
+        content_type: d.content_type.clone(),
+        body: d.body.clone(),
+        expires_at_unix_ms: d.expires_at_unix_ms,
+    };
+    let kept: Vec<&Publication> = view
+        .publications
+        .iter()
+        .filter(|p| record.presence.iter().any(|d| d.etag == p.etag))
+        .collect();
+    let in_place = record
+        .presence
+        .iter()
+        .zip(&kept)
+        .take_while(|(d, p)| publications(d) == ***p)
+        .count();
+    for doc in &record.presence[in_place..] {
         // `replaces` the same tag: applying it twice leaves one copy.
         writes.push(Write::Publish {
             user: user.clone(),
-            publication,
+            publication: publications(doc),
             replaces: Some(doc.etag.clone()),
         });
     }
@@ -133,6 +144,43 @@ mod tests {
         let after = store.view("alice", 1);
         assert_eq!(after.contacts, ["sip:kept@x", "sip:new@x"]);
         assert_eq!(after.publications.len(), 1);
+        assert_eq!(record_of("alice", "pa", &after), record);
+        assert!(writes_for(&record, &after, Mode::Replace).is_empty());
+    }
+
+    /// The state holds the publications in another order than the record (a pool formed from a Back End that
+    /// listed them by tag): replace puts them in the record's order, so the record's last is the presence.
+    #[test]
+    fn replace_puts_publications_in_the_records_order() {
+        let doc = |etag: &str| PresenceDoc {
+            etag: etag.into(),
+            content_type: "application/pidf+xml".into(),
+            body: format!("<note>{etag}</note>").into_bytes(),
+            expires_at_unix_ms: u64::MAX,
+        };
+        let store = UserStore::new();
+        for etag in ["aa", "zz"] {
+            let record = UserRecord {
+                user: "alice".into(),
+                presence: vec![doc(etag)],
+                ..UserRecord::default()
+            };
+            for w in crate::frontend::pool::backend::writes_of(&record) {
+                store.apply(&w, 0);
+            }
+        }
+        // Written zz (before the loss), then at the backup pool mm and, last, bb.
+        let record = UserRecord {
+            user: "alice".into(),
+            pool: "pa".into(),
+            presence: vec![doc("zz"), doc("aa"), doc("mm"), doc("bb")],
+            ..UserRecord::default()
+        };
+        for w in writes_for(&record, &store.view("alice", 1), Mode::Replace) {
+            store.apply(&w, 1);
+        }
+        let after = store.view("alice", 1);
+        assert_eq!(after.presence().unwrap().etag, "bb");
         assert_eq!(record_of("alice", "pa", &after), record);
         assert!(writes_for(&record, &after, Mode::Replace).is_empty());
     }

@@ -11,6 +11,7 @@ mod support;
 
 mod admin;
 mod automatic;
+mod failback_presence;
 mod pool_loss;
 mod rolled_back;
 
@@ -140,6 +141,44 @@ impl Ua {
             "",
         );
         self.send(&text).await
+    }
+
+    /// PUBLISHes a new presence document (no `SIP-If-Match`, an hour's expiry, as the harness's users do)
+    /// whose note is `note`.
+    pub async fn publish(&mut self, note: &str) -> Response {
+        let user = self.user.clone();
+        let text = request(
+            "PUBLISH",
+            &format!("sip:{user}@pool.test"),
+            &user,
+            &user,
+            self.tcp.local(),
+            "TCP",
+            &[
+                "Event: presence".into(),
+                "Expires: 3600".into(),
+                "Content-Type: application/pidf+xml".into(),
+            ],
+            &format!(
+                "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+                 entity=\"sip:{user}@pool.test\"><tuple id=\"t1\"><status><basic>open</basic></status>\
+                 <note>{note}</note></tuple></presence>"
+            ),
+        );
+        self.send(&text).await
+    }
+
+    /// The note of the last presence NOTIFY received so far.
+    pub fn last_presence_note(&self) -> Option<String> {
+        let body = self
+            .notifies
+            .iter()
+            .rev()
+            .find(|r| header(&r.headers, "Event") == Some("presence"))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+        let start = body.find("<note>")? + "<note>".len();
+        let end = body[start..].find("</note>")? + start;
+        Some(body[start..end].to_owned())
     }
 
     /// The bodies of the resiliency NOTIFYs received so far.
