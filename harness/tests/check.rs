@@ -67,6 +67,7 @@ fn site_loss(read_back: &str) -> History {
                 target: target.into(),
                 requested_at_us: at_ms * 1000,
                 verified_at_us: Some(verified_ms * 1000),
+                undo_requested_at_us: undone_ms.map(|u| u * 1000),
                 undone_at_us: undone_ms.map(|u| u * 1000),
             }
         };
@@ -92,6 +93,7 @@ fn recorded_dir(name: &str, history: &History) -> PathBuf {
             target: o.node.clone(),
             requested_at_us: o.requested_at_us,
             verified_at_us: o.done_at_us,
+            undo_requested_at_us: None,
             undone_at_us: None,
         });
     }
