@@ -97,6 +97,9 @@ struct Life {
     im_seq: u64,
     publish_seq: u64,
     contact_added: bool,
+    /// The last sign-in was answered in resiliency mode: the user tries its contact change again, as a user does
+    /// who edits a list the client shows, and the pool must refuse it.
+    signed_in_resiliency: bool,
     nc: u32,
     /// The registrars the Director named (primary, backup), kept across sessions as a client keeps them.
     registrars: Option<(String, Option<String>)>,
@@ -131,6 +134,7 @@ pub async fn run(
         im_seq: 0,
         publish_seq: 0,
         contact_added: false,
+        signed_in_resiliency: false,
         nc: 0,
         registrars: None,
         suspect: HashMap::new(),
@@ -810,10 +814,11 @@ async fn on_response(
                 Op::Register { registrar, .. } => registrar.clone(),
                 _ => None,
             };
+            life.signed_in_resiliency = sip::resiliency(&msg);
             o.pending
                 .ok_with(Op::Register {
                     registrar,
-                    resiliency: sip::resiliency(&msg),
+                    resiliency: life.signed_in_resiliency,
                 })
                 .map_err(|e| e.to_string())?;
             Ok(Some(Event::Registered))
@@ -1076,8 +1081,9 @@ async fn after_register(
     from_tag: &str,
 ) -> Result<(), String> {
     if let Some(contact) = spec.contact.clone() {
-        if !life.contact_added {
-            life.contact_added = true;
+        if !life.contact_added || life.signed_in_resiliency {
+            // Added once served by a pool that may change it; tried again at every sign-in in resiliency mode.
+            life.contact_added = !life.signed_in_resiliency;
             let body = format!("add {}\r\n", sip::aor(&contact)).into_bytes();
             start(
                 spec,
