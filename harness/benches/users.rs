@@ -94,6 +94,7 @@ fn main() {
         scenario: "users-bench".into(),
         seed: 0,
         users: names.clone(),
+        ..RunInfo::default()
     });
 
     let t0 = Instant::now();
@@ -101,8 +102,8 @@ fn main() {
         let (even, odd): (Vec<_>, Vec<_>) = specs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
         let tunnel = |i: usize| std::net::SocketAddr::from(([127, 0, 0, 1], tunnel_ports[i]));
         let strip = |v: Vec<(usize, UserSpec)>| v.into_iter().map(|(_, s)| s).collect::<Vec<_>>();
-        let first = Workload::start(strip(even), tunnel(0), recorder.clone(), settings);
-        let second = Workload::start(strip(odd), tunnel(1), recorder.clone(), settings);
+        let first = Workload::start(strip(even), tunnel(0), recorder.clone(), settings, Default::default());
+        let second = Workload::start(strip(odd), tunnel(1), recorder.clone(), settings, Default::default());
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut registered = 0;
         while Instant::now() < deadline {

@@ -93,6 +93,41 @@ pub struct RunInfo {
     pub seed: u64,
     #[serde(default)]
     pub users: Vec<String>,
+    /// Every node of the run, with its pool and site: what a fault's target (a node, a pool, a site) hit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<RunNode>,
+    /// When the warm-up ended: every user should have signed in by then. `None` until the users started, and in
+    /// histories written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ends_at_us: Option<u64>,
+}
+
+/// One node of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunNode {
+    pub name: String,
+    pub pool: String,
+    pub site: String,
+}
+
+impl RunInfo {
+    /// The nodes a fault target names: a node's own name, every node of a pool, or every node of a site. Empty
+    /// for a name the run does not know (`users`, the proxy).
+    pub fn nodes_named(&self, name: &str) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.name == name || n.pool == name || n.site == name)
+            .map(|n| n.name.as_str())
+            .collect()
+    }
+
+    /// The pool of a node, if the run knows it.
+    pub fn pool_of(&self, node: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map(|n| n.pool.as_str())
+    }
 }
 
 /// The step of an operation a line records.
@@ -129,6 +164,33 @@ pub struct ImId {
     pub seq: u64,
 }
 
+/// Which servers a signed-in user depends on, as its last REGISTER's answer showed: a fault on any of them may
+/// sign the user out, a fault elsewhere must not (where a scenario says so). Every field is `None` where unknown
+/// (a subject that does not say, a history written before it was recorded).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The node the user's connection went to (a Front End, or the Edge server a remote user came in through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// The Front End that answered the REGISTER (its `Server` header), which holds the user's connection to the
+    /// pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The user's routing group in its pool (its `Server` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Attachment {
+    /// The nodes named: the entry and the answering server.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.entry
+            .iter()
+            .chain(self.server.iter())
+            .map(String::as_str)
+    }
+}
+
 /// What a user did or saw; serialized as `"op": "<name>", "value": {…}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "value", rename_all = "snake_case")]
@@ -140,6 +202,9 @@ pub enum Op {
         registrar: Option<String>,
         #[serde(default)]
         resiliency: bool,
+        /// On `ok`: where the user is attached (see [`Attachment`]).
+        #[serde(default, flatten)]
+        attachment: Attachment,
     },
     /// A REGISTER refresh of a live registration. `action` is the `register-action` of the 200 OK: `"added"`
     /// means the server had lost the binding, so the registration broke (the client registers again).
@@ -148,6 +213,9 @@ pub enum Op {
         action: Option<String>,
         #[serde(default)]
         resiliency: bool,
+        /// On `ok`: where the user is attached (see [`Attachment`]).
+        #[serde(default, flatten)]
+        attachment: Attachment,
     },
     /// The client noticed its registration broke (connection reset, 481, `presence services unavailable`…).
     RegistrationLost {
@@ -786,6 +854,17 @@ impl Recorder {
         u64::try_from(self.inner.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Records the run's description again with `change` made to it (a later `run` line replaces an earlier one);
+    /// `change` gets the stamp.
+    pub fn amend_run(&self, change: impl FnOnce(&mut RunInfo, u64)) -> Result<(), HistoryError> {
+        let mut run = self.lock().history.run.clone();
+        self.append(|at_us| {
+            change(&mut run, at_us);
+            Record::Run(run)
+        })
+        .map(|_| ())
+    }
+
     /// Stamps and appends one record; `make` gets the stamp.
     fn append(&self, make: impl FnOnce(u64) -> Record) -> Result<u64, HistoryError> {
         let mut state = self.lock();
@@ -1073,6 +1152,7 @@ mod tests {
             scenario: "fe_kill".into(),
             seed: 7,
             users: vec!["alice".into(), "bob".into()],
+            ..RunInfo::default()
         };
         let recorder = Recorder::to_dir(run, &dir).unwrap();
         let send = recorder

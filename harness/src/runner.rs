@@ -286,6 +286,16 @@ async fn drive(
         scenario: scenario.name().to_string(),
         seed: opts.seed,
         users: users.iter().map(|u| u.name.clone()).collect(),
+        nodes: scenario
+            .topology
+            .nodes()
+            .map(|n| crate::history::RunNode {
+                name: n.name.clone(),
+                pool: n.pool.clone(),
+                site: n.site.clone(),
+            })
+            .collect(),
+        warmup_ends_at_us: None,
     };
     let recorder = Recorder::to_dir(info, &opts.out)?;
     let tunnel = cluster.tunnel().await?;
@@ -313,9 +323,13 @@ async fn drive(
     {
         return Err(RunError::Runtime(RuntimeError::Other(e)));
     }
-    let workload = Workload::start(users, tunnel, recorder.clone(), scenario.settings());
+    let nodes = crate::workload::node_addresses(tunnel, &scenario.topology).await;
+    let workload = Workload::start(users, tunnel, recorder.clone(), scenario.settings(), nodes);
 
     let spec: &ScheduleSpec = &scenario.file.schedule;
+    recorder.amend_run(|run, now_us| {
+        run.warmup_ends_at_us = Some(now_us + spec.warmup_ms * 1000);
+    })?;
     stage.set("warm-up");
     tokio::time::sleep(Duration::from_millis(spec.warmup_ms)).await;
     let faults_start = Instant::now();

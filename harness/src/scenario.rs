@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::checker::{
-    BackendClaims, CallsEnd, Composed, Durability, ImDelivery, NoSplitBrain, Quorum,
+    BackendClaims, CallsEnd, Composed, Durability, ImDelivery, MaySignOut, NoSplitBrain, Quorum,
     RegistrationContinuity, ResiliencyMode,
 };
 use crate::claims::{self, ClaimPart};
@@ -136,8 +136,9 @@ pub struct RegistrationSpec {
     pub reregister_bound_ms: u64,
     #[serde(default = "default_settle_ms")]
     pub settle_ms: u64,
-    #[serde(default = "yes")]
-    pub expect_affected: bool,
+    /// Whom the faults may sign out: `nobody`, `attached` (only the users of what a fault hit) or `anyone`.
+    #[serde(default)]
+    pub may_sign_out: MaySignOut,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,10 +175,6 @@ pub struct Empty {}
 
 fn default_settle_ms() -> u64 {
     5_000
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A loaded scenario: its file, its topology, and its parsed bounds.
@@ -353,7 +350,7 @@ impl Scenario {
             composed = composed.with(RegistrationContinuity {
                 reregister_bound_ms: r.reregister_bound_ms,
                 settle_ms: r.settle_ms,
-                expect_affected: r.expect_affected,
+                may_sign_out: r.may_sign_out,
             });
         }
         if let Some(i) = &c.im {

@@ -42,6 +42,7 @@ fn site_loss(read_back: &str) -> History {
             scenario: "site-loss-operator".into(),
             seed: 11,
             users: vec!["alice".into(), "bob".into()],
+            ..RunInfo::default()
         }),
         line(1, Phase::Invoke, 1_000, "alice", publish("open#1")),
         line(1, Phase::Ok, 1_020, "alice", publish("open#1")),

@@ -107,6 +107,25 @@ fn caught(defect: &str, scenario: &str, checker: &str) -> f64 {
     seconds
 }
 
+/// A routing group's primary that acknowledges a write before its secondaries have it loses the write with itself.
+#[test]
+fn ack_before_replicate() {
+    caught("ack-before-replicate", "fe-kill", "durability");
+}
+
+/// The backup service that skips its last pass before the failback: what users changed on the backup pool is
+/// lost when they go home.
+#[test]
+fn backup_last_pass_dropped() {
+    caught("backup-last-pass-dropped", "site-loss", "durability");
+}
+
+/// A Front End that signs its own (healthy) users out when a peer dies.
+#[test]
+fn sign_out_on_peer_death() {
+    caught("sign-out-on-peer-death", "fe-kill", "registration");
+}
+
 /// A home pool back from a site loss that does not heed the fence serves its users beside its pair.
 #[test]
 fn failback_without_fence() {

@@ -22,6 +22,7 @@ fn history() -> History {
         scenario: "fe_kill".into(),
         seed: 7,
         users: users.iter().map(|u| u.to_string()).collect(),
+        ..RunInfo::default()
     })];
     let mut id = 0;
     let mut op =
@@ -49,6 +50,7 @@ fn history() -> History {
     let register = Op::Register {
         registrar: None,
         resiliency: false,
+        attachment: Default::default(),
     };
     for (i, user) in users.iter().enumerate() {
         op(

@@ -3,7 +3,7 @@
 
 use crate::history::{
     BeRole, Fault, GroupRole, History, Op, OpRecord, OperatorOutcome, OperatorRecord, Phase,
-    ProbeRecord, Record, RunInfo, View,
+    ProbeRecord, Record, RunInfo, RunNode, View,
 };
 
 pub(crate) struct Build {
@@ -23,10 +23,34 @@ impl Build {
                 scenario: "fe_kill".into(),
                 seed: 42,
                 users: users.iter().map(|u| u.to_string()).collect(),
+                ..RunInfo::default()
             })],
             faults: Vec::new(),
             next_id: 0,
         }
+    }
+
+    /// The run's nodes: `(node, pool, site)`.
+    pub(crate) fn nodes(mut self, nodes: &[(&str, &str, &str)]) -> Build {
+        if let Some(Record::Run(run)) = self.records.first_mut() {
+            run.nodes = nodes
+                .iter()
+                .map(|(name, pool, site)| RunNode {
+                    name: (*name).into(),
+                    pool: (*pool).into(),
+                    site: (*site).into(),
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The warm-up ended at `at_ms`.
+    pub(crate) fn warmup_ends(mut self, at_ms: u64) -> Build {
+        if let Some(Record::Run(run)) = self.records.first_mut() {
+            run.warmup_ends_at_us = Some(us(at_ms));
+        }
+        self
     }
 
     fn line(&mut self, id: u64, phase: Phase, at_ms: u64, user: &str, op: Op, error: Option<&str>) {
@@ -202,6 +226,21 @@ pub(crate) fn register(resiliency: bool) -> Op {
     Op::Register {
         registrar: Some("fe-a".into()),
         resiliency,
+        attachment: Default::default(),
+    }
+}
+
+/// A REGISTER answered by `server`, which named the user's routing group `group`, the connection in through
+/// `entry` (the server itself when `None`).
+pub(crate) fn register_at(server: &str, group: &str, entry: Option<&str>) -> Op {
+    Op::Register {
+        registrar: Some("fe-a".into()),
+        resiliency: false,
+        attachment: crate::history::Attachment {
+            entry: Some(entry.unwrap_or(server).into()),
+            server: Some(server.into()),
+            group: Some(group.into()),
+        },
     }
 }
 
@@ -365,6 +404,7 @@ pub(crate) fn clean() -> Build {
             Op::Refresh {
                 action: Some("refreshed".into()),
                 resiliency: false,
+                attachment: Default::default(),
             },
             20_000,
             20_050,

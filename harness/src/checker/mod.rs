@@ -33,7 +33,7 @@ pub use compose::{Checker, Composed};
 pub use durability::Durability;
 pub use im::ImDelivery;
 pub use quorum::Quorum;
-pub use registration::RegistrationContinuity;
+pub use registration::{MaySignOut, RegistrationContinuity};
 pub use resiliency::ResiliencyMode;
 pub use split_brain::NoSplitBrain;
 pub use verdict::{Verdict, Violation};

@@ -7,12 +7,21 @@
 //! holds it: a fault's from its request to its undo plus `settle_ms`, or to the end if never undone; an operator
 //! command's from its request to its answer plus `settle_ms` (a failback sends users home, signing them out), or
 //! to the end if never answered.
+//!
+//! Who may be signed out by a fault is the scenario's claim ([`MaySignOut`]): nobody; only the users attached to
+//! what the fault hit (the node their connection went to, the Front End that answered their REGISTER, their routing
+//! group's primary, or a routing group the faults in force left below two live replicas); or anyone. Every user
+//! must be signed in by the end of the warm-up.
 
 use std::fmt;
 
 use super::compose::Checker;
 use super::verdict::{Verdict, Violation};
-use crate::history::{Fault, History, Op, Outcome};
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::history::{Attachment, Fault, GroupRole, History, Op, Outcome, View};
 
 /// What a sign-out is put down to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +62,8 @@ pub struct SignOut {
     pub back_at_us: Option<u64>,
     /// The first sign-in after the sign-out that is not in resiliency mode.
     pub full_service_at_us: Option<u64>,
+    /// Where the user was attached when signed out, as its last REGISTER answer before showed it.
+    pub attachment: Attachment,
 }
 
 impl SignOut {
@@ -88,9 +99,26 @@ impl SignOut {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Whom a scenario's faults may sign out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaySignOut {
+    /// No fault signs anyone out: users do not notice it (a Back End failover with a witness, a slow link).
+    Nobody,
+    /// Only the users attached to what a fault hit (see the module's documentation); every other user keeps
+    /// service.
+    Attached,
+    /// Any user: the claim is only that whoever is signed out comes back within the bound.
+    #[default]
+    Anyone,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 enum Event {
-    SignedIn { resiliency: bool },
+    SignedIn {
+        resiliency: bool,
+        attachment: Attachment,
+    },
     SignedOut,
 }
 
@@ -100,17 +128,31 @@ fn events(history: &History) -> Vec<(String, u64, Event)> {
     for op in history.operations() {
         let at = op.complete_at_us;
         let event = match (&op.op, &op.outcome) {
-            (Op::Register { .. }, Outcome::Ok(Op::Register { resiliency, .. })) => {
-                Some(Event::SignedIn {
-                    resiliency: *resiliency,
-                })
-            }
-            (Op::Refresh { .. }, Outcome::Ok(Op::Refresh { action, resiliency })) => {
+            (
+                Op::Register { .. },
+                Outcome::Ok(Op::Register {
+                    resiliency,
+                    attachment,
+                    ..
+                }),
+            ) => Some(Event::SignedIn {
+                resiliency: *resiliency,
+                attachment: attachment.clone(),
+            }),
+            (
+                Op::Refresh { .. },
+                Outcome::Ok(Op::Refresh {
+                    action,
+                    resiliency,
+                    attachment,
+                }),
+            ) => {
                 if action.as_deref() == Some("added") {
                     Some(Event::SignedOut)
                 } else {
                     Some(Event::SignedIn {
                         resiliency: *resiliency,
+                        attachment: attachment.clone(),
                     })
                 }
             }
@@ -119,9 +161,10 @@ fn events(history: &History) -> Vec<(String, u64, Event)> {
             }
             (Op::RegistrationLost { .. }, Outcome::Ok(_)) => Some(Event::SignedOut),
             // Only a signed-in client hears the notice: it changes how, not whether, the user is served.
-            (Op::ResiliencyNotice { on }, Outcome::Ok(_)) => {
-                Some(Event::SignedIn { resiliency: *on })
-            }
+            (Op::ResiliencyNotice { on }, Outcome::Ok(_)) => Some(Event::SignedIn {
+                resiliency: *on,
+                attachment: Attachment::default(),
+            }),
             _ => None,
         };
         if let (Some(event), Some(at)) = (event, at) {
@@ -156,21 +199,29 @@ pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
     let events = events(history);
     let mut out = Vec::new();
     let mut signed_in = false;
+    let mut attached = Attachment::default();
     let mut user: Option<&str> = None;
     for (index, (name, at_us, event)) in events.iter().enumerate() {
         if user != Some(name.as_str()) {
             user = Some(name);
             signed_in = false;
+            attached = Attachment::default();
         }
         match event {
-            Event::SignedIn { .. } => signed_in = true,
+            Event::SignedIn { attachment, .. } => {
+                signed_in = true;
+                // A notice (no attachment of its own) keeps the attachment the user had.
+                if attachment != &Attachment::default() {
+                    attached = attachment.clone();
+                }
+            }
             Event::SignedOut if signed_in => {
                 signed_in = false;
                 let later = events[index + 1..].iter().take_while(|e| &e.0 == name);
                 let mut back_at_us = None;
                 let mut full_service_at_us = None;
                 for (_, at, e) in later {
-                    if let Event::SignedIn { resiliency } = e {
+                    if let Event::SignedIn { resiliency, .. } = e {
                         back_at_us = back_at_us.or(Some(*at));
                         if !resiliency {
                             full_service_at_us = Some(*at);
@@ -184,6 +235,7 @@ pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
                     cause: cause_holding(history, *at_us, settle_ms),
                     back_at_us,
                     full_service_at_us,
+                    attachment: attached.clone(),
                 });
             }
             Event::SignedOut => {}
@@ -235,9 +287,9 @@ pub struct RegistrationContinuity {
     pub reregister_bound_ms: u64,
     /// How long after a fault's undo a sign-out still belongs to it (failback).
     pub settle_ms: u64,
-    /// Whether the scenario's faults must sign someone out. True for FE and pool faults; false for faults users
-    /// should not notice (a BE failover with a witness), where "nobody was affected" is the claim itself.
-    pub expect_affected: bool,
+    /// Whom the scenario's faults may sign out. Unless `Nobody`, a run whose faults signed no one out did not
+    /// observe continuity across a fault (`unknown`).
+    pub may_sign_out: MaySignOut,
 }
 
 impl Default for RegistrationContinuity {
@@ -245,9 +297,110 @@ impl Default for RegistrationContinuity {
         RegistrationContinuity {
             reregister_bound_ms: 30_000,
             settle_ms: 5_000,
-            expect_affected: true,
+            may_sign_out: MaySignOut::Anyone,
         }
     }
+}
+
+/// The nodes a fault hit: its target's node, pool or site (both ends of a link; every side of a partition).
+fn hit_nodes<'h>(history: &'h History, fault: &Fault) -> BTreeSet<&'h str> {
+    let target = fault.target.as_str();
+    // A link's target is `from->to:toxic`.
+    let target = match target.rsplit_once(':') {
+        Some((ends, _)) if target.contains("->") => ends,
+        _ => target,
+    };
+    target
+        .split(['|', '+'])
+        .flat_map(|part| part.split("->"))
+        .map(str::trim)
+        .flat_map(|name| history.run.nodes_named(name))
+        .collect()
+}
+
+/// A routing group's replicas as the probes said: its primary, if any, and every node holding a replica.
+#[derive(Debug, Default)]
+struct Replicas<'h> {
+    primary: Option<&'h str>,
+    holders: Vec<&'h str>,
+}
+
+/// The replicas of every routing group (by pool and group) as the probes last said at or before `at_us`.
+fn replicas_before(history: &History, at_us: u64) -> BTreeMap<(&str, &str), Replicas<'_>> {
+    // Each node's views of its latest round at or before `at_us` (a node is recorded whole when it changes).
+    let round_of = |p: &crate::history::ProbeRecord| p.round.unwrap_or(p.at_us);
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    for p in history.probes.iter().filter(|p| p.at_us <= at_us) {
+        let r = latest.entry(p.node.as_str()).or_insert(0);
+        *r = (*r).max(round_of(p));
+    }
+    let mut replicas: BTreeMap<(&str, &str), Replicas<'_>> = BTreeMap::new();
+    for p in history.probes.iter().filter(|p| p.at_us <= at_us) {
+        if latest.get(p.node.as_str()) != Some(&round_of(p)) {
+            continue;
+        }
+        if let Some(View::GroupRole {
+            pool, group, role, ..
+        }) = &p.view
+        {
+            let r = replicas.entry((pool.as_str(), group.as_str())).or_default();
+            match role {
+                GroupRole::Primary => {
+                    r.primary = Some(p.node.as_str());
+                    r.holders.push(p.node.as_str());
+                }
+                GroupRole::Secondary => r.holders.push(p.node.as_str()),
+                GroupRole::None => {}
+            }
+        }
+    }
+    replicas
+}
+
+/// Whether a sign-out at `at_us` of a user attached as `attachment` may be put down to `fault`: the user's
+/// connection or answering Front End was hit, or its routing group's primary was, or the faults in force at
+/// `at_us` left its group below two live replicas. `None` when the attachment is unknown.
+fn attached_to(
+    history: &History,
+    fault: &Fault,
+    attachment: &Attachment,
+    at_us: u64,
+    settle_ms: u64,
+) -> Option<bool> {
+    if attachment == &Attachment::default() {
+        return None;
+    }
+    let hit = hit_nodes(history, fault);
+    if attachment.nodes().any(|n| hit.contains(n)) {
+        return Some(true);
+    }
+    let (Some(group), Some(pool)) = (
+        attachment.group.as_deref(),
+        attachment
+            .server
+            .as_deref()
+            .and_then(|s| history.run.pool_of(s)),
+    ) else {
+        return Some(false);
+    };
+    let replicas = replicas_before(history, fault.requested_at_us);
+    let Some(group) = replicas.get(&(pool, group)) else {
+        return Some(false);
+    };
+    let homed = group.primary.is_some_and(|primary| hit.contains(primary));
+    let settle_us = settle_ms * 1000;
+    let down: BTreeSet<&str> = history
+        .faults
+        .iter()
+        .filter(|f| {
+            f.requested_at_us <= at_us
+                && f.undone_at_us
+                    .is_none_or(|u| at_us <= u.saturating_add(settle_us))
+        })
+        .flat_map(|f| hit_nodes(history, f))
+        .collect();
+    let live = group.holders.iter().filter(|n| !down.contains(*n)).count();
+    Some(homed || live < 2)
 }
 
 impl Checker for RegistrationContinuity {
@@ -273,6 +426,7 @@ impl Checker for RegistrationContinuity {
         let bound_us = self.reregister_bound_ms * 1000;
         let mut violations = Vec::new();
         let sign_outs = sign_outs(history, self.settle_ms);
+        self.check_signed_in_by_warmup(history, &mut violations, &mut undecided);
         for s in &sign_outs {
             let Some(cause) = s.cause else {
                 violations.push(Violation::new(
@@ -283,6 +437,45 @@ impl Checker for RegistrationContinuity {
                 ));
                 continue;
             };
+            if let Some(fault) = cause
+                .fault()
+                .and_then(|id| history.faults.iter().find(|f| f.id == id))
+            {
+                let allowed = match self.may_sign_out {
+                    MaySignOut::Anyone => Some(true),
+                    MaySignOut::Nobody => Some(false),
+                    MaySignOut::Attached => {
+                        attached_to(history, fault, &s.attachment, s.at_us, self.settle_ms)
+                    }
+                };
+                match allowed {
+                    Some(true) => {}
+                    Some(false) => violations.push(Violation::new(
+                        name,
+                        Some(&s.user),
+                        Some(s.at_us),
+                        match self.may_sign_out {
+                            MaySignOut::Nobody => format!(
+                                "signed out by {cause} ({} {}), which the scenario says signs nobody out",
+                                fault.kind, fault.target
+                            ),
+                            _ => format!(
+                                "signed out by {cause} ({} {}) while attached elsewhere ({}): only the users \
+                                 attached to what the fault hit may be signed out",
+                                fault.kind,
+                                fault.target,
+                                describe(&s.attachment)
+                            ),
+                        },
+                    )),
+                    None => undecided.push(format!(
+                        "{} was signed out at {} ms by {cause}, and where the user was attached is unknown \
+                         (its REGISTER answer named no server)",
+                        s.user,
+                        s.at_us / 1000
+                    )),
+                }
+            }
             let start_us = s.outage_start_us(history);
             match s.back_at_us {
                 Some(back) if back.saturating_sub(start_us) <= bound_us => {}
@@ -312,7 +505,7 @@ impl Checker for RegistrationContinuity {
                 )),
             }
         }
-        if self.expect_affected
+        if self.may_sign_out != MaySignOut::Nobody
             && !history.faults.is_empty()
             && sign_outs.iter().all(|s| s.cause.is_none())
         {
@@ -325,10 +518,77 @@ impl Checker for RegistrationContinuity {
     }
 }
 
+impl RegistrationContinuity {
+    /// Every user of the run signs in by the end of the warm-up (a user never signed in is a violation, not
+    /// invisible). Without a recorded warm-up: by the end of the run, once it lasted the bound.
+    fn check_signed_in_by_warmup(
+        &self,
+        history: &History,
+        violations: &mut Vec<Violation>,
+        undecided: &mut Vec<String>,
+    ) {
+        let events = events(history);
+        let mut first_in: BTreeMap<&str, u64> = BTreeMap::new();
+        for (user, at_us, event) in &events {
+            if matches!(event, Event::SignedIn { .. }) {
+                first_in.entry(user.as_str()).or_insert(*at_us);
+            }
+        }
+        let end_us = history.last_at_us();
+        let deadline_us = history
+            .run
+            .warmup_ends_at_us
+            .unwrap_or_else(|| self.reregister_bound_ms * 1000);
+        for user in &history.run.users {
+            match first_in.get(user.as_str()) {
+                Some(at) if *at <= deadline_us => {}
+                Some(at) if history.run.warmup_ends_at_us.is_some() => {
+                    violations.push(Violation::new(
+                        self.name(),
+                        Some(user),
+                        Some(*at),
+                        format!(
+                            "first signed in at {} ms, after the warm-up ended at {} ms",
+                            at / 1000,
+                            deadline_us / 1000
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None if end_us >= deadline_us => violations.push(Violation::new(
+                    self.name(),
+                    Some(user),
+                    None,
+                    "never signed in",
+                )),
+                None => undecided.push(format!(
+                    "{user} had not signed in when the history ended, before the warm-up's end"
+                )),
+            }
+        }
+    }
+}
+
+/// A user's attachment, for a violation's text.
+fn describe(a: &Attachment) -> String {
+    let mut parts = Vec::new();
+    if let Some(entry) = &a.entry {
+        parts.push(format!("in through {entry}"));
+    }
+    if let Some(server) = &a.server {
+        parts.push(format!("served by {server}"));
+    }
+    if let Some(group) = &a.group {
+        parts.push(format!("group {group}"));
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::fixtures::{clean, register, Build};
+    use crate::checker::fixtures::{clean, group, register, register_at, Build};
+    use crate::history::GroupRole;
     use crate::history::Op;
 
     /// The clean run, with carol's connection reset by the fault at 10.4 s.
@@ -376,6 +636,7 @@ mod tests {
                 Op::Refresh {
                     action: Some("refreshed".into()),
                     resiliency: false,
+                    attachment: Default::default(),
                 },
                 30_000,
                 30_010,
@@ -410,6 +671,7 @@ mod tests {
                 Op::Refresh {
                     action: Some("added".into()),
                     resiliency: false,
+                    attachment: Default::default(),
                 },
                 50_000,
                 50_010,
@@ -511,5 +773,216 @@ mod tests {
             .end(2_000)
             .build();
         assert!(matches!(check(&h), Verdict::Unknown(r) if r.contains("before the bound")));
+    }
+
+    /// Five Front Ends `fe-a1..5` of pool `fe-a`, an Edge server `edge-1`; routing group `rg-1` on fe-a1
+    /// (primary), fe-a2, fe-a3; `rg-2` on fe-a3 (primary), fe-a1, fe-a2; `rg-3` on fe-a3 (primary), fe-a4, fe-a5.
+    fn five_front_ends(users: &[&str]) -> Build {
+        let mut b = Build::new(users).nodes(&[
+            ("fe-a1", "fe-a", "site-a"),
+            ("fe-a2", "fe-a", "site-a"),
+            ("fe-a3", "fe-a", "site-a"),
+            ("fe-a4", "fe-a", "site-a"),
+            ("fe-a5", "fe-a", "site-a"),
+            ("edge-1", "edge", "site-a"),
+        ]);
+        let placement = [
+            ("rg-1", ["fe-a1", "fe-a2", "fe-a3"]),
+            ("rg-2", ["fe-a3", "fe-a1", "fe-a2"]),
+            ("rg-3", ["fe-a3", "fe-a4", "fe-a5"]),
+        ];
+        for (g, holders) in placement {
+            for (i, node) in holders.iter().enumerate() {
+                let role = if i == 0 {
+                    GroupRole::Primary
+                } else {
+                    GroupRole::Secondary
+                };
+                b = b.probe_in(node, group(g, role, 1), 500, 2);
+            }
+        }
+        b
+    }
+
+    fn scoped(h: &History, may_sign_out: MaySignOut) -> Verdict {
+        RegistrationContinuity {
+            reregister_bound_ms: 5_000,
+            may_sign_out,
+            ..Default::default()
+        }
+        .check(h)
+    }
+
+    /// `user` signed in as `op` at 100 ms, signed out at `out_ms` by a reset, back 200 ms later.
+    fn out_and_back(b: Build, user: &str, op: Op, out_ms: u64) -> Build {
+        b.ok(user, op.clone(), 100, 150)
+            .observe(
+                user,
+                Op::RegistrationLost {
+                    reason: "connection reset".into(),
+                },
+                out_ms,
+            )
+            .ok(user, op, out_ms + 100, out_ms + 200)
+    }
+
+    #[test]
+    fn only_the_killed_servers_users_may_be_signed_out_where_the_scenario_says_so() {
+        // alice is served by the killed fe-a1; bob by fe-a2 in group rg-3, whose replicas all live.
+        let b = five_front_ends(&["alice", "bob"]).fault(
+            "kill",
+            "fe-a1",
+            1_000,
+            Some(1_100),
+            Some(8_000),
+        );
+        let b = out_and_back(b, "alice", register_at("fe-a1", "rg-3", None), 1_200);
+        let h = b
+            .ok("bob", register_at("fe-a2", "rg-3", None), 100, 150)
+            .end(20_000)
+            .build();
+        assert_eq!(scoped(&h, MaySignOut::Attached), Verdict::Valid);
+
+        let b = five_front_ends(&["alice", "bob"]).fault(
+            "kill",
+            "fe-a1",
+            1_000,
+            Some(1_100),
+            Some(8_000),
+        );
+        let b = out_and_back(b, "alice", register_at("fe-a1", "rg-3", None), 1_200);
+        let h = out_and_back(b, "bob", register_at("fe-a2", "rg-3", None), 1_300)
+            .end(20_000)
+            .build();
+        let v = scoped(&h, MaySignOut::Attached);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert_eq!(v.violations()[0].user.as_deref(), Some("bob"));
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("attached elsewhere (in through fe-a2, served by fe-a2, group rg-3)"),
+            "{v:?}"
+        );
+        // The same history where anyone may be signed out: bob came back in time.
+        assert_eq!(scoped(&h, MaySignOut::Anyone), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_user_whose_groups_primary_was_killed_or_who_came_in_through_it_may_be_signed_out() {
+        // carol is served by fe-a2, but her group rg-1 had its primary on the killed fe-a1; dave came in through
+        // the killed Edge server edge-1 (a remote user) to fe-a4.
+        let b = five_front_ends(&["carol"]).fault("kill", "fe-a1", 1_000, Some(1_100), Some(8_000));
+        let h = out_and_back(b, "carol", register_at("fe-a2", "rg-1", None), 1_300)
+            .end(20_000)
+            .build();
+        assert_eq!(scoped(&h, MaySignOut::Attached), Verdict::Valid);
+
+        let b = five_front_ends(&["dave"]).fault("kill", "edge-1", 1_000, Some(1_100), Some(8_000));
+        let h = out_and_back(
+            b,
+            "dave",
+            register_at("fe-a4", "rg-3", Some("edge-1")),
+            1_300,
+        )
+        .end(20_000)
+        .build();
+        assert_eq!(scoped(&h, MaySignOut::Attached), Verdict::Valid);
+    }
+
+    #[test]
+    fn only_the_users_of_a_group_left_below_two_replicas_may_be_signed_out() {
+        // fe-a1 and fe-a2 killed: rg-2 (primary fe-a3) keeps one live replica; rg-3 keeps all three.
+        let killed = || {
+            five_front_ends(&["erin", "frank"])
+                .fault("kill", "fe-a1", 1_000, Some(1_100), Some(8_000))
+                .fault("kill", "fe-a2", 1_000, Some(1_100), Some(8_000))
+        };
+        let h = out_and_back(killed(), "erin", register_at("fe-a3", "rg-2", None), 1_300)
+            .ok("frank", register_at("fe-a3", "rg-3", None), 100, 150)
+            .end(20_000)
+            .build();
+        assert_eq!(scoped(&h, MaySignOut::Attached), Verdict::Valid);
+
+        let b = out_and_back(killed(), "erin", register_at("fe-a3", "rg-2", None), 1_300);
+        let h = out_and_back(b, "frank", register_at("fe-a3", "rg-3", None), 1_400)
+            .end(20_000)
+            .build();
+        let v = scoped(&h, MaySignOut::Attached);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert_eq!(v.violations()[0].user.as_deref(), Some("frank"));
+    }
+
+    #[test]
+    fn a_sign_out_is_a_violation_where_the_scenario_says_nobody_notices() {
+        let v = scoped(
+            &carol_signed_out()
+                .ok("carol", register(false), 11_000, 11_100)
+                .build(),
+            MaySignOut::Nobody,
+        );
+        assert_eq!(v.violations().len(), 2, "{v:?}");
+        assert!(
+            v.violations()
+                .iter()
+                .all(|v| v.what.contains("signs nobody out")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_sign_out_of_a_user_whose_attachment_is_unknown_is_undecided() {
+        let b = five_front_ends(&["gina"]).fault("kill", "fe-a1", 1_000, Some(1_100), Some(8_000));
+        let h = out_and_back(b, "gina", register(false), 1_300)
+            .end(20_000)
+            .build();
+        assert!(
+            matches!(scoped(&h, MaySignOut::Attached), Verdict::Unknown(r) if r.contains("where the user was attached is unknown")),
+        );
+    }
+
+    #[test]
+    fn a_user_who_never_signs_in_by_the_end_of_the_warm_up_is_a_violation() {
+        // dave is a user of the run and never signed in.
+        let h = Build::new(&["alice", "dave"])
+            .ok("alice", register(false), 100, 150)
+            .fail(
+                "dave",
+                register(false),
+                100,
+                5_100,
+                "503 Service Unavailable",
+            )
+            .warmup_ends(8_000)
+            .end(20_000)
+            .build();
+        let v = scoped(&h, MaySignOut::Anyone);
+        assert!(
+            v.violations()
+                .iter()
+                .any(|v| v.user.as_deref() == Some("dave") && v.what.contains("never signed in")),
+            "{v:?}"
+        );
+        // Signed in only after the warm-up: also a violation.
+        let h = Build::new(&["alice", "dave"])
+            .ok("alice", register(false), 100, 150)
+            .ok("dave", register(false), 9_000, 9_100)
+            .warmup_ends(8_000)
+            .end(20_000)
+            .build();
+        let v = scoped(&h, MaySignOut::Anyone);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(
+            v.violations()[0].what.contains("after the warm-up"),
+            "{v:?}"
+        );
+        // A history that ends within the warm-up cannot tell.
+        let h = Build::new(&["alice", "dave"])
+            .ok("alice", register(false), 100, 150)
+            .warmup_ends(8_000)
+            .end(5_000)
+            .build();
+        assert!(
+            matches!(scoped(&h, MaySignOut::Anyone), Verdict::Unknown(r) if r.contains("dave had not signed in"))
+        );
     }
 }

@@ -40,7 +40,9 @@ impl Checker for ResiliencyMode {
                 Some(Op::Register { resiliency, .. }) => {
                     Some((op.user.as_str(), op.complete_at_us?, *resiliency))
                 }
-                Some(Op::Refresh { action, resiliency }) if action.as_deref() != Some("added") => {
+                Some(Op::Refresh {
+                    action, resiliency, ..
+                }) if action.as_deref() != Some("added") => {
                     Some((op.user.as_str(), op.complete_at_us?, *resiliency))
                 }
                 Some(Op::ResiliencyNotice { on }) => {

@@ -7,7 +7,9 @@
 pub mod sip;
 pub mod user;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -165,12 +167,13 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts every user.
+    /// Starts every user. `nodes` names every node by its addresses (see [`node_addresses`]).
     pub fn start(
         users: Vec<UserSpec>,
         tunnel: SocketAddr,
         recorder: Recorder,
         settings: Settings,
+        nodes: Arc<HashMap<String, String>>,
     ) -> Workload {
         let (stage, rx) = watch::channel(Stage::Running);
         let mut tasks = JoinSet::new();
@@ -180,6 +183,7 @@ impl Workload {
                 tunnel,
                 recorder.clone(),
                 settings,
+                nodes.clone(),
                 rx.clone(),
             ));
         }
@@ -201,4 +205,25 @@ impl Workload {
             }
         }
     }
+}
+
+/// Every node's name by each address it has in the networks (as the tunnel resolves its name), so a user can say
+/// which node it dialled. A node that does not resolve is left out (its users' `entry` stays unknown).
+pub async fn node_addresses(
+    tunnel: SocketAddr,
+    topology: &Topology,
+) -> Arc<HashMap<String, String>> {
+    let mut nodes = HashMap::new();
+    for node in topology.nodes() {
+        let Ok(ips) =
+            crate::runtime::tunnel::resolve_within(tunnel, &node.name, Duration::from_secs(3))
+                .await
+        else {
+            continue;
+        };
+        for ip in ips {
+            nodes.insert(ip.to_string(), node.name.clone());
+        }
+    }
+    Arc::new(nodes)
 }

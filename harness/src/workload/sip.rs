@@ -4,6 +4,7 @@
 //! implementation it is testing.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 
@@ -293,6 +294,52 @@ pub fn register_action(response: &Message) -> Option<String> {
     )
 }
 
+/// How long a REGISTER's `200` keeps the binding: the shortest `expires` of its Contacts (the user's one), else its
+/// `Expires` header (RFC 3261 10.2.4). `None` when it says neither.
+pub fn granted_expires(response: &Message) -> Option<Duration> {
+    let contacts = response
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Contact") || n == "m")
+        .filter_map(|(_, v)| {
+            let at = v.find("expires=")? + "expires=".len();
+            v[at..]
+                .split([';', ',', ' ', '>'])
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .min();
+    contacts
+        .or_else(|| response.header("Expires")?.trim().parse().ok())
+        .map(Duration::from_secs)
+}
+
+/// The node and routing group a REGISTER's `200` names in its `Server` header (`poolnode/0.1.0 (fe1-2; rg-3)`):
+/// the product's comment, its first part the node, its second the group. `(None, None)` from any other product,
+/// whose comment means something else.
+pub fn server_of(response: &Message) -> (Option<String>, Option<String>) {
+    let Some(v) = response
+        .header("Server")
+        .filter(|v| v.starts_with("poolnode/"))
+    else {
+        return (None, None);
+    };
+    let Some(comment) = v
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| inside)
+    else {
+        return (None, None);
+    };
+    let mut parts = comment
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    (parts.next(), parts.next())
+}
+
 /// The event package of the NOTIFY by which a pool tells a client its resiliency mode changed; its body has
 /// `resiliency-mode: on|off`, `home: <pool>`, and `register-at: <pool>` when the client must register there.
 pub const RESILIENCY_EVENT: &str = "vnd-poolchaos-resiliency";
@@ -401,5 +448,39 @@ mod tests {
             user_of("<sip:fe1-u0001@poolchaos>;tag=1"),
             Some("fe1-u0001")
         );
+    }
+
+    fn answer(headers: &[(&str, &str)]) -> Message {
+        Message {
+            start: "SIP/2.0 200 OK".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_register_answer_says_how_long_the_binding_lasts() {
+        let a = answer(&[
+            ("Contact", "<sip:alice@10.0.0.9:5060>;expires=45"),
+            ("Expires", "60"),
+        ]);
+        assert_eq!(granted_expires(&a), Some(Duration::from_secs(45)));
+        assert_eq!(
+            granted_expires(&answer(&[("Expires", "30")])),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(granted_expires(&answer(&[])), None);
+    }
+
+    #[test]
+    fn a_register_answer_names_its_server_and_group() {
+        let a = answer(&[("Server", "poolnode/0.1.0 (fe1-2; rg-3)")]);
+        assert_eq!(server_of(&a), (Some("fe1-2".into()), Some("rg-3".into())));
+        let plain = answer(&[("Server", "kamailio (5.6.3 (x86_64/linux))")]);
+        assert_eq!(server_of(&plain), (None, None));
+        assert_eq!(server_of(&answer(&[])), (None, None));
     }
 }

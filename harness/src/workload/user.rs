@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -21,7 +22,7 @@ use tokio::time::{sleep, Instant};
 
 use super::sip::{self, Challenge, Frame, Framer, Message};
 use super::{Settings, Stage};
-use crate::history::{CallEndedBy, Op, Pending, Recorder};
+use crate::history::{Attachment, CallEndedBy, Op, Pending, Recorder};
 use crate::runtime::tunnel;
 
 /// Who a user is and whom it talks to.
@@ -109,6 +110,8 @@ struct Life {
     suspect: HashMap<String, Instant>,
     /// The address the current session's connection was dialled to (`None` through a fault-proxy link).
     dialled: Option<String>,
+    /// Every node's name by its addresses, to say which node the connection went to.
+    nodes: Arc<HashMap<String, String>>,
     /// The last addresses each name resolved to, and when it was last asked: a client keeps a DNS answer for a
     /// while, and uses it when the name stops resolving (every server of the pool gone).
     resolved: HashMap<String, (Vec<String>, Instant)>,
@@ -126,6 +129,7 @@ pub async fn run(
     tunnel: SocketAddr,
     recorder: Recorder,
     settings: Settings,
+    nodes: Arc<HashMap<String, String>>,
     mut stage: watch::Receiver<Stage>,
 ) {
     let mut life = Life {
@@ -139,6 +143,7 @@ pub async fn run(
         registrars: None,
         suspect: HashMap::new(),
         dialled: None,
+        nodes,
         resolved: HashMap::new(),
         challenge: None,
         use_backup: false,
@@ -256,6 +261,21 @@ enum Pass {
     Suspect,
 }
 
+/// Where a REGISTER's `200` shows the user attached: the node dialled, and the Front End and routing group the
+/// answer names.
+fn attachment(answer: &Message, life: &Life) -> Attachment {
+    let (server, group) = sip::server_of(answer);
+    Attachment {
+        entry: life
+            .dialled
+            .as_ref()
+            .and_then(|ip| life.nodes.get(ip))
+            .cloned(),
+        server,
+        group,
+    }
+}
+
 /// Finds a registrar and connects to it: first through addresses not recently unreachable, then through those.
 async fn connect(
     spec: &UserSpec,
@@ -334,6 +354,8 @@ async fn connect_pass(
     }
     if let (Some((host, port)), Pass::Fresh) = (&spec.via, pass) {
         if let Ok(stream) = tunnel::connect(tunnel, host, *port, settings.connect_timeout).await {
+            // Through the fault proxy: the node behind it is the one the answer names.
+            life.dialled = None;
             return Some((stream, spec.home.clone(), plain_uri));
         }
     }
@@ -542,6 +564,7 @@ async fn session(
     let op = Op::Register {
         registrar: Some(registrar.to_string()),
         resiliency: false,
+        attachment: Default::default(),
     };
     let Ok(pending) = recorder.invoke(&spec.name, op.clone()) else {
         return End::Lost("history unavailable".into());
@@ -618,14 +641,14 @@ async fn session(
                     if msg.status().is_some() {
                         let action = on_response(spec, msg, &mut outstanding, &mut write, life, recorder, settings).await;
                         match action {
-                            Ok(Some(Event::Registered)) => {
+                            Ok(Some(Event::Registered { granted })) => {
                                 registered = true;
-                                next_refresh = Instant::now() + settings.refresh_interval;
+                                next_refresh = Instant::now() + refresh_after(settings, granted);
                                 if let Err(e) = after_register(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
                                     return End::Lost(e);
                                 }
                             }
-                            Ok(Some(Event::Refreshed)) => next_refresh = Instant::now() + settings.refresh_interval,
+                            Ok(Some(Event::Refreshed { granted })) => next_refresh = Instant::now() + refresh_after(settings, granted),
                             Ok(Some(Event::Published { expires })) => {
                                 next_publish = next_publish.min(Instant::now() + expires * 3 / 4);
                             }
@@ -660,7 +683,7 @@ async fn session(
                         register_request(spec, register_uri, &reg_call_id, &from_tag, life, settings);
                     let challenge = life.challenge.clone();
                     let req = with_auth(req, &challenge, spec, life);
-                    let op = Op::Refresh { action: None, resiliency: false };
+                    let op = Op::Refresh { action: None, resiliency: false, attachment: Default::default() };
                     if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Refresh, op, req, false).await {
                         return End::Lost(e);
                     }
@@ -728,10 +751,25 @@ async fn session(
     }
 }
 
+/// When a user refreshes its registration: at its refresh interval, but at the latest at three quarters of the
+/// time the registrar granted, as a client does (a refresh due at the binding's very expiry races it, and the
+/// registrar rightly answers `added`: the binding had expired).
+fn refresh_after(settings: &Settings, granted: Option<Duration>) -> Duration {
+    granted.map_or(settings.refresh_interval, |g| {
+        settings.refresh_interval.min(g * 3 / 4)
+    })
+}
+
 /// What a response meant for the session.
 enum Event {
-    Registered,
-    Refreshed,
+    /// Signed in; the binding lasts `granted` (if the answer said).
+    Registered {
+        granted: Option<Duration>,
+    },
+    /// The registration refreshed; the binding lasts `granted` (if the answer said).
+    Refreshed {
+        granted: Option<Duration>,
+    },
     Lost(String),
     /// A presence publication accepted for this long (the pool may grant less than asked, RFC 3903 section 4.1):
     /// the client publishes again before it runs out.
@@ -819,9 +857,12 @@ async fn on_response(
                 .ok_with(Op::Register {
                     registrar,
                     resiliency: life.signed_in_resiliency,
+                    attachment: attachment(&msg, life),
                 })
                 .map_err(|e| e.to_string())?;
-            Ok(Some(Event::Registered))
+            Ok(Some(Event::Registered {
+                granted: sip::granted_expires(&msg),
+            }))
         }
         Kind::Refresh if ok => {
             let action = sip::register_action(&msg);
@@ -830,13 +871,16 @@ async fn on_response(
                 .ok_with(Op::Refresh {
                     action,
                     resiliency: sip::resiliency(&msg),
+                    attachment: attachment(&msg, life),
                 })
                 .map_err(|e| e.to_string())?;
             // The server lost the binding: drop everything and register again.
             Ok(Some(if added {
                 Event::Lost("refresh answered register-action=added".into())
             } else {
-                Event::Refreshed
+                Event::Refreshed {
+                    granted: sip::granted_expires(&msg),
+                }
             }))
         }
         Kind::Register | Kind::Refresh if (300..400).contains(&status) => {

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use rsip::{Request, Response};
 
-use super::server::FrontEnd;
+use super::pool::placement::group_name;
+use super::server::{FrontEnd, Home};
 use super::store::{now_unix_ms, Applied, Binding, RegisterAction, Write};
 use crate::sip::message::{self, header, headers_all, param, uri_in, user_of};
 use crate::sip::{Flow, Peer, Transport};
@@ -97,6 +98,20 @@ impl Locations {
 }
 
 /// Answers a REGISTER.
+/// The `Server` header of a REGISTER's `200`: the product, and in a pool the node that answered and the user's
+/// routing group (`poolnode/0.1.0 (fe1-2; rg-3)`), so a client (and the harness) knows whose user it is.
+pub fn server_product(fe: &FrontEnd, user: &str) -> String {
+    let product = concat!("poolnode/", env!("CARGO_PKG_VERSION"));
+    match &fe.home {
+        Home::Standalone => product.to_string(),
+        Home::Pool(pool) => format!(
+            "{product} ({}; {})",
+            pool.node(),
+            group_name(pool.group_of(user))
+        ),
+    }
+}
+
 pub async fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
     let Some(user) = header(&request.headers, "To")
         .and_then(|to| user_of(uri_in(to)))
@@ -205,6 +220,7 @@ pub async fn register(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response
     }
 
     let mut response = message::response(request, 200, "OK");
+    message::push(&mut response.headers, "Server", server_product(fe, &user));
     for binding in view.bindings {
         let remaining_secs = binding
             .expires_at_unix_ms

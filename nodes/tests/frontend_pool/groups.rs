@@ -120,3 +120,28 @@ async fn a_request_waiting_on_a_group_without_primary_holds_up_nothing_behind_it
         "a group without a primary refuses: {second:?}"
     );
 }
+
+/// Claim: a pooled Front End's `200` to a REGISTER names, in its `Server` header, the node that answered and the
+/// user's routing group, so a client knows which server and group it belongs to (the harness judges "only the
+/// killed server's users are signed out" with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_answer_names_the_answering_node_and_the_users_group() {
+    let pool = TestPool::start_all(3, timings(60_000)).await;
+    pool.settled().await;
+    for entry in 0..pool.len() {
+        let user = pool.user_in(entry % pool.groups(), entry);
+        let contact: std::net::SocketAddr =
+            format!("127.0.0.1:{}", 43_000 + entry).parse().unwrap();
+        let mut client = TcpClient::connect(pool.sip[entry]).await;
+        let answer = register_as(&mut client, pool.sip[entry], &user, contact).await;
+        assert_eq!(answer.status_code.code(), 200, "{user}");
+        let group = poolnode::frontend::pool::placement::group_name(pool.user_group(&user));
+        let server = value(&answer, "Server");
+        assert!(
+            server.starts_with("poolnode/")
+                && server.ends_with(&format!("({}; {group})", pool.names[entry])),
+            "{user} at {}: Server {server:?}",
+            pool.names[entry]
+        );
+    }
+}
