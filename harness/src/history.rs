@@ -96,10 +96,11 @@ pub struct RunInfo {
     /// Every node of the run, with its pool and site: what a fault's target (a node, a pool, a site) hit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<RunNode>,
-    /// When the warm-up ended: every user should have signed in by then. `None` until the users started, and in
-    /// histories written before it was recorded.
+    /// By when every user had started (users start spread over the workload's `start_spread`): from then on a
+    /// user not signed in is out of service. `None` until the users started, and in histories written before it
+    /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_ends_at_us: Option<u64>,
+    pub users_started_by_us: Option<u64>,
 }
 
 /// One node of a run.

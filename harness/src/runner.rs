@@ -295,7 +295,7 @@ async fn drive(
                 site: n.site.clone(),
             })
             .collect(),
-        warmup_ends_at_us: None,
+        users_started_by_us: None,
     };
     let recorder = Recorder::to_dir(info, &opts.out)?;
     let tunnel = cluster.tunnel().await?;
@@ -324,12 +324,13 @@ async fn drive(
         return Err(RunError::Runtime(RuntimeError::Other(e)));
     }
     let nodes = crate::workload::node_addresses(tunnel, &scenario.topology).await;
+    let spread = scenario.settings().start_spread;
+    recorder.amend_run(|run, now_us| {
+        run.users_started_by_us = Some(now_us + spread.as_micros() as u64);
+    })?;
     let workload = Workload::start(users, tunnel, recorder.clone(), scenario.settings(), nodes);
 
     let spec: &ScheduleSpec = &scenario.file.schedule;
-    recorder.amend_run(|run, now_us| {
-        run.warmup_ends_at_us = Some(now_us + spec.warmup_ms * 1000);
-    })?;
     stage.set("warm-up");
     tokio::time::sleep(Duration::from_millis(spec.warmup_ms)).await;
     let faults_start = Instant::now();

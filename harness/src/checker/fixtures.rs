@@ -45,10 +45,10 @@ impl Build {
         self
     }
 
-    /// The warm-up ended at `at_ms`.
-    pub(crate) fn warmup_ends(mut self, at_ms: u64) -> Build {
+    /// Every user had started by `at_ms`.
+    pub(crate) fn users_started_by(mut self, at_ms: u64) -> Build {
         if let Some(Record::Run(run)) = self.records.first_mut() {
-            run.warmup_ends_at_us = Some(us(at_ms));
+            run.users_started_by_us = Some(us(at_ms));
         }
         self
     }

@@ -11,7 +11,7 @@
 //! Who may be signed out by a fault is the scenario's claim ([`MaySignOut`]): nobody; only the users attached to
 //! what the fault hit (the node their connection went to, the Front End that answered their REGISTER, their routing
 //! group's primary, or a routing group the faults in force left below two live replicas); or anyone. Every user
-//! must be signed in by the end of the warm-up.
+//! must sign in within the bound of its start.
 
 use std::fmt;
 
@@ -426,7 +426,7 @@ impl Checker for RegistrationContinuity {
         let bound_us = self.reregister_bound_ms * 1000;
         let mut violations = Vec::new();
         let sign_outs = sign_outs(history, self.settle_ms);
-        self.check_signed_in_by_warmup(history, &mut violations, &mut undecided);
+        self.check_signed_in_from_the_start(history, &mut violations, &mut undecided);
         for s in &sign_outs {
             let Some(cause) = s.cause else {
                 violations.push(Violation::new(
@@ -519,9 +519,10 @@ impl Checker for RegistrationContinuity {
 }
 
 impl RegistrationContinuity {
-    /// Every user of the run signs in by the end of the warm-up (a user never signed in is a violation, not
-    /// invisible). Without a recorded warm-up: by the end of the run, once it lasted the bound.
-    fn check_signed_in_by_warmup(
+    /// Every user of the run signs in within the bound of its start, as a signed-out user must sign in again
+    /// within it: a user never signed in is a violation, not invisible. Without a recorded start (older
+    /// histories): by the end of the run, once the run lasted the bound.
+    fn check_signed_in_from_the_start(
         &self,
         history: &History,
         violations: &mut Vec<Violation>,
@@ -534,27 +535,27 @@ impl RegistrationContinuity {
                 first_in.entry(user.as_str()).or_insert(*at_us);
             }
         }
-        let end_us = history.last_at_us();
+        let bound_us = self.reregister_bound_ms * 1000;
         let deadline_us = history
             .run
-            .warmup_ends_at_us
-            .unwrap_or_else(|| self.reregister_bound_ms * 1000);
+            .users_started_by_us
+            .unwrap_or(0)
+            .saturating_add(bound_us);
+        let end_us = history.last_at_us();
         for user in &history.run.users {
             match first_in.get(user.as_str()) {
-                Some(at) if *at <= deadline_us => {}
-                Some(at) if history.run.warmup_ends_at_us.is_some() => {
-                    violations.push(Violation::new(
-                        self.name(),
-                        Some(user),
-                        Some(*at),
-                        format!(
-                            "first signed in at {} ms, after the warm-up ended at {} ms",
-                            at / 1000,
-                            deadline_us / 1000
-                        ),
-                    ))
-                }
-                Some(_) => {}
+                Some(at) if *at <= deadline_us || history.run.users_started_by_us.is_none() => {}
+                Some(at) => violations.push(Violation::new(
+                    self.name(),
+                    Some(user),
+                    Some(*at),
+                    format!(
+                        "first signed in at {} ms, over the bound of {} ms after every user had started ({} ms)",
+                        at / 1000,
+                        self.reregister_bound_ms,
+                        (deadline_us - bound_us) / 1000
+                    ),
+                )),
                 None if end_us >= deadline_us => violations.push(Violation::new(
                     self.name(),
                     Some(user),
@@ -562,7 +563,7 @@ impl RegistrationContinuity {
                     "never signed in",
                 )),
                 None => undecided.push(format!(
-                    "{user} had not signed in when the history ended, before the warm-up's end"
+                    "{user} had not signed in when the history ended, before the bound after the users' start"
                 )),
             }
         }
@@ -941,8 +942,8 @@ mod tests {
     }
 
     #[test]
-    fn a_user_who_never_signs_in_by_the_end_of_the_warm_up_is_a_violation() {
-        // dave is a user of the run and never signed in.
+    fn a_user_who_never_signs_in_is_a_violation() {
+        // dave is a user of the run and never signed in; every user had started by 1 s (bound: 5 s).
         let h = Build::new(&["alice", "dave"])
             .ok("alice", register(false), 100, 150)
             .fail(
@@ -952,7 +953,7 @@ mod tests {
                 5_100,
                 "503 Service Unavailable",
             )
-            .warmup_ends(8_000)
+            .users_started_by(1_000)
             .end(20_000)
             .build();
         let v = scoped(&h, MaySignOut::Anyone);
@@ -962,23 +963,33 @@ mod tests {
                 .any(|v| v.user.as_deref() == Some("dave") && v.what.contains("never signed in")),
             "{v:?}"
         );
-        // Signed in only after the warm-up: also a violation.
+        // Signed in only over the bound after the start: also a violation.
         let h = Build::new(&["alice", "dave"])
             .ok("alice", register(false), 100, 150)
-            .ok("dave", register(false), 9_000, 9_100)
-            .warmup_ends(8_000)
+            .ok("dave", register(false), 6_000, 6_100)
+            .users_started_by(1_000)
             .end(20_000)
             .build();
         let v = scoped(&h, MaySignOut::Anyone);
         assert_eq!(v.violations().len(), 1, "{v:?}");
         assert!(
-            v.violations()[0].what.contains("after the warm-up"),
+            v.violations()[0]
+                .what
+                .contains("first signed in at 6100 ms"),
             "{v:?}"
         );
-        // A history that ends within the warm-up cannot tell.
+        // Within the bound: valid.
         let h = Build::new(&["alice", "dave"])
             .ok("alice", register(false), 100, 150)
-            .warmup_ends(8_000)
+            .ok("dave", register(false), 5_800, 5_900)
+            .users_started_by(1_000)
+            .end(20_000)
+            .build();
+        assert_eq!(scoped(&h, MaySignOut::Anyone), Verdict::Valid);
+        // A history that ends within the bound cannot tell.
+        let h = Build::new(&["alice", "dave"])
+            .ok("alice", register(false), 100, 150)
+            .users_started_by(1_000)
             .end(5_000)
             .build();
         assert!(
