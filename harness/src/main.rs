@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use poolchaos::fault::{Fault, Toxic};
-use poolchaos::runtime::cluster::Owner;
+use poolchaos::runtime::cluster::{pause_at, PauseAt};
 use poolchaos::runtime::{labels, roles, Cluster, Injector};
 use poolchaos::topology::Topology;
 use poolchaos::{exit, images};
@@ -37,9 +37,10 @@ enum Command {
         #[arg(long)]
         hold: bool,
     },
-    /// Take down the topology `poolchaos up` started (every container and network of its run).
+    /// Take down the topology `poolchaos up` started (every container, network and volume of its run).
     Down,
-    /// Remove the containers and networks of earlier runs whose process is gone.
+    /// Remove the containers, networks and volumes of earlier runs whose process is gone (an `up` killed
+    /// before its run was up included); a run `poolchaos up` left running stays until `down`.
     Sweep {
         /// Also remove runs that are still going, and detached ones.
         #[arg(long)]
@@ -319,22 +320,28 @@ async fn run_async(command: Command) -> anyhow::Result<i32> {
         Command::Down => {
             let state = read_state()?;
             let docker = poolchaos::runtime::docker::connect().await?;
-            let swept = labels::sweep(&docker, false, Some(&state.run)).await?;
+            let swept = labels::sweep(&docker, labels::Scope::Run(&state.run)).await?;
             std::fs::remove_file(state_path()).ok();
             println!(
-                "run {}: removed {} containers and {} networks",
-                state.run, swept.containers, swept.networks
+                "run {}: removed {} containers, {} networks and {} volumes",
+                state.run, swept.containers, swept.networks, swept.volumes
             );
             Ok(exit::VALID)
         }
         Command::Sweep { all } => {
             let docker = poolchaos::runtime::docker::connect().await?;
-            let swept = labels::sweep(&docker, all, None).await?;
+            let scope = if all {
+                labels::Scope::All
+            } else {
+                labels::Scope::Dead
+            };
+            let swept = labels::sweep(&docker, scope).await?;
             println!(
-                "swept {} runs: {} containers, {} networks",
+                "swept {} runs: {} containers, {} networks, {} volumes",
                 swept.runs.len(),
                 swept.containers,
-                swept.networks
+                swept.networks,
+                swept.volumes
             );
             for id in &swept.stuck {
                 println!("network {id} would not go: `sudo systemctl restart docker` clears stale endpoints");
@@ -483,18 +490,28 @@ async fn attach(state: &UpState) -> anyhow::Result<Cluster> {
 
 async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
     if !hold && state_path().exists() {
-        bail!(
-            "start a topology: one is already up ({}); take it down first with `poolchaos down`",
-            state_path().display()
+        let state = read_state()?;
+        let docker = poolchaos::runtime::docker::connect().await?;
+        if labels::is_detached(&docker, &state.run).await? {
+            bail!(
+                "start a topology: run {} is already up ({}); take it down first with `poolchaos down`",
+                state.run,
+                state_path().display()
+            );
+        }
+        // The state of a run that is not up: its `up` died before marking it, or it was swept since.
+        eprintln!(
+            "poolchaos: {} named run {}, which is not up; replacing it (`poolchaos sweep` removes what is \
+             left of that run)",
+            state_path().display(),
+            state.run
         );
+        std::fs::remove_file(state_path())
+            .with_context(|| format!("remove {}", state_path().display()))?;
     }
     let topology = Topology::load(path)?;
-    let owner = if hold {
-        Owner::Process
-    } else {
-        Owner::Detached
-    };
-    let cluster = Cluster::up_owned(topology, seed, owner).await?;
+    // Owned by this process until it is up and detached: an `up` that dies before leaves a dead run.
+    let cluster = Cluster::up(topology, seed).await?;
     println!(
         "run {} is up ({} containers, ready in {} ms)",
         cluster.run,
@@ -546,14 +563,22 @@ async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
         shutdown_signal().await;
         cluster.down().await?;
     } else {
+        // The state first, then the mark: an `up` killed between the two leaves a dead run (swept) and a
+        // state `up` and `down` both see is stale; the other way round it would leave a detached run no
+        // state names.
         write_state(&UpState {
             run: cluster.run.clone(),
             topology: path.to_path_buf(),
             seed,
             faults: Vec::new(),
         })?;
+        let run = cluster.run.clone();
+        if let Err(e) = cluster.detach().await {
+            std::fs::remove_file(state_path()).ok();
+            return Err(e.into());
+        }
+        pause_at(PauseAt::State, &run).await?;
         println!("take it down with `poolchaos down`");
-        cluster.detach();
     }
     Ok(exit::VALID)
 }

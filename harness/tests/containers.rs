@@ -35,6 +35,10 @@ fn leftovers(run: &str) -> (usize, usize) {
     )
 }
 
+/// Held by the tests that leave a dead run and then run plain `sweep`: one test's sweep would remove the
+/// other's dead run before it was counted.
+static KILL_AND_SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Claim: every fault kind takes effect on a live server of a two-site topology, is proven by an independent
 /// check, and its undo is proven too; teardown then leaves nothing. `apply`/`undo` return only after the
 /// verification passed, so reaching the end with every record present proves each one.
@@ -208,6 +212,7 @@ async fn a_fault_aimed_outside_the_run_is_refused() {
 /// `poolchaos sweep` then removes every one of them and every network.
 #[test]
 fn a_killed_harness_leaves_nothing_after_sweep() {
+    let _one_at_a_time = KILL_AND_SWEEP.lock().unwrap_or_else(|e| e.into_inner());
     let topology =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../suites/topologies/two-sites.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_poolchaos"))
@@ -247,4 +252,128 @@ fn a_killed_harness_leaves_nothing_after_sweep() {
         (0, 0),
         "sweep removes every leftover of the killed run"
     );
+}
+
+/// Volumes that carry `run`'s label, as Docker lists them.
+fn volumes(run: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["volume", "ls", "-q", "--filter"])
+        .arg(format!("label={}={run}", labels::RUN))
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count()
+}
+
+/// Removes whatever is left of a run when a test ends, passed or not.
+struct RemoveRun(String);
+
+impl Drop for RemoveRun {
+    fn drop(&mut self) {
+        poolchaos::runtime::cluster::remove_by_label_blocking(&self.0);
+    }
+}
+
+/// Runs `poolchaos <args>` in `dir` and returns its stdout; panics with its stderr when it fails.
+fn poolchaos_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_poolchaos"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("poolchaos runs");
+    assert!(
+        out.status.success(),
+        "poolchaos {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Claim: `poolchaos up` killed (SIGKILL: no drop, no teardown) at any moment before its run is up — networks
+/// made, the first container created, every node started — leaves a dead run, and plain `poolchaos sweep`
+/// removes every container, network and volume of it. Killed once the run is up (its state written), it leaves
+/// a detached run: plain `sweep` keeps all of it, and `poolchaos down` removes all of it.
+#[test]
+fn up_killed_at_any_stage_leaves_a_dead_run_that_sweep_removes() {
+    let _one_at_a_time = KILL_AND_SWEEP.lock().unwrap_or_else(|e| e.into_inner());
+    use poolchaos::runtime::cluster::PAUSE_ENV;
+    let topology =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../suites/topologies/fe-pool.toml");
+    let nodes = Topology::load(&topology)
+        .expect("the suite's topology file is valid")
+        .nodes()
+        .count();
+    // `up` keeps its state in the working directory: one of the test's own.
+    let dir = std::env::temp_dir().join(format!("poolchaos-up-killed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the test's directory");
+    let state = dir.join(".poolchaos/up.json");
+    for (stage, seed) in [
+        ("networks", "21"),
+        ("containers", "22"),
+        ("started", "23"),
+        ("state", "24"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_poolchaos"))
+            .args(["up", "--seed", seed])
+            .arg(&topology)
+            .env(PAUSE_ENV, stage)
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("poolchaos starts");
+        let paused = format!("paused at {stage}: run ");
+        let run = BufReader::new(child.stdout.take().expect("piped"))
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix(&paused).map(String::from));
+        let Some(run) = run else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`poolchaos up` ended before it paused at {stage}");
+        };
+        let _cleanup = RemoveRun(run.clone());
+        child.kill().expect("SIGKILL `poolchaos up`");
+        child.wait().expect("reap it");
+        let (containers, networks) = leftovers(&run);
+        let expected = match stage {
+            "networks" => 0,
+            "containers" => 1,
+            _ => nodes + 1,
+        };
+        assert_eq!(
+            (containers, networks),
+            (expected, 3),
+            "killed at {stage}, `up` leaves its containers and its networks (site, WAN, external)"
+        );
+        let swept = poolchaos_in(&dir, &["sweep"]);
+        if stage != "state" {
+            assert!(
+                !state.exists(),
+                "killed at {stage}, `up` wrote no state, so nothing takes this run for one that is up"
+            );
+            assert_eq!(
+                (leftovers(&run), volumes(&run)),
+                ((0, 0), 0),
+                "killed at {stage}, the run is dead and plain sweep removes all of it ({swept})"
+            );
+            continue;
+        }
+        assert!(state.exists(), "the state of the run that is up is kept");
+        assert_eq!(
+            (leftovers(&run), volumes(&run)),
+            ((nodes + 1, 3), 1),
+            "killed once its state is written, the run is up and detached: plain sweep keeps all of it \
+             (its containers, networks and the volume that marks it up) ({swept})"
+        );
+        let down = poolchaos_in(&dir, &["down"]);
+        assert_eq!(
+            (leftovers(&run), volumes(&run)),
+            ((0, 0), 0),
+            "`poolchaos down` removes all of the detached run ({down})"
+        );
+        assert!(!state.exists(), "`down` removes the state");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

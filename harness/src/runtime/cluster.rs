@@ -74,37 +74,29 @@ pub struct Cluster {
     cluster_json: String,
     /// The defect every pool node plants (`POOLNODE_DEFECT`), for a run of the known-bad pool.
     defect: Option<String>,
-    owner: Owner,
-    /// Whether dropping this value removes the run: true for the process that started it in the foreground;
-    /// false after `down`, for a detached run (`poolchaos up`), and for a run attached to by another command.
+    /// Whether dropping this value removes the run: true for the process that started it, until `down` or
+    /// [`Cluster::detach`]; false for a run attached to by another command.
     owned: bool,
 }
 
-/// Who owns a run's containers, as their labels say: `sweep` leaves a run alone while its owner lives.
+/// Who owns a run's containers and networks, as their labels say: `sweep` leaves a run alone while its owner
+/// lives. Always the process that starts it; a run outlives that process only once [`Cluster::detach`] has
+/// marked it up and detached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     /// This process: the run goes when it ends, and is a leftover if it dies first.
     Process,
-    /// Nobody: `poolchaos up` left it running for `poolchaos down`.
-    Detached,
 }
 
 impl Cluster {
-    /// Ensures the images, then starts every node of `topology` and waits until each is ready.
+    /// Ensures the images, then starts every node of `topology` and waits until each is ready. Every container
+    /// and network is labelled as this process's: if it dies before the run is torn down or detached, the run
+    /// is a leftover for `sweep`.
     pub async fn up(topology: Topology, seed: u64) -> Result<Cluster, RuntimeError> {
-        Cluster::up_owned(topology, seed, Owner::Process).await
+        Cluster::up_planted(topology, seed, Owner::Process, None).await
     }
 
-    /// As [`Cluster::up`], with the owner the labels name.
-    pub async fn up_owned(
-        topology: Topology,
-        seed: u64,
-        owner: Owner,
-    ) -> Result<Cluster, RuntimeError> {
-        Cluster::up_planted(topology, seed, owner, None).await
-    }
-
-    /// As [`Cluster::up_owned`]; with a `defect`, the pool's nodes run the known-bad pool
+    /// As [`Cluster::up`]; with a `defect`, the pool's nodes run the known-bad pool
     /// ([`images::POOLNODE_DEFECTS`], built here if needed) and plant that defect (`POOLNODE_DEFECT`).
     pub async fn up_planted(
         topology: Topology,
@@ -112,6 +104,8 @@ impl Cluster {
         owner: Owner,
         defect: Option<String>,
     ) -> Result<Cluster, RuntimeError> {
+        // Every run is labelled as the starting process's: `Owner` has no other kind.
+        let Owner::Process = owner;
         let docker = docker::connect().await?;
         let t0 = Instant::now();
         let planted = defect.is_some();
@@ -144,12 +138,12 @@ impl Cluster {
                 ..Timings::default()
             },
             owned: true,
-            owner,
         };
         // From here on a failure must not leave anything behind: `cluster` is dropped on `?`, and its drop
         // removes what exists so far.
         let t1 = Instant::now();
         cluster.create_networks().await?;
+        pause_at(PauseAt::Networks, &cluster.run).await?;
         // In a run of the known-bad pool, its image stands in for the pool's.
         let image_of = |spec: images::ImageSpec| -> String {
             let wanted = |i: &&Image| {
@@ -165,7 +159,12 @@ impl Cluster {
         for h in &handles {
             cluster.nodes.insert(h.name.clone(), h.clone());
         }
-        let creates = handles
+        // The proxy first (a start paused at `containers` has it alone), then the rest at once.
+        cluster
+            .create(&handles[0], image_of(handles[0].launch.image))
+            .await?;
+        pause_at(PauseAt::Containers, &cluster.run).await?;
+        let creates = handles[1..]
             .iter()
             .map(|h| cluster.create(h, image_of(h.launch.image)));
         for r in futures::future::join_all(creates).await {
@@ -185,6 +184,7 @@ impl Cluster {
             ready_ms = cluster.timings.start_to_ready.as_millis() as u64,
             "ready"
         );
+        pause_at(PauseAt::Started, &cluster.run).await?;
         Ok(cluster)
     }
 
@@ -204,7 +204,6 @@ impl Cluster {
             networks: BTreeMap::new(),
             nodes: BTreeMap::new(),
             timings: Timings::default(),
-            owner: Owner::Detached,
             owned: false,
         };
         for logical in cluster.logical_networks() {
@@ -218,9 +217,13 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Leaves the run running after this value is dropped (`poolchaos up` without `--hold`).
-    pub fn detach(mut self) {
+    /// Leaves the run running after this value is dropped (`poolchaos up` without `--hold`): marks it up and
+    /// detached ([`labels::mark_detached`]), so `sweep` keeps it after this process ends, until `down`. If
+    /// the mark cannot be made the run is removed, as any run this process drops.
+    pub async fn detach(mut self) -> Result<(), RuntimeError> {
+        labels::mark_detached(&self.docker, &self.run).await?;
         self.owned = false;
+        Ok(())
     }
 
     /// Removes every container and network of the run.
@@ -454,11 +457,7 @@ impl Cluster {
     }
 
     fn labels(&self) -> HashMap<String, String> {
-        let mut l = labels::for_run(&self.run);
-        if self.owner == Owner::Detached {
-            l.insert(labels::PID.into(), labels::DETACHED.into());
-        }
-        l
+        labels::for_run(&self.run)
     }
 
     async fn create_networks(&mut self) -> Result<(), RuntimeError> {
@@ -629,10 +628,56 @@ impl Drop for Cluster {
     }
 }
 
+/// The test hook of a start: with `POOLCHAOS_UP_PAUSE_AT=<stage>` a start stops at that stage (printing
+/// `paused at <stage>: run <id>` on stdout) so a test can kill the process there.
+pub const PAUSE_ENV: &str = "POOLCHAOS_UP_PAUSE_AT";
+
+/// How long a start stays stopped at its pause; then it fails (a run still starting is removed as it fails).
+pub const PAUSE_LIMIT: Duration = Duration::from_secs(120);
+
+/// The stages of a start [`PAUSE_ENV`] can stop it at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseAt {
+    /// Every network of the run exists, no container does.
+    Networks,
+    /// The fault proxy's container exists, no other container does, none is started.
+    Containers,
+    /// Every node is started and ready.
+    Started,
+    /// `poolchaos up` wrote its state and marked the run up: the run is detached.
+    State,
+}
+
+impl PauseAt {
+    /// The stage's name, as [`PAUSE_ENV`] gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PauseAt::Networks => "networks",
+            PauseAt::Containers => "containers",
+            PauseAt::Started => "started",
+            PauseAt::State => "state",
+        }
+    }
+}
+
+/// Stops for at most [`PAUSE_LIMIT`] when [`PAUSE_ENV`] names `stage`, then fails; returns at once otherwise.
+pub async fn pause_at(stage: PauseAt, run: &str) -> Result<(), RuntimeError> {
+    if std::env::var(PAUSE_ENV).ok().as_deref() != Some(stage.name()) {
+        return Ok(());
+    }
+    println!("paused at {}: run {run}", stage.name());
+    tokio::time::sleep(PAUSE_LIMIT).await;
+    Err(RuntimeError::Other(format!(
+        "start run {run}: it stayed paused at {} ({PAUSE_ENV}) for {} s and nobody ended it",
+        stage.name(),
+        PAUSE_LIMIT.as_secs()
+    )))
+}
+
 /// The most one Docker CLI call of the drop cleanup may take: a hung engine must not hang the process.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Removes every container and network labelled with `run`, through the Docker CLI, each call bounded by
+/// Removes every container, network and volume labelled with `run`, through the Docker CLI, each call bounded by
 /// [`CLI_TIMEOUT`] (what is left then is swept by label on the next run).
 pub fn remove_by_label_blocking(run: &str) {
     remove_labelled_blocking(labels::RUN, run);
@@ -661,6 +706,12 @@ fn remove_labelled_blocking(key: &str, value: &str) {
     if !networks.is_empty() {
         let mut args = vec!["network", "rm"];
         args.extend(networks.iter().map(String::as_str));
+        let _ = docker_cli(&args);
+    }
+    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
+    if !volumes.is_empty() {
+        let mut args = vec!["volume", "rm", "-f"];
+        args.extend(volumes.iter().map(String::as_str));
         let _ = docker_cli(&args);
     }
 }
