@@ -302,7 +302,8 @@ impl Default for RegistrationContinuity {
     }
 }
 
-/// The nodes a fault hit: its target's node, pool or site (both ends of a link; every side of a partition).
+/// The nodes a fault hit: its target's node, pool or site (`site:<name>` too), both ends of a link, every side of
+/// a partition.
 fn hit_nodes<'h>(history: &'h History, fault: &Fault) -> BTreeSet<&'h str> {
     let target = fault.target.as_str();
     // A link's target is `from->to:toxic`.
@@ -313,7 +314,7 @@ fn hit_nodes<'h>(history: &'h History, fault: &Fault) -> BTreeSet<&'h str> {
     target
         .split(['|', '+'])
         .flat_map(|part| part.split("->"))
-        .map(str::trim)
+        .map(|name| name.trim().trim_start_matches("site:"))
         .flat_map(|name| history.run.nodes_named(name))
         .collect()
 }
@@ -994,6 +995,35 @@ mod tests {
             .build();
         assert!(
             matches!(scoped(&h, MaySignOut::Anyone), Verdict::Unknown(r) if r.contains("dave had not signed in"))
+        );
+    }
+
+    #[test]
+    fn a_fault_hits_the_nodes_its_target_names() {
+        let h = Build::new(&[])
+            .nodes(&[
+                ("fe1-1", "fe1", "dc1"),
+                ("fe1-2", "fe1", "dc1"),
+                ("fe2-1", "fe2", "dc2"),
+            ])
+            .fault("kill", "fe1-2", 1_000, Some(1_100), None)
+            .fault("link", "users->fe1:reset_peer", 1_000, Some(1_100), None)
+            .fault("partition", "site:dc1 | site:dc2", 1_000, Some(1_100), None)
+            .fault("site_down", "dc2", 1_000, Some(1_100), None)
+            .build();
+        let hit: Vec<Vec<&str>> = h
+            .faults
+            .iter()
+            .map(|f| hit_nodes(&h, f).into_iter().collect())
+            .collect();
+        assert_eq!(
+            hit,
+            [
+                vec!["fe1-2"],
+                vec!["fe1-1", "fe1-2"],
+                vec!["fe1-1", "fe1-2", "fe2-1"],
+                vec!["fe2-1"],
+            ]
         );
     }
 }

@@ -285,10 +285,14 @@ pub async fn subscribe(fe: &FrontEnd, request: &Request, peer: &Peer) -> Reply {
         .and_then(|t| param(t, "tag"))
         .map(str::to_owned);
     let now = now_unix_ms();
-    let view = match fe.view(&presentity, now).await {
+    let mut view = match fe.view(&presentity, now).await {
         Ok(view) => view,
         Err(refusal) => return Reply::Response(refusal.response(request)),
     };
+    if let Some(pairing) = fe.pairing() {
+        // A presentity not at full service in this pool shows as unknown.
+        pairing.shape_presence(&presentity, &mut view);
+    }
     let existing = fe.presence.find(&presentity, &call_id, &subscriber_tag);
     if to_tag.is_some()
         && existing

@@ -342,8 +342,8 @@ impl FrontEnd {
                     let now = now_unix_ms();
                     if let Ok(mut view) = pool.view(&user, now).await {
                         if let Some(pairing) = &pairing {
-                            // A user in resiliency mode at its backup registrar shows as unknown.
-                            pairing.shape_view(&user, &mut view);
+                            // A user not at full service in this pool shows as unknown.
+                            pairing.shape_presence(&user, &mut view);
                         }
                         notify(&view, now);
                     }

@@ -163,6 +163,19 @@ pub fn notice(user: &str, contact: &str, body: String) -> Option<Request> {
     message::request(Method::Notify, contact, headers, body.into_bytes()).ok()
 }
 
+/// Whether watchers here see a user's presence as unknown, by how this pool serves the user now. A user of our
+/// pair is at full service here only after the failover (`Backup { resiliency: false }`); in every other state —
+/// resiliency mode, a failover or failback under way, or a node of this pool that has not yet seen the home pool
+/// lost (its own timer runs a little behind the node the user signed in at) — whatever this pool holds for the
+/// user is a resiliency-mode sign-in, not the user's presence. A user of this pool shows as unknown while the pool
+/// is fenced or reloading. Only users of neither pool, and users served at full service, show their presence.
+pub fn shows_unknown_presence(decision: &Decision) -> bool {
+    !matches!(
+        decision,
+        Decision::Other | Decision::Home | Decision::Backup { resiliency: false }
+    )
+}
+
 /// What watchers see of a user in resiliency mode: presence unknown.
 pub fn unknown_presence(view: &mut UserView, user: &str) {
     let body = format!(
@@ -230,5 +243,32 @@ mod tests {
             text.contains("Contact: <sip:pb:5060;transport=tcp>;q=0.7\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_user_not_at_full_service_here_shows_unknown_presence_whatever_this_node_decided() {
+        // The node the user signed in at decided "backup, resiliency"; another node of the pool, whose timer
+        // runs behind, still says "unavailable" or even "redirect home": its watchers must not see the
+        // resiliency-mode sign-in's bare binding as the user's presence either.
+        for decision in [
+            Decision::Backup { resiliency: true },
+            Decision::Unavailable {
+                reason: "home pool pa unreachable for 2900 ms".into(),
+                retry_after_secs: 1,
+            },
+            Decision::Redirect {
+                pool: "pa".into(),
+                reason: "home pool pa is up".into(),
+            },
+        ] {
+            assert!(shows_unknown_presence(&decision), "{decision:?}");
+        }
+        for decision in [
+            Decision::Other,
+            Decision::Home,
+            Decision::Backup { resiliency: false },
+        ] {
+            assert!(!shows_unknown_presence(&decision), "{decision:?}");
+        }
     }
 }

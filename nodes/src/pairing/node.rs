@@ -352,10 +352,19 @@ impl Pairing {
         response
     }
 
-    /// Watchers of a user in resiliency mode see presence unknown.
+    /// A user in resiliency mode here has no persistent state to read: presence unknown, no contacts. (Every
+    /// read of a user's state goes through this: a failback or failover copies what it gives.)
     pub fn shape_view(&self, user: &str, view: &mut UserView) {
         if self.pair.is_some() && matches!(self.decide(user), Decision::Backup { resiliency: true })
         {
+            gate::unknown_presence(view, user);
+        }
+    }
+
+    /// What watchers here are told of `user`: presence unknown unless this pool serves the user at full service
+    /// (see [`gate::shows_unknown_presence`]). Only for presence notices, never for a read that is copied.
+    pub fn shape_presence(&self, user: &str, view: &mut UserView) {
+        if self.pair.is_some() && gate::shows_unknown_presence(&self.decide(user)) {
             gate::unknown_presence(view, user);
         }
     }
