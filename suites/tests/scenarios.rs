@@ -1,5 +1,5 @@
 //! Every scenario in `suites/` as its own test, for `cargo test` and `cargo nextest run` (libtest-mimic:
-//! filters, `--list`, `--exact`, `--ignored` work as usual). A test passes when the run's verdict is
+//! filters — several at once, as libtest takes them —, `--list`, `--exact`, `--ignored` work as usual). A test passes when the run's verdict is
 //! `valid`: every checker satisfied and every declared bound met. Scenarios marked `nightly_only` are
 //! ignored tests; `POOLCHAOS_NIGHTLY=1` also judges each scenario's `nightly_bounds` (the goal figures).
 //!
@@ -15,7 +15,9 @@ use poolchaos::scenario::{self, Scenario};
 const DEFAULT_SEED: u64 = 20131;
 
 fn main() {
-    let mut args = Arguments::from_args();
+    // Several filters, as libtest takes them (`cargo test -- fe-kill site-loss`): applied here.
+    let (rest, filters) = suites::split_filters(std::env::args());
+    let mut args = Arguments::from_iter(rest);
     // Each scenario starts a whole topology and measures failover times: on a 2-core machine two at once
     // would measure each other. One at a time unless asked otherwise (nextest runs one per process anyway).
     if args.test_threads.is_none() {
@@ -25,6 +27,9 @@ fn main() {
     let mut trials = Vec::new();
     for path in scenario::list(&dir.join("scenarios")).expect("suites/scenarios is readable") {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if !suites::selected(&name, &filters, args.exact) {
+            continue;
+        }
         match Scenario::load(&path) {
             Ok(s) => {
                 let ignored = s.file.nightly_only;

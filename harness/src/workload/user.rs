@@ -1402,3 +1402,30 @@ fn jitter(rng: &mut ChaCha8Rng, every: Option<Duration>) -> Duration {
         None => Duration::from_secs(3600),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client refreshes well before the binding it was granted runs out, never at its very expiry.
+    #[test]
+    fn a_refresh_comes_by_three_quarters_of_the_granted_expiry() {
+        let lync = Settings {
+            refresh_interval: Duration::from_secs(60),
+            register_expires_s: 60,
+            ..Settings::default()
+        };
+        // Granted the 60 s asked: refreshed at 45 s, not at the expiry.
+        assert_eq!(
+            refresh_after(&lync, Some(Duration::from_secs(60))),
+            Duration::from_secs(45)
+        );
+        // Granted more than the interval: the interval.
+        assert_eq!(
+            refresh_after(&lync, Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
+        // The answer said nothing: the interval.
+        assert_eq!(refresh_after(&lync, None), Duration::from_secs(60));
+    }
+}
