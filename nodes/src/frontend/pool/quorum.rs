@@ -6,14 +6,15 @@
 //! time needs more Front Ends running ([`startup_running_min`], a literal table: it follows no clean rule). The tests
 //! check the rule against the literal table of the pool model.
 
-/// The Back End's vote, counted when the pool has an even number of voters. The Back End client provides it (the
-/// principal grants it); until it does, a pool uses [`AssumedVote`].
+/// The Back End's vote, counted when the pool has an even number of voters. A pool with a Back End asks its
+/// principal (`CachedVote`); a pool configured without one (in-process tests) uses [`AssumedVote`].
 pub trait BackendVote: Send + Sync {
     /// Whether the Back End votes for this Front End's side of the pool now.
     fn vote(&self) -> bool;
 }
 
-/// A fixed Back End vote: `AssumedVote(true)` stands for a reachable principal until the Back End client exists.
+/// A fixed Back End vote, for a pool configured without a Back End: `AssumedVote(true)` stands for a reachable
+/// principal.
 #[derive(Debug, Clone, Copy)]
 pub struct AssumedVote(pub bool);
 
