@@ -5,7 +5,10 @@
 //! `Content-Type: application/vnd.poolchaos.contacts`, a body of commands, one per line, applied in order and all
 //! or none: `add <uri>`, `remove <uri>`, `list` (an empty body lists too). A URI starts with `sip:`, `sips:` or
 //! `tel:`. Answer: `200 OK` whose body is the whole list after the writes, one URI per line, same content type;
-//! `400 Bad Contact List Command` names nothing written.
+//! `400 Bad Contact List Command` names nothing written. A list holds at most `contacts_max` contacts (1,000 by
+//! default, as Lync), and never more than its answer can carry within the transport's body limit: the request whose
+//! adds would go beyond gets `403 Contact List Full` and writes nothing (checked against the list at the user's
+//! home before the writes; two requests of one user racing at the limit may pass it by one each).
 
 use rsip::{Request, Response};
 
@@ -78,6 +81,18 @@ pub async fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
         return message::response(request, 400, "Bad Contact List Command");
     };
     let now = now_unix_ms();
+    if commands.iter().any(|c| matches!(c, Command::Add(_))) {
+        let view = match fe.view(&user, now).await {
+            Ok(view) => view,
+            Err(refusal) => return refusal.response(request),
+        };
+        let body_max = fe.config.transport.limits.body_bytes_max;
+        if let Err(why) = within_limits(&view.contacts, &commands, fe.config.contacts_max, body_max) {
+            let mut refused = message::response(request, 403, "Contact List Full");
+            message::push(&mut refused.headers, "Warning", format!("399 poolnode \"{why}\""));
+            return refused;
+        }
+    }
     let writes: Vec<Write> = commands
         .into_iter()
         .filter_map(|command| match command {
@@ -113,9 +128,61 @@ pub async fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
     response
 }
 
+/// Whether `list` after `commands`, applied in order, stays within `contacts_max` contacts and within `body_max`
+/// bytes as an answer's body; the reason when not.
+pub fn within_limits(
+    list: &[String],
+    commands: &[Command],
+    contacts_max: usize,
+    body_max: usize,
+) -> Result<(), String> {
+    let mut after: Vec<&str> = list.iter().map(String::as_str).collect();
+    for command in commands {
+        match command {
+            Command::Add(c) if !after.contains(&c.as_str()) => after.push(c),
+            Command::Remove(c) => after.retain(|x| x != c),
+            _ => {}
+        }
+    }
+    let bytes: usize = after.iter().map(|c| c.len() + 2).sum();
+    if after.len() > contacts_max {
+        Err(format!("a contact list holds at most {contacts_max} contacts"))
+    } else if bytes > body_max {
+        Err(format!(
+            "the contact list would not fit in one answer ({bytes} bytes, at most {body_max})"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_stays_within_its_count_and_its_answers_size() {
+        let list: Vec<String> = (0..3).map(|i| format!("sip:c{i}@p")).collect();
+        let add = |c: &str| Command::Add(c.to_owned());
+        // Room for one more.
+        assert!(within_limits(&list, &[add("sip:x@p")], 4, 1000).is_ok());
+        // A second one is over the count; adding one already there, or removing first, is not.
+        assert!(within_limits(&list, &[add("sip:x@p"), add("sip:y@p")], 4, 1000)
+            .unwrap_err()
+            .contains("at most 4 contacts"));
+        assert!(within_limits(&list, &[add("sip:c0@p"), add("sip:x@p")], 4, 1000).is_ok());
+        assert!(within_limits(
+            &list,
+            &[Command::Remove("sip:c0@p".into()), add("sip:x@p"), add("sip:y@p")],
+            4,
+            1000
+        )
+        .is_ok());
+        // Within the count but not within one answer: 3 × 9 bytes + 9 > 30.
+        assert!(within_limits(&list, &[add("sip:x@p")], 10, 30)
+            .unwrap_err()
+            .contains("would not fit"));
+    }
 
     #[test]
     fn commands_parse_all_or_nothing() {

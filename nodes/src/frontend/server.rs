@@ -50,6 +50,9 @@ pub struct FrontEndConfig {
     pub publication_expires_default: Duration,
     /// Requests in flight at once; beyond, `503`.
     pub requests_in_flight_max: usize,
+    /// Contacts in one user's list (Lync's default: 1,000); an `add` beyond is refused with `403`, as is one
+    /// that would make the list's answer larger than the transport's body limit.
+    pub contacts_max: usize,
     /// `Retry-After` of a `503`.
     pub retry_after: Duration,
     /// How often expired bindings, publications and subscriptions are swept.
@@ -73,6 +76,7 @@ impl Default for FrontEndConfig {
             subscription_expires_default: Duration::from_secs(3600),
             publication_expires_default: Duration::from_secs(3600),
             requests_in_flight_max: 4096,
+            contacts_max: 1000,
             retry_after: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(1),
             transport: TransportConfig::default(),

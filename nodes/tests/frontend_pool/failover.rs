@@ -36,6 +36,9 @@ async fn killing_a_primary_mid_stream_loses_no_acknowledged_write() {
                 match answer.status_code.code() {
                     200 => {
                         acked.insert(contact);
+                        // Paced, so the list stays far below its cap on any machine (at most ~600 contacts in
+                        // the test's ~3 s, release build or debug).
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     503 => {
                         refused += 1;
