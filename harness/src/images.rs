@@ -21,11 +21,14 @@ pub struct ImageSpec {
     pub package: &'static str,
     /// The binary's file name, copied to `/` in the image.
     pub binary: &'static str,
+    /// The cargo binary target that builds it (its name in `target/`): `binary` but for the known-bad pool.
+    pub cargo_bin: &'static str,
     /// The Dockerfile text (also kept in `docker/` for readers); part of the tag's hash.
     pub dockerfile: &'static str,
-    /// Cargo features the binary is built with (`package/feature`), in a target directory of their own
-    /// (`<target>/<its name>`) so the default build is never rebuilt by turns with it.
-    pub features: Option<(&'static str, &'static str)>,
+    /// The cargo feature the binary is built with (`package/feature`). Its cargo binary target has a name of its
+    /// own, so it lives beside the sound build in the same target directory (every dependency built once), and
+    /// neither build ever overwrites the other's binary.
+    pub features: Option<&'static str>,
 }
 
 /// The reference pool: every role as a subcommand of `poolnode`.
@@ -33,6 +36,7 @@ pub const POOLNODE: ImageSpec = ImageSpec {
     repository: "poolchaos/poolnode",
     package: "poolnode",
     binary: "poolnode",
+    cargo_bin: "poolnode",
     dockerfile: include_str!("../../docker/poolnode.Dockerfile"),
     features: None,
 };
@@ -44,8 +48,9 @@ pub const POOLNODE_DEFECTS: ImageSpec = ImageSpec {
     repository: "poolchaos/poolnode-defects",
     package: "poolnode",
     binary: "poolnode",
+    cargo_bin: "poolnode-defects",
     dockerfile: include_str!("../../docker/poolnode.Dockerfile"),
-    features: Some(("defects", "poolnode/defects")),
+    features: Some("poolnode/defects"),
 };
 
 /// The Toxiproxy-compatible fault proxy.
@@ -53,6 +58,7 @@ pub const TOXIPROXY: ImageSpec = ImageSpec {
     repository: "poolchaos/toxiproxy",
     package: "faultproxy",
     binary: "faultproxy",
+    cargo_bin: "faultproxy",
     dockerfile: include_str!("../../docker/toxiproxy.Dockerfile"),
     features: None,
 };
@@ -152,13 +158,17 @@ pub fn ensure(workspace: &Path) -> Result<Vec<Image>, ImageError> {
         .collect()
 }
 
-/// The images of a run of the known-bad pool: [`POOLNODE_DEFECTS`] (one more static release build, in its own
-/// target directory) and every image of [`ALL`] but the sound pool's, each built if its content changed.
+/// The images of a run of the known-bad pool: [`POOLNODE_DEFECTS`] (its binary and the poolnode library built
+/// once more with the feature; every dependency's build is shared with the sound one) and every image of [`ALL`]
+/// but the sound pool's, each built if its content changed.
 pub fn ensure_known_bad(workspace: &Path) -> Result<Vec<Image>, ImageError> {
     docker_reachable()?;
     let others: Vec<ImageSpec> = ALL.into_iter().filter(|s| *s != POOLNODE).collect();
-    build_static_binaries(workspace, &others)?;
-    build_static_binaries(workspace, &[POOLNODE_DEFECTS])?;
+    // With the other binaries in the same build, every dependency is built with the same features as in the
+    // sound build (cargo unifies features over the packages built together), so none is rebuilt.
+    let mut with_defects = others.clone();
+    with_defects.push(POOLNODE_DEFECTS);
+    build_static_binaries(workspace, &with_defects)?;
     others
         .into_iter()
         .chain([POOLNODE_DEFECTS])
@@ -181,29 +191,20 @@ pub fn docker_reachable() -> Result<(), ImageError> {
     }
 }
 
-/// Builds the binaries of `specs`, which all have the same features (hence the same target directory).
+/// Builds the binaries of `specs` in one cargo build, with the features any of them needs.
 fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), ImageError> {
-    let features = specs.first().and_then(|s| s.features);
-    assert!(
-        specs.iter().all(|s| s.features == features),
-        "one cargo build per set of features"
-    );
     let mut args = vec!["build", "--release", "--locked", "--target", STATIC_TARGET];
     for spec in specs {
-        args.extend(["-p", spec.package, "--bin", spec.binary]);
+        args.extend(["-p", spec.package, "--bin", spec.cargo_bin]);
     }
-    if let Some((_, feature)) = features {
+    for feature in specs.iter().filter_map(|s| s.features) {
         args.extend(["--features", feature]);
     }
     eprintln!(
         "poolchaos: building static binaries: cargo {}",
         args.join(" ")
     );
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    if let Some((dir, _)) = features {
-        cargo.env("CARGO_TARGET_DIR", target_dir(workspace).join(dir));
-    }
-    let status = cargo
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(&args)
         .current_dir(workspace)
         .env(
@@ -225,11 +226,10 @@ fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), Im
 
 /// The path of a static binary after [`ensure`] built it.
 pub fn static_binary(workspace: &Path, spec: ImageSpec) -> PathBuf {
-    let mut dir = target_dir(workspace);
-    if let Some((features_dir, _)) = spec.features {
-        dir = dir.join(features_dir);
-    }
-    dir.join(STATIC_TARGET).join("release").join(spec.binary)
+    target_dir(workspace)
+        .join(STATIC_TARGET)
+        .join("release")
+        .join(spec.cargo_bin)
 }
 
 fn target_dir(workspace: &Path) -> PathBuf {

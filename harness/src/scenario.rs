@@ -77,6 +77,8 @@ pub struct ScenarioFile {
 pub struct WorkloadSpec {
     pub im_interval_ms: Option<u64>,
     pub publish_interval_ms: Option<u64>,
+    /// Each user adds a new contact once per interval.
+    pub contact_interval_ms: Option<u64>,
     pub refresh_interval_ms: Option<u64>,
     pub keepalive_interval_ms: Option<u64>,
     pub dead_after_ms: Option<u64>,
@@ -336,6 +338,7 @@ impl Scenario {
                 Some(ms(w.im_interval_ms, d.im_interval.unwrap_or_default()))
             },
             publish_interval: w.publish_interval_ms.map(std::time::Duration::from_millis),
+            contact_interval: w.contact_interval_ms.map(std::time::Duration::from_millis),
             call_interval: w.call_interval_ms.map(std::time::Duration::from_millis),
             call_hold: ms(w.call_hold_ms, d.call_hold),
             ..d

@@ -178,7 +178,8 @@ struct FrontendArgs {
     realm: String,
 }
 
-fn main() -> anyhow::Result<()> {
+/// The command line (also the entry of `poolnode-defects`, which includes this file as a module).
+pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(defect) = poolnode::defects::plant().map_err(anyhow::Error::msg)? {
         eprintln!(

@@ -624,7 +624,15 @@ impl Drop for Cluster {
             return;
         }
         warn!(run = %self.run, "run dropped without teardown: removing its containers and networks");
-        remove_by_label_blocking(&self.run);
+        // On a worker of a multi-threaded runtime, say so first, so the runtime moves its other tasks off this
+        // thread while the Docker CLI calls (each bounded by `CLI_TIMEOUT`) run.
+        let in_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if in_worker {
+            tokio::task::block_in_place(|| remove_by_label_blocking(&self.run));
+        } else {
+            remove_by_label_blocking(&self.run);
+        }
     }
 }
 

@@ -599,9 +599,7 @@ fn probe_port(node: &NodeHandle) -> u16 {
 /// Runs a shell script in a container's network namespace with the host's tools (iptables, bash). Needs
 /// root on a Linux host: a scratch image has no tools, and Docker Desktop's VM is out of the host's reach.
 async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
-    let out = tokio::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "bash", "-c", script])
-        .output()
+    let out = nsenter(pid, script)
         .await
         .map_err(|e| {
             RuntimeError::Other(format!(
@@ -619,6 +617,30 @@ async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
     }
 }
 
+/// Longest a command in a node's network namespace may run (a packet filter change or a connect probe takes
+/// milliseconds; a hung one is killed).
+const NSENTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `bash -c script` in the network namespace of process `pid`, killed if it outlives [`NSENTER_TIMEOUT`] or
+/// its caller is dropped.
+async fn nsenter(pid: i64, script: &str) -> std::io::Result<std::process::Output> {
+    let run = tokio::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "bash", "-c", script])
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(NSENTER_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "nsenter ran over {} s and was killed",
+                    NSENTER_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+}
+
 /// What a TCP connect from inside a node's network namespace found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reach {
@@ -632,9 +654,7 @@ enum Reach {
 async fn reach(pid: i64, ip: IpAddr, port: u16) -> Result<Reach, RuntimeError> {
     let script =
         format!("timeout {PROBE_CONNECT_TIMEOUT_S} bash -c 'exec 3<>/dev/tcp/{ip}/{port}'");
-    let out = tokio::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "bash", "-c", &script])
-        .output()
+    let out = nsenter(pid, &script)
         .await
         .map_err(|e| {
             RuntimeError::Other(format!(

@@ -41,6 +41,9 @@ pub struct Settings {
     pub im_interval: Option<Duration>,
     /// Each user publishes its presence once per interval (besides once after each registration).
     pub publish_interval: Option<Duration>,
+    /// Each user adds a new contact to its list once per interval (none if absent): writes that no later write
+    /// supersedes, so the final read of the list shows any that was lost.
+    pub contact_interval: Option<Duration>,
     /// Each user able to call places one call per interval (none if absent).
     pub call_interval: Option<Duration>,
     /// How long the gateway holds each call before hanging up.
@@ -65,6 +68,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_millis(1000),
             im_interval: Some(Duration::from_secs(2)),
             publish_interval: None,
+            contact_interval: None,
             start_spread: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(400),
             call_interval: None,

@@ -98,6 +98,8 @@ struct Life {
     im_seq: u64,
     publish_seq: u64,
     contact_added: bool,
+    /// Contacts added by the contact interval so far (each a new one: `sip:<user>-n<k>@<domain>`).
+    contacts_added: u64,
     /// The last sign-in was answered in resiliency mode: the user tries its contact change again, as a user does
     /// who edits a list the client shows, and the pool must refuse it.
     signed_in_resiliency: bool,
@@ -138,6 +140,7 @@ pub async fn run(
         im_seq: 0,
         publish_seq: 0,
         contact_added: false,
+        contacts_added: 0,
         signed_in_resiliency: false,
         nc: 0,
         registrars: None,
@@ -555,6 +558,7 @@ async fn session(
     let mut next_refresh = Instant::now() + Duration::from_secs(3600);
     let mut next_im = Instant::now() + jitter(&mut life.rng, settings.im_interval);
     let mut next_publish = Instant::now() + jitter(&mut life.rng, settings.publish_interval);
+    let mut next_contact = Instant::now() + jitter(&mut life.rng, settings.contact_interval);
     let call_every = settings.call_interval.filter(|_| spec.calls);
     let mut next_call = Instant::now() + jitter(&mut life.rng, call_every);
     let mut keepalive = tokio::time::interval(settings.keepalive_interval);
@@ -617,7 +621,7 @@ async fn session(
         if final_list_sent && outstanding.is_empty() && life.calls_up.is_empty() {
             return End::Finished;
         }
-        let wake = [next_refresh, next_im, next_publish, next_call]
+        let wake = [next_refresh, next_im, next_publish, next_call, next_contact]
             .into_iter()
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -714,6 +718,19 @@ async fn session(
                     let op = Op::CallSetup { to: number, call_id };
                     if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Call, op, req, false).await {
                         return End::Lost(e);
+                    }
+                }
+                if now >= next_contact {
+                    next_contact = now + settings.contact_interval.unwrap_or(Duration::from_secs(3600));
+                    // Not in resiliency mode: persistent changes are refused there, by design.
+                    if !life.signed_in_resiliency {
+                        life.contacts_added += 1;
+                        let contact = format!("{}-n{}", spec.name, life.contacts_added);
+                        let body = format!("add {}\r\n", sip::aor(&contact)).into_bytes();
+                        let op = Op::ContactAdd { contact };
+                        if let Err(e) = start(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag, Kind::ContactAdd, op, body).await {
+                            return End::Lost(e);
+                        }
                     }
                 }
                 if now >= next_publish {

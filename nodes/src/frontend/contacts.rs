@@ -87,9 +87,14 @@ pub async fn handle(fe: &FrontEnd, request: &Request, peer: &Peer) -> Response {
             Err(refusal) => return refusal.response(request),
         };
         let body_max = fe.config.transport.limits.body_bytes_max;
-        if let Err(why) = within_limits(&view.contacts, &commands, fe.config.contacts_max, body_max) {
+        if let Err(why) = within_limits(&view.contacts, &commands, fe.config.contacts_max, body_max)
+        {
             let mut refused = message::response(request, 403, "Contact List Full");
-            message::push(&mut refused.headers, "Warning", format!("399 poolnode \"{why}\""));
+            message::push(
+                &mut refused.headers,
+                "Warning",
+                format!("399 poolnode \"{why}\""),
+            );
             return refused;
         }
     }
@@ -146,7 +151,9 @@ pub fn within_limits(
     }
     let bytes: usize = after.iter().map(|c| c.len() + 2).sum();
     if after.len() > contacts_max {
-        Err(format!("a contact list holds at most {contacts_max} contacts"))
+        Err(format!(
+            "a contact list holds at most {contacts_max} contacts"
+        ))
     } else if bytes > body_max {
         Err(format!(
             "the contact list would not fit in one answer ({bytes} bytes, at most {body_max})"
@@ -167,13 +174,19 @@ mod tests {
         // Room for one more.
         assert!(within_limits(&list, &[add("sip:x@p")], 4, 1000).is_ok());
         // A second one is over the count; adding one already there, or removing first, is not.
-        assert!(within_limits(&list, &[add("sip:x@p"), add("sip:y@p")], 4, 1000)
-            .unwrap_err()
-            .contains("at most 4 contacts"));
+        assert!(
+            within_limits(&list, &[add("sip:x@p"), add("sip:y@p")], 4, 1000)
+                .unwrap_err()
+                .contains("at most 4 contacts")
+        );
         assert!(within_limits(&list, &[add("sip:c0@p"), add("sip:x@p")], 4, 1000).is_ok());
         assert!(within_limits(
             &list,
-            &[Command::Remove("sip:c0@p".into()), add("sip:x@p"), add("sip:y@p")],
+            &[
+                Command::Remove("sip:c0@p".into()),
+                add("sip:x@p"),
+                add("sip:y@p")
+            ],
             4,
             1000
         )

@@ -125,7 +125,11 @@ async fn a_contact_list_is_capped_and_its_answer_always_fits() {
     let mut refused = None;
     for k in 0..40 {
         let answer = bob
-            .request(&contacts(&bob, "bob", &format!("add sip:{long}{k}@pool.test")))
+            .request(&contacts(
+                &bob,
+                "bob",
+                &format!("add sip:{long}{k}@pool.test"),
+            ))
             .await;
         if answer.status_code.code() == 403 {
             refused = Some(k);
@@ -133,7 +137,8 @@ async fn a_contact_list_is_capped_and_its_answer_always_fits() {
         }
         assert_eq!(answer.status_code.code(), 200, "{answer}");
     }
-    let k = refused.expect("a list of 40 × 2 KB contacts is refused before its answer passes 48 KB");
+    let k =
+        refused.expect("a list of 40 × 2 KB contacts is refused before its answer passes 48 KB");
     assert!(k < 25, "refused at {k}");
     let listed = bob.request(&contacts(&bob, "bob", "list")).await;
     assert_eq!(listed.status_code.code(), 200);
