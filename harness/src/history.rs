@@ -183,6 +183,11 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// Whether the answer said anything of where the user is attached.
+    pub fn is_known(&self) -> bool {
+        self != &Attachment::default()
+    }
+
     /// The nodes named: the entry and the answering server.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
         self.entry
@@ -429,6 +434,18 @@ impl Fault {
     /// When the fault is known to be in force: verified, else requested.
     pub fn effective_at_us(&self) -> u64 {
         self.verified_at_us.unwrap_or(self.requested_at_us)
+    }
+
+    /// The end of the fault's window: its undo plus `settle_ms` (what it may still cause), or never if it was
+    /// never undone.
+    pub fn window_end_us(&self, settle_ms: u64) -> u64 {
+        self.undone_at_us
+            .map_or(u64::MAX, |u| u.saturating_add(settle_ms * 1000))
+    }
+
+    /// Whether `at_us` falls in the fault's window, from its request to [`Fault::window_end_us`].
+    pub fn window_holds(&self, at_us: u64, settle_ms: u64) -> bool {
+        self.requested_at_us <= at_us && at_us <= self.window_end_us(settle_ms)
     }
 }
 

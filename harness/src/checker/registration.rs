@@ -16,6 +16,7 @@
 use std::fmt;
 
 use super::compose::Checker;
+use super::split_brain::round_of;
 use super::verdict::{Verdict, Violation};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -196,7 +197,15 @@ pub fn registered_over_time(history: &History) -> Vec<(u64, usize)> {
 
 /// Every sign-out of a signed-in user, with the fault it belongs to and when the user came back.
 pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
-    let events = events(history);
+    sign_outs_in(history, &events(history), settle_ms)
+}
+
+/// [`sign_outs`] from the history's [`events`].
+fn sign_outs_in(
+    history: &History,
+    events: &[(String, u64, Event)],
+    settle_ms: u64,
+) -> Vec<SignOut> {
     let mut out = Vec::new();
     let mut signed_in = false;
     let mut attached = Attachment::default();
@@ -211,7 +220,7 @@ pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
             Event::SignedIn { attachment, .. } => {
                 signed_in = true;
                 // A notice (no attachment of its own) keeps the attachment the user had.
-                if attachment != &Attachment::default() {
+                if attachment.is_known() {
                     attached = attachment.clone();
                 }
             }
@@ -248,12 +257,7 @@ pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
 pub fn fault_holding(faults: &[Fault], at_us: u64, settle_ms: u64) -> Option<u64> {
     faults
         .iter()
-        .filter(|f| {
-            let end = f
-                .undone_at_us
-                .map_or(u64::MAX, |u| u.saturating_add(settle_ms * 1000));
-            f.requested_at_us <= at_us && at_us <= end
-        })
+        .filter(|f| f.window_holds(at_us, settle_ms))
         .max_by_key(|f| f.requested_at_us)
         .map(|f| f.id)
 }
@@ -262,10 +266,11 @@ pub fn fault_holding(faults: &[Fault], at_us: u64, settle_ms: u64) -> Option<u64
 pub fn cause_holding(history: &History, at_us: u64, settle_ms: u64) -> Option<Cause> {
     let settle_us = settle_ms * 1000;
     let faults = history.faults.iter().map(|f| {
-        let end = f
-            .undone_at_us
-            .map_or(u64::MAX, |u| u.saturating_add(settle_us));
-        (f.requested_at_us, end, Cause::Fault(f.id))
+        (
+            f.requested_at_us,
+            f.window_end_us(settle_ms),
+            Cause::Fault(f.id),
+        )
     });
     let operators = history.operators.iter().map(|o| {
         let end = o
@@ -329,7 +334,6 @@ struct Replicas<'h> {
 /// The replicas of every routing group (by pool and group) as the probes last said at or before `at_us`.
 fn replicas_before(history: &History, at_us: u64) -> BTreeMap<(&str, &str), Replicas<'_>> {
     // Each node's views of its latest round at or before `at_us` (a node is recorded whole when it changes).
-    let round_of = |p: &crate::history::ProbeRecord| p.round.unwrap_or(p.at_us);
     let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
     for p in history.probes.iter().filter(|p| p.at_us <= at_us) {
         let r = latest.entry(p.node.as_str()).or_insert(0);
@@ -360,15 +364,17 @@ fn replicas_before(history: &History, at_us: u64) -> BTreeMap<(&str, &str), Repl
 
 /// Whether a sign-out at `at_us` of a user attached as `attachment` may be put down to `fault`: the user's
 /// connection or answering Front End was hit, or its routing group's primary was, or the faults in force at
-/// `at_us` left its group below two live replicas. `None` when the attachment is unknown.
-fn attached_to(
-    history: &History,
+/// `at_us` left its group below two live replicas. `replicas` are the groups' replicas before the fault
+/// ([`replicas_before`] its request). `None` when the attachment is unknown.
+fn attached_to<'h>(
+    history: &'h History,
     fault: &Fault,
+    replicas: &BTreeMap<(&'h str, &'h str), Replicas<'h>>,
     attachment: &Attachment,
     at_us: u64,
     settle_ms: u64,
 ) -> Option<bool> {
-    if attachment == &Attachment::default() {
+    if !attachment.is_known() {
         return None;
     }
     let hit = hit_nodes(history, fault);
@@ -384,20 +390,14 @@ fn attached_to(
     ) else {
         return Some(false);
     };
-    let replicas = replicas_before(history, fault.requested_at_us);
     let Some(group) = replicas.get(&(pool, group)) else {
         return Some(false);
     };
     let homed = group.primary.is_some_and(|primary| hit.contains(primary));
-    let settle_us = settle_ms * 1000;
     let down: BTreeSet<&str> = history
         .faults
         .iter()
-        .filter(|f| {
-            f.requested_at_us <= at_us
-                && f.undone_at_us
-                    .is_none_or(|u| at_us <= u.saturating_add(settle_us))
-        })
+        .filter(|f| f.window_holds(at_us, settle_ms))
         .flat_map(|f| hit_nodes(history, f))
         .collect();
     let live = group.holders.iter().filter(|n| !down.contains(*n)).count();
@@ -426,8 +426,11 @@ impl Checker for RegistrationContinuity {
         let end_us = history.last_at_us();
         let bound_us = self.reregister_bound_ms * 1000;
         let mut violations = Vec::new();
-        let sign_outs = sign_outs(history, self.settle_ms);
-        self.check_signed_in_from_the_start(history, &mut violations, &mut undecided);
+        let events = events(history);
+        let sign_outs = sign_outs_in(history, &events, self.settle_ms);
+        // The groups' replicas before each fault, read from the probes once per fault, not per sign-out.
+        let mut replicas_by_fault = BTreeMap::new();
+        self.check_signed_in_from_the_start(history, &events, &mut violations, &mut undecided);
         for s in &sign_outs {
             let Some(cause) = s.cause else {
                 violations.push(Violation::new(
@@ -446,7 +449,17 @@ impl Checker for RegistrationContinuity {
                     MaySignOut::Anyone => Some(true),
                     MaySignOut::Nobody => Some(false),
                     MaySignOut::Attached => {
-                        attached_to(history, fault, &s.attachment, s.at_us, self.settle_ms)
+                        let replicas = replicas_by_fault
+                            .entry(fault.id)
+                            .or_insert_with(|| replicas_before(history, fault.requested_at_us));
+                        attached_to(
+                            history,
+                            fault,
+                            replicas,
+                            &s.attachment,
+                            s.at_us,
+                            self.settle_ms,
+                        )
                     }
                 };
                 match allowed {
@@ -526,12 +539,12 @@ impl RegistrationContinuity {
     fn check_signed_in_from_the_start(
         &self,
         history: &History,
+        events: &[(String, u64, Event)],
         violations: &mut Vec<Violation>,
         undecided: &mut Vec<String>,
     ) {
-        let events = events(history);
         let mut first_in: BTreeMap<&str, u64> = BTreeMap::new();
-        for (user, at_us, event) in &events {
+        for (user, at_us, event) in events {
             if matches!(event, Event::SignedIn { .. }) {
                 first_in.entry(user.as_str()).or_insert(*at_us);
             }

@@ -54,7 +54,8 @@ struct Claim {
     last: u64,
 }
 
-fn round_of(probe: &ProbeRecord) -> u64 {
+/// A probe's round (for histories written before rounds were recorded: its time in round lengths).
+pub(super) fn round_of(probe: &ProbeRecord) -> u64 {
     probe.round.unwrap_or(probe.at_us / ROUND_US)
 }
 

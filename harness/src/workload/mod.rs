@@ -217,16 +217,17 @@ pub async fn node_addresses(
     tunnel: SocketAddr,
     topology: &Topology,
 ) -> Arc<HashMap<String, String>> {
-    let mut nodes = HashMap::new();
-    for node in topology.nodes() {
-        let Ok(ips) =
+    // Every name asked at once: this runs before the users start.
+    let asks = topology.nodes().map(|node| async move {
+        let ips =
             crate::runtime::tunnel::resolve_within(tunnel, &node.name, Duration::from_secs(3))
-                .await
-        else {
-            continue;
-        };
+                .await;
+        (node.name.clone(), ips.unwrap_or_default())
+    });
+    let mut nodes = HashMap::new();
+    for (name, ips) in futures::future::join_all(asks).await {
         for ip in ips {
-            nodes.insert(ip.to_string(), node.name.clone());
+            nodes.insert(ip.to_string(), name.clone());
         }
     }
     Arc::new(nodes)
