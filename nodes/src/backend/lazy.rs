@@ -31,7 +31,58 @@ pub struct LazyStats {
 struct Queue {
     /// user → (latest record, when the oldest unwritten change was queued).
     dirty: BTreeMap<String, (UserRecord, Instant)>,
+    /// user → when its oldest change was queued, for records a flush took and the Back End has not yet
+    /// confirmed: they are still unwritten, so they count as pending (a reader who sees nothing pending may rely
+    /// on the Back End holding every change).
+    in_flight: BTreeMap<String, Instant>,
     stats: LazyStats,
+}
+
+impl Queue {
+    /// Takes every queued record for a flush; they stay pending until [`Queue::settle`].
+    fn take(&mut self) -> Vec<(UserRecord, Instant)> {
+        let taken: Vec<(UserRecord, Instant)> = std::mem::take(&mut self.dirty).into_values().collect();
+        for (record, since) in &taken {
+            let at = self.in_flight.entry(record.user.clone()).or_insert(*since);
+            *at = (*at).min(*since);
+        }
+        taken
+    }
+
+    /// The Back End confirmed (`written`) or did not take (`failed`, queued again unless a newer version was
+    /// queued meanwhile: the lag counts from the older change) records a flush took.
+    fn settle(&mut self, written: &[(UserRecord, Instant)], failed: &[(UserRecord, Instant)]) {
+        for (record, since) in failed {
+            let entry = self
+                .dirty
+                .entry(record.user.clone())
+                .or_insert_with(|| (record.clone(), *since));
+            entry.1 = entry.1.min(*since);
+        }
+        for (record, _) in written.iter().chain(failed) {
+            self.in_flight.remove(&record.user);
+        }
+    }
+
+    fn pending_users(&self) -> usize {
+        self.dirty.len()
+            + self
+                .in_flight
+                .keys()
+                .filter(|u| !self.dirty.contains_key(*u))
+                .count()
+    }
+
+    /// Age of the oldest unwritten change, queued or in flight, in milliseconds (0 when nothing is pending).
+    fn lag_ms(&self) -> u64 {
+        self.dirty
+            .values()
+            .map(|(_, since)| since)
+            .chain(self.in_flight.values())
+            .map(|since| since.elapsed().as_millis() as u64)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The Front End's lazy writer to the Back End.
@@ -69,19 +120,23 @@ impl LazyWriter {
 
     /// Age of the oldest unwritten change, in milliseconds (0 when nothing is pending).
     pub fn lag_ms(&self) -> u64 {
-        let q = self.lock();
-        oldest_ms(&q.dirty)
+        self.lock().lag_ms()
     }
 
+    /// Users with changes the Back End has not confirmed: queued, or taken by a flush still under way.
     pub fn pending(&self) -> usize {
+        self.lock().pending_users()
+    }
+
+    fn queued(&self) -> usize {
         self.lock().dirty.len()
     }
 
     pub fn stats(&self) -> LazyStats {
         let q = self.lock();
         LazyStats {
-            pending_users: q.dirty.len(),
-            lag_ms: oldest_ms(&q.dirty),
+            pending_users: q.pending_users(),
+            lag_ms: q.lag_ms(),
             ..q.stats.clone()
         }
     }
@@ -89,34 +144,27 @@ impl LazyWriter {
     /// Writes everything queued now. On failure the unwritten records go back in the queue (unless a newer
     /// version was queued meanwhile) and will be retried at the next flush.
     pub async fn flush(&self) -> Result<Vec<Receipt>, BackendError> {
-        let taken: Vec<(UserRecord, Instant)> = {
+        let taken = {
             let mut q = self.lock();
-            let lag = oldest_ms(&q.dirty);
             if !q.dirty.is_empty() {
-                q.stats.last_flush_lag_ms = lag;
+                q.stats.last_flush_lag_ms = q.lag_ms();
             }
-            std::mem::take(&mut q.dirty).into_values().collect()
+            q.take()
         };
         let mut receipts = Vec::new();
-        let mut chunks = taken.chunks(USERS_PER_BATCH);
-        while let Some(chunk) = chunks.next() {
+        for (done, chunk) in taken.chunks(USERS_PER_BATCH).enumerate() {
             let batch = Batch::new(chunk.iter().map(|(r, _)| Op::PutUser(r.clone())).collect());
             match self.client.write(batch).await {
                 Ok(receipt) => {
-                    self.lock().stats.flushed_users_total += chunk.len() as u64;
+                    let mut q = self.lock();
+                    q.stats.flushed_users_total += chunk.len() as u64;
+                    q.settle(chunk, &[]);
                     receipts.push(receipt);
                 }
                 Err(e) => {
                     let mut q = self.lock();
                     q.stats.flush_failures_total += 1;
-                    for (record, since) in chunk.iter().chain(chunks.flatten()) {
-                        // A newer version queued meanwhile wins, but the lag counts from the older change.
-                        let entry = q
-                            .dirty
-                            .entry(record.user.clone())
-                            .or_insert_with(|| (record.clone(), *since));
-                        entry.1 = entry.1.min(*since);
-                    }
+                    q.settle(&[], &taken[done * USERS_PER_BATCH..]);
                     return Err(e);
                 }
             }
@@ -135,7 +183,7 @@ impl LazyWriter {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {}
             }
-            if self.pending() == 0 {
+            if self.queued() == 0 {
                 self.client.probe().await;
             } else if let Err(e) = self.flush().await {
                 tracing::warn!("lazy write to the Back End failed (retried next interval): {e}");
@@ -147,10 +195,55 @@ impl LazyWriter {
     }
 }
 
-fn oldest_ms(dirty: &BTreeMap<String, (UserRecord, Instant)>) -> u64 {
-    dirty
-        .values()
-        .map(|(_, since)| since.elapsed().as_millis() as u64)
-        .max()
-        .unwrap_or(0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(user: &str, contact: &str) -> UserRecord {
+        UserRecord {
+            user: user.into(),
+            pool: "pool1".into(),
+            password: None,
+            contacts: vec![contact.into()],
+            presence: Vec::new(),
+            settings: Default::default(),
+        }
+    }
+
+    fn queued(q: &mut Queue, r: UserRecord) {
+        q.dirty.insert(r.user.clone(), (r, Instant::now()));
+    }
+
+    #[test]
+    fn records_a_flush_took_stay_pending_until_the_back_end_confirms_them() {
+        let mut q = Queue::default();
+        queued(&mut q, record("alice", "sip:a1@p"));
+        queued(&mut q, record("bob", "sip:b1@p"));
+        let taken = q.take();
+        assert_eq!(q.pending_users(), 2, "taken is not written");
+        // A change while the flush is under way: alice counts once.
+        queued(&mut q, record("alice", "sip:a2@p"));
+        assert_eq!(q.pending_users(), 2);
+        q.settle(&taken, &[]);
+        assert_eq!(q.pending_users(), 1, "alice's newer change is still queued");
+        assert_eq!(q.dirty["alice"].0.contacts, vec!["sip:a2@p".to_string()]);
+        let again = q.take();
+        q.settle(&again, &[]);
+        assert_eq!(q.pending_users(), 0);
+        assert_eq!(q.lag_ms(), 0);
+    }
+
+    #[test]
+    fn a_failed_flush_queues_its_records_again_unless_a_newer_version_was_queued() {
+        let mut q = Queue::default();
+        queued(&mut q, record("alice", "sip:a1@p"));
+        queued(&mut q, record("bob", "sip:b1@p"));
+        let taken = q.take();
+        queued(&mut q, record("alice", "sip:a2@p"));
+        q.settle(&[], &taken);
+        assert_eq!(q.pending_users(), 2);
+        assert_eq!(q.dirty["alice"].0.contacts, vec!["sip:a2@p".to_string()]);
+        assert_eq!(q.dirty["bob"].0.contacts, vec!["sip:b1@p".to_string()]);
+        assert!(q.in_flight.is_empty());
+    }
 }
