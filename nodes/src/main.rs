@@ -200,7 +200,7 @@ pub fn main() -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--peer takes NAME=HOST:PORT, not `{p}`"))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            let options = poolnode::frontend::pool::NodeOptions {
+            let options = poolnode::frontend::pooled::NodeOptions {
                 node: args.node,
                 sip: args.sip_listen,
                 peer: args.peer_listen,
@@ -209,7 +209,7 @@ pub fn main() -> anyhow::Result<()> {
                 open: args.open,
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(poolnode::frontend::pool::run_node(
+            runtime.block_on(poolnode::frontend::pooled::run_node(
                 options,
                 shutdown_signal(),
             ))?;

@@ -16,25 +16,23 @@
 //! client and the end toward Mediation, each either a connection here ([`End::Leg`]) or another Front End of the pool
 //! ([`End::Node`], reached with the peer link's `CallRelay`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rsip::{Method, Request, Response, SipMessage};
 
+use super::call_state::{CallEntry, CallSettings, Dialog, End};
 use super::pool::wire::{Answer, Call};
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
-use crate::cluster::{ClusterConfig, SIP_PORT};
 use crate::defects::{self, Defect};
-use crate::director::Resolver;
 use crate::mediation::dialog::reason_of;
 use crate::mediation::{number_of, Leg, Link, OnRequest};
 use crate::sip::codec::Limits;
 use crate::sip::message::{self, header, name, uri_in, user_of, value};
-use crate::sip::{Flow, Peer, Reply, RequestError, Transport};
+use crate::sip::{Peer, Reply, RequestError, Transport};
 
 /// Headers a relayed request does not carry: our hop's Via, credentials and routing, and Content-Length (computed
 /// on encoding).
@@ -51,197 +49,6 @@ const NOT_RELAYED: [&str; 7] = [
 /// Our own requests in a dialog (a BYE when an end is lost) start here: above any CSeq the far side has sent, so
 /// a strict client does not take ours for an old one.
 const OWN_CSEQ_FIRST: u32 = 100_000;
-
-/// Where calls go and how long each step may take.
-#[derive(Debug, Clone)]
-pub struct CallSettings {
-    /// The Mediation pool calls to numbers go to: the first of the Front End pool's site, else the first.
-    pub mediation_pool: String,
-    /// Where that pool is reached (`host:port`); every address the name resolves to is tried in turn.
-    pub mediation_target: String,
-    /// Every Mediation pool of the cluster: an INVITE whose From host names one comes from the PSTN side and is
-    /// taken without digest credentials (Mediation holds none).
-    pub mediation_pools: Vec<String>,
-    pub resolver: Resolver,
-    /// Opening a connection to one Mediation server; past it the next address is tried.
-    pub connect_timeout: Duration,
-    /// How long an INVITE may wait for its final answer (RFC 3261 Timer B: 64 × T1).
-    pub invite_timeout: Duration,
-    /// How long a request inside a call may wait for the other end's answer.
-    pub relay_timeout: Duration,
-    /// How often each call checks that the ends it holds are still there.
-    pub leg_check_interval: Duration,
-}
-
-impl CallSettings {
-    /// Calls to numbers go to `mediation_pool`, reached at `mediation_target` through `resolver`.
-    pub fn new(mediation_pool: &str, mediation_target: &str, resolver: Resolver) -> Self {
-        Self {
-            mediation_pool: mediation_pool.to_owned(),
-            mediation_target: mediation_target.to_owned(),
-            mediation_pools: vec![mediation_pool.to_owned()],
-            resolver,
-            connect_timeout: Duration::from_secs(3),
-            invite_timeout: Duration::from_secs(32),
-            relay_timeout: Duration::from_secs(5),
-            leg_check_interval: Duration::from_millis(200),
-        }
-    }
-
-    /// From the cluster description: the first Mediation pool whose site is the Front End pool's, else the first
-    /// Mediation pool; `None` when the cluster has none.
-    pub fn from_cluster(
-        cluster: &ClusterConfig,
-        frontend_pool: &str,
-        resolver: Resolver,
-    ) -> Option<Self> {
-        let site = cluster.pool(frontend_pool)?.site.clone();
-        let mediation: Vec<_> = cluster
-            .pools
-            .iter()
-            .filter(|p| p.role == "mediation")
-            .collect();
-        let chosen = mediation
-            .iter()
-            .find(|p| p.site == site)
-            .or(mediation.first())?;
-        let mut settings = Self::new(
-            &chosen.name,
-            &cluster.address(frontend_pool, &chosen.name, SIP_PORT),
-            resolver,
-        );
-        settings.mediation_pools = mediation.iter().map(|p| p.name.clone()).collect();
-        Some(settings)
-    }
-}
-
-/// One end of a call as this Front End reaches it.
-#[derive(Clone)]
-enum End {
-    /// A connection on this Front End (the client's registered flow, or the Mediation connection).
-    Leg(Leg),
-    /// Another Front End of the pool holds it.
-    Node(String),
-}
-
-/// What requests of our own inside the dialog need: both ends' identities and targets.
-struct Dialog {
-    call_id: String,
-    /// From of the INVITE (the calling end, with its tag).
-    invite_from: String,
-    /// To of the 2xx (the called end, with its tag).
-    answer_to: String,
-    /// The calling end's Contact.
-    uac_contact: String,
-    /// The called end's Contact.
-    uas_contact: String,
-    /// Calls out: the client called. Calls in: Mediation called.
-    client_is_uac: bool,
-}
-
-impl Dialog {
-    fn new(invite: &Request, answer: &Response, client_is_uac: bool) -> Self {
-        let from = header(&invite.headers, "From").unwrap_or_default();
-        let contact_in = |headers: &rsip::Headers, fallback: &str| {
-            header(headers, "Contact")
-                .map(|c| uri_in(c).to_owned())
-                .unwrap_or_else(|| fallback.to_owned())
-        };
-        Self {
-            call_id: header(&invite.headers, "Call-ID")
-                .unwrap_or_default()
-                .to_owned(),
-            invite_from: from.to_owned(),
-            answer_to: header(&answer.headers, "To").unwrap_or_default().to_owned(),
-            uac_contact: contact_in(&invite.headers, uri_in(from)),
-            uas_contact: contact_in(&answer.headers, &invite.uri.to_string()),
-            client_is_uac,
-        }
-    }
-
-    /// A request of ours toward the client's end or Mediation's.
-    fn request_toward(&self, toward_client: bool, method: Method, cseq: u32) -> Option<Request> {
-        let (from, to, uri) = if toward_client == self.client_is_uac {
-            (&self.answer_to, &self.invite_from, &self.uac_contact)
-        } else {
-            (&self.invite_from, &self.answer_to, &self.uas_contact)
-        };
-        let headers = vec![
-            ("Max-Forwards".to_owned(), "70".to_owned()),
-            ("From".to_owned(), from.clone()),
-            ("To".to_owned(), to.clone()),
-            ("Call-ID".to_owned(), self.call_id.clone()),
-            ("CSeq".to_owned(), format!("{cseq} {method}")),
-        ];
-        message::request(method, uri, headers, Vec::new()).ok()
-    }
-}
-
-/// One call as this Front End holds it.
-struct CallEntry {
-    dialog: Dialog,
-    client: End,
-    mediation: End,
-    /// Calls in: the flow Mediation's requests arrive on here (the client's come on another).
-    mediation_flow: Option<Flow>,
-    cseq: AtomicU32,
-    ended: AtomicBool,
-}
-
-impl CallEntry {
-    fn end(&self, toward_client: bool) -> &End {
-        if toward_client {
-            &self.client
-        } else {
-            &self.mediation
-        }
-    }
-}
-
-/// The calls this Front End holds an end of, and its connections to Mediation servers.
-#[derive(Default)]
-pub struct Calls {
-    by_id: Mutex<HashMap<String, Arc<CallEntry>>>,
-    /// One open connection per Mediation server, reused by every call placed on it.
-    links: Mutex<HashMap<SocketAddr, Link>>,
-}
-
-impl Calls {
-    fn get(&self, call_id: &str) -> Option<Arc<CallEntry>> {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(call_id)
-            .cloned()
-    }
-
-    fn insert(&self, entry: Arc<CallEntry>) {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.dialog.call_id.clone(), entry);
-    }
-
-    /// Ends a call once (true the first time).
-    fn end(&self, entry: &Arc<CallEntry>) -> bool {
-        if entry.ended.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
-        if by_id
-            .get(&entry.dialog.call_id)
-            .is_some_and(|e| Arc::ptr_eq(e, entry))
-        {
-            by_id.remove(&entry.dialog.call_id);
-        }
-        true
-    }
-
-    /// Calls up now (ends held here).
-    pub fn count(&self) -> usize {
-        self.by_id.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
 
 fn closed() -> RequestError {
     RequestError::Closed {

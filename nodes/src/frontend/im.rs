@@ -4,6 +4,8 @@
 //! delivered IM. Nobody registered: `480`. Nobody answered in time: `408`. Every flow refused: the first refusal
 //! is passed on.
 
+use std::time::Duration;
+
 use rsip::{Request, Response};
 use tokio::task::JoinSet;
 
@@ -196,4 +198,37 @@ pub(crate) fn reason_of(response: &Response) -> String {
         .split_once(' ')
         .map(|(_, r)| r.to_owned())
         .unwrap_or_default()
+}
+
+impl FrontEnd {
+    /// Relays an encoded request to the client of `user` bound at `contact` over its connection to this Front End:
+    /// the client's final status and reason (`480` when there is no such connection, `408` without an answer).
+    pub(crate) async fn deliver_local(
+        &self,
+        user: &str,
+        contact: &str,
+        encoded: &str,
+        timeout: Duration,
+    ) -> (u16, String) {
+        let unavailable = (480, "Temporarily Unavailable".to_owned());
+        let Some((_, flow)) = self
+            .locations
+            .flows_of(user)
+            .into_iter()
+            .find(|(c, _)| c == contact)
+        else {
+            return unavailable;
+        };
+        let Ok(rsip::SipMessage::Request(request)) = message::parse(encoded.as_bytes()) else {
+            return (400, "Bad Relayed Request".to_owned());
+        };
+        match send_to(flow, contact, request, timeout).await {
+            Ok(answer) => {
+                let code = answer.status_code.code();
+                (code, reason_of(&answer))
+            }
+            Err(crate::sip::RequestError::Timeout { .. }) => (408, "Request Timeout".to_owned()),
+            Err(_) => unavailable,
+        }
+    }
 }

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::dispatch::run;
 use super::error::FrontEndError;
-use super::server::{run, FrontEndConfig};
+use super::server::FrontEndConfig;
 use super::users::Credentials;
 use crate::sip::Listeners;
 

@@ -10,6 +10,7 @@
 //! - `restore`: loads Back End records into the pool's routing groups (a restarted pool, a failover, a failback).
 //! - `gate`: [`Decision`], what the Front End asks before serving a user, and the SIP answers it implies
 //!   (redirects, the resiliency-mode refusal, header and NOTIFY).
+//! - `host`: [`Host`], what the pairing asks of its Front End (the only way it reaches it).
 //! - `node`: [`Pairing`], one Front End's share: the loops, `/status`, the admin commands, the failover and
 //!   failback protocols, fencing.
 //! - `operator`: `poolnode admin pool-failover | pool-failback | store-failover | backup-status | backup-sync`.
@@ -17,6 +18,7 @@
 mod backup;
 pub mod error;
 pub mod gate;
+pub mod host;
 mod node;
 pub mod operator;
 pub mod record;
@@ -26,6 +28,7 @@ pub mod watch;
 pub use backup::{BackupState, BackupStatus};
 pub use error::PairingError;
 pub use gate::{Decision, RESILIENCY_EVENT, RESILIENCY_HEADER};
+pub use host::Host;
 pub use node::{attach, Pairing, PairingConfig};
 pub use record::{PairRecord, Transition};
 pub use watch::PairWatch;

@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use super::backup::{self, BackupStatus, STREAM_PAUSE};
 use super::error::PairingError;
 use super::gate::{self, Decision, RESILIENCY_HEADER};
+use super::host::Host;
 use super::record::{PairRecord, Transition};
 use super::restore::{self, Mode};
 use super::watch::{NodeReport, PairWatch};
@@ -40,7 +41,6 @@ use crate::backend::{BackendClient, Batch, Op, UserRecord};
 use crate::cluster::{ClusterConfig, Timings, ADMIN_PORT, SIP_PORT};
 use crate::defects::{self, Defect};
 use crate::frontend::store::{now_unix_ms, UserView, Write};
-use crate::frontend::FrontEnd;
 use crate::sip::message::{self, header, uri_in, user_of};
 use crate::sip::Peer;
 
@@ -98,7 +98,7 @@ pub struct Pairing {
     homes: HashMap<String, String>,
     own_backend: Option<BackendClient>,
     pair_backend: Option<BackendClient>,
-    frontend: OnceLock<Weak<FrontEnd>>,
+    host: OnceLock<Weak<dyn Host>>,
     started: Instant,
     inner: Mutex<Inner>,
     /// One failover, failback or record refresh at a time on this Front End.
@@ -117,12 +117,9 @@ impl std::fmt::Debug for Pairing {
     }
 }
 
-/// Gives `frontend` (a pooled Front End of `config.pool`) its pairing; the caller runs [`Pairing::run`] with the
-/// node's tasks.
-pub fn attach(
-    frontend: &Arc<FrontEnd>,
-    config: PairingConfig,
-) -> Result<Arc<Pairing>, PairingError> {
+/// The pairing of `host` (a pooled Front End of `config.pool`); the caller hands it to the Front End and runs
+/// [`Pairing::run`] with the node's tasks.
+pub fn attach(host: Weak<dyn Host>, config: PairingConfig) -> Result<Arc<Pairing>, PairingError> {
     let cluster = config.cluster;
     let pool = cluster
         .pool(&config.pool)
@@ -157,7 +154,7 @@ pub fn attach(
         pool: config.pool,
         node: config.node,
         timings,
-        frontend: OnceLock::new(),
+        host: OnceLock::new(),
         started,
         inner: Mutex::new(Inner {
             record: PairRecord::new(&store_location),
@@ -182,8 +179,7 @@ pub fn attach(
         commands: tokio::sync::Mutex::new(()),
         passes: tokio::sync::Mutex::new(()),
     });
-    let _ = pairing.frontend.set(Arc::downgrade(frontend));
-    frontend.set_pairing(pairing.clone());
+    let _ = pairing.host.set(host);
     Ok(pairing)
 }
 
@@ -192,8 +188,8 @@ impl Pairing {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn frontend(&self) -> Option<Arc<FrontEnd>> {
-        self.frontend.get().and_then(Weak::upgrade)
+    fn host(&self) -> Option<Arc<dyn Host>> {
+        self.host.get().and_then(Weak::upgrade)
     }
 
     fn heartbeat_interval(&self) -> Duration {
@@ -456,9 +452,7 @@ impl Pairing {
     }
 
     fn own_pool_serving(&self) -> bool {
-        self.frontend()
-            .and_then(|f| f.pool().map(|p| p.verdict().serving()))
-            .unwrap_or(true)
+        self.host().is_none_or(|h| h.pool_serving())
     }
 
     async fn backup_loop(self: Arc<Self>) {
@@ -480,7 +474,7 @@ impl Pairing {
 
     /// Whether this Front End runs the pool's single-runner jobs: the first running Front End in topology order.
     fn is_runner(&self) -> bool {
-        let Some(pool) = self.frontend().and_then(|f| f.pool().cloned()) else {
+        let Some(host) = self.host() else {
             return false;
         };
         let nodes = self
@@ -490,7 +484,7 @@ impl Pairing {
             .unwrap_or_default();
         nodes
             .iter()
-            .find(|n| **n == self.node || pool.peer_alive(n))
+            .find(|n| **n == self.node || host.peer_alive(n))
             .is_some_and(|n| *n == self.node)
     }
 
@@ -760,24 +754,23 @@ impl Pairing {
 
     /// Loads `records` into the routing groups.
     async fn restore(&self, records: &[UserRecord], mode: Mode) -> Result<usize, PairingError> {
-        let frontend = self
-            .frontend()
+        let host = self
+            .host()
             .ok_or_else(|| PairingError::NotServing("the Front End stopped".into()))?;
         let mut changed = 0;
         for record in records {
             let now = now_unix_ms();
-            let view = frontend
+            let view = host
                 .view(&record.user, now)
                 .await
-                .map_err(|r| PairingError::NotServing(r.0))?;
+                .map_err(PairingError::NotServing)?;
             let writes = restore::writes_for(record, &view, mode);
             if writes.is_empty() {
                 continue;
             }
-            frontend
-                .commit(&record.user, writes, now)
+            host.commit(&record.user, writes, now)
                 .await
-                .map_err(|r| PairingError::NotServing(r.reason().to_owned()))?;
+                .map_err(PairingError::NotServing)?;
             changed += 1;
         }
         Ok(changed)
@@ -785,11 +778,11 @@ impl Pairing {
 
     /// Sends a resiliency NOTIFY to every pair user's client connected to this Front End.
     fn notify_pair_users(&self, on: bool, register_at: Option<&str>) {
-        let (Some(frontend), Some(pair)) = (self.frontend(), self.pair.as_deref()) else {
+        let (Some(host), Some(pair)) = (self.host(), self.pair.as_deref()) else {
             return;
         };
         for user in self.cluster.users_of(pair) {
-            for (contact, peer) in frontend.locations.flows_of(&user.name) {
+            for (contact, peer) in host.flows_of(&user.name) {
                 if !peer.is_open() {
                     continue;
                 }
@@ -807,13 +800,13 @@ impl Pairing {
     /// Ends resiliency mode for the pair's users: their clients are told to register at home and their
     /// registrations here are removed (a REGISTER then gets `301` to the home pool).
     async fn send_pair_users_home(&self) {
-        let (Some(frontend), Some(pair)) = (self.frontend(), self.pair.clone()) else {
+        let (Some(host), Some(pair)) = (self.host(), self.pair.clone()) else {
             return;
         };
         self.notify_pair_users(false, Some(&pair));
         for user in self.cluster.users_of(&pair) {
             let now = now_unix_ms();
-            if frontend
+            if host
                 .view(&user.name, now)
                 .await
                 .is_ok_and(|v| !v.bindings.is_empty())
@@ -821,8 +814,8 @@ impl Pairing {
                 let unbind = vec![Write::UnbindAll {
                     user: user.name.clone(),
                 }];
-                let _ = frontend.commit(&user.name, unbind, now).await;
-                frontend.locations.remove_all(&user.name);
+                let _ = host.commit(&user.name, unbind, now).await;
+                host.forget_flows(&user.name);
             }
         }
     }
@@ -985,8 +978,8 @@ impl Pairing {
         if !self.lock().watch.up(Instant::now()) {
             return Err(PairingError::HomeUnreachable(pair));
         }
-        let frontend = self
-            .frontend()
+        let host = self
+            .host()
             .ok_or_else(|| PairingError::NotServing("the Front End stopped".into()))?;
         self.persist(|r| r.transition = Some(Transition::FailingBack))
             .await?;
@@ -994,10 +987,10 @@ impl Pairing {
             tokio::time::sleep(self.settle()).await;
             let mut records = Vec::new();
             for user in self.cluster.users_of(&pair) {
-                let view = frontend
+                let view = host
                     .view(&user.name, now_unix_ms())
                     .await
-                    .map_err(|r| PairingError::NotServing(r.0))?;
+                    .map_err(PairingError::NotServing)?;
                 records.push(restore::record_of(&user.name, &pair, &view));
             }
             let home_backend = self

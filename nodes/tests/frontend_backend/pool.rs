@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolnode::cluster::Timings;
-use poolnode::frontend::pool::{self, PoolConfig, PoolListeners, PoolSettings};
+use poolnode::frontend::pool::PoolSettings;
+use poolnode::frontend::pooled::{self, PoolConfig, PoolListeners};
 use poolnode::frontend::{Credentials, FrontEnd, FrontEndConfig};
 use serde_json::Value;
 
@@ -89,7 +90,7 @@ impl Fes {
             "test-token",
         );
         (self.configure)(i, &mut settings);
-        let frontend = pool::build(PoolConfig {
+        let frontend = pooled::build(PoolConfig {
             frontend: FrontEndConfig {
                 credentials: Credentials::open(),
                 nonce_secret: "secret".into(),
@@ -100,7 +101,7 @@ impl Fes {
         let task = tokio::spawn({
             let frontend = frontend.clone();
             async move {
-                pool::serve(listeners, frontend, std::future::pending())
+                pooled::serve(listeners, frontend, std::future::pending())
                     .await
                     .unwrap();
             }

@@ -22,7 +22,7 @@ use client::{register, request, TcpClient};
 use pool::Fes;
 use poolnode::cluster::{ClusterConfig, PoolConfig, Timings, UserConfig};
 use poolnode::director::{NodeIdentity, Resolver};
-use poolnode::frontend::calls::CallSettings;
+use poolnode::frontend::call_state::CallSettings;
 use poolnode::gateway::{self, Gateway, GatewayConfig};
 use poolnode::mediation::{self, Mediation, MediationConfig};
 use poolnode::sip::message::{self, header};

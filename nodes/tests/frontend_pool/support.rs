@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolnode::cluster::Timings;
-use poolnode::frontend::pool::{self, LinkFaults, Pool, PoolConfig, PoolListeners, PoolSettings};
+use poolnode::frontend::pool::{LinkFaults, Pool, PoolSettings};
+use poolnode::frontend::pooled::{self, PoolConfig, PoolListeners};
 use poolnode::frontend::{Credentials, FrontEnd, FrontEndConfig};
 use rsip::Response;
 use serde_json::Value;
@@ -112,7 +113,7 @@ impl TestPool {
             "test-token",
         );
         settings.faults = self.faults.clone();
-        let frontend = pool::build(PoolConfig {
+        let frontend = pooled::build(PoolConfig {
             frontend: FrontEndConfig {
                 credentials: Credentials::open(),
                 nonce_secret: "pool1-secret".into(),
@@ -124,7 +125,7 @@ impl TestPool {
         let task = tokio::spawn({
             let frontend = frontend.clone();
             async move {
-                pool::serve(listeners, frontend, std::future::pending())
+                pooled::serve(listeners, frontend, std::future::pending())
                     .await
                     .unwrap();
             }

@@ -17,11 +17,10 @@ use std::time::Duration;
 use poolnode::backend::operator::http_json;
 use poolnode::backend::{server::Backend, witness::Witness, BackendConfig, Listeners};
 use poolnode::cluster::{ClusterConfig, PoolConfig, Route, Timings, UserConfig};
-use poolnode::frontend::pool::{
-    self, BackendLink, PoolConfig as FePoolConfig, PoolListeners, PoolSettings,
-};
+use poolnode::frontend::pool::{BackendLink, PoolSettings};
+use poolnode::frontend::pooled::{self, PoolConfig as FePoolConfig, PoolListeners};
 use poolnode::frontend::{Credentials, FrontEnd, FrontEndConfig};
-use poolnode::pairing::{self, PairingConfig};
+use poolnode::pairing::PairingConfig;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -338,7 +337,7 @@ impl Sites {
             settings.failure_timeout,
         );
         settings.use_backend(link);
-        let frontend = pool::build(FePoolConfig {
+        let frontend = pooled::build(FePoolConfig {
             frontend: FrontEndConfig {
                 credentials: Credentials::open(),
                 nonce_secret: format!("{pool_name}-secret"),
@@ -346,7 +345,7 @@ impl Sites {
             },
             pool: settings,
         });
-        pairing::attach(
+        pooled::pair(
             &frontend,
             PairingConfig {
                 cluster: cluster.clone(),
@@ -358,7 +357,7 @@ impl Sites {
         let task = tokio::spawn({
             let frontend = frontend.clone();
             async move {
-                pool::serve(listeners, frontend, std::future::pending())
+                pooled::serve(listeners, frontend, std::future::pending())
                     .await
                     .unwrap()
             }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::member::Member;
 use super::placement::GroupId;
-use super::replication::Member;
 
 /// What a Front End tells its peers with every heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

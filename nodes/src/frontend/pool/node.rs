@@ -1,8 +1,8 @@
-//! One pooled Front End: its settings, the [`Pool`] state that ties the other modules together, heartbeats and the
-//! quorum verdict, the answers to peer calls, `/status`, and `run`.
+//! [`Pool`]: a Front End's share of its pool, the state that ties the other modules together; formation and the
+//! quorum verdict, heartbeats, the sweep, and the node's tasks. Peer calls are answered in `peer_calls`, `/status`
+//! in `status`; the pooled Front End is put together in [`crate::frontend::pooled`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -10,199 +10,23 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::backend::BackendLink;
+use super::local::Local;
+use super::member::{GroupConfig, Member};
 use super::membership::{GroupReport, Membership, Report};
-use super::placement::{self, group_name, GroupId};
-use super::quorum::{self, AssumedVote, BackendVote, Verdict};
-use super::replication::{GroupConfig, Member, Replica, Slot};
-use super::wire::{self, Answer, Call, Callee, LinkFaults, Links};
-use crate::admin::AdminApi;
-use crate::cluster::{ClusterConfig, Timings, PEER_PORT};
+use super::placement::{self, GroupId};
+use super::quorum::{self, Verdict};
+use super::replica::{Replica, Slot};
+use super::settings::PoolSettings;
+use super::wire::{self, Answer, Call, Links};
 use crate::defects::{self, Defect};
-use crate::frontend::calls::CallSettings;
-use crate::frontend::error::{FrontEndError, PoolError};
-use crate::frontend::server::{FrontEnd, FrontEndConfig};
 use crate::frontend::store::{now_unix_ms, UserStore};
-use crate::frontend::users::Credentials;
-use crate::sip::{BoxFuture, Listeners};
-
-/// What a pooled Front End knows of its pool.
-#[derive(Clone)]
-pub struct PoolSettings {
-    /// The pool's name (what clients resolve).
-    pub pool: String,
-    /// This node's name.
-    pub node: String,
-    /// Every Front End of the pool, in topology order (the first ones are the quorum's seeds).
-    pub nodes: Vec<String>,
-    /// Where to reach each peer's peer port (`host:port`).
-    pub peer_addresses: BTreeMap<String, String>,
-    pub routing_groups: usize,
-    pub heartbeat_interval: Duration,
-    /// A peer not heard for this long is dead.
-    pub failure_timeout: Duration,
-    /// A replica lost this long is rebuilt on another Front End.
-    pub rebuild_delay: Duration,
-    /// The partition shim of the peer links (empty outside tests).
-    pub faults: LinkFaults,
-    /// The Back End's vote for pools with an even number of voters.
-    pub backend_vote: Arc<dyn BackendVote>,
-    /// The pool's Back End (lazy writes, reload, resiliency mode); `None` runs without one, as before.
-    pub backend: Option<Arc<BackendLink>>,
-    /// Where calls to numbers go (the site's Mediation pool); `None`: INVITEs to numbers get `503`.
-    pub calls: Option<CallSettings>,
-    /// Bearer token of the admin API.
-    pub admin_token: String,
-}
-
-impl std::fmt::Debug for PoolSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolSettings")
-            .field("pool", &self.pool)
-            .field("node", &self.node)
-            .field("nodes", &self.nodes)
-            .field("peer_addresses", &self.peer_addresses)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PoolSettings {
-    /// Settings for `node` of pool `pool` whose peers are at `peer_addresses`, timers from `timings`.
-    pub fn new(
-        pool: &str,
-        node: &str,
-        nodes: Vec<String>,
-        peer_addresses: BTreeMap<String, String>,
-        timings: &Timings,
-        admin_token: &str,
-    ) -> Self {
-        Self {
-            pool: pool.to_owned(),
-            node: node.to_owned(),
-            routing_groups: placement::groups_for(nodes.len()),
-            nodes,
-            peer_addresses,
-            heartbeat_interval: Duration::from_millis(timings.fe_heartbeat_interval_ms),
-            failure_timeout: Duration::from_millis(timings.fe_failure_timeout_ms),
-            rebuild_delay: Duration::from_millis(timings.replica_rebuild_delay_ms),
-            faults: LinkFaults::default(),
-            backend_vote: Arc::new(AssumedVote(true)),
-            backend: None,
-            calls: None,
-            admin_token: admin_token.to_owned(),
-        }
-    }
-
-    /// Uses `backend` for lazy writes, reload and resiliency mode, and its principal's vote in the quorum.
-    pub fn use_backend(&mut self, backend: Arc<BackendLink>) {
-        self.backend_vote = backend.vote.clone();
-        self.backend = Some(backend);
-    }
-
-    /// Settings from the harness's cluster description: peers by node name on the peer port, or through the fault
-    /// proxy where a route from this node (or its pool) to the peer says so.
-    pub fn from_cluster(cluster: &ClusterConfig, node: &str) -> Result<Self, PoolError> {
-        let pool = cluster.pool_of(node)?;
-        if pool.role != "frontend" {
-            return Err(PoolError::NotAFrontEndPool(pool.name.clone()));
-        }
-        let addresses = pool
-            .nodes
-            .iter()
-            .filter(|n| *n != node)
-            .map(|peer| {
-                let address = cluster
-                    .routes
-                    .iter()
-                    .find(|r| (r.from == node || r.from == pool.name) && &r.to == peer)
-                    .map(|r| r.address.clone())
-                    .unwrap_or_else(|| format!("{peer}:{PEER_PORT}"));
-                (peer.clone(), address)
-            })
-            .collect();
-        Ok(Self::new(
-            &pool.name,
-            node,
-            pool.nodes.clone(),
-            addresses,
-            &cluster.timings,
-            &cluster.admin_token,
-        ))
-    }
-}
-
-/// The Front End settings a pool member takes from the cluster description: its pool's users, a digest key shared
-/// by the pool (a challenge from one Front End is answered at another), and the profile's registration timers.
-pub fn frontend_config(cluster: &ClusterConfig, pool: &str) -> FrontEndConfig {
-    let expires_max = Duration::from_millis(cluster.timings.registration_expiry_ms);
-    FrontEndConfig {
-        // The pair's users too: this pool is their backup registrar (the pairing decides when they are served).
-        credentials: Credentials::from_pairs(
-            cluster
-                .users
-                .iter()
-                .filter(|u| {
-                    u.home == pool
-                        || cluster.pool(pool).and_then(|p| p.pair.as_ref()) == Some(&u.home)
-                })
-                .map(|u| (u.name.clone(), u.password.clone())),
-        ),
-        nonce_secret: format!("{}/{}/{}", cluster.name, pool, cluster.admin_token),
-        expires_max,
-        expires_default: expires_max.min(Duration::from_secs(3600)),
-        keep_alive: Duration::from_millis(cluster.timings.keep_alive_timeout_ms),
-        ..FrontEndConfig::default()
-    }
-}
-
-/// A pooled Front End's whole configuration.
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    pub frontend: FrontEndConfig,
-    pub pool: PoolSettings,
-}
-
-/// The sockets a pooled Front End serves on.
-pub struct PoolListeners {
-    /// SIP, TCP and UDP.
-    pub sip: Listeners,
-    /// Peer links from the pool's other Front Ends.
-    pub peer: TcpListener,
-    /// The HTTP admin API, when served.
-    pub admin: Option<TcpListener>,
-}
-
-impl PoolListeners {
-    /// Binds SIP, peer and (optionally) admin addresses.
-    pub async fn bind(
-        sip: SocketAddr,
-        peer: SocketAddr,
-        admin: Option<SocketAddr>,
-    ) -> Result<Self, PoolError> {
-        let bind_error = |what, addr| move |source| PoolError::Bind { what, addr, source };
-        Ok(Self {
-            sip: Listeners::bind(sip).await.map_err(bind_error("sip", sip))?,
-            peer: TcpListener::bind(peer)
-                .await
-                .map_err(bind_error("peer", peer))?,
-            admin: match admin {
-                Some(addr) => Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(bind_error("admin", addr))?,
-                ),
-                None => None,
-            },
-        })
-    }
-}
 
 /// Whether the pool started, and the operator's override.
 #[derive(Debug, Default)]
 pub(super) struct Formation {
     /// Whether this Front End serves as part of a started pool (it started or joined one, or a peer installed a
     /// replica here, which only a started pool does).
-    formed: bool,
+    pub(super) formed: bool,
     /// Whether it knows the members the pool's first configurations were built from, and so holds its first
     /// configurations when it is among them. A Front End formed by an early `Install` has not joined yet: it must
     /// still hold the first configurations of the groups nobody has changed, or a group whose home replicas all
@@ -224,7 +48,7 @@ pub struct Pool {
     pub(super) formation: Mutex<Formation>,
     /// Since when each member of each group has been seen unhealthy (for the rebuild delay).
     pub(super) unhealthy: Mutex<HashMap<(GroupId, Member), Instant>>,
-    frontend: OnceLock<Weak<FrontEnd>>,
+    local: OnceLock<Weak<dyn Local>>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -248,7 +72,7 @@ impl Pool {
             slots: (0..settings.routing_groups).map(Slot::new).collect(),
             formation: Mutex::new(Formation::default()),
             unhealthy: Mutex::new(HashMap::new()),
-            frontend: OnceLock::new(),
+            local: OnceLock::new(),
             tasks: Mutex::new(JoinSet::new()),
             me,
             settings,
@@ -264,16 +88,70 @@ impl Pool {
         &self.me.node
     }
 
-    pub(super) fn attach(&self, frontend: &Arc<FrontEnd>) {
-        let _ = self.frontend.set(Arc::downgrade(frontend));
+    /// Ties the pool to the Front End it is part of (once).
+    pub fn attach(&self, local: Weak<dyn Local>) {
+        let _ = self.local.set(local);
     }
 
-    fn frontend(&self) -> Option<Arc<FrontEnd>> {
-        self.frontend.get().and_then(Weak::upgrade)
+    pub(super) fn local(&self) -> Option<Arc<dyn Local>> {
+        self.local.get().and_then(Weak::upgrade)
+    }
+
+    /// Starts this node's own work: the peer links accepted on `peer`, heartbeats, reconciliation, the sweep, and
+    /// with a Back End its loader, vote, lazy writer and resiliency gate. All of it ends with [`Pool::stop`].
+    pub fn start(self: &Arc<Self>, peer: TcpListener) {
+        {
+            let pool = self.clone();
+            let me = self.me.node.clone();
+            let faults = self.settings.faults.clone();
+            self.spawn(async move {
+                // Ends when the node's tasks are aborted.
+                loop {
+                    let Ok((stream, _)) = peer.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    pool.spawn(wire::incoming(
+                        stream,
+                        me.clone(),
+                        pool.clone(),
+                        faults.clone(),
+                    ));
+                }
+            });
+        }
+        for (period, job) in [
+            (self.settings.heartbeat_interval, 0u8),
+            (self.settings.heartbeat_interval, 1),
+            (Duration::from_secs(1), 2),
+        ] {
+            let pool = self.clone();
+            self.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // Ends when the node's tasks are aborted.
+                loop {
+                    tick.tick().await;
+                    match job {
+                        0 => pool.heartbeat(),
+                        1 => pool.reconcile().await,
+                        _ => pool.sweep(),
+                    }
+                }
+            });
+        }
+        if let Some(backend) = self.settings.backend.clone() {
+            self.spawn(backend.clone().load(self.settings.heartbeat_interval));
+            self.spawn(backend.vote.clone().run());
+            let writer = backend.writer.clone();
+            self.spawn(async move { writer.run(std::future::pending()).await });
+            let gate = backend.gate.clone();
+            self.spawn(async move { gate.run(std::future::pending()).await });
+        }
     }
 
     /// Runs `future` as one of this node's tasks (all end when the node stops or is killed).
-    pub(super) fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         // Finished tasks leave the set here, so it holds at most the running ones.
         while tasks.try_join_next().is_some() {}
@@ -289,7 +167,7 @@ impl Pool {
             .abort_all();
     }
 
-    fn formation(&self) -> std::sync::MutexGuard<'_, Formation> {
+    pub(super) fn formation(&self) -> std::sync::MutexGuard<'_, Formation> {
         self.formation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -512,17 +390,8 @@ impl Pool {
             *before = alive;
             died
         };
-        let Some(frontend) = self.frontend().filter(|_| died) else {
-            return;
-        };
-        let pool = self.settings.pool.clone();
-        for (user, contact, peer) in frontend.locations.all() {
-            let body = crate::pairing::gate::notice_body(false, &pool, Some(&pool));
-            tokio::spawn(async move {
-                if let Some(notice) = crate::pairing::gate::notice(&user, &contact, body) {
-                    let _ = peer.request(notice, Duration::from_secs(5)).await;
-                }
-            });
+        if let Some(local) = self.local().filter(|_| died) {
+            local.send_everyone_away();
         }
     }
 
@@ -542,87 +411,10 @@ impl Pool {
         }
         changed.sort();
         changed.dedup();
-        if let Some(frontend) = self.frontend() {
+        if let Some(local) = self.local() {
             for user in changed {
-                frontend.changed(&user);
+                local.changed(&user);
             }
-        }
-    }
-
-    /// The `/status` document the harness probes.
-    pub fn status(&self) -> Value {
-        let verdict = self.verdict();
-        let mut users = 0;
-        let groups: Vec<Value> = self
-            .slots
-            .iter()
-            .map(|slot| {
-                let state = slot.lock();
-                let (role, epoch) = match &state.replica {
-                    Some(r) if r.config.primary() == &self.me => ("primary", r.config.epoch),
-                    Some(r) => ("secondary", r.config.epoch),
-                    None => ("none", 0),
-                };
-                let accepting = self.writable(&state, slot.group).is_ok();
-                if accepting {
-                    users += state.replica.as_ref().map_or(0, |r| r.store.user_count());
-                }
-                json!({
-                    "group": group_name(slot.group),
-                    "role": role,
-                    "epoch": epoch,
-                    "accepting_writes": accepting,
-                })
-            })
-            .collect();
-        let mut status = json!({
-            "role": "frontend",
-            "pool": self.settings.pool,
-            "node": self.me.node,
-            "serving": verdict.serving(),
-            "reason": verdict.reason(),
-            "fes_running": self.membership.running_names(),
-            "groups": groups,
-            "users": users,
-        });
-        if let Some(backend) = &self.settings.backend {
-            let stats = backend.writer.stats();
-            let fields = json!({
-                "be_write_lag_ms": stats.lag_ms,
-                "be_pending_users": stats.pending_users,
-                "be_last_flush_lag_ms": stats.last_flush_lag_ms,
-                "be_flushed_users_total": stats.flushed_users_total,
-                "be_flush_failures_total": stats.flush_failures_total,
-                "be_available": backend.client.available(),
-                "be_principal": backend.client.principal(),
-                "be_vote": backend.vote.vote(),
-                "be_loaded": backend.is_loaded(),
-                "resiliency_mode": backend.gate.in_resiliency_mode(),
-            });
-            if let (Value::Object(status), Value::Object(fields)) = (&mut status, fields) {
-                status.extend(fields);
-            }
-        }
-        if let Some(pairing) = self.frontend().and_then(|f| f.pairing().cloned()) {
-            status["pairing"] = pairing.status();
-        }
-        status
-    }
-
-    /// The admin API: `/status` and `POST /admin/quorum-recovery`.
-    pub fn admin_api(self: &Arc<Self>) -> AdminApi {
-        let (status, recover) = (self.clone(), self.clone());
-        let api = AdminApi::new(&self.settings.admin_token, move || status.status()).command(
-            "quorum-recovery",
-            move |_| {
-                let pool = recover.clone();
-                async move { Ok(pool.recover()) }
-            },
-        );
-        // A paired pool's commands: pool-failover, pool-failback, store-failover, backup-sync.
-        match self.frontend().and_then(|f| f.pairing().cloned()) {
-            Some(pairing) => pairing.admin_commands(api),
-            None => api,
         }
     }
 
@@ -646,361 +438,13 @@ impl Pool {
     }
 }
 
-impl Callee for Pool {
-    fn answer(self: &Arc<Self>, from: &str, call: Call) -> Result<Answer, BoxFuture<Answer>> {
-        self.membership.heard(from);
-        let mine = |incarnation: u64| incarnation == self.me.incarnation;
-        let not_me = || Answer::Refused {
-            epoch: 0,
-            reason: "another incarnation".into(),
-        };
-        Ok(match call {
-            Call::Heartbeat(report) => {
-                self.membership.reported(report);
-                Answer::Heartbeat(self.report())
-            }
-            Call::Promise {
-                group,
-                epoch,
-                from,
-                to_incarnation,
-            } => {
-                if !mine(to_incarnation) || group >= self.slots.len() {
-                    return Ok(not_me());
-                }
-                let primary_healthy = {
-                    let state = self.slots[group].lock();
-                    state.replica.as_ref().is_some_and(|r| {
-                        self.member_healthy(&r.config, r.config.primary(), r.adopted_at)
-                    })
-                };
-                self.slots[group].promise(epoch, &from, primary_healthy)
-            }
-            Call::Fetch { group, epoch, from } if group < self.slots.len() => {
-                self.slots[group].fetch(epoch, &from)
-            }
-            Call::Install {
-                config,
-                seq,
-                snapshot,
-                from,
-                to_incarnation,
-            } if config.group < self.slots.len() => {
-                if !mine(to_incarnation) {
-                    return Ok(not_me());
-                }
-                let group = config.group;
-                let answer = self.slots[group].install(config, seq, &snapshot, &from, &self.me);
-                if matches!(answer, Answer::Done) {
-                    self.formation().formed = true;
-                }
-                answer
-            }
-            Call::Replicate {
-                group,
-                epoch,
-                seq,
-                writes,
-                now_unix_ms,
-                from,
-                to_incarnation,
-            } if group < self.slots.len() => {
-                if !mine(to_incarnation) {
-                    return Ok(not_me());
-                }
-                self.slots[group].replicate(epoch, seq, &writes, now_unix_ms, &from)
-            }
-            Call::Resync {
-                group,
-                epoch,
-                seq,
-                snapshot,
-                from,
-                to_incarnation,
-            } if group < self.slots.len() => {
-                if !mine(to_incarnation) {
-                    return Ok(not_me());
-                }
-                self.slots[group].resync(epoch, seq, &snapshot, &from)
-            }
-            Call::Commit {
-                group,
-                user,
-                writes,
-                now_unix_ms,
-            } if group < self.slots.len() => {
-                let pool = self.clone();
-                return Err(Box::pin(async move {
-                    pool.commit_local(group, user, writes, now_unix_ms).await
-                }));
-            }
-            Call::View {
-                group,
-                user,
-                now_unix_ms,
-            } if group < self.slots.len() => self.view_local(group, &user, now_unix_ms),
-            Call::Deliver {
-                user,
-                contact,
-                message,
-                timeout_ms,
-            } => {
-                let Some(frontend) = self.frontend() else {
-                    return Ok(Answer::Delivered {
-                        code: 480,
-                        reason: "Temporarily Unavailable".into(),
-                    });
-                };
-                return Err(Box::pin(async move {
-                    let (code, reason) = frontend
-                        .deliver_local(&user, &contact, &message, Duration::from_millis(timeout_ms))
-                        .await;
-                    Answer::Delivered { code, reason }
-                }));
-            }
-            Call::Ring {
-                user,
-                contact,
-                message,
-                timeout_ms,
-            } => {
-                let Some(frontend) = self.frontend() else {
-                    return Ok(Answer::Relayed { response: None });
-                };
-                let from = from.to_owned();
-                return Err(Box::pin(async move {
-                    let response = frontend
-                        .ring_here(&from, &user, &contact, &message, timeout_ms)
-                        .await;
-                    Answer::Relayed { response }
-                }));
-            }
-            Call::CallRelay {
-                call_id,
-                toward_client,
-                message,
-                timeout_ms,
-            } => {
-                let Some(frontend) = self.frontend() else {
-                    return Ok(Answer::Relayed { response: None });
-                };
-                return Err(Box::pin(async move {
-                    let response = frontend
-                        .call_relay_here(&call_id, toward_client, &message, timeout_ms)
-                        .await;
-                    Answer::Relayed { response }
-                }));
-            }
-            Call::Changed { user } => {
-                if let Some(frontend) = self.frontend() {
-                    frontend.changed_here(&user);
-                }
-                Answer::Done
-            }
-            _ => Answer::Refused {
-                epoch: 0,
-                reason: "no such routing group".into(),
-            },
-        })
-    }
-}
-
-/// Stops the node's tasks however `serve` ends, including when its task is aborted (a test's kill).
-struct StopOnDrop(Arc<Pool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
-}
-
-/// A pooled Front End ready to serve (tests keep it to read its state).
-pub fn build(config: PoolConfig) -> Arc<FrontEnd> {
-    let pool = Arc::new(Pool::new(config.pool));
-    let frontend = FrontEnd::pooled(config.frontend, pool.clone());
-    pool.attach(&frontend);
-    frontend
-}
-
-/// Serves a pooled Front End on `listeners` until `shutdown` completes.
-pub async fn serve(
-    listeners: PoolListeners,
-    frontend: Arc<FrontEnd>,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), FrontEndError> {
-    let pool = frontend
-        .pool()
-        .cloned()
-        .expect("serve needs a pooled Front End (see `build`)");
-    let _stop = StopOnDrop(pool.clone());
-    {
-        let pool = pool.clone();
-        let peer = listeners.peer;
-        let me = pool.me.node.clone();
-        let faults = pool.settings.faults.clone();
-        pool.clone().spawn(async move {
-            // Ends when the node's tasks are aborted.
-            loop {
-                let Ok((stream, _)) = peer.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                pool.spawn(wire::incoming(
-                    stream,
-                    me.clone(),
-                    pool.clone(),
-                    faults.clone(),
-                ));
-            }
-        });
-    }
-    for (period, job) in [
-        (pool.settings.heartbeat_interval, 0u8),
-        (pool.settings.heartbeat_interval, 1),
-        (Duration::from_secs(1), 2),
-    ] {
-        let pool2 = pool.clone();
-        pool.spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Ends when the node's tasks are aborted.
-            loop {
-                tick.tick().await;
-                match job {
-                    0 => pool2.heartbeat(),
-                    1 => pool2.reconcile().await,
-                    _ => pool2.sweep(),
-                }
-            }
-        });
-    }
-    if let Some(admin) = listeners.admin {
-        let api = pool.admin_api();
-        pool.spawn(async move {
-            if let Err(error) = api.serve(admin, std::future::pending()).await {
-                tracing::error!(%error, "admin API stopped");
-            }
-        });
-    }
-    if let Some(backend) = pool.settings.backend.clone() {
-        pool.spawn(backend.clone().load(pool.settings.heartbeat_interval));
-        pool.spawn(backend.vote.clone().run());
-        let writer = backend.writer.clone();
-        pool.spawn(async move { writer.run(std::future::pending()).await });
-        let gate = backend.gate.clone();
-        pool.spawn(async move { gate.run(std::future::pending()).await });
-        let mut mode = backend.gate.subscribe();
-        let weak = Arc::downgrade(&frontend);
-        pool.spawn(async move {
-            // One turn per mode change; ends with the node.
-            while mode.changed().await.is_ok() {
-                let on = *mode.borrow_and_update();
-                tracing::info!(resiliency_mode = on, "back end availability changed");
-                let Some(frontend) = weak.upgrade() else {
-                    return;
-                };
-                frontend.tell_resiliency(on);
-            }
-        });
-    }
-    if let Some(pairing) = frontend.pairing().cloned() {
-        pool.spawn(pairing.run());
-    }
-    crate::frontend::server::serve(listeners.sip, frontend, shutdown).await
-}
-
-/// Serves a pooled Front End built from `config` until `shutdown` completes.
-pub async fn run(
-    listeners: PoolListeners,
-    config: PoolConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), FrontEndError> {
-    serve(listeners, build(config), shutdown).await
-}
-
-/// What `poolnode frontend` (cluster mode) was asked.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// This node's name; `POOLNODE_NODE` when `None`.
-    pub node: Option<String>,
-    pub sip: SocketAddr,
-    pub peer: SocketAddr,
-    pub admin: SocketAddr,
-    /// Peer addresses that override the cluster description's (`name`, `host:port`): tests run several nodes on
-    /// one host.
-    pub peers: Vec<(String, String)>,
-    /// No authentication: any user may register (SIP tools and benchmarks).
-    pub open: bool,
-}
-
-/// Cluster mode: reads the cluster description from `POOLNODE_CLUSTER`, finds this node's pool, binds, prints the
-/// ready line (`poolnode frontend ready sip=<addr>`) and serves until `shutdown` completes.
-pub async fn run_node(
-    options: NodeOptions,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), PoolError> {
-    let cluster = ClusterConfig::from_env()?;
-    let node = match options.node {
-        Some(node) => node,
-        None => std::env::var(crate::cluster::NODE_ENV)
-            .map_err(|_| crate::cluster::ClusterError::UnknownNode(String::new()))?,
-    };
-    let mut settings = PoolSettings::from_cluster(&cluster, &node)?;
-    settings.peer_addresses.extend(options.peers);
-    if let Some(backend_pool) = cluster.pool(&settings.pool).and_then(|p| p.backend.clone()) {
-        let client = crate::backend::BackendClient::for_pool(&cluster, &node, &backend_pool)?;
-        settings.use_backend(BackendLink::new(
-            client,
-            &settings.pool,
-            &cluster.timings,
-            settings.heartbeat_interval,
-            settings.failure_timeout,
-        ));
-    }
-    settings.calls =
-        CallSettings::from_cluster(&cluster, &settings.pool, crate::director::Resolver::dns());
-    let mut frontend = frontend_config(&cluster, &settings.pool);
-    if options.open {
-        frontend.credentials = Credentials::open();
-    }
-    let config = PoolConfig {
-        frontend,
-        pool: settings,
-    };
-    let listeners = PoolListeners::bind(options.sip, options.peer, Some(options.admin)).await?;
-    let addr = listeners
-        .sip
-        .local_addr()
-        .map_err(|source| PoolError::Bind {
-            what: "sip",
-            addr: options.sip,
-            source,
-        })?;
-    {
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", crate::frontend::standalone::ready_line(addr));
-        let _ = stdout.flush();
-    }
-    let pool_name = config.pool.pool.clone();
-    let frontend = build(config);
-    if cluster.pool(&pool_name).is_some_and(|p| p.pair.is_some()) {
-        // A paired pool: backup registrar, backup service, failover and fencing.
-        let pairing = crate::pairing::PairingConfig {
-            cluster: Arc::new(cluster.clone()),
-            pool: pool_name,
-            node,
-        };
-        if let Err(error) = crate::pairing::attach(&frontend, pairing) {
-            tracing::error!(%error, "pool pairing not started");
-        }
-    }
-    Ok(serve(listeners, frontend, shutdown).await?)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::wire::Callee;
     use super::*;
+    use crate::cluster::Timings;
 
     fn member(node: &str, incarnation: u64) -> Member {
         Member {

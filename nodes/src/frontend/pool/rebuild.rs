@@ -19,9 +19,10 @@ use std::time::Instant;
 
 use tokio::task::JoinSet;
 
+use super::member::{GroupConfig, Member};
 use super::node::Pool;
 use super::placement::{self, GroupId};
-use super::replication::{GroupConfig, Member, Replica};
+use super::replica::Replica;
 use super::wire::{Answer, Call};
 use crate::frontend::store::UserStore;
 

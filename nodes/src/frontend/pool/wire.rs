@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::member::{GroupConfig, Member};
 use super::membership::Report;
 use super::placement::GroupId;
-use super::replication::{GroupConfig, Member};
 use crate::frontend::error::PeerError;
 use crate::frontend::store::{Applied, UserView, Write};
 
