@@ -6,21 +6,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::activity::{after_register, publish, start};
+use super::activity::{add_contact, after_register, place_call, publish, read_contacts, send_im};
 use super::incoming::{on_request, on_response, Event, Heard};
 use super::life::{Life, UserSpec};
-use super::request::{
-    new_request, register_request, send, send_tracked, with_auth, Kind, Outstanding,
-};
+use super::request::{register_request, send, send_tracked, with_auth, Kind, Outstanding};
 use crate::history::{Op, Recorder};
-use crate::workload::sip::{self, Frame, Framer};
+use crate::workload::sip::{Frame, Framer};
 use crate::workload::{Settings, Stage};
 
 /// Why a session ended.
@@ -103,8 +100,7 @@ pub(super) async fn session(
         }
         if stage_now == Stage::Final && registered && !final_list_sent {
             final_list_sent = true;
-            let body = b"list\r\n".to_vec();
-            if let Err(e) = start(
+            if let Err(e) = read_contacts(
                 spec,
                 &mut write,
                 recorder,
@@ -112,9 +108,6 @@ pub(super) async fn session(
                 life,
                 settings,
                 &from_tag,
-                Kind::ContactList,
-                Op::ContactList { contacts: None },
-                body,
             )
             .await
             {
@@ -198,43 +191,20 @@ pub(super) async fn session(
                 }
                 if now >= next_im {
                     next_im = now + settings.im_interval.unwrap_or(Duration::from_secs(3600));
-                    if let Some(to) = spec.im_targets.choose(&mut life.rng).cloned() {
-                        life.im_seq += 1;
-                        let seq = life.im_seq;
-                        let body = format!("im {} {seq}", spec.name).into_bytes();
-                        let op = Op::ImSend { to: to.clone(), seq };
-                        let mut req = new_request(spec, "MESSAGE", &sip::aor(&to), &sip::aor(&to), life, &from_tag);
-                        req.headers.push(("Content-Type".into(), "text/plain".into()));
-                        req.body = body;
-                        if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Im, op, req, false).await {
-                            return End::Lost(e);
-                        }
+                    if let Err(e) = send_im(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                        return End::Lost(e);
                     }
                 }
                 if now >= next_call {
                     next_call = now + call_every.unwrap_or(Duration::from_secs(3600));
-                    let number = format!("+1555{:07}", life.rng.gen_range(0..10_000_000u32));
-                    let uri = format!("sip:{number}@{};user=phone", sip::DOMAIN);
-                    let mut req = new_request(spec, "INVITE", &uri, &uri, life, &from_tag);
-                    req.headers.push(("Contact".into(), format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name)));
-                    req.headers.push(("X-Hold-Ms".into(), settings.call_hold.as_millis().to_string()));
-                    let call_id = req.header("Call-ID").unwrap_or_default().to_string();
-                    let op = Op::CallSetup { to: number, call_id };
-                    if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Call, op, req, false).await {
+                    if let Err(e) = place_call(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
                         return End::Lost(e);
                     }
                 }
                 if now >= next_contact {
                     next_contact = now + settings.contact_interval.unwrap_or(Duration::from_secs(3600));
-                    // Not in resiliency mode: persistent changes are refused there, by design.
-                    if !life.signed_in_resiliency {
-                        life.contacts_added += 1;
-                        let contact = format!("{}-n{}", spec.name, life.contacts_added);
-                        let body = format!("add {}\r\n", sip::aor(&contact)).into_bytes();
-                        let op = Op::ContactAdd { contact };
-                        if let Err(e) = start(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag, Kind::ContactAdd, op, body).await {
-                            return End::Lost(e);
-                        }
+                    if let Err(e) = add_contact(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                        return End::Lost(e);
                     }
                 }
                 if now >= next_publish {
