@@ -17,7 +17,7 @@ use super::locate::connect;
 use super::session::{session, End};
 use crate::history::{CallEndedBy, Op, Recorder};
 use crate::workload::sip::Challenge;
-use crate::workload::{Settings, Stage};
+use crate::workload::{Directive, Settings};
 
 /// Who a user is and whom it talks to.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct UserSpec {
     pub im_targets: Vec<String>,
     /// The contact it adds to its list and whose presence it watches.
     pub contact: Option<String>,
-    /// Seeds the user's own random draws (which address first, IM targets, timer phases).
+    /// Seeds the user's own random draws (which address first, IM targets, the first delay of each timer).
     pub seed: u64,
     /// The Director pool the user asks first for its registrar (`301`: home pool `q=0.7`, backup `q=0.3`).
     pub director: Option<String>,
@@ -81,14 +81,14 @@ pub(super) struct Life {
     pub(super) calls_up: std::collections::BTreeSet<String>,
 }
 
-/// Runs the user until the stage says stop. Returns only then.
+/// Runs the user until it is told to stop. Returns only then.
 pub async fn run(
     spec: UserSpec,
     tunnel: SocketAddr,
     recorder: Recorder,
     settings: Settings,
     nodes: Arc<HashMap<String, String>>,
-    mut stage: watch::Receiver<Stage>,
+    mut directive: watch::Receiver<Directive>,
 ) {
     let mut life = Life {
         rng: ChaCha8Rng::seed_from_u64(spec.seed),
@@ -114,13 +114,13 @@ pub async fn run(
         .gen_range(0..settings.start_spread.as_millis().max(1) as u64);
     sleep(Duration::from_millis(spread_ms)).await;
     loop {
-        if *stage.borrow() == Stage::Stop {
+        if *directive.borrow() == Directive::Stop {
             return;
         }
         let Some((stream, registrar, register_uri)) =
             connect(&spec, tunnel, &settings, &mut life).await
         else {
-            back_off(&settings, &mut life, &mut stage).await;
+            back_off(&settings, &mut life, &mut directive).await;
             continue;
         };
         match session(
@@ -131,7 +131,7 @@ pub async fn run(
             &recorder,
             &settings,
             &mut life,
-            &mut stage,
+            &mut directive,
         )
         .await
         {
@@ -153,10 +153,26 @@ pub async fn run(
                 if let Some(ip) = life.dialled.take() {
                     life.suspect.insert(ip, Instant::now());
                 }
-                after_loss(&spec, &recorder, &settings, &mut life, &mut stage, reason).await;
+                after_loss(
+                    &spec,
+                    &recorder,
+                    &settings,
+                    &mut life,
+                    &mut directive,
+                    reason,
+                )
+                .await;
             }
             End::Lost(reason) => {
-                after_loss(&spec, &recorder, &settings, &mut life, &mut stage, reason).await;
+                after_loss(
+                    &spec,
+                    &recorder,
+                    &settings,
+                    &mut life,
+                    &mut directive,
+                    reason,
+                )
+                .await;
             }
         }
     }
@@ -169,22 +185,26 @@ async fn after_loss(
     recorder: &Recorder,
     settings: &Settings,
     life: &mut Life,
-    stage: &mut watch::Receiver<Stage>,
+    directive: &mut watch::Receiver<Directive>,
     reason: String,
 ) {
     end_calls(spec, recorder, life);
     let _ = recorder.observe(&spec.name, Op::RegistrationLost { reason });
-    back_off(settings, life, stage).await;
+    back_off(settings, life, directive).await;
 }
 
 /// Waits between half the retry back-off and all of it (drawn from the user's own random stream), or until
-/// the stage changes.
-async fn back_off(settings: &Settings, life: &mut Life, stage: &mut watch::Receiver<Stage>) {
+/// the user is told something new.
+async fn back_off(
+    settings: &Settings,
+    life: &mut Life,
+    directive: &mut watch::Receiver<Directive>,
+) {
     let most = settings.retry_backoff.as_millis() as u64;
     let backoff = life.rng.gen_range(most / 2..=most);
     tokio::select! {
         _ = sleep(Duration::from_millis(backoff)) => {}
-        _ = stage.changed() => {}
+        _ = directive.changed() => {}
     }
 }
 

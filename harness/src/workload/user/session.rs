@@ -18,7 +18,7 @@ use super::life::{Life, UserSpec};
 use super::request::{register_request, send, send_tracked, with_auth, Kind, Outstanding};
 use crate::history::{Op, Recorder};
 use crate::workload::sip::{Frame, Framer};
-use crate::workload::{Settings, Stage};
+use crate::workload::{Directive, Settings};
 
 /// Why a session ended.
 pub(super) enum End {
@@ -44,7 +44,7 @@ pub(super) async fn session(
     recorder: &Recorder,
     settings: &Settings,
     life: &mut Life,
-    stage: &mut watch::Receiver<Stage>,
+    directive: &mut watch::Receiver<Directive>,
 ) -> End {
     let (mut read, mut write) = stream.into_split();
     let mut framer = Framer::default();
@@ -94,11 +94,11 @@ pub(super) async fn session(
     );
 
     loop {
-        let stage_now = *stage.borrow();
-        if stage_now == Stage::Stop {
+        let directive_now = *directive.borrow();
+        if directive_now == Directive::Stop {
             return End::Finished;
         }
-        if stage_now == Stage::Final && registered && !final_list_sent {
+        if directive_now == Directive::Final && registered && !final_list_sent {
             final_list_sent = true;
             if let Err(e) = read_contacts(
                 spec,
@@ -176,7 +176,7 @@ pub(super) async fn session(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake), if registered && stage_now == Stage::Running => {
+            _ = tokio::time::sleep_until(wake), if registered && directive_now == Directive::Running => {
                 let now = Instant::now();
                 if now >= next_refresh {
                     next_refresh = now + Duration::from_secs(3600);
@@ -237,7 +237,7 @@ pub(super) async fn session(
                     return fail_silent(outstanding, "no answer: REGISTER without answer");
                 }
             }
-            _ = stage.changed() => {}
+            _ = directive.changed() => {}
         }
     }
 }
