@@ -15,7 +15,7 @@ use super::registrar::Locations;
 use super::store::{now_unix_ms, Applied, UserStore, UserView, Write};
 use super::users::Credentials;
 use super::{contacts, im, presence, registrar, resiliency};
-use crate::sip::digest::{Digest, Verdict};
+use crate::sip::digest::{Authentication, Digest};
 use crate::sip::message::{self, header, uri_in, user_of};
 use crate::sip::{Handler, Listeners, Peer, Reply, TransportConfig};
 
@@ -409,14 +409,14 @@ impl FrontEnd {
         match self.digest.verify(authorization, &method, |u| {
             self.config.credentials.password(u)
         }) {
-            Verdict::Valid { username } if username == user => Ok(()),
-            Verdict::Valid { .. } => Err(message::response(
+            Authentication::Valid { username } if username == user => Ok(()),
+            Authentication::Valid { .. } => Err(message::response(
                 request,
                 403,
                 "Forbidden (Identity Mismatch)",
             )),
-            Verdict::Stale => Err(self.challenge(request, true)),
-            Verdict::Invalid => Err(message::response(request, 403, "Forbidden")),
+            Authentication::Stale => Err(self.challenge(request, true)),
+            Authentication::Invalid => Err(message::response(request, 403, "Forbidden")),
         }
     }
 
@@ -556,7 +556,7 @@ impl Handler for FrontEnd {
             let _ = self.in_call(&request, &peer);
             return Reply::Nothing;
         }
-        if let Some(reason) = self.pool().and_then(|p| p.verdict().reason()) {
+        if let Some(reason) = self.pool().and_then(|p| p.quorum_state().reason()) {
             // Below quorum (or not started) every Front End of the pool stops serving: no split service.
             return Reply::Response(Refusal(reason).response(&request));
         }

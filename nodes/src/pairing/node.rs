@@ -457,7 +457,7 @@ impl Pairing {
 
     fn own_pool_serving(&self) -> bool {
         self.frontend()
-            .and_then(|f| f.pool().map(|p| p.verdict().serving()))
+            .and_then(|f| f.pool().map(|p| p.quorum_state().serving()))
             .unwrap_or(true)
     }
 

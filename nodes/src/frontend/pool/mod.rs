@@ -26,5 +26,5 @@ pub use node::{
     build, frontend_config, run, run_node, serve, NodeOptions, Pool, PoolConfig, PoolListeners,
     PoolSettings,
 };
-pub use quorum::{AssumedVote, BackendVote, Verdict};
+pub use quorum::{AssumedVote, BackendVote, QuorumState};
 pub use wire::LinkFaults;

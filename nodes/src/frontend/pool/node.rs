@@ -1,5 +1,5 @@
 //! One pooled Front End: its settings, the [`Pool`] state that ties the other modules together, heartbeats and the
-//! quorum verdict, the answers to peer calls, `/status`, and `run`.
+//! quorum state, the answers to peer calls, `/status`, and `run`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::backend::BackendLink;
 use super::membership::{GroupReport, Membership, Report};
 use super::placement::{self, group_name, GroupId};
-use super::quorum::{self, AssumedVote, BackendVote, Verdict};
+use super::quorum::{self, AssumedVote, BackendVote, QuorumState};
 use super::replication::{GroupConfig, Member, Replica, Slot};
 use super::wire::{self, Answer, Call, Callee, LinkFaults, Links};
 use crate::admin::AdminApi;
@@ -294,14 +294,14 @@ impl Pool {
     }
 
     /// Whether the pool serves now, by the quorum rule and the start-up count.
-    pub fn verdict(&self) -> Verdict {
+    pub fn quorum_state(&self) -> QuorumState {
         let (formed, recovered) = {
             let f = self.formation();
             (f.formed, f.recovered)
         };
         let running = self.membership.running();
         if !formed {
-            return Verdict::NotStarted {
+            return QuorumState::NotStarted {
                 running: running.iter().filter(|r| **r).count(),
                 needed: quorum::startup_running_min(running.len()),
             };
@@ -311,13 +311,13 @@ impl Pool {
             // The bug: quorum counted against half the pool rounded down, so one Front End of three is "half".
             let up = running.iter().filter(|r| **r).count();
             if up >= running.len() / 2 {
-                return Verdict::Serving;
+                return QuorumState::Serving;
             }
         }
         if votes.has_quorum() || recovered {
-            Verdict::Serving
+            QuorumState::Serving
         } else {
-            Verdict::BelowQuorum { votes }
+            QuorumState::BelowQuorum { votes }
         }
     }
 
@@ -439,7 +439,7 @@ impl Pool {
     pub fn recover(&self) -> Value {
         self.formation().recovered = true;
         self.update_formation();
-        json!({"node": self.me.node, "recovered": true, "serving": self.verdict().serving()})
+        json!({"node": self.me.node, "recovered": true, "serving": self.quorum_state().serving()})
     }
 
     /// What this node tells its peers.
@@ -551,7 +551,7 @@ impl Pool {
 
     /// The `/status` document the harness probes.
     pub fn status(&self) -> Value {
-        let verdict = self.verdict();
+        let quorum_state = self.quorum_state();
         let mut users = 0;
         let groups: Vec<Value> = self
             .slots
@@ -579,8 +579,8 @@ impl Pool {
             "role": "frontend",
             "pool": self.settings.pool,
             "node": self.me.node,
-            "serving": verdict.serving(),
-            "reason": verdict.reason(),
+            "serving": quorum_state.serving(),
+            "reason": quorum_state.reason(),
             "fes_running": self.membership.running_names(),
             "groups": groups,
             "users": users,
