@@ -34,8 +34,9 @@ fn attachment(answer: &Message, life: &Life) -> Attachment {
     }
 }
 
-/// What a response meant for the session.
-pub(super) enum Event {
+/// What an answer to one of the user's requests meant for the session (beside [`Heard`], what a request from the
+/// server meant).
+pub(super) enum Answered {
     /// Signed in; the binding lasts `granted` (if the answer said).
     Registered {
         granted: Option<Duration>,
@@ -67,7 +68,7 @@ pub(super) async fn on_response(
     life: &mut Life,
     recorder: &Recorder,
     settings: &Settings,
-) -> Result<Option<Event>, String> {
+) -> Result<Option<Answered>, String> {
     let Some(cseq) = msg.cseq() else {
         return Ok(None);
     };
@@ -134,7 +135,7 @@ pub(super) async fn on_response(
                     attachment: attachment(&msg, life),
                 })
                 .map_err(|e| e.to_string())?;
-            Ok(Some(Event::Registered {
+            Ok(Some(Answered::Registered {
                 granted: sip::granted_expires(&msg),
             }))
         }
@@ -150,9 +151,9 @@ pub(super) async fn on_response(
                 .map_err(|e| e.to_string())?;
             // The server lost the binding: drop everything and register again.
             Ok(Some(if added {
-                Event::Lost("refresh answered register-action=added".into())
+                Answered::Lost("refresh answered register-action=added".into())
             } else {
-                Event::Refreshed {
+                Answered::Refreshed {
                     granted: sip::granted_expires(&msg),
                 }
             }))
@@ -165,7 +166,9 @@ pub(super) async fn on_response(
                 life.registrars = Some(found);
                 life.use_backup = false;
             }
-            Ok(Some(Event::Lost(format!("REGISTER redirected: {reason}"))))
+            Ok(Some(Answered::Lost(format!(
+                "REGISTER redirected: {reason}"
+            ))))
         }
         Kind::Register | Kind::Refresh => {
             if matches!(o.kind, Kind::Register) && status != 408 {
@@ -178,7 +181,7 @@ pub(super) async fn on_response(
             } else {
                 o.pending.fail(reason.clone())
             };
-            Ok(Some(Event::Lost(format!("REGISTER refused: {reason}"))))
+            Ok(Some(Answered::Lost(format!("REGISTER refused: {reason}"))))
         }
         Kind::Call if ok => {
             // The 2xx of an INVITE is acknowledged end to end with an ACK in the same dialog.
@@ -231,7 +234,7 @@ pub(super) async fn on_response(
                     granted_s: granted,
                 })
                 .map_err(|e| e.to_string())?;
-            Ok(granted.map(|secs| Event::Published {
+            Ok(granted.map(|secs| Answered::Published {
                 expires: Duration::from_secs(secs),
             }))
         }
@@ -259,7 +262,7 @@ pub(super) async fn on_response(
                 o.pending.fail(reason).map_err(|e| e.to_string())?;
                 retry_after
             };
-            Ok(after.map(|after| Event::PublishAgain { after }))
+            Ok(after.map(|after| Answered::PublishAgain { after }))
         }
         _ => {
             o.pending.fail(reason).map_err(|e| e.to_string())?;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::activity::{add_contact, after_register, place_call, publish, read_contacts, send_im};
-use super::incoming::{on_request, on_response, Event, Heard};
+use super::incoming::{on_request, on_response, Answered, Heard};
 use super::life::{Life, UserSpec};
 use super::request::{register_request, send, send_tracked, with_auth, Kind, Outstanding};
 use crate::history::{Op, Recorder};
@@ -142,21 +142,21 @@ pub(super) async fn session(
                     if msg.status().is_some() {
                         let action = on_response(spec, msg, &mut outstanding, &mut write, life, recorder, settings).await;
                         match action {
-                            Ok(Some(Event::Registered { granted })) => {
+                            Ok(Some(Answered::Registered { granted })) => {
                                 registered = true;
                                 next_refresh = Instant::now() + refresh_after(settings, granted);
                                 if let Err(e) = after_register(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
                                     return End::Lost(e);
                                 }
                             }
-                            Ok(Some(Event::Refreshed { granted })) => next_refresh = Instant::now() + refresh_after(settings, granted),
-                            Ok(Some(Event::Published { expires })) => {
+                            Ok(Some(Answered::Refreshed { granted })) => next_refresh = Instant::now() + refresh_after(settings, granted),
+                            Ok(Some(Answered::Published { expires })) => {
                                 next_publish = next_publish.min(Instant::now() + expires * 3 / 4);
                             }
-                            Ok(Some(Event::PublishAgain { after })) => {
+                            Ok(Some(Answered::PublishAgain { after })) => {
                                 next_publish = next_publish.min(Instant::now() + after);
                             }
-                            Ok(Some(Event::Lost(reason))) => return fail_all(outstanding, &reason),
+                            Ok(Some(Answered::Lost(reason))) => return fail_all(outstanding, &reason),
                             Ok(None) => {}
                             Err(e) => return fail_all(outstanding, &e),
                         }
