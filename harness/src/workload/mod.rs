@@ -2,7 +2,10 @@
 //!
 //! - [`sip`]: the users' own small SIP (framing, requests, digest), apart from the pool's.
 //! - [`user`]: one user's life: find the pool, register, refresh, keep alive, notice loss, register again,
-//!   publish, subscribe, change contacts, send IMs.
+//!   publish, subscribe, change contacts, send IMs, place calls; a module per concept (its loop across
+//!   connections, finding a server, one connection's session, what the server sends, what the user does, requests).
+//!
+//! The harness moves every user along with a [`Directive`]: work while `Running`, read back at `Final`, `Stop`.
 
 pub mod sip;
 pub mod user;
