@@ -90,7 +90,7 @@ pub fn check(
         &history,
         &scenario.checkers(),
         &bounds,
-        scenario.settle_ms(),
+        scenario.aftermath_ms(),
     );
     // An operator command that did not go through stopped the run as a harness error: never valid.
     for operator in &history.operators {

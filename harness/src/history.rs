@@ -436,16 +436,16 @@ impl Fault {
         self.verified_at_us.unwrap_or(self.requested_at_us)
     }
 
-    /// The end of the fault's window: its undo plus `settle_ms` (what it may still cause), or never if it was
+    /// The end of the fault's window: its undo plus `aftermath_ms` (what it may still cause), or never if it was
     /// never undone.
-    pub fn window_end_us(&self, settle_ms: u64) -> u64 {
+    pub fn window_end_us(&self, aftermath_ms: u64) -> u64 {
         self.undone_at_us
-            .map_or(u64::MAX, |u| u.saturating_add(settle_ms * 1000))
+            .map_or(u64::MAX, |u| u.saturating_add(aftermath_ms * 1000))
     }
 
     /// Whether `at_us` falls in the fault's window, from its request to [`Fault::window_end_us`].
-    pub fn window_holds(&self, at_us: u64, settle_ms: u64) -> bool {
-        self.requested_at_us <= at_us && at_us <= self.window_end_us(settle_ms)
+    pub fn window_holds(&self, at_us: u64, aftermath_ms: u64) -> bool {
+        self.requested_at_us <= at_us && at_us <= self.window_end_us(aftermath_ms)
     }
 }
 

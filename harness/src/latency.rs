@@ -107,9 +107,9 @@ impl Latencies {
     }
 }
 
-/// Derives the latencies of a history. `settle_ms` is how long after a fault's undo an event still belongs to
-/// it (as in [`crate::checker::RegistrationContinuity::settle_ms`]).
-pub fn measure(history: &History, settle_ms: u64) -> Latencies {
+/// Derives the latencies of a history. `aftermath_ms` is how long after a fault's undo an event still belongs to
+/// it (as in [`crate::checker::RegistrationContinuity::aftermath_ms`]).
+pub fn measure(history: &History, aftermath_ms: u64) -> Latencies {
     let mut latencies = Latencies {
         overall: empty_histograms(),
         per_fault: history
@@ -139,7 +139,7 @@ pub fn measure(history: &History, settle_ms: u64) -> Latencies {
             }
         }
     }
-    for s in sign_outs(history, settle_ms) {
+    for s in sign_outs(history, aftermath_ms) {
         // A sign-out put down to an operator command (a failback) counts overall; per fault, only a fault's.
         let Some(cause) = s.cause else { continue };
         let fault = cause.fault();
@@ -201,7 +201,7 @@ pub fn measure(history: &History, settle_ms: u64) -> Latencies {
         match (&op.outcome, op.complete_at_us) {
             (Outcome::Ok(_), Some(acked)) => {
                 if let Some(since) = unavailable_since.remove(op.user.as_str()) {
-                    let fault = fault_holding(&history.faults, since, settle_ms);
+                    let fault = fault_holding(&history.faults, since, aftermath_ms);
                     latencies.record(Metric::WriteUnavailable, fault, acked.saturating_sub(since));
                 }
             }

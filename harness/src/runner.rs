@@ -489,7 +489,7 @@ async fn drive(
         &history,
         &scenario.checkers(),
         &bounds,
-        scenario.settle_ms(),
+        scenario.aftermath_ms(),
     );
     if let Some(reason) = harness_error {
         // A fault that could not be proven makes the whole run undecided, never valid.

@@ -136,8 +136,9 @@ pub struct CallsSpec {
 #[serde(deny_unknown_fields)]
 pub struct RegistrationSpec {
     pub reregister_bound_ms: u64,
-    #[serde(default = "default_settle_ms")]
-    pub settle_ms: u64,
+    /// How long after a fault's undo (or an operator command's answer) a sign-out still belongs to it.
+    #[serde(default = "default_aftermath_ms")]
+    pub aftermath_ms: u64,
     /// Whom the faults may sign out: `nobody`, `attached` (only the users of what a fault hit) or `anyone`.
     #[serde(default)]
     pub may_sign_out: MaySignOut,
@@ -168,14 +169,15 @@ pub struct SplitBrainSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuorumSpec {
-    pub settle_ms: Option<u64>,
+    /// How long a pool has to notice a Front End come or go before its probes are judged.
+    pub notice_within_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-fn default_settle_ms() -> u64 {
+fn default_aftermath_ms() -> u64 {
     5_000
 }
 
@@ -352,7 +354,7 @@ impl Scenario {
         if let Some(r) = &c.registration {
             composed = composed.with(RegistrationContinuity {
                 reregister_bound_ms: r.reregister_bound_ms,
-                settle_ms: r.settle_ms,
+                aftermath_ms: r.aftermath_ms,
                 may_sign_out: r.may_sign_out,
             });
         }
@@ -397,8 +399,8 @@ impl Scenario {
                     .or_default()
                     .push(name);
             }
-            if let Some(settle) = q.settle_ms {
-                quorum.settle_ms = settle;
+            if let Some(notice_within) = q.notice_within_ms {
+                quorum.notice_within_ms = notice_within;
             }
             composed = composed.with(quorum);
         }
@@ -423,14 +425,15 @@ impl Scenario {
         composed
     }
 
-    /// The settle time the report attributes late events with.
-    pub fn settle_ms(&self) -> u64 {
+    /// The aftermath the report attributes late events with: how long after a fault's undo an event still
+    /// belongs to it (the registration checker's `aftermath_ms`).
+    pub fn aftermath_ms(&self) -> u64 {
         self.file
             .checkers
             .registration
             .as_ref()
-            .map(|r| r.settle_ms)
-            .unwrap_or_else(default_settle_ms)
+            .map(|r| r.aftermath_ms)
+            .unwrap_or_else(default_aftermath_ms)
     }
 }
 

@@ -1,10 +1,10 @@
 //! Interoperability of the Front End with real SIP tools from Debian: SIPp (`sip-tester`) scenarios from
 //! `tests/sipp/` and `sipsak`, over UDP and TCP, against a Front End running in-process on 127.0.0.1:0.
 //!
-//! Each test opens with its claim; the proof is the tool's own verdict (SIPp exits 0 only when every call followed
-//! its scenario, including the header and body checks written there; sipsak exits 0 only on a 200) plus, where
-//! state matters, the Front End's store read directly. sipsak's MESSAGE mode (`-M`) crashes in Debian's 0.9.8.1, so
-//! MESSAGE is driven by SIPp only.
+//! Each test opens with its claim; the proof is the tool's own exit status (SIPp exits 0 only when every call followed
+//! its scenario, including the header and body checks written there; sipsak exits 0 only on a 200) plus, where state
+//! matters, the Front End's store read directly. sipsak's MESSAGE mode (`-M`) crashes in Debian's 0.9.8.1, so MESSAGE
+//! is driven by SIPp only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

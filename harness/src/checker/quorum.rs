@@ -19,9 +19,9 @@
 //!   FE's reachability to its peers. A fault whose target cannot be resolved (an unknown site or kind) leaves the
 //!   verdict unknown, never valid.
 //!
-//! A pool needs time to notice an FE come or go: a probe within `settle_ms` of any change that concerns the pool
-//! (a fault on one of its FEs requested, proven, its undo requested or proven, an FE's probe starting or ceasing
-//! to answer, an operator's quorum recovery, the pool's first probe) is not judged.
+//! A pool needs time to notice an FE come or go: a probe within `notice_within_ms` of any change that concerns the
+//! pool (a fault on one of its FEs requested, proven, its undo requested or proven, an FE's probe starting or
+//! ceasing to answer, an operator's quorum recovery, the pool's first probe) is not judged.
 //!
 //! Starting a pool needs more FEs than keeping it (the start-up counts, also literal): they apply at the
 //! first start and again after every FE of the pool was down at once, until the pool serves or an operator's
@@ -133,7 +133,7 @@ pub fn should_serve(fes: &[String], running: &BTreeSet<&str>) -> Option<bool> {
 /// Checks pool quorum against the harness's truth (see the module doc).
 #[derive(Clone, Debug)]
 pub struct Quorum {
-    pub settle_ms: u64,
+    pub notice_within_ms: u64,
     /// The nodes of each site (from the topology): resolves `site_down` faults and `site:<name>` targets.
     pub sites: BTreeMap<String, Vec<String>>,
     /// The nodes of each pool (from the topology): resolves faults aimed at a pool. The pools the probes name
@@ -144,7 +144,7 @@ pub struct Quorum {
 impl Default for Quorum {
     fn default() -> Self {
         Quorum {
-            settle_ms: 5_000,
+            notice_within_ms: 5_000,
             sites: BTreeMap::new(),
             pools: BTreeMap::new(),
         }
@@ -407,13 +407,13 @@ impl Checker for Quorum {
             if *serving {
                 started.insert(pool, true);
             }
-            // The pool gets `settle_ms` to notice a change, and as long to form at its first start.
+            // The pool gets `notice_within_ms` to notice a change, and as long to form at its first start.
             let since = changes
                 .get(pool.as_str())
                 .and_then(|c| c.range(..=t).next_back().copied())
                 .unwrap_or(0)
                 .max(first_probe.get(pool.as_str()).copied().unwrap_or(0));
-            if t.saturating_sub(since) < self.settle_ms * 1000 {
+            if t.saturating_sub(since) < self.notice_within_ms * 1000 {
                 continue;
             }
             judged += 1;
@@ -591,7 +591,7 @@ mod history_tests {
     }
 
     /// Restarted FEs may be counted by the pool before their restart is proven: from the restart's request the
-    /// pool gets `settle_ms` to agree, not before.
+    /// pool gets `notice_within_ms` to agree, not before.
     #[test]
     fn the_pool_may_count_an_fe_from_the_request_to_restart_it() {
         let all = ["fe-a1", "fe-a2", "fe-a3"];
@@ -621,7 +621,7 @@ mod history_tests {
             .probe("fe-a3", serving(true, &["fe-a1", "fe-a2", "fe-a3"]), 58_000)
             .build();
         let check = Quorum {
-            settle_ms: 2_000,
+            notice_within_ms: 2_000,
             ..Quorum::default()
         };
         let v = check.check(&h);
@@ -721,7 +721,7 @@ mod start_up_tests {
     #[test]
     fn after_a_total_loss_the_start_up_counts_apply_until_recovery() {
         let check = Quorum {
-            settle_ms: 0,
+            notice_within_ms: 0,
             ..Quorum::default()
         };
         let r = Recorder::in_memory(RunInfo::default());

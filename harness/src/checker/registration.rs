@@ -4,8 +4,8 @@
 //! A user is signed in by a `register` ok (or a `refresh` ok that is not `register-action="added"`), and signed
 //! out by a failed or timed-out `register`/`refresh`, a `refresh` answered `added` (the server lost the binding)
 //! or a `registration_lost` observation. A sign-out belongs to the last fault or operator command whose window
-//! holds it: a fault's from its request to its undo plus `settle_ms`, or to the end if never undone; an operator
-//! command's from its request to its answer plus `settle_ms` (a failback sends users home, signing them out), or
+//! holds it: a fault's from its request to its undo plus `aftermath_ms`, or to the end if never undone; an operator
+//! command's from its request to its answer plus `aftermath_ms` (a failback sends users home, signing them out), or
 //! to the end if never answered.
 //!
 //! Who may be signed out by a fault is the scenario's claim ([`MaySignOut`]): nobody; only the users attached to
@@ -196,15 +196,15 @@ pub fn registered_over_time(history: &History) -> Vec<(u64, usize)> {
 }
 
 /// Every sign-out of a signed-in user, with the fault it belongs to and when the user came back.
-pub fn sign_outs(history: &History, settle_ms: u64) -> Vec<SignOut> {
-    sign_outs_in(history, &events(history), settle_ms)
+pub fn sign_outs(history: &History, aftermath_ms: u64) -> Vec<SignOut> {
+    sign_outs_in(history, &events(history), aftermath_ms)
 }
 
 /// [`sign_outs`] from the history's [`events`].
 fn sign_outs_in(
     history: &History,
     events: &[(String, u64, Event)],
-    settle_ms: u64,
+    aftermath_ms: u64,
 ) -> Vec<SignOut> {
     let mut out = Vec::new();
     let mut signed_in = false;
@@ -241,7 +241,7 @@ fn sign_outs_in(
                 out.push(SignOut {
                     user: name.clone(),
                     at_us: *at_us,
-                    cause: cause_holding(history, *at_us, settle_ms),
+                    cause: cause_holding(history, *at_us, aftermath_ms),
                     back_at_us,
                     full_service_at_us,
                     attachment: attached.clone(),
@@ -254,28 +254,28 @@ fn sign_outs_in(
 }
 
 /// The last-requested fault whose window holds `at_us`.
-pub fn fault_holding(faults: &[Fault], at_us: u64, settle_ms: u64) -> Option<u64> {
+pub fn fault_holding(faults: &[Fault], at_us: u64, aftermath_ms: u64) -> Option<u64> {
     faults
         .iter()
-        .filter(|f| f.window_holds(at_us, settle_ms))
+        .filter(|f| f.window_holds(at_us, aftermath_ms))
         .max_by_key(|f| f.requested_at_us)
         .map(|f| f.id)
 }
 
 /// The last-requested fault or operator command whose window holds `at_us`.
-pub fn cause_holding(history: &History, at_us: u64, settle_ms: u64) -> Option<Cause> {
-    let settle_us = settle_ms * 1000;
+pub fn cause_holding(history: &History, at_us: u64, aftermath_ms: u64) -> Option<Cause> {
+    let aftermath_us = aftermath_ms * 1000;
     let faults = history.faults.iter().map(|f| {
         (
             f.requested_at_us,
-            f.window_end_us(settle_ms),
+            f.window_end_us(aftermath_ms),
             Cause::Fault(f.id),
         )
     });
     let operators = history.operators.iter().map(|o| {
         let end = o
             .done_at_us
-            .map_or(u64::MAX, |d| d.saturating_add(settle_us));
+            .map_or(u64::MAX, |d| d.saturating_add(aftermath_us));
         (o.requested_at_us, end, Cause::Operator(o.id))
     });
     faults
@@ -291,7 +291,7 @@ pub struct RegistrationContinuity {
     /// How long an affected user may stay signed out, from the fault's proof of effect.
     pub reregister_bound_ms: u64,
     /// How long after a fault's undo a sign-out still belongs to it (failback).
-    pub settle_ms: u64,
+    pub aftermath_ms: u64,
     /// Whom the scenario's faults may sign out. Unless `Nobody`, a run whose faults signed no one out did not
     /// observe continuity across a fault (`unknown`).
     pub may_sign_out: MaySignOut,
@@ -301,7 +301,7 @@ impl Default for RegistrationContinuity {
     fn default() -> Self {
         RegistrationContinuity {
             reregister_bound_ms: 30_000,
-            settle_ms: 5_000,
+            aftermath_ms: 5_000,
             may_sign_out: MaySignOut::Anyone,
         }
     }
@@ -372,7 +372,7 @@ fn attached_to<'h>(
     replicas: &BTreeMap<(&'h str, &'h str), Replicas<'h>>,
     attachment: &Attachment,
     at_us: u64,
-    settle_ms: u64,
+    aftermath_ms: u64,
 ) -> Option<bool> {
     if !attachment.is_known() {
         return None;
@@ -397,7 +397,7 @@ fn attached_to<'h>(
     let down: BTreeSet<&str> = history
         .faults
         .iter()
-        .filter(|f| f.window_holds(at_us, settle_ms))
+        .filter(|f| f.window_holds(at_us, aftermath_ms))
         .flat_map(|f| hit_nodes(history, f))
         .collect();
     let live = group.holders.iter().filter(|n| !down.contains(*n)).count();
@@ -427,7 +427,7 @@ impl Checker for RegistrationContinuity {
         let bound_us = self.reregister_bound_ms * 1000;
         let mut violations = Vec::new();
         let events = events(history);
-        let sign_outs = sign_outs_in(history, &events, self.settle_ms);
+        let sign_outs = sign_outs_in(history, &events, self.aftermath_ms);
         // The groups' replicas before each fault, read from the probes once per fault, not per sign-out.
         let mut replicas_by_fault = BTreeMap::new();
         self.check_signed_in_from_the_start(history, &events, &mut violations, &mut undecided);
@@ -458,7 +458,7 @@ impl Checker for RegistrationContinuity {
                             replicas,
                             &s.attachment,
                             s.at_us,
-                            self.settle_ms,
+                            self.aftermath_ms,
                         )
                     }
                 };
@@ -721,7 +721,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sign_out_by_a_failback_belongs_to_it_within_the_settle_window() {
+    fn a_sign_out_by_a_failback_belongs_to_it_within_its_aftermath() {
         let h = sent_home(61_000);
         assert_eq!(check(&h), Verdict::Valid);
         let bob: Vec<SignOut> = sign_outs(&h, 5_000)

@@ -52,15 +52,15 @@ pub struct Report {
 
 impl Report {
     /// Runs the scenario's checkers on `history`, measures its latencies, and judges `bounds` against the
-    /// summary. `settle_ms` attributes events shortly after a fault's undo to that fault (see
-    /// [`crate::checker::RegistrationContinuity::settle_ms`]).
+    /// summary. `aftermath_ms` attributes events shortly after a fault's undo to that fault (see
+    /// [`crate::checker::RegistrationContinuity::aftermath_ms`]).
     pub fn build(
         history: &History,
         checkers: &Composed,
         bounds: &[Bound],
-        settle_ms: u64,
+        aftermath_ms: u64,
     ) -> Report {
-        let latencies = latency::measure(history, settle_ms);
+        let latencies = latency::measure(history, aftermath_ms);
         // Counts do not depend on the scenario's choice of checkers: every report shows them.
         let (_, ims) = ImDelivery::default().judge(history);
         let (_, loss) = Durability::default().judge(history);

@@ -2,7 +2,10 @@
 //!
 //! - [`sip`]: the users' own small SIP (framing, requests, digest), apart from the pool's.
 //! - [`user`]: one user's life: find the pool, register, refresh, keep alive, notice loss, register again,
-//!   publish, subscribe, change contacts, send IMs.
+//!   publish, subscribe, change contacts, send IMs, place calls; a module per concept (its loop across
+//!   connections, finding a server, one connection's session, what the server sends, what the user does, requests).
+//!
+//! The harness moves every user along with a [`Directive`]: work while `Running`, read back at `Final`, `Stop`.
 
 pub mod sip;
 pub mod user;
@@ -78,9 +81,10 @@ impl Default for Settings {
     }
 }
 
-/// Where the run is: users work while `Running`, read back their data at `Final`, and stop at `Stop`.
+/// What the harness tells every user to do: work while `Running`, read back its data at `Final`, and stop at
+/// `Stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub enum Directive {
     Running,
     Final,
     Stop,
@@ -164,9 +168,9 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
         .collect()
 }
 
-/// Running users: move them through the stages and wait for them.
+/// Running users: tell them what to do next and wait for them.
 pub struct Workload {
-    stage: watch::Sender<Stage>,
+    directive: watch::Sender<Directive>,
     tasks: JoinSet<()>,
 }
 
@@ -179,7 +183,7 @@ impl Workload {
         settings: Settings,
         nodes: Arc<HashMap<String, String>>,
     ) -> Workload {
-        let (stage, rx) = watch::channel(Stage::Running);
+        let (directive, rx) = watch::channel(Directive::Running);
         let mut tasks = JoinSet::new();
         for spec in users {
             tasks.spawn(user::run(
@@ -191,15 +195,15 @@ impl Workload {
                 rx.clone(),
             ));
         }
-        Workload { stage, tasks }
+        Workload { directive, tasks }
     }
 
     /// Every registered user reads back its contact list, then stops; users still away stop at `deadline`.
     pub async fn finish(mut self, deadline: Duration) {
-        let _ = self.stage.send(Stage::Final);
+        let _ = self.directive.send(Directive::Final);
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(deadline, all_done).await.is_err() {
-            let _ = self.stage.send(Stage::Stop);
+            let _ = self.directive.send(Directive::Stop);
             let rest = async { while self.tasks.join_next().await.is_some() {} };
             if tokio::time::timeout(Duration::from_secs(10), rest)
                 .await

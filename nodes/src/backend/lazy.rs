@@ -41,7 +41,8 @@ struct Queue {
 impl Queue {
     /// Takes every queued record for a flush; they stay pending until [`Queue::settle`].
     fn take(&mut self) -> Vec<(UserRecord, Instant)> {
-        let taken: Vec<(UserRecord, Instant)> = std::mem::take(&mut self.dirty).into_values().collect();
+        let taken: Vec<(UserRecord, Instant)> =
+            std::mem::take(&mut self.dirty).into_values().collect();
         for (record, since) in &taken {
             let at = self.in_flight.entry(record.user.clone()).or_insert(*since);
             *at = (*at).min(*since);

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::node::{self, NodeError, NodeIdentity, RoleListeners};
 use crate::admin::AdminApi;
 use crate::cluster::SIP_PORT;
-use crate::sip::digest::{Digest, Verdict};
+use crate::sip::digest::{Authentication, Digest};
 use crate::sip::message::{self, header, uri_in, user_of};
 use crate::sip::{Handler, Peer, Reply, TransportConfig};
 
@@ -167,10 +167,12 @@ impl Director {
             .digest
             .verify(authorization, "REGISTER", |u| self.password_of(u))
         {
-            Verdict::Valid { username } if username == user => self.redirect(request, home),
-            Verdict::Valid { .. } => self.refuse(request, 403, "Forbidden (Identity Mismatch)"),
-            Verdict::Stale => self.challenge(request, true),
-            Verdict::Invalid => self.refuse(request, 403, "Forbidden"),
+            Authentication::Valid { username } if username == user => self.redirect(request, home),
+            Authentication::Valid { .. } => {
+                self.refuse(request, 403, "Forbidden (Identity Mismatch)")
+            }
+            Authentication::Stale => self.challenge(request, true),
+            Authentication::Invalid => self.refuse(request, 403, "Forbidden"),
         }
     }
 

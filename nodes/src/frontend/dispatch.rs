@@ -119,7 +119,7 @@ impl Handler for FrontEnd {
             let _ = self.in_call(&request, &peer);
             return Reply::Nothing;
         }
-        if let Some(reason) = self.pool().and_then(|p| p.verdict().reason()) {
+        if let Some(reason) = self.pool().and_then(|p| p.quorum_state().reason()) {
             // Below quorum (or not started) every Front End of the pool stops serving: no split service.
             return Reply::Response(Refusal(reason).response(&request));
         }

@@ -361,7 +361,7 @@ impl Host for FrontEnd {
     }
 
     fn pool_serving(&self) -> bool {
-        self.pool().is_none_or(|p| p.verdict().serving())
+        self.pool().is_none_or(|p| p.quorum_state().serving())
     }
 
     fn peer_alive(&self, node: &str) -> bool {

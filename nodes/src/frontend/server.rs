@@ -14,7 +14,7 @@ use super::resiliency;
 use super::store::{now_unix_ms, Applied, UserStore, UserView, Write};
 use super::users::Credentials;
 use super::watchers::Presence;
-use crate::sip::digest::{Digest, Verdict};
+use crate::sip::digest::{Authentication, Digest};
 use crate::sip::message::{self, header, uri_in, user_of};
 use crate::sip::{Peer, TransportConfig};
 
@@ -358,14 +358,14 @@ impl FrontEnd {
         match self.digest.verify(authorization, &method, |u| {
             self.config.credentials.password(u)
         }) {
-            Verdict::Valid { username } if username == user => Ok(()),
-            Verdict::Valid { .. } => Err(message::response(
+            Authentication::Valid { username } if username == user => Ok(()),
+            Authentication::Valid { .. } => Err(message::response(
                 request,
                 403,
                 "Forbidden (Identity Mismatch)",
             )),
-            Verdict::Stale => Err(self.challenge(request, true)),
-            Verdict::Invalid => Err(message::response(request, 403, "Forbidden")),
+            Authentication::Stale => Err(self.challenge(request, true)),
+            Authentication::Invalid => Err(message::response(request, 403, "Forbidden")),
         }
     }
 

@@ -10,7 +10,7 @@ use md5::{Digest as _, Md5};
 
 /// The outcome of checking an `Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Authentication {
     /// The credentials are right; the authenticated user name.
     Valid { username: String },
     /// The credentials were right for a nonce that has expired: challenge again with `stale=true`.
@@ -64,13 +64,13 @@ impl Digest {
         authorization: &str,
         method: &str,
         password: impl Fn(&str) -> Option<String>,
-    ) -> Verdict {
+    ) -> Authentication {
         let Some(params) = authorization
             .trim()
             .strip_prefix("Digest")
             .map(parse_params)
         else {
-            return Verdict::Invalid;
+            return Authentication::Invalid;
         };
         let get = |key: &str| {
             params
@@ -85,40 +85,40 @@ impl Digest {
             get("uri"),
             get("response"),
         ) else {
-            return Verdict::Invalid;
+            return Authentication::Invalid;
         };
         if realm != self.realm || get("algorithm").is_some_and(|a| !a.eq_ignore_ascii_case("MD5")) {
-            return Verdict::Invalid;
+            return Authentication::Invalid;
         }
         let Some(issued_secs) = self.nonce_issued_secs(nonce) else {
-            return Verdict::Invalid;
+            return Authentication::Invalid;
         };
         let Some(password) = password(username) else {
-            return Verdict::Invalid;
+            return Authentication::Invalid;
         };
         let ha1 = md5_hex(&format!("{username}:{realm}:{password}"));
         let ha2 = md5_hex(&format!("{method}:{uri}"));
         let expected = match get("qop") {
             Some(qop) if qop.eq_ignore_ascii_case("auth") => {
                 let (Some(nc), Some(cnonce)) = (get("nc"), get("cnonce")) else {
-                    return Verdict::Invalid;
+                    return Authentication::Invalid;
                 };
                 md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
             }
-            Some(_) => return Verdict::Invalid,
+            Some(_) => return Authentication::Invalid,
             None => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
         };
         if !expected.eq_ignore_ascii_case(response) {
-            return Verdict::Invalid;
+            return Authentication::Invalid;
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
         if now.saturating_sub(issued_secs) > self.nonce_lifetime.as_secs() {
-            return Verdict::Stale;
+            return Authentication::Stale;
         }
-        Verdict::Valid {
+        Authentication::Valid {
             username: username.to_owned(),
         }
     }
@@ -201,12 +201,12 @@ mod tests {
     fn answer_to_own_challenge_is_valid() {
         let challenge = digest().challenge(false);
         let authorization = answer(&challenge, "REGISTER", "sip:127.0.0.1", "alice", "pw");
-        let verdict = digest().verify(&authorization, "REGISTER", |u| {
+        let checked = digest().verify(&authorization, "REGISTER", |u| {
             (u == "alice").then(|| "pw".into())
         });
         assert_eq!(
-            verdict,
-            Verdict::Valid {
+            checked,
+            Authentication::Valid {
                 username: "alice".into()
             }
         );
@@ -218,7 +218,7 @@ mod tests {
         let wrong = answer(&challenge, "REGISTER", "sip:127.0.0.1", "alice", "nope");
         assert_eq!(
             digest().verify(&wrong, "REGISTER", |_| Some("pw".into())),
-            Verdict::Invalid
+            Authentication::Invalid
         );
         let forged = answer(
             "Digest realm=\"poolchaos\", nonce=\"00000000deadbeefdeadbeef\"",
@@ -229,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             digest().verify(&forged, "REGISTER", |_| Some("pw".into())),
-            Verdict::Invalid
+            Authentication::Invalid
         );
     }
 
@@ -246,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             d.verify(&header, "GET", |_| Some("Circle Of Life".into())),
-            Verdict::Stale
+            Authentication::Stale
         );
     }
 }

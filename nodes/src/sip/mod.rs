@@ -9,7 +9,7 @@ pub mod transaction;
 pub mod transport;
 
 pub use codec::{Frame, FrameError, Framer, Limits};
-pub use digest::{Digest, Verdict};
+pub use digest::{Authentication, Digest};
 pub use error::{Rejection, RequestError, TransportError};
 pub use transport::{
     run, BoxFuture, Flow, Handler, Listeners, Peer, Reply, Transport, TransportConfig,

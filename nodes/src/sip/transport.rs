@@ -629,7 +629,7 @@ async fn connection<H: Handler>(
 
 /// Works a reply out to the response it sends and the follow-up that comes after it on the wire (`None`: no
 /// answer).
-async fn settle(mut reply: Reply) -> Option<(Response, Option<BoxFuture<()>>)> {
+async fn response_of(mut reply: Reply) -> Option<(Response, Option<BoxFuture<()>>)> {
     loop {
         match reply {
             Reply::Later(next) => reply = next.await,
@@ -674,7 +674,7 @@ async fn dispatch<H: Handler>(bytes: &[u8], peer: &Peer, handler: &H, tx: &mpsc:
         reply @ (Reply::Deferred(_) | Reply::Later(_)) => {
             let tx = tx.clone();
             tokio::spawn(async move {
-                if let Some((response, then)) = settle(reply).await {
+                if let Some((response, then)) = response_of(reply).await {
                     let _ = tx.send(message::encode(response)).await;
                     if let Some(then) = then {
                         tokio::spawn(then);
@@ -815,7 +815,7 @@ async fn udp_dispatch<H: Handler>(
         reply @ (Reply::Deferred(_) | Reply::Later(_)) => {
             let shared = shared.clone();
             tokio::spawn(async move {
-                if let Some((response, then)) = settle(reply).await {
+                if let Some((response, then)) = response_of(reply).await {
                     send(shared, key, response).await;
                     if let Some(then) = then {
                         tokio::spawn(then);

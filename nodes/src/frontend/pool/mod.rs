@@ -10,7 +10,7 @@
 //! - `rebuild`: promotion, rebuild after the delay, rebalance when a Front End returns (reconfigurations).
 //! - `wire`: the peer link protocol and the partition shim ([`LinkFaults`]).
 //! - `settings`: [`PoolSettings`], what a Front End knows of its pool.
-//! - `node`: [`Pool`], formation and the quorum verdict, heartbeats, the sweep, the node's tasks.
+//! - `node`: [`Pool`], formation and the quorum state, heartbeats, the sweep, the node's tasks.
 //! - `peer_calls`: the peers' calls to this Front End, dispatched to replicas and to [`Local`].
 //! - `status`: `/status` and the admin API (`quorum-recovery`).
 //! - `local`: [`Local`], what the pool asks of its Front End (the only way it reaches the SIP side).
@@ -36,6 +36,6 @@ pub mod wire;
 pub use backend::{BackendLink, CachedVote};
 pub use local::Local;
 pub use node::Pool;
-pub use quorum::{AssumedVote, BackendVote, Verdict};
+pub use quorum::{AssumedVote, BackendVote, QuorumState};
 pub use settings::PoolSettings;
 pub use wire::LinkFaults;

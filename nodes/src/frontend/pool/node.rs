@@ -1,5 +1,5 @@
 //! [`Pool`]: a Front End's share of its pool, the state that ties the other modules together; formation and the
-//! quorum verdict, heartbeats, the sweep, and the node's tasks. Peer calls are answered in `peer_calls`, `/status`
+//! quorum state, heartbeats, the sweep, and the node's tasks. Peer calls are answered in `peer_calls`, `/status`
 //! in `status`; the pooled Front End is put together in [`crate::frontend::pooled`].
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use super::local::Local;
 use super::member::{GroupConfig, Member};
 use super::membership::{GroupReport, Membership, Report};
 use super::placement::{self, GroupId};
-use super::quorum::{self, Verdict};
+use super::quorum::{self, QuorumState};
 use super::replica::{Replica, Slot};
 use super::settings::PoolSettings;
 use super::wire::{self, Answer, Call, Links};
@@ -172,14 +172,14 @@ impl Pool {
     }
 
     /// Whether the pool serves now, by the quorum rule and the start-up count.
-    pub fn verdict(&self) -> Verdict {
+    pub fn quorum_state(&self) -> QuorumState {
         let (formed, recovered) = {
             let f = self.formation();
             (f.formed, f.recovered)
         };
         let running = self.membership.running();
         if !formed {
-            return Verdict::NotStarted {
+            return QuorumState::NotStarted {
                 running: running.iter().filter(|r| **r).count(),
                 needed: quorum::startup_running_min(running.len()),
             };
@@ -189,13 +189,13 @@ impl Pool {
             // The bug: quorum counted against half the pool rounded down, so one Front End of three is "half".
             let up = running.iter().filter(|r| **r).count();
             if up >= running.len() / 2 {
-                return Verdict::Serving;
+                return QuorumState::Serving;
             }
         }
         if votes.has_quorum() || recovered {
-            Verdict::Serving
+            QuorumState::Serving
         } else {
-            Verdict::BelowQuorum { votes }
+            QuorumState::BelowQuorum { votes }
         }
     }
 
@@ -317,7 +317,7 @@ impl Pool {
     pub fn recover(&self) -> Value {
         self.formation().recovered = true;
         self.update_formation();
-        json!({"node": self.me.node, "recovered": true, "serving": self.verdict().serving()})
+        json!({"node": self.me.node, "recovered": true, "serving": self.quorum_state().serving()})
     }
 
     /// What this node tells its peers.

@@ -71,7 +71,7 @@ pub fn startup_running_min(pool_size: usize) -> usize {
 
 /// Why a pool serves or not, as `/status` and the `503` reason phrase tell it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum QuorumState {
     Serving,
     /// Never started: fewer Front Ends run than the first start needs.
     NotStarted {
@@ -84,19 +84,19 @@ pub enum Verdict {
     },
 }
 
-impl Verdict {
+impl QuorumState {
     pub fn serving(&self) -> bool {
-        matches!(self, Verdict::Serving)
+        matches!(self, QuorumState::Serving)
     }
 
     /// The reason a pool does not serve, `None` when it serves.
     pub fn reason(&self) -> Option<String> {
         match self {
-            Verdict::Serving => None,
-            Verdict::NotStarted { running, needed } => Some(format!(
+            QuorumState::Serving => None,
+            QuorumState::NotStarted { running, needed } => Some(format!(
                 "pool not started: {running} front ends running, the first start needs {needed}"
             )),
-            Verdict::BelowQuorum { votes } => Some(format!(
+            QuorumState::BelowQuorum { votes } => Some(format!(
                 "pool below quorum: {} of {} votes up",
                 votes.up, votes.total
             )),

@@ -51,7 +51,7 @@ impl Pool {
 
     /// One pass over every group this Front End coordinates.
     pub(super) async fn reconcile(self: &Arc<Self>) {
-        if !self.verdict().serving() {
+        if !self.quorum_state().serving() {
             return;
         }
         for group in 0..self.slots.len() {

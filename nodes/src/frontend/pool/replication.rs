@@ -25,8 +25,8 @@ use crate::frontend::store::Write;
 impl Pool {
     /// Whether this Front End may acknowledge writes of `group` now; the refusal is the answer to give.
     pub(super) fn writable(&self, state: &SlotState, group: GroupId) -> Result<(), Answer> {
-        let verdict = self.verdict();
-        if let Some(reason) = verdict.reason() {
+        let quorum_state = self.quorum_state();
+        if let Some(reason) = quorum_state.reason() {
             return Err(Answer::Unavailable { reason });
         }
         let (known, newer_primary) = self.peers_route(group);

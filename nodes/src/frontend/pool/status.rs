@@ -12,7 +12,7 @@ use crate::admin::AdminApi;
 impl Pool {
     /// The `/status` document the harness probes.
     pub fn status(&self) -> Value {
-        let verdict = self.verdict();
+        let quorum_state = self.quorum_state();
         let mut users = 0;
         let groups: Vec<Value> = self
             .slots
@@ -40,8 +40,8 @@ impl Pool {
             "role": "frontend",
             "pool": self.settings.pool,
             "node": self.me.node,
-            "serving": verdict.serving(),
-            "reason": verdict.reason(),
+            "serving": quorum_state.serving(),
+            "reason": quorum_state.reason(),
             "fes_running": self.membership.running_names(),
             "groups": groups,
             "users": users,
