@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::net::TcpListener;
 
 use super::call_state::CallSettings;
@@ -145,22 +146,24 @@ pub async fn serve(
     super::dispatch::serve(listeners.sip, frontend, shutdown).await
 }
 
-/// The admin API of a pooled Front End: the pool's `/status` (with the pairing's, in a paired pool) and
-/// `quorum-recovery`, and a paired pool's commands (pool-failover, pool-failback, store-failover, backup-sync).
-fn admin_api(frontend: &Arc<FrontEnd>, pool: &Arc<Pool>) -> AdminApi {
-    let pairing = frontend.pairing().cloned();
-    let status = {
-        let (pool, pairing) = (pool.clone(), pairing.clone());
-        move || {
-            let mut status = pool.status();
-            if let Some(pairing) = &pairing {
-                status["pairing"] = pairing.status();
-            }
-            status
-        }
+/// The `/status` document of a pooled Front End: its pool's, with the pairing's section in a paired pool.
+pub fn status(frontend: &FrontEnd) -> Value {
+    let Some(pool) = frontend.pool() else {
+        return Value::Null;
     };
-    let api = pool.admin_api(status);
-    match pairing {
+    let mut status = pool.status();
+    if let Some(pairing) = frontend.pairing() {
+        status["pairing"] = pairing.status();
+    }
+    status
+}
+
+/// The admin API of a pooled Front End: its `/status` and `quorum-recovery`, and a paired pool's commands
+/// (pool-failover, pool-failback, store-failover, backup-sync).
+fn admin_api(frontend: &Arc<FrontEnd>, pool: &Arc<Pool>) -> AdminApi {
+    let weak = Arc::downgrade(frontend);
+    let api = pool.admin_api(move || weak.upgrade().map_or(Value::Null, |f| status(&f)));
+    match frontend.pairing().cloned() {
         Some(pairing) => pairing.admin_commands(api),
         None => api,
     }

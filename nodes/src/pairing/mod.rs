@@ -11,18 +11,25 @@
 //! - `gate`: [`Decision`], what the Front End asks before serving a user, and the SIP answers it implies
 //!   (redirects, the resiliency-mode refusal, header and NOTIFY).
 //! - `host`: [`Host`], what the pairing asks of its Front End (the only way it reaches it).
-//! - `node`: [`Pairing`], one Front End's share: the loops, `/status`, the admin commands, the failover and
-//!   failback protocols, fencing.
+//! - `node`: [`Pairing`], one Front End's share, and `attach`; its methods by concept: `screening` (how a user is
+//!   served now: the decision, the SIP answers, fencing), `loops` (heartbeat, maintenance and automatic failover,
+//!   the backup service), `persist` (the pool's record in its Back End), `transitions` (failover, failback, store
+//!   failover, backup sync), `status` (`/status`, the admin commands).
 //! - `operator`: `poolnode admin pool-failover | pool-failback | store-failover | backup-status | backup-sync`.
 
 mod backup;
 pub mod error;
 pub mod gate;
 pub mod host;
+mod loops;
 mod node;
 pub mod operator;
+mod persist;
 pub mod record;
 mod restore;
+mod screening;
+mod status;
+mod transitions;
 pub mod watch;
 
 pub use backup::{BackupState, BackupStatus};

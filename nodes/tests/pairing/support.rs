@@ -382,9 +382,9 @@ impl Sites {
             .clone()
     }
 
-    /// `GET /status` of a running Front End, straight from its pool (no HTTP).
+    /// `GET /status` of a running Front End, straight from the node (no HTTP).
     pub fn status(&self, node: &str) -> Value {
-        self.frontend(node).pool().unwrap().status()
+        pooled::status(&self.frontend(node))
     }
 
     /// `POST /admin/<command>` on a Front End: status code and body.
