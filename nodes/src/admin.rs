@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 
 /// The answer of an operator command: a status code and a JSON body (`{"error": …}` on refusal).
 pub type CommandResult = Result<Value, (StatusCode, String)>;
@@ -85,7 +86,8 @@ async fn command(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| constant_time_eq(t.as_bytes(), api.token.as_bytes())) {
+    // A comparison that does not stop at the first differing byte.
+    if !presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(api.token.as_bytes()))) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "a valid bearer token is required"})),
@@ -104,11 +106,6 @@ async fn command(
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err((code, message)) => (code, Json(json!({"error": message}))).into_response(),
     }
-}
-
-/// Token comparison that does not stop at the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

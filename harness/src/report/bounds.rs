@@ -228,26 +228,23 @@ impl Bound {
     }
 }
 
-/// `"2s"`, `"150ms"`, `"500us"`, `"1.5m"`, `"1h"` → ms.
+/// `"2s"`, `"150ms"`, `"500us"`, `"1.5m"`, `"1h"` → ms, in humantime's syntax (which also reads `"1m 30s"`).
 pub fn parse_duration_ms(text: &str) -> Result<f64, String> {
+    use humantime::DurationError;
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like \"2s\" or \"150ms\""))?;
-    let per_unit_ms = match unit.trim() {
-        "us" | "µs" => 0.001,
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "" => return Err(format!("duration `{text}` has no unit (us, ms, s, m, h)")),
-        other => return Err(format!("unknown duration unit `{other}` (us, ms, s, m, h)")),
-    };
-    Ok(number * per_unit_ms)
+    match humantime::parse_duration(text) {
+        // From whole nanoseconds, so `"150ms"` is exactly 150.0.
+        Ok(duration) => Ok(duration.as_nanos() as f64 / 1e6),
+        Err(DurationError::UnknownUnit { unit, .. }) if unit.is_empty() => {
+            Err(format!("duration `{text}` has no unit (us, ms, s, m, h)"))
+        }
+        Err(DurationError::UnknownUnit { unit, .. }) => {
+            Err(format!("unknown duration unit `{unit}` (us, ms, s, m, h)"))
+        }
+        Err(_) => Err(format!(
+            "`{text}` is not a duration like \"2s\" or \"150ms\""
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -9,15 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use testcontainers::bollard::models::{
+use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
     NetworkingConfig, PortBinding,
 };
-use testcontainers::bollard::query_parameters::{
+use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StartContainerOptions,
 };
+use futures::StreamExt;
 use tracing::{info, warn};
 
 use super::docker::{self, ctx, Docker, RuntimeError};
@@ -758,10 +758,10 @@ fn docker_cli(args: &[&str]) -> Option<String> {
     Some(out)
 }
 
-fn is_not_found(e: &testcontainers::bollard::errors::Error) -> bool {
+fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
-        testcontainers::bollard::errors::Error::DockerResponseServerError {
+        bollard::errors::Error::DockerResponseServerError {
             status_code: 404,
             ..
         }

@@ -1,8 +1,8 @@
-//! The Docker client and the runtime's errors. testcontainers has no network aliases, no multi-network
-//! create, no kill with a signal and no network connect/disconnect, so the runtime drives its re-exported
-//! bollard directly and does its own label-based cleanup.
+//! The Docker client and the runtime's errors. The runtime drives bollard directly: it needs network aliases,
+//! multi-network create, kill with a signal and network connect/disconnect, which testcontainers lacks, and
+//! does its own label-based cleanup.
 
-pub use testcontainers::bollard::Docker;
+pub use bollard::Docker;
 
 /// What went wrong in the Docker runtime, phrased to read after "failed to", with what to do.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ pub enum RuntimeError {
     Docker {
         action: String,
         #[source]
-        source: testcontainers::bollard::errors::Error,
+        source: bollard::errors::Error,
     },
     #[error("{0}")]
     Images(#[from] crate::images::ImageError),
@@ -58,7 +58,7 @@ pub async fn connect() -> Result<Docker, RuntimeError> {
 /// Wraps a bollard result with the action that failed.
 pub fn ctx<T>(
     action: impl Into<String>,
-    r: Result<T, testcontainers::bollard::errors::Error>,
+    r: Result<T, bollard::errors::Error>,
 ) -> Result<T, RuntimeError> {
     r.map_err(|source| RuntimeError::Docker {
         action: action.into(),

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use testcontainers::bollard::models::{ContainerInspectResponse, NetworkDisconnectRequest};
-use testcontainers::bollard::query_parameters::{
+use bollard::models::{ContainerInspectResponse, NetworkDisconnectRequest};
+use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
+use serde_json::json;
 use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};

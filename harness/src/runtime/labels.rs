@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use testcontainers::bollard::errors::Error as DockerError;
-use testcontainers::bollard::models::VolumeCreateRequest;
-use testcontainers::bollard::query_parameters::{
+use bollard::errors::Error as DockerError;
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
@@ -316,8 +316,8 @@ fn is_gone(e: &DockerError) -> bool {
 
 /// Force-disconnects every endpoint Docker still lists on a network.
 async fn force_disconnect_all(docker: &Docker, network: &str) {
-    use testcontainers::bollard::models::NetworkDisconnectRequest;
-    use testcontainers::bollard::query_parameters::InspectNetworkOptions;
+    use bollard::models::NetworkDisconnectRequest;
+    use bollard::query_parameters::InspectNetworkOptions;
     let Ok(info) = docker
         .inspect_network(network, None::<InspectNetworkOptions>)
         .await

@@ -26,8 +26,8 @@ pub enum PeerError {
     Io(String, #[source] std::io::Error),
     #[error("hear from {0} within {1} ms")]
     Timeout(String, u64),
-    #[error("read a frame of {0} bytes (limit {limit})", limit = super::protocol::FRAME_MAX_BYTES)]
-    FrameTooLarge(usize),
+    #[error("read a frame over the limit of {limit} bytes", limit = super::protocol::FRAME_MAX_BYTES)]
+    FrameTooLarge,
     #[error("decode a message: {0}")]
     Decode(#[from] serde_json::Error),
     #[error("understand the answer from {0}: {1}")]

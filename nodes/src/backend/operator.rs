@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::server::peer_address;
 use crate::cluster::{ClusterConfig, ADMIN_PORT};
@@ -25,7 +24,8 @@ pub fn admin_targets(cluster: &ClusterConfig, pool: &str) -> Option<Vec<(String,
     )
 }
 
-/// A minimal HTTP/1.1 exchange (one request per connection): the status code and the JSON body.
+/// One HTTP/1.1 request on a connection of its own: the status code and the JSON body (its text as a JSON string
+/// when it is not JSON).
 pub async fn http_json(
     address: &str,
     method: &str,
@@ -33,59 +33,13 @@ pub async fn http_json(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, rest) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        let payload = if chunked {
-            dechunk(rest)
-        } else {
-            rest.to_string()
-        };
-        let value = serde_json::from_str(payload.trim()).unwrap_or(Value::String(payload));
-        Ok((code, value))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "admin API timed out"))?
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    // Bounded by the input: every round consumes a chunk.
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
+    let answer = tokio::time::timeout(
+        HTTP_TIMEOUT,
+        jsonhttp::call(address, method, path, token, body),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "admin API timed out"))??;
+    Ok((answer.status, answer.json_or_text()))
 }
 
 /// `/status` of every target; an unreachable node gives `{"node", "error"}`.

@@ -1,6 +1,6 @@
 //! The Back End's wire format on [`crate::cluster::PEER_PORT`]: one request, one response, each a frame of a
-//! 4-byte big-endian length and a JSON body. A connection carries one request at a time; callers that must not
-//! wait behind each other (heartbeats behind a snapshot) use separate connections.
+//! 4-byte big-endian length and a JSON body (tokio-util's `LengthDelimitedCodec`). A connection carries one request
+//! at a time; callers that must not wait behind each other (heartbeats behind a snapshot) use separate connections.
 //!
 //! Three kinds of traffic share the port: partner traffic between principal and mirror (`Ping`, `Replicate`,
 //! `Snapshot`, `Handover`), witness traffic from a partner to the witness (`WitnessPing`, `Expose`,
@@ -10,9 +10,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use super::error::PeerError;
 use super::store::{Batch, DurableRole, LogEntry, Snapshot, UserRecord};
@@ -160,35 +163,35 @@ pub enum Response {
     },
 }
 
+/// A peer connection, read and written a frame at a time.
+type PeerStream = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Frames a peer connection: a 4-byte big-endian length, then that many bytes, at most [`FRAME_MAX_BYTES`].
+fn framed(stream: TcpStream) -> PeerStream {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(FRAME_MAX_BYTES)
+        .new_framed(stream)
+}
+
 /// Writes one frame.
-pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
+async fn write_frame<T: Serialize>(stream: &mut PeerStream, message: &T) -> std::io::Result<()> {
     let body = serde_json::to_vec(message).map_err(std::io::Error::other)?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).await
+    stream.send(Bytes::from(body)).await
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream between frames.
-pub async fn read_frame<T: for<'de> Deserialize<'de>>(
-    stream: &mut TcpStream,
-) -> Result<Option<T>, PeerError> {
-    let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(PeerError::Io("peer".into(), e)),
+async fn read_frame<T: DeserializeOwned>(stream: &mut PeerStream) -> Result<Option<T>, PeerError> {
+    match stream.next().await {
+        None => Ok(None),
+        Some(Ok(body)) => Ok(Some(serde_json::from_slice(&body)?)),
+        Some(Err(e))
+            if e.get_ref()
+                .is_some_and(|e| e.is::<LengthDelimitedCodecError>()) =>
+        {
+            Err(PeerError::FrameTooLarge)
+        }
+        Some(Err(e)) => Err(PeerError::Io("peer".into(), e)),
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_MAX_BYTES {
-        return Err(PeerError::FrameTooLarge(len));
-    }
-    let mut body = vec![0u8; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| PeerError::Io("peer".into(), e))?;
-    Ok(Some(serde_json::from_slice(&body)?))
 }
 
 /// A persistent connection to one peer, reconnected on demand. Any failure or timeout drops the connection,
@@ -199,7 +202,7 @@ pub struct PeerConn {
     name: String,
     /// `host:port` (a DNS name in containers, a fault-proxy address when a route says so).
     address: String,
-    stream: tokio::sync::Mutex<Option<TcpStream>>,
+    stream: tokio::sync::Mutex<Option<PeerStream>>,
 }
 
 impl PeerConn {
@@ -237,7 +240,7 @@ impl PeerConn {
                         .map_err(|e| PeerError::Connect(self.address.clone(), e))?;
                     s.set_nodelay(true)
                         .map_err(|e| PeerError::Io(self.name.clone(), e))?;
-                    s
+                    framed(s)
                 }
             };
             write_frame(&mut stream, request)
@@ -273,12 +276,13 @@ impl PeerConn {
 }
 
 /// Serves one connection: each request frame is answered by `handle`, in order, until the peer closes.
-pub async fn serve_connection<H, F>(mut stream: TcpStream, handle: H)
+pub async fn serve_connection<H, F>(stream: TcpStream, handle: H)
 where
     H: Fn(Request) -> F,
     F: std::future::Future<Output = Response>,
 {
     let _ = stream.set_nodelay(true);
+    let mut stream = framed(stream);
     // Bounded by the peer: a connection lives while it sends requests.
     loop {
         let request = match read_frame::<Request>(&mut stream).await {
@@ -293,5 +297,51 @@ where
         if write_frame(&mut stream, &response).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A served connection on loopback whose every request is answered with an error naming it.
+    async fn served() -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve_connection(stream, |request| async move {
+                Response::Error {
+                    reason: format!("{request:?}"),
+                }
+            })
+            .await;
+        });
+        TcpStream::connect(address).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_a_big_endian_length_and_json() {
+        let mut stream = served().await;
+        let body = serde_json::to_vec(&Request::View).unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        stream.write_all(&frame).await.unwrap();
+        let length = stream.read_u32().await.unwrap() as usize;
+        let mut answer = vec![0; length];
+        stream.read_exact(&mut answer).await.unwrap();
+        let answer: Response = serde_json::from_slice(&answer).unwrap();
+        assert!(matches!(answer, Response::Error { reason } if reason == "View"));
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_closes_the_connection() {
+        let mut stream = served().await;
+        let length = (FRAME_MAX_BYTES + 1) as u32;
+        stream.write_all(&length.to_be_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "no answer, the connection closed");
     }
 }

@@ -1,6 +1,7 @@
-//! The peer link between Front Ends of one pool: length-prefixed JSON frames over TCP, one connection per ordered
-//! pair of nodes, calls matched to answers by id. Calls on one connection are sent in the order they were made, which
-//! is how a primary's replicated writes reach a secondary in sequence order.
+//! The peer link between Front Ends of one pool: length-prefixed JSON frames over TCP (a 4-byte big-endian length,
+//! tokio-util's `LengthDelimitedCodec`), one connection per ordered pair of nodes, calls matched to answers by id.
+//! Calls on one connection are sent in the order they were made, which is how a primary's replicated writes reach a
+//! secondary in sequence order.
 //!
 //! Every frame in or out passes [`LinkFaults`], the test-only partition shim: a cut link closes its connection and
 //! refuses new calls, as a network partition would. In production the set of cuts is empty.
@@ -10,12 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::member::{GroupConfig, Member};
 use super::membership::Report;
@@ -25,6 +28,9 @@ use crate::frontend::store::{Applied, UserView, Write};
 
 /// Largest frame accepted: a snapshot of a big routing group fits, a corrupt length does not allocate gigabytes.
 const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Frames queued for a peer go out together, up to about this many bytes a write.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// A call from one Front End to another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,32 +184,63 @@ enum Frame {
     },
 }
 
+/// A frame's body: its JSON (the codec adds the length).
 fn encode(frame: &Frame) -> Bytes {
-    let body = serde_json::to_vec(frame).expect("frames are plain data");
-    let mut bytes = BytesMut::with_capacity(4 + body.len());
-    bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&body);
-    bytes.freeze()
+    Bytes::from(serde_json::to_vec(frame).expect("frames are plain data"))
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+/// The writing half of a peer connection, which sends a batch of frames in one write.
+fn frame_writer<W: AsyncWrite>(writer: W) -> FramedWrite<W, LengthDelimitedCodec> {
+    let mut frames = FramedWrite::new(writer, codec());
+    frames.set_backpressure_boundary(BATCH_BYTES);
+    frames
 }
 
 /// Reads one frame; `None` at end of stream or on a malformed frame (the connection is then dropped).
-async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Option<Frame> {
-    // Bounded: each turn reads more bytes or returns.
-    loop {
-        if buf.len() >= 4 {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > FRAME_BYTES_MAX {
-                return None;
+async fn read_frame<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, LengthDelimitedCodec>,
+) -> Option<Frame> {
+    let body = frames.next().await?.ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Writes the queued frames, those queued together in one batch, until the queue closes (the connection was
+/// replaced or the node stops), the socket fails or the link from `me` to `peer` is cut.
+async fn write_queued<W: AsyncWrite + Unpin>(
+    frames: &mut FramedWrite<W, LengthDelimitedCodec>,
+    queue: &mut mpsc::UnboundedReceiver<Bytes>,
+    faults: &LinkFaults,
+    me: &str,
+    peer: &str,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut size = first.len();
+        let mut batch = vec![first];
+        while size < BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(next) => {
+                    size += next.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
             }
-            if buf.len() >= 4 + len {
-                buf.advance(4);
-                let body = buf.split_to(len);
-                return serde_json::from_slice(&body).ok();
-            }
-            buf.reserve(4 + len - buf.len());
         }
-        if reader.read_buf(buf).await.ok()? == 0 {
-            return None;
+        if faults.is_cut(me, peer) {
+            return;
+        }
+        for frame in batch {
+            if frames.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<Bytes>::flush(frames).await.is_err() {
+            return;
         }
     }
 }
@@ -377,35 +414,20 @@ async fn outgoing(
         return;
     };
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let mut writer = frame_writer(writer);
     if writer
-        .write_all(&encode(&Frame::Hello { from: me.clone() }))
+        .send(encode(&Frame::Hello { from: me.clone() }))
         .await
         .is_err()
     {
         return;
     }
-    let write = async {
-        let mut batch = BytesMut::new();
-        // Ends when the queue closes (the connection was replaced or the node stops) or the socket fails.
-        while let Some(first) = frames.recv().await {
-            batch.extend_from_slice(&first);
-            while batch.len() < 256 * 1024 {
-                match frames.try_recv() {
-                    Ok(next) => batch.extend_from_slice(&next),
-                    Err(_) => break,
-                }
-            }
-            if faults.is_cut(&me, &peer) || writer.write_all(&batch).await.is_err() {
-                return;
-            }
-            batch.clear();
-        }
-    };
+    let write = write_queued(&mut writer, &mut frames, &faults, &me, &peer);
     let read = async {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut reader = FramedRead::new(reader, codec());
         // Ends at end of stream, on a bad frame or on a cut.
-        while let Some(frame) = read_frame(&mut reader, &mut buf).await {
+        while let Some(frame) = read_frame(&mut reader).await {
             if faults.is_cut(&peer, &me) {
                 return;
             }
@@ -447,34 +469,17 @@ pub async fn incoming<C: Callee>(
     faults: LinkFaults,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let Some(Frame::Hello { from }) = read_frame(&mut reader, &mut buf).await else {
+    let (reader, writer) = stream.into_split();
+    let mut reader = FramedRead::new(reader, codec());
+    let Some(Frame::Hello { from }) = read_frame(&mut reader).await else {
         return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    let write = {
-        let (me, from, faults) = (me.clone(), from.clone(), faults.clone());
-        async move {
-            let mut batch = BytesMut::new();
-            while let Some(first) = rx.recv().await {
-                batch.extend_from_slice(&first);
-                while batch.len() < 256 * 1024 {
-                    match rx.try_recv() {
-                        Ok(next) => batch.extend_from_slice(&next),
-                        Err(_) => break,
-                    }
-                }
-                if faults.is_cut(&me, &from) || writer.write_all(&batch).await.is_err() {
-                    return;
-                }
-                batch.clear();
-            }
-        }
-    };
+    let mut writer = frame_writer(writer);
+    let write = write_queued(&mut writer, &mut rx, &faults, &me, &from);
     let read = async {
         let mut later = JoinSet::new();
-        while let Some(frame) = read_frame(&mut reader, &mut buf).await {
+        while let Some(frame) = read_frame(&mut reader).await {
             if faults.is_cut(&from, &me) {
                 return;
             }
