@@ -3,8 +3,10 @@
 //!
 //! Every run calls [`ensure`] first, so no user builds images by hand; `poolchaos images` calls it too.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -106,6 +108,112 @@ pub enum ImageError {
     Build { reference: String, detail: String },
     #[error("prepare the build context: {0}")]
     Context(std::io::Error),
+    #[error("`{command}` did not end within {} s and was stopped; is the machine or the Docker engine stuck?", .after.as_secs())]
+    TimedOut { command: String, after: Duration },
+}
+
+/// How long a question to the Docker engine may take.
+const DOCKER_QUERY_LIMIT: Duration = Duration::from_secs(60);
+/// How long one `docker build` of a `FROM scratch` image may take.
+const IMAGE_BUILD_LIMIT: Duration = Duration::from_secs(600);
+/// How long the static release build may take (a few minutes from scratch on two cores).
+const CARGO_BUILD_LIMIT: Duration = Duration::from_secs(3600);
+
+/// A child process that is killed and reaped when dropped: a panic or an early return never leaves it running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `command` to its end within `limit`; past it the process is killed. Stdout and stderr are captured where
+/// the command pipes them (read on threads of their own, so a full pipe never stalls the child).
+fn run_bounded(command: &mut Command, limit: Duration) -> Result<Output, RunFailure> {
+    let started = Instant::now();
+    let mut child = Child(command.spawn().map_err(RunFailure::Spawn)?);
+    let capture = |pipe: Option<Box<dyn Read + Send>>| {
+        pipe.map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        })
+    };
+    let stdout = capture(
+        child
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = capture(
+        child
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    // Bounded by `limit`: the child is killed (on drop) once it is spent.
+    let status: ExitStatus = loop {
+        if let Some(status) = child.0.try_wait().map_err(RunFailure::Spawn)? {
+            break status;
+        }
+        if started.elapsed() >= limit {
+            return Err(RunFailure::TimedOut(limit));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let joined = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        reader.and_then(|r| r.join().ok()).unwrap_or_default()
+    };
+    Ok(Output {
+        status,
+        stdout: joined(stdout),
+        stderr: joined(stderr),
+    })
+}
+
+/// Why [`run_bounded`] has no output.
+#[derive(Debug)]
+enum RunFailure {
+    Spawn(std::io::Error),
+    TimedOut(Duration),
+}
+
+impl RunFailure {
+    /// The image error for this failure of `command` (`missing` when it could not be started).
+    fn into_error(self, command: &str, missing: fn(std::io::Error) -> ImageError) -> ImageError {
+        match self {
+            RunFailure::Spawn(e) => missing(e),
+            RunFailure::TimedOut(after) => ImageError::TimedOut {
+                command: command.to_string(),
+                after,
+            },
+        }
+    }
+}
+
+/// Runs `docker <args>` within `limit`, output captured.
+fn docker(args: &[&str], limit: Duration) -> Result<Output, ImageError> {
+    run_bounded(
+        Command::new("docker")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        limit,
+    )
+    .map_err(|f| {
+        f.into_error(
+            &format!("docker {}", args.join(" ")),
+            ImageError::DockerMissing,
+        )
+    })
 }
 
 /// Where the workspace lives: `POOLCHAOS_WORKSPACE` if set, else the tree this harness was built from.
@@ -178,10 +286,10 @@ pub fn ensure_known_bad(workspace: &Path) -> Result<Vec<Image>, ImageError> {
 
 /// Checks the Docker engine answers, so the first error a user sees says what to do.
 pub fn docker_reachable() -> Result<(), ImageError> {
-    let out = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map_err(ImageError::DockerMissing)?;
+    let out = docker(
+        &["version", "--format", "{{.Server.Version}}"],
+        DOCKER_QUERY_LIMIT,
+    )?;
     if out.status.success() {
         Ok(())
     } else {
@@ -204,16 +312,24 @@ fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), Im
         "poolchaos: building static binaries: cargo {}",
         args.join(" ")
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(&args)
-        .current_dir(workspace)
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
+    let status = run_bounded(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(&args)
+            .current_dir(workspace)
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            )
+            .stdout(Stdio::null()),
+        CARGO_BUILD_LIMIT,
+    )
+    .map_err(|f| {
+        f.into_error(
+            &format!("cargo {}", args.join(" ")),
+            ImageError::CargoMissing,
         )
-        .stdout(Stdio::null())
-        .status()
-        .map_err(ImageError::CargoMissing)?;
+    })?
+    .status;
     if status.success() {
         Ok(())
     } else {
@@ -273,10 +389,10 @@ pub fn content_tag(binary: &[u8], dockerfile: &str) -> String {
 }
 
 fn image_exists(reference: &str) -> Result<bool, ImageError> {
-    let out = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", reference])
-        .output()
-        .map_err(ImageError::DockerMissing)?;
+    let out = docker(
+        &["image", "inspect", "--format", "{{.Id}}", reference],
+        DOCKER_QUERY_LIMIT,
+    )?;
     if out.status.success() {
         return Ok(true);
     }
@@ -301,11 +417,11 @@ fn build_image(
         .map_err(ImageError::Context)?;
     std::fs::write(context.join("Dockerfile"), spec.dockerfile).map_err(ImageError::Context)?;
     let latest = format!("{}:latest", spec.repository);
-    let out = Command::new("docker")
-        .args(["build", "--quiet", "-t", reference, "-t", &latest])
-        .arg(context)
-        .output()
-        .map_err(ImageError::DockerMissing)?;
+    let context = context.to_string_lossy();
+    let out = docker(
+        &["build", "--quiet", "-t", reference, "-t", &latest, &context],
+        IMAGE_BUILD_LIMIT,
+    )?;
     if out.status.success() {
         Ok(())
     } else {
@@ -332,6 +448,45 @@ fn tempdir(name: &str) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_past_its_limit_is_stopped_and_reaped() {
+        let started = Instant::now();
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo $$; exec sleep 30"])
+            .stdout(Stdio::piped());
+        let failure = run_bounded(&mut command, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(failure, RunFailure::TimedOut(_)), "{failure:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "it was not waited out"
+        );
+        let error = failure.into_error("sleep 30", ImageError::DockerMissing);
+        assert!(
+            error.to_string().contains("did not end within 0 s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_command_within_its_limit_gives_its_status_and_output() {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_bounded(&mut command, Duration::from_secs(60)).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        let missing = run_bounded(
+            &mut Command::new("/nonexistent/poolchaos-no-such-tool"),
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(matches!(missing, RunFailure::Spawn(_)));
+    }
 
     #[test]
     fn tag_follows_the_binary_and_the_dockerfile() {

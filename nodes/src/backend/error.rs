@@ -26,8 +26,8 @@ pub enum PeerError {
     Io(String, #[source] std::io::Error),
     #[error("hear from {0} within {1} ms")]
     Timeout(String, u64),
-    #[error("read a frame over the limit of {limit} bytes", limit = super::protocol::FRAME_MAX_BYTES)]
-    FrameTooLarge,
+    #[error("read a frame over the limit of {0} bytes")]
+    FrameTooLarge(usize),
     #[error("decode a message: {0}")]
     Decode(#[from] serde_json::Error),
     #[error("understand the answer from {0}: {1}")]

@@ -188,7 +188,7 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut PeerStream) -> Result<Opti
             if e.get_ref()
                 .is_some_and(|e| e.is::<LengthDelimitedCodecError>()) =>
         {
-            Err(PeerError::FrameTooLarge)
+            Err(PeerError::FrameTooLarge(FRAME_MAX_BYTES))
         }
         Some(Err(e)) => Err(PeerError::Io("peer".into(), e)),
     }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::server::Edge;
+use super::node::Edge;
 use crate::cluster::SIP_PORT;
 use crate::sip::codec::{Frame, FrameError, Framer};
 use crate::sip::message::{

@@ -216,7 +216,7 @@ impl Sites {
         let identity =
             poolnode::director::NodeIdentity::new(cluster.clone(), "edge1", "edge").unwrap();
         let edge_config =
-            poolnode::edge::server::EdgeConfig::new(identity, poolnode::director::Resolver::dns());
+            poolnode::edge::EdgeConfig::new(identity, poolnode::director::Resolver::dns());
         let (edge_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let edge_task = tokio::spawn(async move {
             poolnode::edge::server::run(edge_listeners, edge_config, async move {
