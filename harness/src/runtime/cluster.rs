@@ -430,7 +430,7 @@ impl Cluster {
         let api = self.proxy_api().await?;
         for (i, link) in self.topology.links.iter().enumerate() {
             let body = serde_json::json!({
-                "name": super::inject::link_proxy_name(&link.from, &link.to),
+                "name": super::proxy::link_proxy_name(&link.from, &link.to),
                 "listen": format!("0.0.0.0:{}", roles::PROXY_LINK_PORT_BASE + i as u16),
                 "upstream": format!("{}:{}", link.to, roles::link_port(&self.topology, &link.from, &link.to)),
                 "enabled": true,

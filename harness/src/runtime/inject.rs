@@ -18,7 +18,8 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};
 use super::docker::{ctx, RuntimeError};
-use super::{labels, proxy};
+use super::labels;
+use super::proxy::{self, link_proxy_name};
 use crate::fault::Fault;
 
 /// How long a verification may take before the fault counts as unverified.
@@ -296,11 +297,6 @@ async fn lists_toxic(
     Ok(list
         .as_array()
         .is_some_and(|a| a.iter().any(|t| t["name"] == toxic)))
-}
-
-/// The proxy that carries link `from -> to`.
-pub fn link_proxy_name(from: &str, to: &str) -> String {
-    format!("{from}-to-{to}")
 }
 
 async fn set_enabled(
@@ -730,10 +726,5 @@ mod tests {
         let groups = names(&[&["fe1-1", "fe1-2"], &["fe1-2"]]);
         let e = disjoint(groups, |n| n.as_str()).unwrap_err();
         assert!(e.contains("group 2"), "{e}");
-    }
-
-    #[test]
-    fn link_proxies_are_named_by_their_ends() {
-        assert_eq!(super::link_proxy_name("users", "fe1"), "users-to-fe1");
     }
 }
