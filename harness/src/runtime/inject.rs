@@ -4,6 +4,9 @@
 //! paused, no networks), a TCP probe from inside another node's network namespace that a cut really
 //! cuts (and a heal really heals), and the proxy's toxic list. The time from request to verified effect is
 //! recorded. A fault that cannot be verified is an error: the run ends `unknown`, never silently.
+//!
+//! The file holds one concept, the injector: each fault's application, its undo and the proof of each, which
+//! share the ways to reach a node — its container's state, its network namespace, the fault proxy's API.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
