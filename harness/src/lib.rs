@@ -29,7 +29,8 @@
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
 //! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency,
 //!   calls, Back End claims.
-//! - [`claims`]: a scenario's claim in parts, each naming the checker or bound that judges it.
+//! - [`claims`]: a scenario's claim in parts, each naming the checker or bound that judges it, and the README's table
+//!   of them.
 //! - [`latency`]: failover latency metrics derived from a history, as HdrHistograms per fault and overall.
 //! - [`report`]: the directory a run leaves (summary, .hgrm, HTML, Markdown), bounds, and comparing two runs.
 //! - [`probe`]: each node's view of its role over time, read from its status and recorded on change.

@@ -1,5 +1,8 @@
 //! `poolchaos`: the harness's command line. Each command is a thin call into the library; exit codes live
 //! in `poolchaos::exit`.
+//!
+//! The file holds one concept, the command line: each command's flags and the few lines that turn them into
+//! library calls and its outcome into an exit code, with the state file `up` leaves for `fault`, `heal` and `down`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -38,7 +38,7 @@ use crate::checker::{
     BackendClaims, CallsEnd, Composed, Durability, ImDelivery, MaySignOut, NoSplitBrain, Quorum,
     RegistrationContinuity, ResiliencyMode,
 };
-use crate::claims::{self, ClaimPart};
+use crate::claims::part::{unchecked, ClaimPart};
 use crate::report::Bound;
 use crate::schedule::ScheduleSpec;
 use crate::topology::{self, FileError, Topology};
@@ -264,7 +264,7 @@ impl Scenario {
         let checkers = scenario.checkers().names();
         for (i, part) in scenario.file.claim_part.iter().enumerate() {
             if let Some(why) =
-                claims::unchecked(part, &checkers, &scenario.bounds, &scenario.nightly_bounds)
+                unchecked(part, &checkers, &scenario.bounds, &scenario.nightly_bounds)
             {
                 // The line of this part's `checked_by`, after its `[[claim_part]]` header.
                 let header = text

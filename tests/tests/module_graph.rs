@@ -1,6 +1,6 @@
 //! The crates' modules stand in layers: no file's imports lead back to it. The graph is read from the sources (each
-//! file's `use` trees and `crate::`/`super::` paths, test modules left out) and every strongly connected set of
-//! more than one file is a cycle, named with the files in it.
+//! file's `use` trees and `crate::`/`super::` paths, test modules left out, inline or in a file of their own) and
+//! every strongly connected set of more than one file is a cycle, named with the files in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -204,8 +204,47 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     state.found
 }
 
+/// The files declared under `#[cfg(test)]` (`#[cfg(test)] pub(crate) mod fixtures;`): test code in a file of its
+/// own, left out as an inline test module is.
+fn test_only(src: &Path, known: &BTreeMap<String, PathBuf>) -> BTreeSet<String> {
+    let roots = ["lib.rs", "main.rs"]
+        .into_iter()
+        .map(|root| (String::new(), src.join(root)))
+        .filter(|(_, path)| path.exists());
+    let files = known.iter().map(|(m, p)| (m.clone(), p.clone()));
+    let mut found = BTreeSet::new();
+    for (module, path) in roots.chain(files) {
+        let text = std::fs::read_to_string(&path).expect("a readable source file");
+        for (at, attribute) in text.match_indices("#[cfg(test)]") {
+            let rest = text[at + attribute.len()..].trim_start();
+            let rest = ["pub(crate) ", "pub(super) ", "pub "]
+                .iter()
+                .find_map(|v| rest.strip_prefix(v))
+                .unwrap_or(rest);
+            let Some(rest) = rest.strip_prefix("mod ") else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if rest[name.len()..].trim_start().starts_with(';') {
+                found.insert(if module.is_empty() {
+                    name
+                } else {
+                    format!("{module}::{name}")
+                });
+            }
+        }
+    }
+    found
+}
+
 fn graph_of(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let known = modules(src);
+    let mut known = modules(src);
+    for module in test_only(src, &known) {
+        known.remove(&module);
+    }
     known
         .iter()
         .map(|(module, path)| (module.clone(), imports(module, path, &known)))
@@ -218,9 +257,29 @@ fn no_module_of_the_pool_imports_its_way_back_to_itself() {
     let graph = graph_of(&src);
     assert!(graph.len() > 50, "the sources were read: {}", graph.len());
     // The graph is read at all: the pooled Front End's wiring imports the pool, the pool never the server.
-    assert!(graph["frontend::pooled"].contains("frontend::pool::node"));
+    assert!(graph["frontend::pooled"].contains("frontend::pool"));
+    assert!(graph["frontend::pool::peer_calls"].contains("frontend::pool::node"));
     assert!(graph["frontend::dispatch"].contains("frontend::server"));
     assert!(!graph["frontend::pool::node"].contains("frontend::server"));
+    let found = cycles(&graph);
+    assert!(found.is_empty(), "import cycles: {found:?}");
+}
+
+#[test]
+fn no_module_of_the_harness_imports_its_way_back_to_itself() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/src");
+    let graph = graph_of(&src);
+    assert!(graph.len() > 40, "the sources were read: {}", graph.len());
+    // The graph is read at all: the runner imports the scenario, the scenario never the runner; a user's session
+    // imports the state every part of the user shares (a `super::` path); the history's writer imports its records.
+    assert!(graph["runner"].contains("scenario"));
+    assert!(!graph["scenario"].contains("runner"));
+    assert!(graph["workload::user::session"].contains("workload::user::state"));
+    assert!(graph["history::recorder"].contains("history::record"));
+    assert!(
+        !graph.contains_key("checker::fixtures"),
+        "a test module in a file of its own is left out"
+    );
     let found = cycles(&graph);
     assert!(found.is_empty(), "import cycles: {found:?}");
 }

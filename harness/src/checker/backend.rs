@@ -21,6 +21,10 @@
 //! Each part with no evidence (no Back End probes, no fault that exercised it, the history ending inside its
 //! bound, probes without log positions) is undecided: unknown, never valid. A node's view holds from its probe
 //! record until its next one (the probes record changes, and a snapshot every 2 s).
+//!
+//! The file holds one concept, the Back End checker: its four parts share one reading of the probes (each node's
+//! view over time, the pool's principal at a moment) and of the faults (which one cuts which node from which, and
+//! when), so they stay together.
 
 use std::collections::{BTreeMap, BTreeSet};
 

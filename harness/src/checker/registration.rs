@@ -12,6 +12,10 @@
 //! what the fault hit (the node their connection went to, the Front End that answered their REGISTER, their routing
 //! group's primary, or a routing group the faults in force left below two live replicas); or anyone. Every user
 //! must sign in within the bound of its start.
+//!
+//! The file holds one concept, sign-outs: when each user was signed in and out, the fault or operator command each
+//! sign-out is put down to, and whom that cause may sign out. The checker judges them here; the latency metrics
+//! and the report's timeline read the same sign-outs from here.
 
 use std::fmt;
 

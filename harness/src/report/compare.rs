@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::Path;
 
-use super::markdown::ms;
 use super::run::{read_summary, ReportError};
+use super::summary::ms;
 
 /// Errors of comparing two runs.
 #[derive(Debug, thiserror::Error)]

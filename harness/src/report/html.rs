@@ -7,8 +7,8 @@ use std::fmt::Write;
 use crate::latency::Metric;
 
 use super::hgrm::curve_points;
-use super::markdown::ms;
 use super::run::Report;
+use super::summary::ms;
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fff}\
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}\

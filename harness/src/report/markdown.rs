@@ -3,11 +3,7 @@
 use std::fmt::Write;
 
 use super::run::Report;
-
-/// A number of ms as the tables show it, `—` when there was no sample.
-pub(crate) fn ms(value: Option<f64>) -> String {
-    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.1}"))
-}
+use super::summary::ms;
 
 pub fn render(report: &Report) -> String {
     let s = &report.summary;

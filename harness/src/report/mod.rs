@@ -1,6 +1,7 @@
 //! The report: the directory a run leaves, and the comparison of two runs.
 //!
-//! - [`run`]: `Report` — verdict, latencies, counts and bounds of one history — and writing its directory.
+//! - [`run`]: `Report` — verdict, latencies, counts and bounds of one history.
+//! - [`directory`]: the files a `Report` is written as, and writing them into its directory.
 //! - [`summary`]: `Summary`, the `summary.json` every other output is rendered from.
 //! - [`bounds`]: bounds a scenario declares (`reregister.p99 <= "2s"`, `ims_lost == 0`), parsed and judged.
 //! - [`hgrm`]: HdrHistogram's percentile-distribution text, as its plotters read it.
@@ -13,6 +14,7 @@
 
 pub mod bounds;
 pub mod compare;
+pub mod directory;
 pub mod hgrm;
 pub mod html;
 pub mod markdown;

@@ -191,3 +191,8 @@ impl Counts {
 pub fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
+
+/// A number of ms as the report's tables show it, `—` when there was no sample.
+pub(crate) fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.1}"))
+}

@@ -4,6 +4,11 @@
 //! remote users and the Edge pools. On every network a node is known by its node name and by its pool's
 //! name, so a pool name resolves to all of its servers (DNS load balancing). Ports the harness needs are
 //! published on 127.0.0.1 only, so the harness works where the host cannot route to container addresses.
+//!
+//! The file holds one concept, the cluster's life: creating its networks and containers and waiting for them
+//! ready (`up`, with the stages a test can hold it at), finding them again (`attach`), reaching them (addresses,
+//! published ports, logs), and removing them (`down`, drop, and the blocking removal a dying process falls back
+//! on).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -430,7 +435,7 @@ impl Cluster {
         let api = self.proxy_api().await?;
         for (i, link) in self.topology.links.iter().enumerate() {
             let body = serde_json::json!({
-                "name": super::inject::link_proxy_name(&link.from, &link.to),
+                "name": super::proxy::link_proxy_name(&link.from, &link.to),
                 "listen": format!("0.0.0.0:{}", roles::PROXY_LINK_PORT_BASE + i as u16),
                 "upstream": format!("{}:{}", link.to, roles::link_port(&self.topology, &link.from, &link.to)),
                 "enabled": true,

@@ -4,6 +4,9 @@
 //! paused, no networks), a TCP probe from inside another node's network namespace that a cut really
 //! cuts (and a heal really heals), and the proxy's toxic list. The time from request to verified effect is
 //! recorded. A fault that cannot be verified is an error: the run ends `unknown`, never silently.
+//!
+//! The file holds one concept, the injector: each fault's application, its undo and the proof of each, which
+//! share the ways to reach a node — its container's state, its network namespace, the fault proxy's API.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -18,7 +21,8 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};
 use super::docker::{ctx, RuntimeError};
-use super::{labels, proxy};
+use super::labels;
+use super::proxy::{self, link_proxy_name};
 use crate::fault::Fault;
 
 /// How long a verification may take before the fault counts as unverified.
@@ -296,11 +300,6 @@ async fn lists_toxic(
     Ok(list
         .as_array()
         .is_some_and(|a| a.iter().any(|t| t["name"] == toxic)))
-}
-
-/// The proxy that carries link `from -> to`.
-pub fn link_proxy_name(from: &str, to: &str) -> String {
-    format!("{from}-to-{to}")
 }
 
 async fn set_enabled(
@@ -730,10 +729,5 @@ mod tests {
         let groups = names(&[&["fe1-1", "fe1-2"], &["fe1-2"]]);
         let e = disjoint(groups, |n| n.as_str()).unwrap_err();
         assert!(e.contains("group 2"), "{e}");
-    }
-
-    #[test]
-    fn link_proxies_are_named_by_their_ends() {
-        assert_eq!(super::link_proxy_name("users", "fe1"), "users-to-fe1");
     }
 }

@@ -6,7 +6,7 @@
 //! - [`cluster`]: [`Cluster`], a topology running in containers: `up`, `down`, addresses, logs.
 //! - [`docker`]: the Docker client and its errors, each saying what to do.
 //! - [`inject`]: applies each fault, verifies it took effect, undoes it ([`Injector`]).
-//! - [`proxy`]: the fault proxy's Toxiproxy API, as the harness calls it.
+//! - [`proxy`]: the fault proxy's Toxiproxy API, as the harness calls it, and the names of the links' proxies.
 //! - [`tunnel`]: the harness's way into the networks through the proxy (`CONNECT`, `RESOLVE`).
 
 pub mod cluster;

@@ -1,6 +1,7 @@
 //! The fault proxy's Toxiproxy HTTP API, as the harness calls it from the host through the published port, over
 //! `jsonhttp`: the API is a handful of JSON calls, and `toxiproxy_rust` is blocking and panics on connection
-//! errors, which a harness that must always clean up cannot afford.
+//! errors, which a harness that must always clean up cannot afford. Also the name each topology link's proxy goes
+//! by, which the cluster creates it under and a link fault finds it by.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +13,12 @@ use super::docker::RuntimeError;
 
 /// Every API call gives up after this long: a control plane that hangs is a harness bug.
 pub const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The proxy that carries link `from -> to`: the cluster creates it under this name, faults on the link find it
+/// by it.
+pub fn link_proxy_name(from: &str, to: &str) -> String {
+    format!("{from}-to-{to}")
+}
 
 /// Calls the API; returns the status and the JSON body (`Null` when empty or not JSON).
 pub async fn call(
@@ -59,5 +66,13 @@ pub async fn expect(
         Err(RuntimeError::Other(format!(
             "call the fault proxy {method} {path}: status {status}, {value}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_proxies_are_named_by_their_ends() {
+        assert_eq!(super::link_proxy_name("users", "fe1"), "users-to-fe1");
     }
 }

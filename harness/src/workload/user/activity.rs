@@ -9,8 +9,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use super::life::{Life, UserSpec};
 use super::request::{new_request, send_tracked, Kind, Outstanding};
+use super::state::{Life, UserSpec};
 use crate::history::{Op, Recorder};
 use crate::workload::sip;
 use crate::workload::Settings;

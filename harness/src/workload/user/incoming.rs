@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
-use super::life::{Life, UserSpec};
 use super::locate::registrars_of;
 use super::request::{send, set_cseq, with_auth, Kind, Outstanding};
+use super::state::{Life, UserSpec};
 use crate::history::{Attachment, CallEndedBy, Op, Recorder};
 use crate::workload::sip::{self, Challenge, Message};
 use crate::workload::Settings;

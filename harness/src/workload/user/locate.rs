@@ -10,8 +10,8 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::life::{Life, UserSpec};
 use super::request::{register_request, with_auth};
+use super::state::{Life, UserSpec};
 use crate::runtime::tunnel;
 use crate::workload::sip::{self, Challenge, Frame, Framer, Message};
 use crate::workload::Settings;

@@ -7,8 +7,10 @@
 //! that contact's presence, publishes its own, and sends IMs at the workload's rate. Every operation goes
 //! into the history as invoke → ok / fail / timeout.
 //!
-//! - `life`: who the user is ([`UserSpec`]), what it keeps from one connection to the next, and [`run`], its
-//!   loop: find a server, hold a session, then go where it was sent or back off, until told to stop.
+//! - `state`: who the user is ([`UserSpec`]) and what it keeps from one connection to the next (`Life`), which
+//!   every other part reads and changes.
+//! - `life`: [`run`], the user's loop: find a server, hold a session, then go where it was sent or back off, until
+//!   told to stop.
 //! - `locate`: finding a server: the registrars a Director names (directly or through an Edge server), the
 //!   addresses of a pool (DNS answers kept a while, addresses that refused lately tried last), the connection
 //!   through the tunnel.
@@ -26,5 +28,7 @@ mod life;
 mod locate;
 mod request;
 mod session;
+mod state;
 
-pub use life::{run, UserSpec};
+pub use life::run;
+pub use state::UserSpec;

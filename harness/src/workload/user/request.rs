@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
-use super::life::{Life, UserSpec};
+use super::state::{Life, UserSpec};
 use crate::history::{Op, Pending, Recorder};
 use crate::workload::sip::{self, Challenge, Message};
 use crate::workload::Settings;

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::activity::{add_contact, after_register, place_call, publish, read_contacts, send_im};
 use super::incoming::{on_request, on_response, Answered, Heard};
-use super::life::{Life, UserSpec};
 use super::request::{register_request, send, send_tracked, with_auth, Kind, Outstanding};
+use super::state::{Life, UserSpec};
 use crate::history::{Op, Recorder};
 use crate::workload::sip::{Frame, Framer};
 use crate::workload::{Directive, Settings};

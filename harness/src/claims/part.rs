@@ -1,6 +1,6 @@
-//! A scenario's claim in parts, each naming what judges it: a checker the scenario runs (`registration`), a
-//! bound of every run (`bound:reregister.p99`) or a nightly bound (`nightly:write_unavailable.p99`), by the
-//! bound's left side. The one-sentence `claim` stays for reports; the parts make every piece of it checked.
+//! One part of a claim ([`ClaimPart`]), what a `checked_by` entry names ([`Check`]: a checker, a bound of every
+//! run, a nightly bound), and why a part is not checked ([`unchecked`]), which the scenario loader asks of every
+//! part.
 //!
 //! ```toml
 //! [[claim_part]]
@@ -11,7 +11,6 @@
 use serde::Deserialize;
 
 use crate::report::Bound;
-use crate::scenario::Scenario;
 
 /// One part of a claim and what judges it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -78,41 +77,6 @@ pub fn unchecked(
         return Some(format!("part \"{}\" names {missing}", part.says));
     }
     None
-}
-
-/// The README's table: each scenario's claim parts and what checks each (Markdown).
-pub fn table(scenarios: &[Scenario]) -> String {
-    let mut out = String::from("| scenario | claim part | checked by |\n|---|---|---|\n");
-    for s in scenarios {
-        for (i, part) in s.file.claim_part.iter().enumerate() {
-            let name = if i == 0 { s.name() } else { "" };
-            let checks: Vec<String> = part
-                .checked_by
-                .iter()
-                .map(|entry| match Check::parse(entry) {
-                    Check::Checker(name) => format!("`{name}` checker"),
-                    Check::Bound(subject) => bound_text(&s.bounds, subject, ""),
-                    Check::Nightly(subject) => bound_text(&s.nightly_bounds, subject, " (nightly)"),
-                })
-                .collect();
-            out.push_str(&format!(
-                "| {name} | {} | {} |\n",
-                part.says.replace('|', "\\|"),
-                checks.join(", ")
-            ));
-        }
-    }
-    out
-}
-
-/// Every bound on `subject`, as written.
-fn bound_text(bounds: &[Bound], subject: &str, suffix: &str) -> String {
-    let texts: Vec<String> = bounds
-        .iter()
-        .filter(|b| b.subject_name() == subject)
-        .map(|b| format!("`{}`{suffix}", b.text))
-        .collect();
-    texts.join(", ")
 }
 
 #[cfg(test)]
