@@ -7,6 +7,9 @@
 //! principal holds the mirror's last entry with the same epoch, the mirror gets the tail after it; otherwise (a
 //! diverged tail from an old epoch, or a tail pruned away) it gets a snapshot. A returning old principal thus
 //! loses exactly the commits nobody acknowledged.
+//!
+//! The file holds one concept, the mirroring protocol: its four parts (commit, apply, catch-up, promotion) share
+//! the log position and the epoch rules above.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -4,6 +4,9 @@
 //! A role also talks back: [`Peer::request`] sends a request to the client a request came from (over the same TCP
 //! connection, or to the same UDP address) and awaits its final response, which is how the Front End relays an IM
 //! to a registered client and sends NOTIFYs.
+//!
+//! The file holds one concept, moving SIP messages: the TCP and UDP loops, the UDP transactions and the
+//! requests a role sends back share its connection table.
 
 use std::collections::HashMap;
 use std::fmt;
