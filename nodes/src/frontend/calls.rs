@@ -12,8 +12,9 @@
 //!   its answer passed back. Each Front End holding an end of a call watches it: when the Mediation connection closes
 //!   (or the peer Front End holding the other end dies), the remaining end gets a BYE.
 //!
-//! A call is held as a [`CallEntry`](super::call_state::CallEntry) by Call-ID on each Front End that holds one of its ends: the end toward the
-//! client and the end toward Mediation, each either a connection here ([`End::Leg`](super::call_state::End::Leg)) or another Front End of the pool
+//! A call is held as a [`CallEntry`](super::call_state::CallEntry) by Call-ID on each Front End that holds one of
+//! its ends: the end toward the client and the end toward Mediation, each either a connection here
+//! ([`End::Leg`](super::call_state::End::Leg)) or another Front End of the pool
 //! ([`End::Node`](super::call_state::End::Node), reached with the peer link's `CallRelay`).
 //!
 //! The file holds one concept, the Front End's side of a call: placing, ringing, relaying inside the dialog and
