@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,10 @@ use crate::mediation::{Leg, Link};
 use crate::sip::message::{self, header, uri_in};
 use crate::sip::Flow;
 
-/// Where calls go and how long each step may take.
+/// Calls a Front End holds an end of at once, unless its settings say otherwise.
+pub const CALLS_MAX_DEFAULT: usize = 1_000;
+
+/// Where calls go, how long each step may take, and how many calls one Front End holds.
 #[derive(Debug, Clone)]
 pub struct CallSettings {
     /// The Mediation pool calls to numbers go to: the first of the Front End pool's site, else the first.
@@ -34,6 +37,9 @@ pub struct CallSettings {
     pub relay_timeout: Duration,
     /// How often each call checks that the ends it holds are still there.
     pub leg_check_interval: Duration,
+    /// Calls this Front End holds an end of at once, those being set up included; a new one beyond is answered
+    /// `503` with `Retry-After`.
+    pub calls_max: usize,
 }
 
 impl CallSettings {
@@ -48,6 +54,7 @@ impl CallSettings {
             invite_timeout: Duration::from_secs(32),
             relay_timeout: Duration::from_secs(5),
             leg_check_interval: Duration::from_millis(200),
+            calls_max: CALLS_MAX_DEFAULT,
         }
     }
 
@@ -154,6 +161,8 @@ pub(super) struct CallEntry {
     pub(super) mediation_flow: Option<Flow>,
     pub(super) cseq: AtomicU32,
     pub(super) ended: AtomicBool,
+    /// The call's place among `calls_max`, given back when it ends.
+    pub(super) slot: Mutex<Option<CallSlot>>,
 }
 
 impl CallEntry {
@@ -166,15 +175,42 @@ impl CallEntry {
     }
 }
 
+/// One call's place among [`CallSettings::calls_max`]: taken before a new call is set up, given back (dropped)
+/// when it is not answered or when the call ends.
+pub(super) struct CallSlot(Arc<AtomicUsize>);
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The calls this Front End holds an end of, and its connections to Mediation servers.
 #[derive(Default)]
 pub struct Calls {
     pub(super) by_id: Mutex<HashMap<String, Arc<CallEntry>>>,
     /// One open connection per Mediation server, reused by every call placed on it.
     pub(super) links: Mutex<HashMap<SocketAddr, Link>>,
+    /// Calls up or being set up: the places taken among `calls_max`.
+    held: Arc<AtomicUsize>,
 }
 
 impl Calls {
+    /// A place for one more call, or `None` when `calls_max` are up or being set up.
+    pub(super) fn reserve(&self, calls_max: usize) -> Option<CallSlot> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < calls_max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| CallSlot(self.held.clone()))
+    }
+
+    /// Calls up or being set up (at most `calls_max`).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
     pub(super) fn get(&self, call_id: &str) -> Option<Arc<CallEntry>> {
         self.by_id
             .lock()
@@ -202,6 +238,8 @@ impl Calls {
         {
             by_id.remove(&entry.dialog.call_id);
         }
+        drop(by_id);
+        entry.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         true
     }
 

@@ -18,12 +18,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsip::{Method, Request, Response, SipMessage};
 
-use super::call_state::{CallEntry, CallSettings, Dialog, End};
+use super::call_state::{CallEntry, CallSettings, CallSlot, Dialog, End, CALLS_MAX_DEFAULT};
 use super::pool::wire::{Answer, Call};
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
@@ -76,7 +76,8 @@ fn forwarded(request: &Request, uri: Option<&str>) -> Option<Request> {
     message::request(request.method, &uri, headers, request.body.clone()).ok()
 }
 
-/// Our answer to `request` carrying the far end's `answer`: its status, To (with its tag), Contact and body.
+/// Our answer to `request` carrying the far end's `answer`: its status, To (with its tag), Contact, Retry-After and
+/// body.
 fn answer_for(request: &Request, answer: &Response) -> Response {
     let mut response = message::response(request, answer.status_code.code(), &reason_of(answer));
     if let Some(to) = header(&answer.headers, "To") {
@@ -85,7 +86,7 @@ fn answer_for(request: &Request, answer: &Response) -> Response {
             .retain(|h| !name(h).eq_ignore_ascii_case("To"));
         message::push(&mut response.headers, "To", to.to_owned());
     }
-    for carried in ["Contact", "Content-Type"] {
+    for carried in ["Contact", "Content-Type", "Retry-After"] {
         if let Some(v) = header(&answer.headers, carried) {
             message::push(&mut response.headers, carried, v.to_owned());
         }
@@ -194,8 +195,11 @@ impl FrontEnd {
             if let Err(refusal) = self.authenticate(&request, &peer, &sender) {
                 return Reply::Response(refusal);
             }
+            let Some(slot) = self.calls.reserve(settings.calls_max) else {
+                return Reply::Response(self.too_many_calls(&request));
+            };
             return Reply::Deferred(Box::pin(async move {
-                this.call_out(request, peer, settings, number).await
+                this.call_out(request, peer, settings, number, slot).await
             }));
         }
         let Some(user) = user_of(&uri).map(str::to_owned) else {
@@ -221,9 +225,17 @@ impl FrontEnd {
         if !self.config.credentials.knows(&user) {
             return Reply::Response(message::response(&request, 404, "Not Found"));
         }
+        let Some(slot) = self.calls.reserve(settings.calls_max) else {
+            return Reply::Response(self.too_many_calls(&request));
+        };
         Reply::Deferred(Box::pin(async move {
-            this.call_in(request, peer, settings, user).await
+            this.call_in(request, peer, settings, user, slot).await
         }))
+    }
+
+    /// The answer to a new call beyond `calls_max`.
+    fn too_many_calls(&self, request: &Request) -> Response {
+        message::unavailable(request, "Too Many Calls", self.config.retry_after)
     }
 
     async fn call_out(
@@ -232,6 +244,7 @@ impl FrontEnd {
         peer: Peer,
         settings: CallSettings,
         number: String,
+        slot: CallSlot,
     ) -> Response {
         let _ = peer
             .send_raw(message::encode(message::response(&request, 100, "Trying")))
@@ -270,6 +283,7 @@ impl FrontEnd {
                     mediation_flow: None,
                     cseq: AtomicU32::new(OWN_CSEQ_FIRST),
                     ended: AtomicBool::new(false),
+                    slot: Mutex::new(Some(slot)),
                 });
             }
             return answer_for(&request, &answer);
@@ -283,6 +297,7 @@ impl FrontEnd {
         peer: Peer,
         settings: CallSettings,
         user: String,
+        slot: CallSlot,
     ) -> Response {
         let view = match self.view(&user, now_unix_ms()).await {
             Ok(view) => view,
@@ -358,6 +373,7 @@ impl FrontEnd {
                     mediation_flow: Some(peer.flow()),
                     cseq: AtomicU32::new(OWN_CSEQ_FIRST),
                     ended: AtomicBool::new(false),
+                    slot: Mutex::new(Some(slot)),
                 });
                 return answer_for(&request, &answer);
             }
@@ -377,6 +393,12 @@ impl FrontEnd {
         timeout_ms: u64,
     ) -> Option<String> {
         let invite = forwarded(&parse_request(encoded_invite)?, None)?;
+        let calls_max = self
+            .call_settings()
+            .map_or(CALLS_MAX_DEFAULT, |s| s.calls_max);
+        let Some(slot) = self.calls.reserve(calls_max) else {
+            return Some(encoded(self.too_many_calls(&invite)));
+        };
         let (_, flow) = self
             .locations
             .flows_of(user)
@@ -395,6 +417,7 @@ impl FrontEnd {
                 mediation_flow: None,
                 cseq: AtomicU32::new(OWN_CSEQ_FIRST),
                 ended: AtomicBool::new(false),
+                slot: Mutex::new(Some(slot)),
             });
         }
         Some(encoded(answer))
