@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::director::Resolver;
 use crate::mediation::{Leg, Link};
 use crate::sip::message::{self, header, uri_in};
 use crate::sip::Flow;
+use crate::slots::{Slot, Slots};
 
 /// Calls a Front End holds an end of at once, unless its settings say otherwise.
 pub const CALLS_MAX_DEFAULT: usize = 1_000;
@@ -162,7 +163,7 @@ pub(super) struct CallEntry {
     pub(super) cseq: AtomicU32,
     pub(super) ended: AtomicBool,
     /// The call's place among `calls_max`, given back when it ends.
-    pub(super) slot: Mutex<Option<CallSlot>>,
+    pub(super) slot: Mutex<Option<Slot>>,
 }
 
 impl CallEntry {
@@ -175,16 +176,6 @@ impl CallEntry {
     }
 }
 
-/// One call's place among [`CallSettings::calls_max`]: taken before a new call is set up, given back (dropped)
-/// when it is not answered or when the call ends.
-pub(super) struct CallSlot(Arc<AtomicUsize>);
-
-impl Drop for CallSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The calls this Front End holds an end of, and its connections to Mediation servers.
 #[derive(Default)]
 pub struct Calls {
@@ -192,23 +183,18 @@ pub struct Calls {
     /// One open connection per Mediation server, reused by every call placed on it.
     pub(super) links: Mutex<HashMap<SocketAddr, Link>>,
     /// Calls up or being set up: the places taken among `calls_max`.
-    held: Arc<AtomicUsize>,
+    held: Slots,
 }
 
 impl Calls {
     /// A place for one more call, or `None` when `calls_max` are up or being set up.
-    pub(super) fn reserve(&self, calls_max: usize) -> Option<CallSlot> {
-        self.held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held < calls_max).then_some(held + 1)
-            })
-            .ok()
-            .map(|_| CallSlot(self.held.clone()))
+    pub(super) fn reserve(&self, calls_max: usize) -> Option<Slot> {
+        self.held.take(calls_max)
     }
 
     /// Calls up or being set up (at most `calls_max`).
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Acquire)
+        self.held.taken()
     }
 
     pub(super) fn get(&self, call_id: &str) -> Option<Arc<CallEntry>> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rsip::{Method, Request, Response, SipMessage};
 
-use super::call_state::{CallEntry, CallSettings, CallSlot, Dialog, End, CALLS_MAX_DEFAULT};
+use super::call_state::{CallEntry, CallSettings, Dialog, End, CALLS_MAX_DEFAULT};
 use super::pool::wire::{Answer, Call};
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
@@ -33,6 +33,7 @@ use crate::mediation::{number_of, Leg, Link, OnRequest};
 use crate::sip::codec::Limits;
 use crate::sip::message::{self, header, name, uri_in, user_of, value};
 use crate::sip::{Peer, Reply, RequestError, Transport};
+use crate::slots::Slot;
 
 /// Headers a relayed request does not carry: our hop's Via, credentials and routing, and Content-Length (computed
 /// on encoding).
@@ -244,7 +245,7 @@ impl FrontEnd {
         peer: Peer,
         settings: CallSettings,
         number: String,
-        slot: CallSlot,
+        slot: Slot,
     ) -> Response {
         let _ = peer
             .send_raw(message::encode(message::response(&request, 100, "Trying")))
@@ -297,7 +298,7 @@ impl FrontEnd {
         peer: Peer,
         settings: CallSettings,
         user: String,
-        slot: CallSlot,
+        slot: Slot,
     ) -> Response {
         let view = match self.view(&user, now_unix_ms()).await {
             Ok(view) => view,

@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use super::codec::{decode_datagram, Frame, FrameError, Framer, Limits};
 use super::error::{RequestError, TransportError};
 use super::message;
 use super::transaction::{Arrival, TransactionCache, TransactionKey};
+use crate::slots::{Slot, Slots};
 
 /// A future a handler hands back for the transport to drive.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -126,32 +127,13 @@ impl Default for TransportConfig {
 /// What a running transport holds now, for `/status` and tests. Cheap to clone: clones share the counts.
 #[derive(Debug, Clone, Default)]
 pub struct TransportCounts {
-    connections: Arc<AtomicUsize>,
+    connections: Slots,
 }
 
 impl TransportCounts {
     /// Accepted TCP connections open now (at most [`TransportConfig::connections_max`]).
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
-    /// A place for one more accepted connection, or `None` when `max` are open.
-    fn admit(&self, max: usize) -> Option<ConnectionSlot> {
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| ConnectionSlot(self.connections.clone()))
-    }
-}
-
-/// One accepted connection's place among [`TransportConfig::connections_max`], given back when the connection ends.
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.connections.taken()
     }
 }
 
@@ -542,7 +524,7 @@ async fn accept_loop<H: Handler>(
                     continue;
                 };
                 while connections.try_join_next().is_some() {}
-                let Some(slot) = config.counts.admit(config.connections_max) else {
+                let Some(slot) = config.counts.connections.take(config.connections_max) else {
                     // At the cap: closed unread. The client sees the connection end, as from a server that is full.
                     drop(stream);
                     continue;
@@ -561,7 +543,7 @@ async fn accept_loop<H: Handler>(
 /// How a TCP connection came to be.
 enum Opened {
     /// Accepted on a listener: it holds a place among the accepted connections and must send a message soon.
-    Accepted(ConnectionSlot),
+    Accepted(Slot),
     /// Dialled by this side: whoever dialled awaits its peer.
     Dialled(oneshot::Sender<Peer>),
 }
