@@ -28,6 +28,7 @@ use crate::director::node::{self, NodeError, NodeIdentity, Resolver, RoleArgs, R
 use crate::sip::codec::Limits;
 use crate::sip::message::{self, header, param, uri_in, user_of};
 use crate::sip::{BoxFuture, Handler, Peer, Reply, RequestError, TransportConfig};
+use crate::slots::{Slot, Slots};
 
 /// Settings of one Mediation server.
 #[derive(Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct MediationConfig {
     pub relay_timeout: Duration,
     /// How often each call checks that both legs' connections are still open.
     pub leg_check_interval: Duration,
+    /// Calls at once, those being set up included; a new one beyond is answered `503` with `Retry-After`.
+    pub calls_max: usize,
+    /// What `Retry-After` tells a caller refused at `calls_max`.
+    pub retry_after: Duration,
     pub limits: Limits,
     pub transport: TransportConfig,
 }
@@ -55,6 +60,8 @@ impl MediationConfig {
             invite_timeout: Duration::from_secs(32),
             relay_timeout: Duration::from_secs(5),
             leg_check_interval: Duration::from_millis(200),
+            calls_max: 1_000,
+            retry_after: Duration::from_secs(5),
             limits: Limits::default(),
             transport: TransportConfig::default(),
         }
@@ -81,6 +88,8 @@ struct Call {
     a: DialogSide,
     b: DialogSide,
     ended: AtomicBool,
+    /// The call's place among `calls_max`, given back when it ends.
+    slot: Mutex<Option<Slot>>,
 }
 
 impl Call {
@@ -111,6 +120,8 @@ pub struct Mediation {
     pub config: MediationConfig,
     /// Calls by the Call-ID of either leg.
     calls: Mutex<HashMap<String, (Arc<Call>, Side)>>,
+    /// Calls up or being set up: the places taken among `calls_max`.
+    held: Slots,
     /// One open link per pool this server places calls to (the gateway pool, Front End pools), reused by calls.
     links: Mutex<HashMap<String, Link>>,
     counters: Counters,
@@ -123,6 +134,7 @@ impl Mediation {
         let mediation = Arc::new(Self {
             config,
             calls: Mutex::new(HashMap::new()),
+            held: Slots::default(),
             links: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             this: OnceLock::new(),
@@ -141,6 +153,11 @@ impl Mediation {
         self.lock_calls().len() / 2
     }
 
+    /// Calls up or being set up: the places taken among [`MediationConfig::calls_max`].
+    pub fn calls_held(&self) -> usize {
+        self.held.taken()
+    }
+
     /// `/status`.
     pub fn status(&self) -> Value {
         let c = &self.counters;
@@ -150,6 +167,7 @@ impl Mediation {
             "node": self.config.identity.node,
             "gateway": self.config.identity.pool_config().gateway,
             "calls_in_progress": self.calls_in_progress(),
+            "calls_held": self.calls_held(),
             "calls_attempted": c.attempted.load(Ordering::Relaxed),
             "calls_completed": c.completed.load(Ordering::Relaxed),
             "calls_failed": c.failed.load(Ordering::Relaxed),
@@ -188,14 +206,17 @@ impl Mediation {
     /// A new call: leg B to the gateway or the user's home pool, then the answer on leg A.
     async fn new_call(self: Arc<Self>, request: Request, a_leg: Leg) -> Response {
         self.counters.attempted.fetch_add(1, Ordering::Relaxed);
-        let response = self.place(&request, a_leg).await;
+        let response = match self.held.take(self.config.calls_max) {
+            Some(slot) => self.place(&request, a_leg, slot).await,
+            None => message::unavailable(&request, "Too Many Calls", self.config.retry_after),
+        };
         if response.status_code.code() >= 300 {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         response
     }
 
-    async fn place(self: &Arc<Self>, request: &Request, a_leg: Leg) -> Response {
+    async fn place(self: &Arc<Self>, request: &Request, a_leg: Leg, slot: Slot) -> Response {
         let identity = &self.config.identity;
         let uri = request.uri.to_string();
         let (direction, b_uri, pools) = if let Some(number) = number_of(&uri) {
@@ -297,6 +318,7 @@ impl Mediation {
                 a,
                 b,
                 ended: AtomicBool::new(false),
+                slot: Mutex::new(Some(slot)),
             });
             {
                 let mut calls = self.lock_calls();
@@ -414,6 +436,7 @@ impl Mediation {
             calls.remove(&call.a.call_id);
             calls.remove(&call.b.call_id);
         }
+        call.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         let counter = if completed {
             &self.counters.completed
         } else {
