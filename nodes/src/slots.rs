@@ -20,6 +20,13 @@ impl Slots {
             .map(|_| Slot(self.0.clone()))
     }
 
+    /// A place taken whatever the count: for what a bound elsewhere already limits (a bounded queue's items),
+    /// counted here so it can be read.
+    pub fn count(&self) -> Slot {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Slot(self.0.clone())
+    }
+
     /// Places taken now.
     pub fn taken(&self) -> usize {
         self.0.load(Ordering::Acquire)

@@ -359,6 +359,10 @@ impl FrontEnd {
                         Some(Answer::Relayed {
                             response: Some(text),
                         }) => parse_response(&text).map(|a| (a, End::Node(node))),
+                        Some(Answer::Unavailable { reason }) => {
+                            last = message::unavailable(&request, &reason, self.config.retry_after);
+                            None
+                        }
                         _ => None,
                     }
                 }
@@ -548,6 +552,13 @@ impl FrontEnd {
                         response: Some(text),
                     }) => Ok(parse_response(&text)),
                     Some(Answer::Relayed { response: None }) if is_ack => Ok(None),
+                    // The Front End holding the end is at one of its bounds: the call lives on, the request is
+                    // refused.
+                    Some(Answer::Unavailable { reason }) => Ok(Some(message::unavailable(
+                        &request,
+                        &reason,
+                        self.config.retry_after,
+                    ))),
                     Some(_) => Err(closed()),
                     None => Err(RequestError::Timeout {
                         peer: ([0, 0, 0, 0], 0).into(),
