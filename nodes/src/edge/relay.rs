@@ -138,23 +138,12 @@ impl Drop for Upstream {
     }
 }
 
-/// Counts a client connection for `/status` while it lives.
-struct ClientGuard(Arc<Edge>);
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        self.0.client_left();
-    }
-}
-
 /// Relays one accepted client connection until either side closes or `stop` fires.
 pub async fn client_connection(
     stream: TcpStream,
     edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
 ) {
-    edge.client_joined();
-    let _guard = ClientGuard(edge.clone());
     let _ = stream.set_nodelay(true);
     let Ok(client_local) = stream.local_addr() else {
         return;
