@@ -648,3 +648,111 @@ async fn calls_beyond_the_gateways_cap_get_503_and_it_answers_on() {
     assert!(gateway.calls_held() <= CAP);
     net.stop().await;
 }
+
+/// A gateway that answers a call and then never answers anything inside it: every request Mediation relays to it
+/// waits for the relay timeout.
+struct SilentGateway;
+
+impl Handler for SilentGateway {
+    async fn handle(&self, request: Request, _peer: Peer) -> Reply {
+        match request.method {
+            Method::Ack => Reply::Nothing,
+            Method::Invite => {
+                let mut ok = message::response(&request, 200, "OK");
+                message::push(
+                    &mut ok.headers,
+                    "Contact",
+                    "<sip:gw@127.0.0.1;transport=tcp>",
+                );
+                Reply::Response(ok)
+            }
+            _ => Reply::Deferred(Box::pin(std::future::pending())),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_a_mediation_servers_in_flight_cap_get_503_and_it_answers_on() {
+    // Claim: a Mediation server answers at most `requests_in_flight_max` requests at once (a relayed one waits for
+    // the other leg); one beyond gets `503` with `Retry-After` at once, and once the waiting ones end, requests are
+    // answered again.
+    // Proof: a call whose far end never answers inside it; 64 OPTIONS pipelined in the call against a cap of 8: 56
+    // refused at once, the server's count never above 8; the 8 waiting ones end `408` after the relay timeout;
+    // then an OPTIONS in the call is answered (`408`, not refused) and one outside any call gets `200`.
+    const CAP: usize = 8;
+    const FLOOD: u32 = 64;
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let silent = listeners.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gw = tokio::spawn(async move {
+        poolnode::sip::run(
+            listeners,
+            Arc::new(SilentGateway),
+            TransportConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let mut config = MediationConfig::new(
+        identity("med1", "mediation"),
+        Resolver::dns().pin("gw", vec![silent]),
+    );
+    config.requests_in_flight_max = CAP;
+    config.relay_timeout = Duration::from_secs(2);
+    let med = Mediation::new(config);
+    let served = med.clone();
+    let mut running = Running::start(move |l, stop| mediation::serve(l, served, stop)).await;
+    let mut caller = Caller::place(running.sip, "sip:+15551234@med", 600_000)
+        .await
+        .expect("answered by the silent gateway");
+
+    let flood: String = (0..FLOOD)
+        .map(|i| caller.in_dialog("OPTIONS", 10 + i))
+        .collect();
+    caller.conn.send(flood.as_bytes()).await;
+    let (mut refused, mut timed_out) = (0, 0);
+    // Bounded: one answer per OPTIONS.
+    while refused + timed_out < FLOOD as usize {
+        let answer = caller.conn.response().await;
+        match answer.status_code.code() {
+            503 => {
+                assert!(header(&answer.headers, "Retry-After").is_some(), "{answer}");
+                refused += 1;
+            }
+            408 => timed_out += 1,
+            _ => panic!("neither refused nor timed out: {answer}"),
+        }
+        assert!(
+            med.requests_in_flight() <= CAP,
+            "{} in flight",
+            med.requests_in_flight()
+        );
+    }
+    println!(
+        "{FLOOD} requests in a call against a cap of {CAP}: {refused} refused, {timed_out} waited"
+    );
+    assert_eq!((refused, timed_out), (FLOOD as usize - CAP, CAP));
+    assert!(eventually(WAIT, || async { med.requests_in_flight() == 0 }).await);
+
+    let again = caller.in_dialog("OPTIONS", 1_000);
+    assert_eq!(caller.conn.request(&again).await.status_code.code(), 408);
+    let mut other = Conn::connect(running.sip).await;
+    let options = request(
+        "OPTIONS",
+        "sip:med",
+        "probe",
+        "probe",
+        other.local(),
+        &[],
+        "",
+    );
+    assert_eq!(other.request(&options).await.status_code.code(), 200);
+    running.kill().await;
+    let _ = stop.send(());
+    gw.await.unwrap();
+}
