@@ -19,6 +19,9 @@ pub struct EdgeConfig {
     pub connect_timeout: Duration,
     /// A client connection with no byte for this long is closed (clients send keep-alives well within it).
     pub idle_timeout: Duration,
+    /// A client connection none of whose requests has gone upstream this long after it was accepted is closed, so a
+    /// connection that says nothing holds its place among `clients_max` only this long.
+    pub first_message_timeout: Duration,
     /// Client connections relayed at once; one more is closed as soon as it is accepted.
     pub clients_max: usize,
     /// How often a blank-line ping goes upstream, so the pool does not close an idle relayed connection.
@@ -35,6 +38,7 @@ impl EdgeConfig {
             resolver,
             connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(900),
+            first_message_timeout: Duration::from_secs(30),
             clients_max: 10_000,
             upstream_keepalive_interval: Duration::from_secs(30),
             limits: Limits::default(),

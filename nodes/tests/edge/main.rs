@@ -41,12 +41,11 @@ struct Net {
 
 impl Net {
     async fn start() -> Net {
-        Net::start_with_clients_max(None).await
+        Net::start_with(|_| {}).await
     }
 
-    /// The network with each Edge server relaying at most `clients_max` client connections (its default when
-    /// `None`).
-    async fn start_with_clients_max(clients_max: Option<usize>) -> Net {
+    /// The network with each Edge server's settings finished by `configure`.
+    async fn start_with(configure: impl Fn(&mut EdgeConfig)) -> Net {
         let credentials = Credentials::from_pairs([
             ("alice", "alice-pw"),
             ("bob", "bob-pw"),
@@ -75,9 +74,7 @@ impl Net {
         let mut edges = Vec::new();
         for node in ["edge1", "edge2"] {
             let mut config = EdgeConfig::new(identity(node, "edge"), resolver.clone());
-            if let Some(clients_max) = clients_max {
-                config.clients_max = clients_max;
-            }
+            configure(&mut config);
             edges.push(Running::start(move |l, stop| edge::run(l, config, stop)).await);
         }
         Net {
@@ -386,7 +383,7 @@ async fn client_connections_beyond_the_cap_are_closed_and_the_edge_relays_on() {
     // 36 closed, `/status` never counting more than 4 clients; after they close the count is 0 and alice signs in.
     const CAP: usize = 4;
     const FLOOD: usize = 40;
-    let net = Net::start_with_clients_max(Some(CAP)).await;
+    let net = Net::start_with(|config| config.clients_max = CAP).await;
     let edge = &net.edges[0];
     let (mut kept, mut closed) = (Vec::new(), 0);
     for _ in 0..FLOOD {
@@ -429,5 +426,47 @@ async fn client_connections_beyond_the_cap_are_closed_and_the_edge_relays_on() {
     let mut alice = Conn::connect(edge.sip).await;
     let (_, done) = sign_in(&mut alice, "alice").await;
     assert_eq!(done.status_code.code(), 200, "{done}");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_connections_are_closed_after_the_first_message_timeout() {
+    // Claim: a client connection none of whose requests went upstream within `first_message_timeout` is closed, so
+    // silent connections hold the cap only that long; a connection that sent a request is not subject to it.
+    // Proof: with a 300 ms timeout, a silent connection is closed, no sooner than 300 ms after it connected, while a
+    // connection whose OPTIONS was relayed is still relayed afterwards; `/status` then counts only that one.
+    const FIRST_MESSAGE: Duration = Duration::from_millis(300);
+    let net = Net::start_with(|config| config.first_message_timeout = FIRST_MESSAGE).await;
+    let edge = &net.edges[0];
+    let options = |conn: &Conn| {
+        request(
+            "OPTIONS",
+            "sip:pool.test",
+            "probe",
+            "probe",
+            conn.local(),
+            &[],
+            "",
+        )
+    };
+    let mut talking = Conn::connect(edge.sip).await;
+    let first = options(&talking);
+    assert_eq!(talking.request(&first).await.status_code.code(), 200);
+    let connected = tokio::time::Instant::now();
+    let mut silent = Conn::connect(edge.sip).await;
+    assert!(
+        silent.closes_within(WAIT).await,
+        "the silent connection is closed"
+    );
+    let lived = connected.elapsed();
+    assert!(lived >= FIRST_MESSAGE, "closed after {lived:?}");
+    let again = options(&talking);
+    assert_eq!(talking.request(&again).await.status_code.code(), 200);
+    assert!(
+        eventually(WAIT, || async {
+            status(edge.admin).await["clients"].as_u64() == Some(1)
+        })
+        .await
+    );
     net.stop().await;
 }
