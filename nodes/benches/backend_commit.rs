@@ -122,12 +122,8 @@ async fn run_configuration(mirrored: bool, commits: u64, round: usize) -> Figure
         if !mirrored && *node == "be-2" {
             continue; // its listener is dropped: the principal runs exposed
         }
-        let backend = Backend::open(&BackendConfig {
-            cluster: cluster.clone(),
-            node: node.to_string(),
-            data_dir: root.join(node),
-        })
-        .unwrap();
+        let backend =
+            Backend::open(&BackendConfig::new(cluster.clone(), node, root.join(node))).unwrap();
         tasks.push(tokio::spawn(async move {
             let _ = backend.run(l, std::future::pending()).await;
         }));

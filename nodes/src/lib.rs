@@ -34,6 +34,7 @@
 //! - [`pairing`]: pool pairing and disaster recovery: the heartbeat between paired pools, the backup service
 //!   (each pool's Back End copied to its pair's), the backup registrar and resiliency mode, operator and
 //!   automatic pool failover and failback with fencing, the management store's location ([`pairing::Pairing`]).
+//! - [`slots`]: places among a cap ([`slots::Slots`]), how every bound on what the network feeds a node is kept.
 //! - [`defects`]: known-bad pools (cargo feature `defects` only): which defects exist and how one is planted.
 
 pub mod admin;
@@ -47,4 +48,5 @@ pub mod gateway;
 pub mod mediation;
 pub mod pairing;
 pub mod sip;
+pub mod slots;
 pub mod version;

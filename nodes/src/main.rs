@@ -258,11 +258,7 @@ fn run_backend_role(args: ServerArgs, witness: bool) -> anyhow::Result<()> {
     let cluster = std::sync::Arc::new(poolnode::cluster::ClusterConfig::from_env()?);
     let node = std::env::var(poolnode::cluster::NODE_ENV)
         .map_err(|_| anyhow::anyhow!("{} is not set", poolnode::cluster::NODE_ENV))?;
-    let config = BackendConfig {
-        cluster,
-        node,
-        data_dir: args.data,
-    };
+    let config = BackendConfig::new(cluster, &node, args.data);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let name = if witness { "witness" } else { "backend" };

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::error::{BackendError, StoreError};
@@ -19,6 +19,7 @@ use super::role::{DbRole, RoleState, Settings};
 use super::store::{DurableRole, Meta, Store};
 use crate::admin::AdminApi;
 use crate::cluster::{ClusterConfig, PoolConfig, ADMIN_PORT, PEER_PORT};
+use crate::slots::Slots;
 
 /// The sockets a Back End node serves.
 #[derive(Debug)]
@@ -50,6 +51,21 @@ pub struct BackendConfig {
     pub node: String,
     /// Where the SQLite file (or the witness's record) lives; created if missing.
     pub data_dir: PathBuf,
+    /// Accepted peer-port connections open at once (partner, witness traffic, Front Ends' clients); one more is
+    /// closed as soon as it is accepted.
+    pub peer_connections_max: usize,
+}
+
+impl BackendConfig {
+    /// Node `node` of `cluster` keeping its data in `data_dir`, with the default bounds.
+    pub fn new(cluster: Arc<ClusterConfig>, node: &str, data_dir: PathBuf) -> Self {
+        Self {
+            cluster,
+            node: node.to_owned(),
+            data_dir,
+            peer_connections_max: 1_024,
+        }
+    }
 }
 
 /// The Back End pool a node belongs to, its partner and its witness.
@@ -114,6 +130,9 @@ pub struct Backend {
     pub(crate) witness_ctl: Option<PeerConn>,
     witness_ping: Option<PeerConn>,
     sync_running: AtomicBool,
+    /// Accepted peer-port connections open now, at most `peer_connections_max`.
+    peer_connections: Slots,
+    peer_connections_max: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -153,6 +172,8 @@ impl Backend {
             witness_ctl: witness_address.as_ref().map(|(w, a)| PeerConn::new(w, a)),
             witness_ping: witness_address.map(|(w, a)| PeerConn::new(w, a)),
             sync_running: AtomicBool::new(false),
+            peer_connections: Slots::default(),
+            peer_connections_max: config.peer_connections_max,
             placement,
         }))
     }
@@ -187,20 +208,23 @@ impl Backend {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) -> Result<(), BackendError> {
-        let mut connections = JoinSet::new();
-        loop {
-            let (stream, _) = listener.accept().await?;
-            // Reap finished connections so the set stays as big as the live ones.
-            while connections.try_join_next().is_some() {}
+        let (open, max) = (self.peer_connections.clone(), self.peer_connections_max);
+        accept_peers(listener, open, max, move |stream| {
             let node = self.clone();
-            connections.spawn(async move {
+            async move {
                 serve_connection(stream, |request| {
                     let node = node.clone();
                     async move { node.handle(request).await }
                 })
                 .await
-            });
-        }
+            }
+        })
+        .await
+    }
+
+    /// Accepted peer-port connections open now (at most [`BackendConfig::peer_connections_max`]).
+    pub fn peer_connections(&self) -> usize {
+        self.peer_connections.taken()
     }
 
     async fn handle(self: &Arc<Self>, request: Request) -> Response {
@@ -510,6 +534,7 @@ impl Backend {
             "partner_heard_ms_ago": state.partner_heard_at.map(|t| now.duration_since(t).as_millis() as u64),
             "witness": self.placement.witness,
             "witness_heard_ms_ago": state.witness_heard_at.map(|t| now.duration_since(t).as_millis() as u64),
+            "peer_connections": self.peer_connections(),
         })
     }
 
@@ -531,6 +556,35 @@ impl Backend {
                         .map_err(|e| (axum::http::StatusCode::CONFLICT, e))
                 }
             })
+    }
+}
+
+/// Accepts peer-port connections and serves each with `serve`, at most `max` open at once (counted in `open`):
+/// one more is closed as soon as it is accepted, and its client sees the connection close, as from a lost node.
+pub(crate) async fn accept_peers<F, Fut>(
+    listener: TcpListener,
+    open: Slots,
+    max: usize,
+    serve: F,
+) -> Result<(), BackendError>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = listener.accept().await?;
+        // Reap finished connections so the set stays as big as the live ones.
+        while connections.try_join_next().is_some() {}
+        let Some(slot) = open.take(max) else {
+            drop(stream);
+            continue;
+        };
+        let served = serve(stream);
+        connections.spawn(async move {
+            served.await;
+            drop(slot);
+        });
     }
 }
 

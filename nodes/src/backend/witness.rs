@@ -17,9 +17,10 @@ use tokio::task::JoinSet;
 
 use super::error::BackendError;
 use super::protocol::{serve_connection, Request, Response, WitnessView};
-use super::server::{BackendConfig, Listeners};
+use super::server::{accept_peers, BackendConfig, Listeners};
 use super::store::DurableRole;
 use crate::admin::AdminApi;
+use crate::slots::Slots;
 
 /// The witness's durable record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +39,12 @@ pub struct Witness {
     started_at: Instant,
     file: PathBuf,
     admin_token: String,
+    /// The pool's nodes: the only names whose heartbeats are recorded.
+    nodes: Vec<String>,
     state: Mutex<(WitnessRecord, HashMap<String, Instant>)>,
+    /// Accepted peer-port connections open now, at most `peer_connections_max`.
+    peer_connections: Slots,
+    peer_connections_max: usize,
 }
 
 impl Witness {
@@ -67,7 +73,10 @@ impl Witness {
             started_at: Instant::now(),
             file,
             admin_token: config.cluster.admin_token.clone(),
+            nodes: pool.nodes.clone(),
             state: Mutex::new((record, HashMap::new())),
+            peer_connections: Slots::default(),
+            peer_connections_max: config.peer_connections_max,
         }))
     }
 
@@ -96,12 +105,10 @@ impl Witness {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) -> Result<(), BackendError> {
-        let mut connections = JoinSet::new();
-        loop {
-            let (stream, _) = listener.accept().await?;
-            while connections.try_join_next().is_some() {}
+        let (open, max) = (self.peer_connections.clone(), self.peer_connections_max);
+        accept_peers(listener, open, max, move |stream| {
             let witness = self.clone();
-            connections.spawn(async move {
+            async move {
                 serve_connection(stream, |request| {
                     let witness = witness.clone();
                     // Small and quick: the record write is one fsync'd file of a few bytes.
@@ -114,7 +121,20 @@ impl Witness {
                     }
                 })
                 .await
-            });
+            }
+        })
+        .await
+    }
+
+    /// Accepted peer-port connections open now (at most [`BackendConfig::peer_connections_max`]).
+    pub fn peer_connections(&self) -> usize {
+        self.peer_connections.taken()
+    }
+
+    /// Records that `node` was heard at `now`, when it is one of the pool's nodes (the map holds no other name).
+    fn hear(&self, heard: &mut HashMap<String, Instant>, node: String, now: Instant) {
+        if self.nodes.contains(&node) {
+            heard.insert(node, now);
         }
     }
 
@@ -130,7 +150,7 @@ impl Witness {
         let before = record.clone();
         let response = match request {
             Request::WitnessPing(view) => {
-                heard.insert(view.node.clone(), now);
+                self.hear(heard, view.node.clone(), now);
                 if view.role == DurableRole::Principal {
                     if view.epoch > record.epoch {
                         // A principal of a newer epoch (first contact, or after an operator failover): adopt it,
@@ -151,13 +171,13 @@ impl Witness {
             Request::Expose { node, epoch, .. } | Request::Synchronized { node, epoch, .. }
                 if epoch < record.epoch =>
             {
-                heard.insert(node, now);
+                self.hear(heard, node, now);
                 Response::Fenced {
                     epoch: record.epoch,
                 }
             }
             Request::Expose { node, epoch, lsn } => {
-                heard.insert(node.clone(), now);
+                self.hear(heard, node.clone(), now);
                 if epoch > record.epoch || record.principal.as_deref() == Some(&node) {
                     record.epoch = epoch;
                     record.principal = Some(node.clone());
@@ -171,7 +191,7 @@ impl Witness {
                 }
             }
             Request::Synchronized { node, epoch, lsn } => {
-                heard.insert(node.clone(), now);
+                self.hear(heard, node.clone(), now);
                 if epoch == record.epoch && record.principal.as_deref() == Some(&node) {
                     record.mirror_synchronized = true;
                     tracing::info!(witness = %self.node, %node, epoch, lsn, "mirror registered synchronized");
@@ -188,7 +208,7 @@ impl Witness {
                 lsn,
                 force,
             } => {
-                heard.insert(node.clone(), now);
+                self.hear(heard, node.clone(), now);
                 self.decide_promotion(record, heard, now, &node, epoch, lsn, force)
             }
             Request::View => Response::Witness(self.view(record, heard, now)),
@@ -308,6 +328,7 @@ impl Witness {
             "principal": record.principal,
             "mirror_synchronized": record.mirror_synchronized,
             "heard_ms_ago": seen,
+            "peer_connections": self.peer_connections(),
         })
     }
 }

@@ -4,8 +4,9 @@
 use crate::director::node::{NodeError, NodeIdentity, Resolver};
 use crate::sip::codec::Limits;
 use crate::sip::TransportConfig;
+use crate::slots::{Slot, Slots};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -18,6 +19,11 @@ pub struct EdgeConfig {
     pub connect_timeout: Duration,
     /// A client connection with no byte for this long is closed (clients send keep-alives well within it).
     pub idle_timeout: Duration,
+    /// A client connection none of whose requests has gone upstream this long after it was accepted is closed, so a
+    /// connection that says nothing holds its place among `clients_max` only this long.
+    pub first_message_timeout: Duration,
+    /// Client connections relayed at once; one more is closed as soon as it is accepted.
+    pub clients_max: usize,
     /// How often a blank-line ping goes upstream, so the pool does not close an idle relayed connection.
     pub upstream_keepalive_interval: Duration,
     pub limits: Limits,
@@ -32,6 +38,8 @@ impl EdgeConfig {
             resolver,
             connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(900),
+            first_message_timeout: Duration::from_secs(30),
+            clients_max: 10_000,
             upstream_keepalive_interval: Duration::from_secs(30),
             limits: Limits::default(),
             transport: TransportConfig::default(),
@@ -43,7 +51,8 @@ impl EdgeConfig {
 pub struct Edge {
     pub config: EdgeConfig,
     next_hop: RwLock<String>,
-    clients: AtomicUsize,
+    /// Client connections relayed now, at most `clients_max`.
+    clients: Slots,
     relayed: AtomicU64,
 }
 
@@ -62,7 +71,7 @@ impl Edge {
         Ok(Self {
             config,
             next_hop: RwLock::new(next_hop),
-            clients: AtomicUsize::new(0),
+            clients: Slots::default(),
             relayed: AtomicU64::new(0),
         })
     }
@@ -111,16 +120,14 @@ impl Edge {
             .map(|r| r.to.clone())
     }
 
+    /// Client connections relayed now (at most [`EdgeConfig::clients_max`]).
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
+        self.clients.taken()
     }
 
-    pub(crate) fn client_joined(&self) {
-        self.clients.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn client_left(&self) {
-        self.clients.fetch_sub(1, Ordering::Relaxed);
+    /// A place for one more client connection, held while it is relayed; `None` when `clients_max` are.
+    pub(crate) fn admit_client(&self) -> Option<Slot> {
+        self.clients.take(self.config.clients_max)
     }
 
     pub(crate) fn relayed(&self) {

@@ -138,23 +138,12 @@ impl Drop for Upstream {
     }
 }
 
-/// Counts a client connection for `/status` while it lives.
-struct ClientGuard(Arc<Edge>);
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        self.0.client_left();
-    }
-}
-
 /// Relays one accepted client connection until either side closes or `stop` fires.
 pub async fn client_connection(
     stream: TcpStream,
     edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
 ) {
-    edge.client_joined();
-    let _guard = ClientGuard(edge.clone());
     let _ = stream.set_nodelay(true);
     let Ok(client_local) = stream.local_addr() else {
         return;
@@ -179,10 +168,18 @@ pub async fn client_connection(
     let mut keepalive = tokio::time::interval(edge.config.upstream_keepalive_interval);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
+    let first_message_by = tokio::time::Instant::now() + edge.config.first_message_timeout;
     // Bounded by the connection's life: each turn reads, or ends the relay.
     loop {
+        let idle_by = tokio::time::Instant::now() + edge.config.idle_timeout;
+        // Until a request of the client's has gone upstream, the first-message timeout applies too.
+        let read_by = if relay.generations == 0 {
+            first_message_by.min(idle_by)
+        } else {
+            idle_by
+        };
         tokio::select! {
-            read = tokio::time::timeout(edge.config.idle_timeout, reader.read_buf(&mut buf)) => {
+            read = tokio::time::timeout_at(read_by, reader.read_buf(&mut buf)) => {
                 let eof = match read {
                     Ok(Ok(0)) => true,
                     Ok(Ok(_)) => false,

@@ -113,8 +113,17 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>, mut stop: watch::Re
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                connections.spawn(relay::client_connection(stream, edge.clone(), stop.clone()));
                 while connections.try_join_next().is_some() {}
+                let Some(slot) = edge.admit_client() else {
+                    // At the cap: closed unread; the client tries another Edge server, as after a lost one.
+                    drop(stream);
+                    continue;
+                };
+                let relayed = relay::client_connection(stream, edge.clone(), stop.clone());
+                connections.spawn(async move {
+                    relayed.await;
+                    drop(slot);
+                });
             }
             _ = stop.changed() => break,
         }

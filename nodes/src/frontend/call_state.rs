@@ -14,8 +14,12 @@ use crate::director::Resolver;
 use crate::mediation::{Leg, Link};
 use crate::sip::message::{self, header, uri_in};
 use crate::sip::Flow;
+use crate::slots::{Slot, Slots};
 
-/// Where calls go and how long each step may take.
+/// Calls a Front End holds an end of at once, unless its settings say otherwise.
+pub const CALLS_MAX_DEFAULT: usize = 1_000;
+
+/// Where calls go, how long each step may take, and how many calls one Front End holds.
 #[derive(Debug, Clone)]
 pub struct CallSettings {
     /// The Mediation pool calls to numbers go to: the first of the Front End pool's site, else the first.
@@ -34,6 +38,9 @@ pub struct CallSettings {
     pub relay_timeout: Duration,
     /// How often each call checks that the ends it holds are still there.
     pub leg_check_interval: Duration,
+    /// Calls this Front End holds an end of at once, those being set up included; a new one beyond is answered
+    /// `503` with `Retry-After`.
+    pub calls_max: usize,
 }
 
 impl CallSettings {
@@ -48,6 +55,7 @@ impl CallSettings {
             invite_timeout: Duration::from_secs(32),
             relay_timeout: Duration::from_secs(5),
             leg_check_interval: Duration::from_millis(200),
+            calls_max: CALLS_MAX_DEFAULT,
         }
     }
 
@@ -154,6 +162,8 @@ pub(super) struct CallEntry {
     pub(super) mediation_flow: Option<Flow>,
     pub(super) cseq: AtomicU32,
     pub(super) ended: AtomicBool,
+    /// The call's place among `calls_max`, given back when it ends.
+    pub(super) slot: Mutex<Option<Slot>>,
 }
 
 impl CallEntry {
@@ -172,9 +182,21 @@ pub struct Calls {
     pub(super) by_id: Mutex<HashMap<String, Arc<CallEntry>>>,
     /// One open connection per Mediation server, reused by every call placed on it.
     pub(super) links: Mutex<HashMap<SocketAddr, Link>>,
+    /// Calls up or being set up: the places taken among `calls_max`.
+    held: Slots,
 }
 
 impl Calls {
+    /// A place for one more call, or `None` when `calls_max` are up or being set up.
+    pub(super) fn reserve(&self, calls_max: usize) -> Option<Slot> {
+        self.held.take(calls_max)
+    }
+
+    /// Calls up or being set up (at most `calls_max`).
+    pub fn held(&self) -> usize {
+        self.held.taken()
+    }
+
     pub(super) fn get(&self, call_id: &str) -> Option<Arc<CallEntry>> {
         self.by_id
             .lock()
@@ -202,6 +224,8 @@ impl Calls {
         {
             by_id.remove(&entry.dialog.call_id);
         }
+        drop(by_id);
+        entry.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         true
     }
 

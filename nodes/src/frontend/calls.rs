@@ -22,12 +22,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsip::{Method, Request, Response, SipMessage};
 
-use super::call_state::{CallEntry, CallSettings, Dialog, End};
+use super::call_state::{CallEntry, CallSettings, Dialog, End, CALLS_MAX_DEFAULT};
 use super::pool::wire::{Answer, Call};
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
@@ -37,6 +37,7 @@ use crate::mediation::{number_of, Leg, Link, OnRequest};
 use crate::sip::codec::Limits;
 use crate::sip::message::{self, header, name, uri_in, user_of, value};
 use crate::sip::{Peer, Reply, RequestError, Transport};
+use crate::slots::Slot;
 
 /// Headers a relayed request does not carry: our hop's Via, credentials and routing, and Content-Length (computed
 /// on encoding).
@@ -80,7 +81,8 @@ fn forwarded(request: &Request, uri: Option<&str>) -> Option<Request> {
     message::request(request.method, &uri, headers, request.body.clone()).ok()
 }
 
-/// Our answer to `request` carrying the far end's `answer`: its status, To (with its tag), Contact and body.
+/// Our answer to `request` carrying the far end's `answer`: its status, To (with its tag), Contact, Retry-After and
+/// body.
 fn answer_for(request: &Request, answer: &Response) -> Response {
     let mut response = message::response(request, answer.status_code.code(), &reason_of(answer));
     if let Some(to) = header(&answer.headers, "To") {
@@ -89,7 +91,7 @@ fn answer_for(request: &Request, answer: &Response) -> Response {
             .retain(|h| !name(h).eq_ignore_ascii_case("To"));
         message::push(&mut response.headers, "To", to.to_owned());
     }
-    for carried in ["Contact", "Content-Type"] {
+    for carried in ["Contact", "Content-Type", "Retry-After"] {
         if let Some(v) = header(&answer.headers, carried) {
             message::push(&mut response.headers, carried, v.to_owned());
         }
@@ -198,8 +200,11 @@ impl FrontEnd {
             if let Err(refusal) = self.authenticate(&request, &peer, &sender) {
                 return Reply::Response(refusal);
             }
+            let Some(slot) = self.calls.reserve(settings.calls_max) else {
+                return Reply::Response(self.too_many_calls(&request));
+            };
             return Reply::Deferred(Box::pin(async move {
-                this.call_out(request, peer, settings, number).await
+                this.call_out(request, peer, settings, number, slot).await
             }));
         }
         let Some(user) = user_of(&uri).map(str::to_owned) else {
@@ -225,9 +230,17 @@ impl FrontEnd {
         if !self.config.credentials.knows(&user) {
             return Reply::Response(message::response(&request, 404, "Not Found"));
         }
+        let Some(slot) = self.calls.reserve(settings.calls_max) else {
+            return Reply::Response(self.too_many_calls(&request));
+        };
         Reply::Deferred(Box::pin(async move {
-            this.call_in(request, peer, settings, user).await
+            this.call_in(request, peer, settings, user, slot).await
         }))
+    }
+
+    /// The answer to a new call beyond `calls_max`.
+    fn too_many_calls(&self, request: &Request) -> Response {
+        message::unavailable(request, "Too Many Calls", self.config.retry_after)
     }
 
     async fn call_out(
@@ -236,6 +249,7 @@ impl FrontEnd {
         peer: Peer,
         settings: CallSettings,
         number: String,
+        slot: Slot,
     ) -> Response {
         let _ = peer
             .send_raw(message::encode(message::response(&request, 100, "Trying")))
@@ -274,6 +288,7 @@ impl FrontEnd {
                     mediation_flow: None,
                     cseq: AtomicU32::new(OWN_CSEQ_FIRST),
                     ended: AtomicBool::new(false),
+                    slot: Mutex::new(Some(slot)),
                 });
             }
             return answer_for(&request, &answer);
@@ -287,6 +302,7 @@ impl FrontEnd {
         peer: Peer,
         settings: CallSettings,
         user: String,
+        slot: Slot,
     ) -> Response {
         let view = match self.view(&user, now_unix_ms()).await {
             Ok(view) => view,
@@ -347,6 +363,10 @@ impl FrontEnd {
                         Some(Answer::Relayed {
                             response: Some(text),
                         }) => parse_response(&text).map(|a| (a, End::Node(node))),
+                        Some(Answer::Unavailable { reason }) => {
+                            last = message::unavailable(&request, &reason, self.config.retry_after);
+                            None
+                        }
                         _ => None,
                     }
                 }
@@ -362,6 +382,7 @@ impl FrontEnd {
                     mediation_flow: Some(peer.flow()),
                     cseq: AtomicU32::new(OWN_CSEQ_FIRST),
                     ended: AtomicBool::new(false),
+                    slot: Mutex::new(Some(slot)),
                 });
                 return answer_for(&request, &answer);
             }
@@ -381,6 +402,12 @@ impl FrontEnd {
         timeout_ms: u64,
     ) -> Option<String> {
         let invite = forwarded(&parse_request(encoded_invite)?, None)?;
+        let calls_max = self
+            .call_settings()
+            .map_or(CALLS_MAX_DEFAULT, |s| s.calls_max);
+        let Some(slot) = self.calls.reserve(calls_max) else {
+            return Some(encoded(self.too_many_calls(&invite)));
+        };
         let (_, flow) = self
             .locations
             .flows_of(user)
@@ -399,6 +426,7 @@ impl FrontEnd {
                 mediation_flow: None,
                 cseq: AtomicU32::new(OWN_CSEQ_FIRST),
                 ended: AtomicBool::new(false),
+                slot: Mutex::new(Some(slot)),
             });
         }
         Some(encoded(answer))
@@ -528,6 +556,13 @@ impl FrontEnd {
                         response: Some(text),
                     }) => Ok(parse_response(&text)),
                     Some(Answer::Relayed { response: None }) if is_ack => Ok(None),
+                    // The Front End holding the end is at one of its bounds: the call lives on, the request is
+                    // refused.
+                    Some(Answer::Unavailable { reason }) => Ok(Some(message::unavailable(
+                        &request,
+                        &reason,
+                        self.config.retry_after,
+                    ))),
                     Some(_) => Err(closed()),
                     None => Err(RequestError::Timeout {
                         peer: ([0, 0, 0, 0], 0).into(),

@@ -49,13 +49,7 @@ impl FrontEnd {
     }
 
     fn overloaded(&self, request: &Request) -> Response {
-        let mut response = message::response(request, 503, "Service Unavailable (Overloaded)");
-        message::push(
-            &mut response.headers,
-            "Retry-After",
-            self.overload.retry_after.as_secs().max(1).to_string(),
-        );
-        response
+        message::unavailable(request, "Overloaded", self.overload.retry_after)
     }
 }
 

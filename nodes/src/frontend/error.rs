@@ -41,6 +41,9 @@ pub enum PeerError {
     Timeout { peer: String },
     #[error("find peer {peer}: no address for it")]
     Unknown { peer: String },
+    /// Refused before anything was sent: the connection's queue holds `queue_len` frames already.
+    #[error("queue a call to peer {peer}: its queue is full")]
+    QueueFull { peer: String },
 }
 
 /// Why a pooled Front End could not start.

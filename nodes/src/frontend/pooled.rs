@@ -146,12 +146,15 @@ pub async fn serve(
     super::dispatch::serve(listeners.sip, frontend, shutdown).await
 }
 
-/// The `/status` document of a pooled Front End: its pool's, with the pairing's section in a paired pool.
+/// The `/status` document of a pooled Front End: its pool's, what its SIP side holds (accepted connections, calls),
+/// and the pairing's section in a paired pool.
 pub fn status(frontend: &FrontEnd) -> Value {
     let Some(pool) = frontend.pool() else {
         return Value::Null;
     };
     let mut status = pool.status();
+    status["sip_connections"] = frontend.config.transport.counts.connections().into();
+    status["calls_held"] = frontend.calls_held().into();
     if let Some(pairing) = frontend.pairing() {
         status["pairing"] = pairing.status();
     }

@@ -259,6 +259,11 @@ impl FrontEnd {
         self.calls.count()
     }
 
+    /// Calls up or being set up here: the places taken among [`CallSettings::calls_max`](super::call_state::CallSettings).
+    pub fn calls_held(&self) -> usize {
+        self.calls.held()
+    }
+
     /// This Front End's node name in its pool (what bindings record as the Front End holding the connection).
     pub fn node_name(&self) -> Option<String> {
         self.pool().map(|p| p.node().to_owned())

@@ -29,6 +29,7 @@ use crate::mediation::link::{Leg, Link, OnRequest};
 use crate::sip::codec::Limits;
 use crate::sip::message::{self, header, param};
 use crate::sip::{Handler, Peer, Reply, TransportConfig};
+use crate::slots::{Slot, Slots};
 
 /// Settings of one gateway.
 #[derive(Debug, Clone)]
@@ -48,6 +49,11 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// How long an INVITE the gateway sends may wait for its final answer.
     pub invite_timeout: Duration,
+    /// Calls at once, both ways, those ringing or being placed included: an INVITE beyond is answered `503` with
+    /// `Retry-After`, a call to place beyond is refused.
+    pub calls_max: usize,
+    /// What `Retry-After` tells a caller refused at `calls_max`.
+    pub retry_after: Duration,
     pub limits: Limits,
     pub transport: TransportConfig,
 }
@@ -68,6 +74,8 @@ impl GatewayConfig {
             keepalive_timeout: failure,
             connect_timeout: Duration::from_secs(3),
             invite_timeout: Duration::from_secs(32),
+            calls_max: 1_000,
+            retry_after: Duration::from_secs(5),
             limits: Limits::default(),
             transport: TransportConfig::default(),
         }
@@ -83,6 +91,8 @@ pub enum CallError {
     Unreachable(String),
     #[error("set up the call: refused with {status} {reason}")]
     Refused { status: u16, reason: String },
+    #[error("hold another call: {0} calls are held already")]
+    TooManyCalls(usize),
 }
 
 /// How a call ended, as counted in `/status`.
@@ -97,6 +107,8 @@ enum End {
 struct Call {
     side: DialogSide,
     ended: AtomicBool,
+    /// The call's place among `calls_max`, given back when it ends.
+    slot: Mutex<Option<Slot>>,
     /// Wakes the call's keep-alive task when the far end hung up.
     hung_up: Notify,
 }
@@ -114,6 +126,8 @@ struct Counters {
 pub struct Gateway {
     pub config: GatewayConfig,
     calls: Mutex<HashMap<String, Arc<Call>>>,
+    /// Calls up, ringing or being placed: the places taken among `calls_max`.
+    held: Slots,
     counters: Counters,
     this: OnceLock<Weak<Gateway>>,
     stop: watch::Sender<bool>,
@@ -124,6 +138,7 @@ impl Gateway {
         let gateway = Arc::new(Self {
             config,
             calls: Mutex::new(HashMap::new()),
+            held: Slots::default(),
             counters: Counters::default(),
             this: OnceLock::new(),
             stop: watch::channel(false).0,
@@ -140,6 +155,11 @@ impl Gateway {
         self.lock_calls().len()
     }
 
+    /// Calls up, ringing or being placed: the places taken among [`GatewayConfig::calls_max`].
+    pub fn calls_held(&self) -> usize {
+        self.held.taken()
+    }
+
     /// `/status`: calls up, answered (from the pool), placed (to users), ended normally, failed, and of the
     /// failed those lost mid-call.
     pub fn status(&self) -> Value {
@@ -149,6 +169,7 @@ impl Gateway {
             "pool": self.config.identity.pool,
             "node": self.config.identity.node,
             "calls_in_progress": self.calls_in_progress(),
+            "calls_held": self.calls_held(),
             "calls_answered": c.answered.load(Ordering::Relaxed),
             "calls_placed": c.placed.load(Ordering::Relaxed),
             "calls_completed": c.completed.load(Ordering::Relaxed),
@@ -199,6 +220,10 @@ impl Gateway {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             return message::response(&request, 404, "Not Found (Not A Number)");
         }
+        let Some(slot) = self.held.take(self.config.calls_max) else {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            return message::unavailable(&request, "Too Many Calls", self.config.retry_after);
+        };
         let hold = hold_of(&request, self.config.hold_max).unwrap_or(self.config.hold_default);
         let tag = message::token();
         let _ = leg
@@ -222,15 +247,16 @@ impl Gateway {
             return ok;
         }
         self.counters.answered.fetch_add(1, Ordering::Relaxed);
-        let call = self.register(DialogSide::answered(leg, &request, &tag));
+        let call = self.register(DialogSide::answered(leg, &request, &tag), slot);
         tokio::spawn(self.clone().hold(call, hold));
         ok
     }
 
-    fn register(&self, side: DialogSide) -> Arc<Call> {
+    fn register(&self, side: DialogSide, slot: Slot) -> Arc<Call> {
         let call = Arc::new(Call {
             side,
             ended: AtomicBool::new(false),
+            slot: Mutex::new(Some(slot)),
             hung_up: Notify::new(),
         });
         self.lock_calls()
@@ -244,6 +270,7 @@ impl Gateway {
             return false;
         }
         self.lock_calls().remove(&call.side.call_id);
+        call.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         match how {
             End::Completed => self.counters.completed.fetch_add(1, Ordering::Relaxed),
             End::Lost => {
@@ -314,6 +341,10 @@ impl Gateway {
         from_number: &str,
         hold: Duration,
     ) -> Result<String, CallError> {
+        let slot = self
+            .held
+            .take(self.config.calls_max)
+            .ok_or(CallError::TooManyCalls(self.config.calls_max))?;
         let identity = &self.config.identity;
         let mediation = identity
             .cluster
@@ -389,7 +420,7 @@ impl Gateway {
             if (200..300).contains(&code) {
                 let side = DialogSide::started(leg, &invite, &answer);
                 let _ = side.ack(1).await;
-                let call = self.register(side);
+                let call = self.register(side, slot);
                 let call_id = call.side.call_id.clone();
                 tokio::spawn(self.clone().hold(call, hold));
                 return Ok(call_id);
@@ -461,6 +492,9 @@ pub fn admin_api(gateway: &Arc<Gateway>) -> AdminApi {
             match gateway.place_call(to, from, hold).await {
                 Ok(call_id) => {
                     Ok(json!({"call_id": call_id, "to": to, "hold_ms": hold.as_millis() as u64}))
+                }
+                Err(e @ CallError::TooManyCalls(_)) => {
+                    Err((StatusCode::SERVICE_UNAVAILABLE, format!("failed to {e}")))
                 }
                 Err(e) => Err((StatusCode::BAD_GATEWAY, format!("failed to {e}"))),
             }

@@ -28,6 +28,7 @@ use crate::director::node::{self, NodeError, NodeIdentity, Resolver, RoleArgs, R
 use crate::sip::codec::Limits;
 use crate::sip::message::{self, header, param, uri_in, user_of};
 use crate::sip::{BoxFuture, Handler, Peer, Reply, RequestError, TransportConfig};
+use crate::slots::{Slot, Slots};
 
 /// Settings of one Mediation server.
 #[derive(Debug, Clone)]
@@ -42,6 +43,13 @@ pub struct MediationConfig {
     pub relay_timeout: Duration,
     /// How often each call checks that both legs' connections are still open.
     pub leg_check_interval: Duration,
+    /// Calls at once, those being set up included; a new one beyond is answered `503` with `Retry-After`.
+    pub calls_max: usize,
+    /// Requests being answered at once, from either kind of leg (a relayed one waits for the other leg); one
+    /// beyond is answered `503` with `Retry-After` at once.
+    pub requests_in_flight_max: usize,
+    /// What `Retry-After` tells a client refused at `calls_max` or `requests_in_flight_max`.
+    pub retry_after: Duration,
     pub limits: Limits,
     pub transport: TransportConfig,
 }
@@ -55,6 +63,9 @@ impl MediationConfig {
             invite_timeout: Duration::from_secs(32),
             relay_timeout: Duration::from_secs(5),
             leg_check_interval: Duration::from_millis(200),
+            calls_max: 1_000,
+            requests_in_flight_max: 4_096,
+            retry_after: Duration::from_secs(5),
             limits: Limits::default(),
             transport: TransportConfig::default(),
         }
@@ -81,6 +92,8 @@ struct Call {
     a: DialogSide,
     b: DialogSide,
     ended: AtomicBool,
+    /// The call's place among `calls_max`, given back when it ends.
+    slot: Mutex<Option<Slot>>,
 }
 
 impl Call {
@@ -111,6 +124,10 @@ pub struct Mediation {
     pub config: MediationConfig,
     /// Calls by the Call-ID of either leg.
     calls: Mutex<HashMap<String, (Arc<Call>, Side)>>,
+    /// Calls up or being set up: the places taken among `calls_max`.
+    held: Slots,
+    /// Requests being answered: the places taken among `requests_in_flight_max`.
+    requests: Slots,
     /// One open link per pool this server places calls to (the gateway pool, Front End pools), reused by calls.
     links: Mutex<HashMap<String, Link>>,
     counters: Counters,
@@ -123,6 +140,8 @@ impl Mediation {
         let mediation = Arc::new(Self {
             config,
             calls: Mutex::new(HashMap::new()),
+            held: Slots::default(),
+            requests: Slots::default(),
             links: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             this: OnceLock::new(),
@@ -141,6 +160,16 @@ impl Mediation {
         self.lock_calls().len() / 2
     }
 
+    /// Calls up or being set up: the places taken among [`MediationConfig::calls_max`].
+    pub fn calls_held(&self) -> usize {
+        self.held.taken()
+    }
+
+    /// Requests being answered now (at most [`MediationConfig::requests_in_flight_max`]).
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.taken()
+    }
+
     /// `/status`.
     pub fn status(&self) -> Value {
         let c = &self.counters;
@@ -150,6 +179,8 @@ impl Mediation {
             "node": self.config.identity.node,
             "gateway": self.config.identity.pool_config().gateway,
             "calls_in_progress": self.calls_in_progress(),
+            "calls_held": self.calls_held(),
+            "requests_in_flight": self.requests_in_flight(),
             "calls_attempted": c.attempted.load(Ordering::Relaxed),
             "calls_completed": c.completed.load(Ordering::Relaxed),
             "calls_failed": c.failed.load(Ordering::Relaxed),
@@ -162,40 +193,56 @@ impl Mediation {
 
     /// Answers a request from either kind of leg; `None` for no answer (ACK).
     pub async fn on_request(self: Arc<Self>, request: Request, leg: Leg) -> Option<Response> {
+        if request.method == Method::Ack {
+            // Leg B was acknowledged when its 2xx came; leg A's ACK only confirms what we already hold.
+            return None;
+        }
+        match self.admit(&request) {
+            Ok(in_flight) => Some(self.answer(request, leg, in_flight).await),
+            Err(refusal) => Some(refusal),
+        }
+    }
+
+    /// A place among `requests_in_flight_max` for `request`, or the `503` that refuses it.
+    fn admit(&self, request: &Request) -> Result<Slot, Response> {
+        self.requests
+            .take(self.config.requests_in_flight_max)
+            .ok_or_else(|| message::unavailable(request, "Overloaded", self.config.retry_after))
+    }
+
+    /// Answers a request other than ACK, holding its place among `requests_in_flight_max` until then.
+    async fn answer(self: Arc<Self>, request: Request, leg: Leg, _in_flight: Slot) -> Response {
         let call_id = header(&request.headers, "Call-ID")
             .unwrap_or_default()
             .to_owned();
         let known = self.lock_calls().get(&call_id).cloned();
         let in_dialog = header(&request.headers, "To").is_some_and(|t| param(t, "tag").is_some());
         match (request.method, known) {
-            // Leg B was acknowledged when its 2xx came; leg A's ACK only confirms what we already hold.
-            (Method::Ack, _) => None,
-            (Method::Invite, None) if !in_dialog => Some(self.new_call(request, leg).await),
-            (_, Some((call, side))) => Some(self.relay(request, call, side).await),
+            (Method::Invite, None) if !in_dialog => self.new_call(request, leg).await,
+            (_, Some((call, side))) => self.relay(request, call, side).await,
             (Method::Options, None) if !in_dialog => {
                 let mut response = message::response(&request, 200, "OK");
                 message::push(&mut response.headers, "Allow", "INVITE, ACK, BYE, OPTIONS");
-                Some(response)
+                response
             }
-            (_, None) => Some(message::response(
-                &request,
-                481,
-                "Call/Transaction Does Not Exist",
-            )),
+            (_, None) => message::response(&request, 481, "Call/Transaction Does Not Exist"),
         }
     }
 
     /// A new call: leg B to the gateway or the user's home pool, then the answer on leg A.
     async fn new_call(self: Arc<Self>, request: Request, a_leg: Leg) -> Response {
         self.counters.attempted.fetch_add(1, Ordering::Relaxed);
-        let response = self.place(&request, a_leg).await;
+        let response = match self.held.take(self.config.calls_max) {
+            Some(slot) => self.place(&request, a_leg, slot).await,
+            None => message::unavailable(&request, "Too Many Calls", self.config.retry_after),
+        };
         if response.status_code.code() >= 300 {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         response
     }
 
-    async fn place(self: &Arc<Self>, request: &Request, a_leg: Leg) -> Response {
+    async fn place(self: &Arc<Self>, request: &Request, a_leg: Leg, slot: Slot) -> Response {
         let identity = &self.config.identity;
         let uri = request.uri.to_string();
         let (direction, b_uri, pools) = if let Some(number) = number_of(&uri) {
@@ -297,6 +344,7 @@ impl Mediation {
                 a,
                 b,
                 ended: AtomicBool::new(false),
+                slot: Mutex::new(Some(slot)),
             });
             {
                 let mut calls = self.lock_calls();
@@ -414,6 +462,7 @@ impl Mediation {
             calls.remove(&call.a.call_id);
             calls.remove(&call.b.call_id);
         }
+        call.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         let counter = if completed {
             &self.counters.completed
         } else {
@@ -476,12 +525,13 @@ impl Handler for Mediation {
         let Some(this) = self.this() else {
             return Reply::Response(message::response(&request, 503, "Service Unavailable"));
         };
+        let in_flight = match self.admit(&request) {
+            Ok(in_flight) => in_flight,
+            Err(refusal) => return Reply::Response(refusal),
+        };
         // Every answer may wait on the other leg: deferred, so the connection's next requests are not held up.
         Reply::Deferred(Box::pin(async move {
-            let fallback = message::response(&request, 500, "Server Internal Error");
-            this.on_request(request, Leg::Peer(peer))
-                .await
-                .unwrap_or(fallback)
+            this.answer(request, Leg::Peer(peer), in_flight).await
         }))
     }
 }

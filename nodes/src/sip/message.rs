@@ -297,6 +297,18 @@ fn canonical(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// `503 Service Unavailable (<why>)` with `Retry-After` in whole seconds (at least 1): a node at one of its bounds
+/// tells the client to come back later, and that nothing was done.
+pub fn unavailable(request: &Request, why: &str, retry_after: std::time::Duration) -> Response {
+    let mut response = response(request, 503, &format!("Service Unavailable ({why})"));
+    push(
+        &mut response.headers,
+        "Retry-After",
+        retry_after.as_secs().max(1).to_string(),
+    );
+    response
+}
+
 /// A status code carrying our own reason phrase.
 pub fn status_code(status: u16, reason: &str) -> StatusCode {
     StatusCode::Other(status, reason.into())

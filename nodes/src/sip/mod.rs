@@ -13,4 +13,5 @@ pub use digest::{Authentication, Digest};
 pub use error::{Rejection, RequestError, TransportError};
 pub use transport::{
     run, BoxFuture, Flow, Handler, Listeners, Peer, Reply, Transport, TransportConfig,
+    TransportCounts,
 };

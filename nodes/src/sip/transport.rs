@@ -28,6 +28,7 @@ use super::codec::{decode_datagram, Frame, FrameError, Framer, Limits};
 use super::error::{RequestError, TransportError};
 use super::message;
 use super::transaction::{Arrival, TransactionCache, TransactionKey};
+use crate::slots::{Slot, Slots};
 
 /// A future a handler hands back for the transport to drive.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -82,10 +83,16 @@ pub struct Flow {
     pub link: u64,
 }
 
-/// Settings of the transport; every timer is here so a fast profile can shorten them.
+/// Settings of the transport; every timer and bound is here so a fast profile can shorten them.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     pub limits: Limits,
+    /// Accepted TCP connections open at once; one more is closed as soon as it is accepted, before anything is
+    /// read from it. Connections this side dials (toward a binding's contact) are not counted.
+    pub connections_max: usize,
+    /// An accepted TCP connection that has not carried one complete SIP message this long after it was accepted is
+    /// closed, so a connection that says nothing holds its place among `connections_max` only this long.
+    pub first_message_timeout: Duration,
     /// A TCP connection that carries no byte for this long is closed; registered clients send keep-alives well
     /// within it.
     pub idle_timeout: Duration,
@@ -99,19 +106,37 @@ pub struct TransportConfig {
     pub write_queue_len: usize,
     /// First UDP retransmission interval of a request we send (T1); it doubles up to 4 s (T2).
     pub retransmit_first: Duration,
+    /// What the transport run with this configuration holds now; every clone of the configuration shares it.
+    pub counts: TransportCounts,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            connections_max: 10_000,
+            first_message_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(900),
             udp_workers: 2,
             transaction_lifetime: Duration::from_secs(32),
             transactions_max: 200_000,
             write_queue_len: 1024,
             retransmit_first: Duration::from_millis(500),
+            counts: TransportCounts::default(),
         }
+    }
+}
+
+/// What a running transport holds now, for `/status` and tests. Cheap to clone: clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct TransportCounts {
+    connections: Slots,
+}
+
+impl TransportCounts {
+    /// Accepted TCP connections open now (at most [`TransportConfig::connections_max`]).
+    pub fn connections(&self) -> usize {
+        self.connections.taken()
     }
 }
 
@@ -433,7 +458,7 @@ pub async fn run<H: Handler>(
                     config.clone(),
                     stop.clone(),
                     weak.clone(),
-                    Some(ready_tx),
+                    Opened::Dialled(ready_tx),
                 ));
                 ready_rx
             }),
@@ -501,16 +526,29 @@ async fn accept_loop<H: Handler>(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                while connections.try_join_next().is_some() {}
+                let Some(slot) = config.counts.connections.take(config.connections_max) else {
+                    // At the cap: closed unread. The client sees the connection end, as from a server that is full.
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let link = links.fetch_add(1, Ordering::Relaxed);
                 let flow = Flow { transport: Transport::Tcp, remote, link };
-                connections.spawn(connection(stream, flow, local, handler.clone(), config.clone(), stop.clone(), dialer.clone(), None));
-                while connections.try_join_next().is_some() {}
+                connections.spawn(connection(stream, flow, local, handler.clone(), config.clone(), stop.clone(), dialer.clone(), Opened::Accepted(slot)));
             }
             _ = stop.changed() => break,
         }
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// How a TCP connection came to be.
+enum Opened {
+    /// Accepted on a listener: it holds a place among the accepted connections and must send a message soon.
+    Accepted(Slot),
+    /// Dialled by this side: whoever dialled awaits its peer.
+    Dialled(oneshot::Sender<Peer>),
 }
 
 /// One TCP connection: a reader that frames and handles messages in order, and a writer that drains the queue of
@@ -527,7 +565,7 @@ async fn connection<H: Handler>(
     config: Arc<TransportConfig>,
     mut stop: watch::Receiver<bool>,
     dialer: Weak<Dialer>,
-    ready: Option<oneshot::Sender<Peer>>,
+    opened: Opened,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(config.write_queue_len);
@@ -541,9 +579,17 @@ async fn connection<H: Handler>(
             retransmit_first: config.retransmit_first,
         }),
     };
-    if let Some(ready) = ready {
-        let _ = ready.send(peer.clone());
-    }
+    // An accepted connection must say something within the first-message timeout; its slot goes with it.
+    let (mut first_message_by, _slot) = match opened {
+        Opened::Accepted(slot) => (
+            Some(tokio::time::Instant::now() + config.first_message_timeout),
+            Some(slot),
+        ),
+        Opened::Dialled(ready) => {
+            let _ = ready.send(peer.clone());
+            (None, None)
+        }
+    };
     // Dropped when the reader ends: the writer then sends what is queued and drops its receiver, which is how
     // every `Peer` clone (held by registrations) learns the connection is gone.
     let (closing_tx, mut closing_rx) = oneshot::channel::<()>();
@@ -577,7 +623,9 @@ async fn connection<H: Handler>(
         let framer = Framer::new(config.limits);
         let mut buf = BytesMut::with_capacity(8 * 1024);
         loop {
-            let read = tokio::time::timeout(config.idle_timeout, reader.read_buf(&mut buf)).await;
+            let idle_by = tokio::time::Instant::now() + config.idle_timeout;
+            let read_by = first_message_by.map_or(idle_by, |first| first.min(idle_by));
+            let read = tokio::time::timeout_at(read_by, reader.read_buf(&mut buf)).await;
             let eof = match read {
                 Ok(Ok(0)) => true,
                 Ok(Ok(_)) => false,
@@ -594,6 +642,7 @@ async fn connection<H: Handler>(
                     }
                     Ok(Some(Frame::Pong)) => {}
                     Ok(Some(Frame::Message(bytes))) => {
+                        first_message_by = None;
                         dispatch(&bytes, &peer, &*handler, &tx).await;
                     }
                     Err(error) => {

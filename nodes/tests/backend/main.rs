@@ -6,5 +6,6 @@ mod catch_up;
 mod failover;
 mod frontend;
 mod operator;
+mod peer_port;
 mod quorum;
 mod support;

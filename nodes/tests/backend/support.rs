@@ -304,11 +304,7 @@ impl Cluster {
         let mut slots = self.slots.lock().unwrap();
         let slot = slots.get_mut(node).expect("a node of the cluster");
         assert!(slot.task.is_none(), "{node} restarted while running");
-        let config = BackendConfig {
-            cluster: self.config.clone(),
-            node: node.to_string(),
-            data_dir: slot.data_dir.clone(),
-        };
+        let config = BackendConfig::new(self.config.clone(), node, slot.data_dir.clone());
         let task = if slot.witness {
             let w = Witness::open(&config).unwrap();
             tokio::spawn(async move {

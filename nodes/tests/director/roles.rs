@@ -181,6 +181,11 @@ impl Conn {
         self.stream.write_all(bytes).await.unwrap();
     }
 
+    /// Sends, telling whether the write went out (it fails on a connection the server already closed).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
     /// The next message within `within`, or that the connection closed, or nothing.
     pub async fn read(&mut self, within: Duration) -> Read {
         let deadline = tokio::time::Instant::now() + within;

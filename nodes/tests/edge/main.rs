@@ -1,7 +1,7 @@
 //! The Edge pool in-process over real sockets: a remote user signs in through an Edge server (Director's 301,
 //! then the Front End it names), exchanges IMs and gets presence through it, moves to another Edge server when
-//! its Edge server dies, and the next hop changes only with the admin token. [`pool`]: remote users of a Front End
-//! pool of 3 exchanging IMs.
+//! its Edge server dies, the next hop changes only with the admin token, and client connections beyond
+//! `clients_max` are closed. [`pool`]: remote users of a Front End pool of 3 exchanging IMs.
 
 #[path = "../director/roles.rs"]
 mod roles;
@@ -41,6 +41,11 @@ struct Net {
 
 impl Net {
     async fn start() -> Net {
+        Net::start_with(|_| {}).await
+    }
+
+    /// The network with each Edge server's settings finished by `configure`.
+    async fn start_with(configure: impl Fn(&mut EdgeConfig)) -> Net {
         let credentials = Credentials::from_pairs([
             ("alice", "alice-pw"),
             ("bob", "bob-pw"),
@@ -68,7 +73,8 @@ impl Net {
             .pin("dirb", vec![dirb.sip]);
         let mut edges = Vec::new();
         for node in ["edge1", "edge2"] {
-            let config = EdgeConfig::new(identity(node, "edge"), resolver.clone());
+            let mut config = EdgeConfig::new(identity(node, "edge"), resolver.clone());
+            configure(&mut config);
             edges.push(Running::start(move |l, stop| edge::run(l, config, stop)).await);
         }
         Net {
@@ -365,6 +371,102 @@ async fn malformed_input_at_the_edge_gets_400_and_the_connection_serves_on() {
         value(&ok, "Allow"),
         poolnode::director::server::ALLOW,
         "answered by the Director"
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_beyond_the_cap_are_closed_and_the_edge_relays_on() {
+    // Claim: an Edge server relays at most `clients_max` client connections; one more is closed at once, and once
+    // connections go, a remote user signs in through it again.
+    // Proof: 40 connections one after another against a cap of 4, each sending an OPTIONS: exactly 4 answered and
+    // 36 closed, `/status` never counting more than 4 clients; after they close the count is 0 and alice signs in.
+    const CAP: usize = 4;
+    const FLOOD: usize = 40;
+    let net = Net::start_with(|config| config.clients_max = CAP).await;
+    let edge = &net.edges[0];
+    let (mut kept, mut closed) = (Vec::new(), 0);
+    for _ in 0..FLOOD {
+        let mut conn = Conn::connect(edge.sip).await;
+        let options = request(
+            "OPTIONS",
+            "sip:pool.test",
+            "probe",
+            "probe",
+            conn.local(),
+            &[],
+            "",
+        );
+        // A write may fail on a connection the Edge already closed; the read tells.
+        let _ = conn.try_send(options.as_bytes()).await;
+        match conn.read(WAIT).await {
+            Read::Message(SipMessage::Response(r)) => {
+                assert_eq!(r.status_code.code(), 200, "{r}");
+                kept.push(conn);
+            }
+            Read::Closed => closed += 1,
+            other => panic!("neither answered nor closed: {other:?}"),
+        }
+        let clients = status(edge.admin).await["clients"].as_u64().unwrap();
+        assert!(clients <= CAP as u64, "{clients} clients, cap {CAP}");
+    }
+    println!(
+        "{FLOOD} connections against an Edge cap of {CAP}: {} relayed, {closed} closed",
+        kept.len()
+    );
+    assert_eq!((kept.len(), closed), (CAP, FLOOD - CAP));
+    drop(kept);
+    assert!(
+        eventually(WAIT, || async {
+            status(edge.admin).await["clients"].as_u64() == Some(0)
+        })
+        .await,
+        "closed connections still counted"
+    );
+    let mut alice = Conn::connect(edge.sip).await;
+    let (_, done) = sign_in(&mut alice, "alice").await;
+    assert_eq!(done.status_code.code(), 200, "{done}");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_connections_are_closed_after_the_first_message_timeout() {
+    // Claim: a client connection none of whose requests went upstream within `first_message_timeout` is closed, so
+    // silent connections hold the cap only that long; a connection that sent a request is not subject to it.
+    // Proof: with a 300 ms timeout, a silent connection is closed, no sooner than 300 ms after it connected, while a
+    // connection whose OPTIONS was relayed is still relayed afterwards; `/status` then counts only that one.
+    const FIRST_MESSAGE: Duration = Duration::from_millis(300);
+    let net = Net::start_with(|config| config.first_message_timeout = FIRST_MESSAGE).await;
+    let edge = &net.edges[0];
+    let options = |conn: &Conn| {
+        request(
+            "OPTIONS",
+            "sip:pool.test",
+            "probe",
+            "probe",
+            conn.local(),
+            &[],
+            "",
+        )
+    };
+    let mut talking = Conn::connect(edge.sip).await;
+    let first = options(&talking);
+    assert_eq!(talking.request(&first).await.status_code.code(), 200);
+    let connected = tokio::time::Instant::now();
+    let mut silent = Conn::connect(edge.sip).await;
+    assert!(
+        silent.closes_within(WAIT).await,
+        "the silent connection is closed"
+    );
+    let lived = connected.elapsed();
+    assert!(lived >= FIRST_MESSAGE, "closed after {lived:?}");
+    let again = options(&talking);
+    assert_eq!(talking.request(&again).await.status_code.code(), 200);
+    assert!(
+        eventually(WAIT, || async {
+            status(edge.admin).await["clients"].as_u64() == Some(1)
+        })
+        .await
     );
     net.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Calls through Mediation with a real Front End pool: three pooled Front Ends, two Mediation servers and the PSTN
 //! gateway stand-in, in-process over real sockets. A user calls a number (answered, held, hung up by the gateway);
 //! the Mediation server of a call is killed (the caller gets a BYE); the gateway calls users whose connections are
-//! on each of the Front Ends.
+//! on each of the Front Ends; a flood of calls stops at the Front End's `calls_max`.
 
 #[path = "../frontend/support.rs"]
 #[expect(
@@ -14,6 +14,7 @@ mod pool;
 #[path = "../director/roles.rs"]
 mod roles;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,11 @@ struct Net {
 
 impl Net {
     async fn start() -> Net {
+        Net::start_with_calls_max(poolnode::frontend::call_state::CALLS_MAX_DEFAULT).await
+    }
+
+    /// The network with each Front End holding at most `calls_max` calls.
+    async fn start_with_calls_max(calls_max: usize) -> Net {
         let cluster = cluster();
         let identity = |node: &str, role: &'static str| {
             NodeIdentity::new(cluster.clone(), node, role).unwrap()
@@ -91,6 +97,7 @@ impl Net {
         let mut fes = Fes::bind("pool1", 3, move |_, settings| {
             let mut calls = CallSettings::new("med", "med:5060", fe_resolver.clone());
             calls.leg_check_interval = Duration::from_millis(100);
+            calls.calls_max = calls_max;
             settings.calls = Some(calls);
         })
         .await;
@@ -136,16 +143,17 @@ async fn registered(fes: &Fes, i: usize, user: &str) -> TcpClient {
     client
 }
 
-/// The final response on `client` (provisional ones skipped).
+/// The final response on `client` (provisional ones skipped, requests of calls already up answered `200`).
 async fn final_response(client: &mut TcpClient) -> Response {
-    // Bounded: a few provisional responses at most.
-    for _ in 0..10 {
-        let response = client.response().await;
-        if response.status_code.code() >= 200 {
-            return response;
+    // Bounded: a few provisional responses, and the keep-alives of the calls up meanwhile.
+    for _ in 0..100 {
+        match client.message().await {
+            rsip::SipMessage::Request(r) => client.answer(&r, 200).await,
+            rsip::SipMessage::Response(r) if r.status_code.code() >= 200 => return r,
+            rsip::SipMessage::Response(_) => {}
         }
     }
-    panic!("only provisional responses");
+    panic!("no final response");
 }
 
 /// A caller's side of an answered call: the dialog's values for in-dialog requests.
@@ -349,4 +357,106 @@ async fn the_gateway_calls_users_of_the_pool_wherever_their_connections_are() {
         .place_call("dave", "+15550100", Duration::from_millis(100))
         .await;
     assert!(unknown.is_err(), "no such user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_front_ends_cap_get_503_and_the_front_end_calls_on() {
+    // Claim: a Front End holds at most `calls_max` calls; a new call beyond gets `503` with `Retry-After` at once,
+    // and once a call ends a new one is answered.
+    // Proof: 24 INVITEs pipelined on one connection against a cap of 4: exactly 4 answered, 20 refused with
+    // Retry-After, the Front End's calls (held and up) never above 4; after one BYE a new call is answered.
+    const CAP: usize = 4;
+    const FLOOD: usize = 24;
+    let net = Net::start_with_calls_max(CAP).await;
+    let fe = net.fes.frontend(0);
+    let mut alice = registered(&net.fes, 0, "alice").await;
+    let mut invites = HashMap::new();
+    let mut flood = String::new();
+    for i in 0..FLOOD {
+        let text = request(
+            "INVITE",
+            &format!("sip:+1555{i:04}@pool.test;user=phone"),
+            "alice",
+            "pstn",
+            alice.local(),
+            "TCP",
+            &[
+                "X-Hold-Ms: 600000".to_owned(),
+                format!("Contact: <sip:alice@{};transport=tcp>", alice.local()),
+            ],
+            "",
+        );
+        let invite = match message::parse(text.as_bytes()).unwrap() {
+            rsip::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        };
+        invites.insert(
+            header(&invite.headers, "Call-ID").unwrap().to_owned(),
+            invite,
+        );
+        flood.push_str(&text);
+    }
+    alice.send(flood.as_bytes()).await;
+    let (mut answered, mut refused) = (Vec::new(), 0);
+    // Bounded: one final answer per INVITE, and the gateway's keep-alives (answered) in between.
+    while answered.len() + refused < FLOOD {
+        match alice.message().await {
+            rsip::SipMessage::Request(r) => alice.answer(&r, 200).await,
+            rsip::SipMessage::Response(r) if r.status_code.code() < 200 => {}
+            rsip::SipMessage::Response(r) => {
+                let call_id = header(&r.headers, "Call-ID").unwrap().to_owned();
+                let invite = invites
+                    .remove(&call_id)
+                    .expect("one final answer per INVITE");
+                match r.status_code.code() {
+                    200 => {
+                        let dialog = Dialog {
+                            from: header(&invite.headers, "From").unwrap().to_owned(),
+                            to: header(&r.headers, "To").unwrap().to_owned(),
+                            call_id,
+                        };
+                        alice
+                            .send(dialog.request(&alice, "ACK", 1).as_bytes())
+                            .await;
+                        answered.push(dialog);
+                    }
+                    503 => {
+                        assert!(header(&r.headers, "Retry-After").is_some(), "{r}");
+                        refused += 1;
+                    }
+                    _ => panic!("a call answered neither 200 nor 503: {r}"),
+                }
+            }
+        }
+        assert!(
+            fe.calls_held() <= CAP,
+            "{} calls held, cap {CAP}",
+            fe.calls_held()
+        );
+        assert!(fe.calls_in_progress() <= CAP);
+    }
+    println!(
+        "{FLOOD} calls against a cap of {CAP}: {} answered, {refused} refused",
+        answered.len()
+    );
+    assert_eq!(answered.len(), CAP);
+    assert_eq!(refused, FLOOD - CAP);
+    assert_eq!(fe.calls_in_progress(), CAP);
+
+    let bye = answered[0].request(&alice, "BYE", 2);
+    alice.send(bye.as_bytes()).await;
+    let bye_answer = loop {
+        match alice.message().await {
+            rsip::SipMessage::Request(r) => alice.answer(&r, 200).await,
+            rsip::SipMessage::Response(r) => break r,
+        }
+    };
+    assert_eq!(bye_answer.status_code.code(), 200, "{bye_answer}");
+    net.fes
+        .until("the ended call's place is free", |f| {
+            f.frontend(0).calls_held() < CAP
+        })
+        .await;
+    let _again = call_number(&mut alice, "+15559999", 600_000).await;
+    assert_eq!(fe.calls_in_progress(), CAP);
 }

@@ -12,6 +12,7 @@ mod support;
 mod failover;
 mod groups;
 mod partition;
+mod peer_link;
 mod presence;
 mod quorum;
 mod rejoin;

@@ -44,6 +44,8 @@ pub struct TestPool {
     running: Vec<Option<Running>>,
     /// The last pool object of each node, kept after a kill so its counters stay readable.
     last: Vec<Option<Arc<Pool>>>,
+    /// Finishes every node's settings at each start (a test's bounds).
+    configure: Box<dyn Fn(&mut PoolSettings) + Send + Sync>,
 }
 
 impl TestPool {
@@ -72,7 +74,27 @@ impl TestPool {
             parked,
             running: (0..n).map(|_| None).collect(),
             last: (0..n).map(|_| None).collect(),
+            configure: Box::new(|_| {}),
         }
+    }
+
+    /// Binds and starts all `n` nodes, each with its settings finished by `configure`.
+    pub async fn start_all_with(
+        n: usize,
+        timings: Timings,
+        configure: impl Fn(&mut PoolSettings) + Send + Sync + 'static,
+    ) -> Self {
+        let mut pool = Self::new(n, timings).await;
+        pool.configure = Box::new(configure);
+        for i in 0..n {
+            pool.start(i).await;
+        }
+        pool
+    }
+
+    /// Node `i`'s peer port.
+    pub fn peer_address(&self, i: usize) -> SocketAddr {
+        self.peer[i]
     }
 
     /// Binds and starts all `n` nodes.
@@ -113,6 +135,7 @@ impl TestPool {
             "test-token",
         );
         settings.faults = self.faults.clone();
+        (self.configure)(&mut settings);
         let frontend = pooled::build(PoolConfig {
             frontend: FrontEndConfig {
                 credentials: Credentials::open(),

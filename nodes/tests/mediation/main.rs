@@ -1,6 +1,7 @@
 //! The Mediation pool and the PSTN gateway stand-in in-process over real sockets: a call to a number answered,
 //! held and hung up; a Mediation server killed with calls up (both ends see the end, new calls use the
-//! survivor, the call-setup success ratio during the fault); a call from the gateway to a user's Front End.
+//! survivor, the call-setup success ratio during the fault); a call from the gateway to a user's Front End; a
+//! flood of calls at each server's `calls_max`.
 
 #[path = "../director/roles.rs"]
 mod roles;
@@ -38,10 +39,22 @@ struct Net {
 
 impl Net {
     async fn start(fe1: Option<SocketAddr>) -> Net {
+        Net::start_with_calls_max(fe1, 1_000, 1_000).await
+    }
+
+    /// The network with the gateway holding at most `gateway_calls_max` calls and each Mediation server
+    /// `mediation_calls_max`.
+    async fn start_with_calls_max(
+        fe1: Option<SocketAddr>,
+        gateway_calls_max: usize,
+        mediation_calls_max: usize,
+    ) -> Net {
         // The gateway must know the Mediation servers' addresses before they exist: bind them first.
         let med_listeners = [listeners().await, listeners().await];
         let med_addrs: Vec<SocketAddr> = med_listeners.iter().map(|l| l.sip_addr()).collect();
-        let gateway = Gateway::new(gateway_config(Resolver::dns().pin("med", med_addrs)));
+        let mut gw_config = gateway_config(Resolver::dns().pin("med", med_addrs));
+        gw_config.calls_max = gateway_calls_max;
+        let gateway = Gateway::new(gw_config);
         let g = gateway.clone();
         let gw = Running::start(move |l, stop| gateway::serve(l, g, stop)).await;
         let mut resolver = Resolver::dns().pin("gw", vec![gw.sip]);
@@ -50,10 +63,9 @@ impl Net {
         }
         let mut meds = Vec::new();
         for (node, listeners) in ["med1", "med2"].into_iter().zip(med_listeners) {
-            let m = Mediation::new(MediationConfig::new(
-                identity(node, "mediation"),
-                resolver.clone(),
-            ));
+            let mut config = MediationConfig::new(identity(node, "mediation"), resolver.clone());
+            config.calls_max = mediation_calls_max;
+            let m = Mediation::new(config);
             let served = m.clone();
             let running =
                 Running::start_on(listeners, move |l, stop| mediation::serve(l, served, stop))
@@ -461,4 +473,286 @@ async fn the_gateway_calls_a_user_through_mediation_to_a_front_end_stand_in() {
     net.stop().await;
     let _ = stop.send(());
     task.await.unwrap();
+}
+
+/// What a flood of INVITEs on one connection got: the calls answered (each a caller's dialog on `conn`) and how
+/// many were refused with `503` and `Retry-After`.
+struct Flood {
+    conn: Conn,
+    answered: Vec<(String, String, String)>,
+    refused: usize,
+}
+
+impl Flood {
+    /// `n` INVITEs to numbers, pipelined on one connection to `addr`, each held for minutes when answered;
+    /// requests the answered calls bring meanwhile are answered `200`. After each final answer `within_cap`
+    /// must hold.
+    async fn invites(addr: SocketAddr, n: usize, within_cap: impl Fn() -> bool) -> Flood {
+        let mut conn = Conn::connect(addr).await;
+        let mut froms = HashMap::new();
+        let mut text = String::new();
+        for i in 0..n {
+            let invite = request(
+                "INVITE",
+                &format!("sip:+1555{i:04}@med"),
+                "alice",
+                "pstn",
+                conn.local(),
+                &[
+                    "X-Hold-Ms: 600000".to_owned(),
+                    format!("Contact: <sip:alice@{};transport=tcp>", conn.local()),
+                ],
+                "",
+            );
+            let Ok(SipMessage::Request(parsed)) = message::parse(invite.as_bytes()) else {
+                unreachable!()
+            };
+            froms.insert(
+                header(&parsed.headers, "Call-ID").unwrap().to_owned(),
+                header(&parsed.headers, "From").unwrap().to_owned(),
+            );
+            text.push_str(&invite);
+        }
+        conn.send(text.as_bytes()).await;
+        let (mut answered, mut refused) = (Vec::new(), 0);
+        // Bounded: one final answer per INVITE, and the answered calls' keep-alives in between.
+        while answered.len() + refused < n {
+            match conn.message().await {
+                SipMessage::Request(r) => conn.answer(&r, 200, &[]).await,
+                SipMessage::Response(r) if r.status_code.code() < 200 => {}
+                SipMessage::Response(r) => {
+                    let call_id = header(&r.headers, "Call-ID").unwrap().to_owned();
+                    let from = froms.remove(&call_id).expect("one final answer per INVITE");
+                    match r.status_code.code() {
+                        200 => {
+                            let to = header(&r.headers, "To").unwrap().to_owned();
+                            let ack = in_dialog(&conn, "ACK", 1, &from, &to, &call_id);
+                            conn.send(ack.as_bytes()).await;
+                            answered.push((from, to, call_id));
+                        }
+                        503 => {
+                            assert!(header(&r.headers, "Retry-After").is_some(), "{r}");
+                            refused += 1;
+                        }
+                        _ => panic!("a call answered neither 200 nor 503: {r}"),
+                    }
+                }
+            }
+            assert!(within_cap(), "above the cap");
+        }
+        Flood {
+            conn,
+            answered,
+            refused,
+        }
+    }
+
+    /// Hangs up the first answered call: its BYE's final answer.
+    async fn hang_up_one(&mut self) -> u16 {
+        let (from, to, call_id) = self.answered.remove(0);
+        let bye = in_dialog(&self.conn, "BYE", 2, &from, &to, &call_id);
+        self.conn.send(bye.as_bytes()).await;
+        // Bounded: the BYE's answer comes after at most a few keep-alives.
+        loop {
+            match self.conn.message().await {
+                SipMessage::Request(r) => self.conn.answer(&r, 200, &[]).await,
+                SipMessage::Response(r) if header(&r.headers, "Call-ID") == Some(&call_id) => {
+                    return r.status_code.code()
+                }
+                SipMessage::Response(_) => {}
+            }
+        }
+    }
+}
+
+/// A request inside a caller's dialog on `conn`.
+fn in_dialog(conn: &Conn, method: &str, cseq: u32, from: &str, to: &str, call_id: &str) -> String {
+    format!(
+        "{method} sip:mediation@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+         From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        conn.local(),
+        message::token(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_a_mediation_servers_cap_get_503_and_it_carries_calls_on() {
+    // Claim: a Mediation server holds at most `calls_max` calls (those being set up included); a new call beyond
+    // gets `503` with `Retry-After`, and once a call ends a new one goes through.
+    // Proof: 24 INVITEs pipelined against a cap of 4: exactly 4 answered and 20 refused, the server's calls (held
+    // and up) never above 4; after one BYE a new call is answered 200.
+    const CAP: usize = 4;
+    const FLOOD: usize = 24;
+    let net = Net::start_with_calls_max(None, 1_000, CAP).await;
+    let med = net.meds[0].0.clone();
+    let mut flood = Flood::invites(net.med(0), FLOOD, || {
+        med.calls_held() <= CAP && med.calls_in_progress() <= CAP
+    })
+    .await;
+    println!(
+        "{FLOOD} calls against a Mediation server's cap of {CAP}: {} answered, {} refused",
+        flood.answered.len(),
+        flood.refused
+    );
+    assert_eq!((flood.answered.len(), flood.refused), (CAP, FLOOD - CAP));
+    assert_eq!(med.calls_in_progress(), CAP);
+    assert_eq!(
+        status(net.meds[0].1.admin).await["calls_held"].as_u64(),
+        Some(CAP as u64)
+    );
+    assert_eq!(flood.hang_up_one().await, 200);
+    assert!(eventually(WAIT, || async { med.calls_held() < CAP }).await);
+    let again = Caller::place(net.med(0), "sip:+15559999@med", 600_000).await;
+    assert!(
+        again.is_ok(),
+        "a new call after one ended: {:?}",
+        again.err()
+    );
+    assert!(med.calls_held() <= CAP);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_gateways_cap_get_503_and_it_answers_on() {
+    // Claim: the gateway holds at most `calls_max` calls (those ringing included); an INVITE beyond gets `503` with
+    // `Retry-After`, a call it is asked to place beyond is refused, and once a call ends a new one is answered.
+    // Proof: 24 INVITEs pipelined straight to the gateway against a cap of 4: exactly 4 answered and 20 refused,
+    // its calls (held and up) never above 4; `place_call` refused while full; after one BYE a new call is answered.
+    const CAP: usize = 4;
+    const FLOOD: usize = 24;
+    let net = Net::start_with_calls_max(None, CAP, 1_000).await;
+    let gateway = net.gateway.clone();
+    let mut flood = Flood::invites(net.gw.sip, FLOOD, || {
+        gateway.calls_held() <= CAP && gateway.calls_in_progress() <= CAP
+    })
+    .await;
+    println!(
+        "{FLOOD} calls against the gateway's cap of {CAP}: {} answered, {} refused",
+        flood.answered.len(),
+        flood.refused
+    );
+    assert_eq!((flood.answered.len(), flood.refused), (CAP, FLOOD - CAP));
+    assert_eq!(gateway.calls_in_progress(), CAP);
+    let refused = gateway
+        .place_call("alice", "+15550100", Duration::from_secs(1))
+        .await;
+    assert_eq!(refused, Err(gateway::CallError::TooManyCalls(CAP)));
+    assert_eq!(flood.hang_up_one().await, 200);
+    assert!(eventually(WAIT, || async { gateway.calls_held() < CAP }).await);
+    let again = Caller::place(net.gw.sip, "sip:+15559999@gw", 600_000).await;
+    assert!(
+        again.is_ok(),
+        "a new call after one ended: {:?}",
+        again.err()
+    );
+    assert!(gateway.calls_held() <= CAP);
+    net.stop().await;
+}
+
+/// A gateway that answers a call and then never answers anything inside it: every request Mediation relays to it
+/// waits for the relay timeout.
+struct SilentGateway;
+
+impl Handler for SilentGateway {
+    async fn handle(&self, request: Request, _peer: Peer) -> Reply {
+        match request.method {
+            Method::Ack => Reply::Nothing,
+            Method::Invite => {
+                let mut ok = message::response(&request, 200, "OK");
+                message::push(
+                    &mut ok.headers,
+                    "Contact",
+                    "<sip:gw@127.0.0.1;transport=tcp>",
+                );
+                Reply::Response(ok)
+            }
+            _ => Reply::Deferred(Box::pin(std::future::pending())),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_a_mediation_servers_in_flight_cap_get_503_and_it_answers_on() {
+    // Claim: a Mediation server answers at most `requests_in_flight_max` requests at once (a relayed one waits for
+    // the other leg); one beyond gets `503` with `Retry-After` at once, and once the waiting ones end, requests are
+    // answered again.
+    // Proof: a call whose far end never answers inside it; 64 OPTIONS pipelined in the call against a cap of 8: 56
+    // refused at once, the server's count never above 8; the 8 waiting ones end `408` after the relay timeout;
+    // then an OPTIONS in the call is answered (`408`, not refused) and one outside any call gets `200`.
+    const CAP: usize = 8;
+    const FLOOD: u32 = 64;
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let silent = listeners.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gw = tokio::spawn(async move {
+        poolnode::sip::run(
+            listeners,
+            Arc::new(SilentGateway),
+            TransportConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let mut config = MediationConfig::new(
+        identity("med1", "mediation"),
+        Resolver::dns().pin("gw", vec![silent]),
+    );
+    config.requests_in_flight_max = CAP;
+    config.relay_timeout = Duration::from_secs(2);
+    let med = Mediation::new(config);
+    let served = med.clone();
+    let mut running = Running::start(move |l, stop| mediation::serve(l, served, stop)).await;
+    let mut caller = Caller::place(running.sip, "sip:+15551234@med", 600_000)
+        .await
+        .expect("answered by the silent gateway");
+
+    let flood: String = (0..FLOOD)
+        .map(|i| caller.in_dialog("OPTIONS", 10 + i))
+        .collect();
+    caller.conn.send(flood.as_bytes()).await;
+    let (mut refused, mut timed_out) = (0, 0);
+    // Bounded: one answer per OPTIONS.
+    while refused + timed_out < FLOOD as usize {
+        let answer = caller.conn.response().await;
+        match answer.status_code.code() {
+            503 => {
+                assert!(header(&answer.headers, "Retry-After").is_some(), "{answer}");
+                refused += 1;
+            }
+            408 => timed_out += 1,
+            _ => panic!("neither refused nor timed out: {answer}"),
+        }
+        assert!(
+            med.requests_in_flight() <= CAP,
+            "{} in flight",
+            med.requests_in_flight()
+        );
+    }
+    println!(
+        "{FLOOD} requests in a call against a cap of {CAP}: {refused} refused, {timed_out} waited"
+    );
+    assert_eq!((refused, timed_out), (FLOOD as usize - CAP, CAP));
+    assert!(eventually(WAIT, || async { med.requests_in_flight() == 0 }).await);
+
+    let again = caller.in_dialog("OPTIONS", 1_000);
+    assert_eq!(caller.conn.request(&again).await.status_code.code(), 408);
+    let mut other = Conn::connect(running.sip).await;
+    let options = request(
+        "OPTIONS",
+        "sip:med",
+        "probe",
+        "probe",
+        other.local(),
+        &[],
+        "",
+    );
+    assert_eq!(other.request(&options).await.status_code.code(), 200);
+    running.kill().await;
+    let _ = stop.send(());
+    gw.await.unwrap();
 }

@@ -292,11 +292,7 @@ impl Sites {
             Some(l) => l,
             None => Listeners::bind(slot.peer, slot.admin).await.unwrap(),
         };
-        let config = BackendConfig {
-            cluster: self.cluster.clone(),
-            node: name.to_owned(),
-            data_dir: slot.data_dir.clone(),
-        };
+        let config = BackendConfig::new(self.cluster.clone(), name, slot.data_dir.clone());
         slot.task = Some(if slot.witness {
             let w = Witness::open(&config).unwrap();
             tokio::spawn(async move { w.run(listeners, std::future::pending()).await.unwrap() })

@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::node::Pool;
 use super::placement::{group_name, group_of, GroupId};
 use super::wire::{Answer, Call};
+use crate::frontend::error::PeerError;
 use crate::frontend::store::{Applied, UserView, Write};
 
 /// How long one forwarded call keeps trying, in failure timeouts: detection of a dead primary (one), its
@@ -108,8 +109,8 @@ impl Pool {
             } else {
                 match self.call_while_alive(&target, call.clone(), timeout).await {
                     Ok(answer) => answer,
-                    Err(reason) => {
-                        sent_unanswered |= matches!(call, Call::Commit { .. });
+                    Err(Unanswered { reason, unsent }) => {
+                        sent_unanswered |= matches!(call, Call::Commit { .. }) && !unsent;
                         last = Answer::Unavailable { reason };
                         continue;
                     }
@@ -141,17 +142,23 @@ impl Pool {
         target: &str,
         call: Call,
         timeout: Duration,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Unanswered> {
         let answer = self.links.call(target, call, timeout);
         tokio::pin!(answer);
         let mut watch = tokio::time::interval(self.settings.heartbeat_interval);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                answer = &mut answer => return answer.map_err(|error| format!("failed to {error}")),
+                answer = &mut answer => return answer.map_err(|error| Unanswered {
+                    reason: format!("failed to {error}"),
+                    unsent: matches!(error, PeerError::QueueFull { .. }),
+                }),
                 _ = watch.tick() => {
                     if !self.membership.alive(target) {
-                        return Err(format!("primary {target} declared down while answering"));
+                        return Err(Unanswered {
+                            reason: format!("primary {target} declared down while answering"),
+                            unsent: false,
+                        });
                     }
                 }
             }
@@ -248,6 +255,13 @@ impl Pool {
             }
         }
     }
+}
+
+/// Why a call to a primary got no answer.
+struct Unanswered {
+    reason: String,
+    /// Refused before it left this node (the peer's queue was full): a commit was surely not applied.
+    unsent: bool,
 }
 
 /// Why a commit did not answer `Committed`.

@@ -91,7 +91,8 @@ impl Membership {
 
     /// Something arrived from `node`.
     pub fn heard(&self, node: &str) {
-        if node == self.me.node {
+        // Only the pool's nodes are tracked: a name from the network that is not one of them adds nothing.
+        if node == self.me.node || !self.nodes.iter().any(|n| n == node) {
             return;
         }
         let now = Instant::now();

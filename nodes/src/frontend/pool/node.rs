@@ -20,6 +20,7 @@ use super::settings::PoolSettings;
 use super::wire::{self, Answer, Call, Links};
 use crate::defects::{self, Defect};
 use crate::frontend::store::{now_unix_ms, UserStore};
+use crate::slots::Slots;
 
 /// Whether the pool started, and the operator's override.
 #[derive(Debug, Default)]
@@ -48,8 +49,20 @@ pub struct Pool {
     pub(super) formation: Mutex<Formation>,
     /// Since when each member of each group has been seen unhealthy (for the rebuild delay).
     pub(super) unhealthy: Mutex<HashMap<(GroupId, Member), Instant>>,
+    pub(super) peer_load: PeerLoad,
     local: OnceLock<Weak<dyn Local>>,
     tasks: Mutex<JoinSet<()>>,
+}
+
+/// What the peers' connections and calls hold of this node now, each within its bound in [`PoolSettings`].
+#[derive(Debug, Default)]
+pub(super) struct PeerLoad {
+    /// Accepted peer connections (at most `peer_connections_max`).
+    pub(super) connections: Slots,
+    /// Peers' calls answered later, in flight (at most `peer_calls_in_flight_max`).
+    pub(super) calls: Slots,
+    /// Answers queued on the accepted connections (at most `peer_queue_len` on each).
+    pub(super) answers: Slots,
 }
 
 impl Pool {
@@ -68,7 +81,9 @@ impl Pool {
                 &settings.node,
                 settings.peer_addresses.clone(),
                 settings.faults.clone(),
+                settings.peer_queue_len,
             ),
+            peer_load: PeerLoad::default(),
             slots: (0..settings.routing_groups).map(Slot::new).collect(),
             formation: Mutex::new(Formation::default()),
             unhealthy: Mutex::new(HashMap::new()),
@@ -111,12 +126,28 @@ impl Pool {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
-                    pool.spawn(wire::incoming(
+                    let settings = &pool.settings;
+                    let Some(slot) = pool
+                        .peer_load
+                        .connections
+                        .take(settings.peer_connections_max)
+                    else {
+                        // At the cap: closed unread; the dialling peer sees its connection close.
+                        drop(stream);
+                        continue;
+                    };
+                    let served = wire::incoming(
                         stream,
                         me.clone(),
                         pool.clone(),
                         faults.clone(),
-                    ));
+                        settings.peer_queue_len,
+                        pool.peer_load.answers.clone(),
+                    );
+                    pool.spawn(async move {
+                        served.await;
+                        drop(slot);
+                    });
                 }
             });
         }

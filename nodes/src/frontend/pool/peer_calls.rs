@@ -1,6 +1,10 @@
 //! The calls a pool's peers make to this Front End ([`Callee`] for [`Pool`]): heartbeats, the replication and
 //! reconfiguration calls each routing group's replica answers, and the calls that reach the Front End's own
 //! connections through [`super::local::Local`] (deliver, ring, relay, changed).
+//!
+//! Calls answered later (a forwarded commit, deliver, ring, relay) each hold a place among
+//! `peer_calls_in_flight_max` until answered; beyond it a call is refused at once with the answer its caller
+//! takes for "not done here": `Unavailable` (a commit is then `503` to the client), or `503` for an IM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +13,45 @@ use super::node::Pool;
 use super::wire::{Answer, Call, Callee};
 use crate::sip::BoxFuture;
 
+/// Why a call is refused at `peer_calls_in_flight_max`.
+const AT_LIMIT: &str = "too many peer calls in flight";
+
+/// Whether a call is answered later, off the connection's reading task.
+fn answered_later(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::Commit { .. } | Call::Deliver { .. } | Call::Ring { .. } | Call::CallRelay { .. }
+    )
+}
+
+/// The answer to a call refused at `peer_calls_in_flight_max`: nothing was done for it.
+fn at_limit(call: &Call) -> Answer {
+    match call {
+        Call::Deliver { .. } => Answer::Delivered {
+            code: 503,
+            reason: format!("Service Unavailable ({AT_LIMIT})"),
+        },
+        _ => Answer::Unavailable {
+            reason: AT_LIMIT.into(),
+        },
+    }
+}
+
 impl Callee for Pool {
     fn answer(self: &Arc<Self>, from: &str, call: Call) -> Result<Answer, BoxFuture<Answer>> {
         self.membership.heard(from);
+        let slot = if answered_later(&call) {
+            match self
+                .peer_load
+                .calls
+                .take(self.settings.peer_calls_in_flight_max)
+            {
+                Some(slot) => Some(slot),
+                None => return Ok(at_limit(&call)),
+            }
+        } else {
+            None
+        };
         let mine = |incarnation: u64| incarnation == self.me.incarnation;
         let not_me = || Answer::Refused {
             epoch: 0,
@@ -94,6 +134,7 @@ impl Callee for Pool {
             } if group < self.slots.len() => {
                 let pool = self.clone();
                 return Err(Box::pin(async move {
+                    let _slot = slot;
                     pool.commit_local(group, user, writes, now_unix_ms).await
                 }));
             }
@@ -117,6 +158,7 @@ impl Callee for Pool {
                 let delivered =
                     local.deliver(user, contact, message, Duration::from_millis(timeout_ms));
                 return Err(Box::pin(async move {
+                    let _slot = slot;
                     let (code, reason) = delivered.await;
                     Answer::Delivered { code, reason }
                 }));
@@ -132,6 +174,7 @@ impl Callee for Pool {
                 };
                 let rung = local.ring(from.to_owned(), user, contact, message, timeout_ms);
                 return Err(Box::pin(async move {
+                    let _slot = slot;
                     Answer::Relayed {
                         response: rung.await,
                     }
@@ -148,6 +191,7 @@ impl Callee for Pool {
                 };
                 let relayed = local.relay(call_id, toward_client, message, timeout_ms);
                 return Err(Box::pin(async move {
+                    let _slot = slot;
                     Answer::Relayed {
                         response: relayed.await,
                     }

@@ -32,6 +32,14 @@ pub struct PoolSettings {
     pub rebuild_delay: Duration,
     /// The partition shim of the peer links (empty outside tests).
     pub faults: LinkFaults,
+    /// Frames queued for one peer connection's writer at most: a call beyond is refused at once, an answer beyond
+    /// waits (and the connection is not read meanwhile).
+    pub peer_queue_len: usize,
+    /// Peers' calls answered later (a forwarded commit, a relayed IM, a ring) in flight at once; one beyond is
+    /// refused at once with the refusal its caller already handles.
+    pub peer_calls_in_flight_max: usize,
+    /// Accepted peer connections open at once; one more is closed as soon as it is accepted.
+    pub peer_connections_max: usize,
     /// The Back End's vote for pools with an even number of voters.
     pub backend_vote: Arc<dyn BackendVote>,
     /// The pool's Back End (lazy writes, reload, resiliency mode); `None` runs without one, as before.
@@ -73,6 +81,9 @@ impl PoolSettings {
             failure_timeout: Duration::from_millis(timings.fe_failure_timeout_ms),
             rebuild_delay: Duration::from_millis(timings.replica_rebuild_delay_ms),
             faults: LinkFaults::default(),
+            peer_queue_len: 4096,
+            peer_calls_in_flight_max: 4096,
+            peer_connections_max: 64,
             backend_vote: Arc::new(AssumedVote(true)),
             backend: None,
             calls: None,

@@ -10,6 +10,26 @@ use super::quorum::BackendVote;
 use crate::admin::AdminApi;
 
 impl Pool {
+    /// Accepted peer connections open now (at most `peer_connections_max`).
+    pub fn peer_connections(&self) -> usize {
+        self.peer_load.connections.taken()
+    }
+
+    /// Peers' calls answered later, in flight now (at most `peer_calls_in_flight_max`).
+    pub fn peer_calls_in_flight(&self) -> usize {
+        self.peer_load.calls.taken()
+    }
+
+    /// Answers queued now on the accepted peer connections (at most `peer_queue_len` on each).
+    pub fn peer_answers_queued(&self) -> usize {
+        self.peer_load.answers.taken()
+    }
+
+    /// Calls queued now toward `peer` (at most `peer_queue_len`).
+    pub fn peer_calls_queued(&self, peer: &str) -> usize {
+        self.links.queued(peer)
+    }
+
     /// The `/status` document the harness probes.
     pub fn status(&self) -> Value {
         let quorum_state = self.quorum_state();
@@ -45,6 +65,8 @@ impl Pool {
             "fes_running": self.membership.running_names(),
             "groups": groups,
             "users": users,
+            "peer_connections": self.peer_connections(),
+            "peer_calls_in_flight": self.peer_calls_in_flight(),
         });
         if let Some(backend) = &self.settings.backend {
             let stats = backend.writer.stats();

@@ -5,6 +5,10 @@
 //!
 //! Every frame in or out passes [`LinkFaults`], the test-only partition shim: a cut link closes its connection and
 //! refuses new calls, as a network partition would. In production the set of cuts is empty.
+//!
+//! Nothing queues without bound: a connection's writer takes frames from a queue of at most `queue_len`. A call
+//! toward a peer whose queue is full is refused at once ([`PeerError::QueueFull`]); an answer waits for room, so
+//! a peer that does not read its answers stops being read from (TCP then slows its calls down).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,7 @@ use super::membership::Report;
 use super::placement::GroupId;
 use crate::frontend::error::PeerError;
 use crate::frontend::store::{Applied, UserView, Write};
+use crate::slots::{Slot, Slots};
 
 /// Largest frame accepted: a snapshot of a big routing group fits, a corrupt length does not allocate gigabytes.
 const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -210,21 +215,36 @@ async fn read_frame<R: AsyncRead + Unpin>(
     serde_json::from_slice(&body).ok()
 }
 
+/// An answer waiting in an incoming connection's queue, counted while it waits.
+struct QueuedAnswer {
+    frame: Bytes,
+    _counted: Slot,
+}
+
+impl From<QueuedAnswer> for Bytes {
+    /// The frame, taken out of the queue: it is no longer counted.
+    fn from(queued: QueuedAnswer) -> Bytes {
+        queued.frame
+    }
+}
+
 /// Writes the queued frames, those queued together in one batch, until the queue closes (the connection was
 /// replaced or the node stops), the socket fails or the link from `me` to `peer` is cut.
-async fn write_queued<W: AsyncWrite + Unpin>(
+async fn write_queued<W: AsyncWrite + Unpin, Q: Into<Bytes>>(
     frames: &mut FramedWrite<W, LengthDelimitedCodec>,
-    queue: &mut mpsc::UnboundedReceiver<Bytes>,
+    queue: &mut mpsc::Receiver<Q>,
     faults: &LinkFaults,
     me: &str,
     peer: &str,
 ) {
     while let Some(first) = queue.recv().await {
+        let first: Bytes = first.into();
         let mut size = first.len();
         let mut batch = vec![first];
         while size < BATCH_BYTES {
             match queue.try_recv() {
                 Ok(next) => {
+                    let next: Bytes = next.into();
                     size += next.len();
                     batch.push(next);
                 }
@@ -275,9 +295,9 @@ impl LinkFaults {
 
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
 
-/// One outgoing connection: a queue of encoded frames and the calls awaiting answers.
+/// One outgoing connection: a queue of encoded frames (at most `queue_len`) and the calls awaiting answers.
 struct Connection {
-    queue: mpsc::UnboundedSender<Bytes>,
+    queue: mpsc::Sender<Bytes>,
     waiting: Waiting,
 }
 
@@ -287,18 +307,26 @@ pub struct Links {
     addresses: BTreeMap<String, String>,
     faults: LinkFaults,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Frames queued for one connection's writer at most.
+    queue_len: usize,
     next_id: AtomicU64,
     tasks: Mutex<JoinSet<()>>,
 }
 
 impl Links {
-    /// Links from `me` to the peers at `addresses` (node → `host:port`).
-    pub fn new(me: &str, addresses: BTreeMap<String, String>, faults: LinkFaults) -> Self {
+    /// Links from `me` to the peers at `addresses` (node → `host:port`), each queueing at most `queue_len` frames.
+    pub fn new(
+        me: &str,
+        addresses: BTreeMap<String, String>,
+        faults: LinkFaults,
+        queue_len: usize,
+    ) -> Self {
         Self {
             me: me.to_owned(),
             addresses,
             faults,
             connections: Mutex::new(HashMap::new()),
+            queue_len: queue_len.max(1),
             next_id: AtomicU64::new(1),
             tasks: Mutex::new(JoinSet::new()),
         }
@@ -306,6 +334,13 @@ impl Links {
 
     pub fn faults(&self) -> &LinkFaults {
         &self.faults
+    }
+
+    /// Frames queued now toward `to` (at most `queue_len`).
+    pub fn queued(&self, to: &str) -> usize {
+        self.lock()
+            .get(to)
+            .map_or(0, |c| c.queue.max_capacity() - c.queue.capacity())
     }
 
     /// Sends `call` to `to` now (so calls to one peer leave in the order they were made) and returns the wait for its
@@ -343,17 +378,26 @@ impl Links {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        if connection
-            .queue
-            .send(encode(&Frame::Call { id, call }))
-            .is_err()
-        {
-            self.lock().remove(to);
-            return Err(PeerError::Closed {
-                peer: to.to_owned(),
-            });
+        match connection.queue.try_send(encode(&Frame::Call { id, call })) {
+            Ok(()) => Ok(rx),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Refused before anything was sent: the call leaves no trace on the connection.
+                connection
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                Err(PeerError::QueueFull {
+                    peer: to.to_owned(),
+                })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.lock().remove(to);
+                Err(PeerError::Closed {
+                    peer: to.to_owned(),
+                })
+            }
         }
-        Ok(rx)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Connection>>> {
@@ -373,7 +417,7 @@ impl Links {
             .ok_or_else(|| PeerError::Unknown {
                 peer: to.to_owned(),
             })?;
-        let (queue, frames) = mpsc::unbounded_channel();
+        let (queue, frames) = mpsc::channel(self.queue_len);
         let waiting: Waiting = Arc::default();
         let connection = Arc::new(Connection {
             queue,
@@ -404,7 +448,7 @@ async fn outgoing(
     me: String,
     peer: String,
     address: String,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: mpsc::Receiver<Bytes>,
     waiting: Waiting,
     faults: LinkFaults,
 ) {
@@ -461,12 +505,16 @@ pub trait Callee: Send + Sync + 'static {
     ) -> Result<Answer, crate::sip::BoxFuture<Answer>>;
 }
 
-/// Serves one accepted peer connection until it closes, a frame is malformed or the link is cut.
+/// Serves one accepted peer connection until it closes, a frame is malformed or the link is cut. At most
+/// `queue_len` answers wait for the writer, each counted in `answers` (shared by the node's incoming connections);
+/// with the queue full, the next call is not read until there is room.
 pub async fn incoming<C: Callee>(
     stream: TcpStream,
     me: String,
     callee: Arc<C>,
     faults: LinkFaults,
+    queue_len: usize,
+    answers: Slots,
 ) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
@@ -474,7 +522,7 @@ pub async fn incoming<C: Callee>(
     let Some(Frame::Hello { from }) = read_frame(&mut reader).await else {
         return;
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (tx, mut rx) = mpsc::channel::<QueuedAnswer>(queue_len.max(1));
     let mut writer = frame_writer(writer);
     let write = write_queued(&mut writer, &mut rx, &faults, &me, &from);
     let read = async {
@@ -488,13 +536,24 @@ pub async fn incoming<C: Callee>(
             };
             match callee.answer(&from, call) {
                 Ok(answer) => {
-                    let _ = tx.send(encode(&Frame::Answer { id, answer }));
+                    let Ok(room) = tx.reserve().await else {
+                        return;
+                    };
+                    room.send(QueuedAnswer {
+                        frame: encode(&Frame::Answer { id, answer }),
+                        _counted: answers.count(),
+                    });
                 }
                 Err(future) => {
-                    let tx = tx.clone();
+                    let (tx, answers) = (tx.clone(), answers.clone());
                     later.spawn(async move {
                         let answer = future.await;
-                        let _ = tx.send(encode(&Frame::Answer { id, answer }));
+                        if let Ok(room) = tx.reserve().await {
+                            room.send(QueuedAnswer {
+                                frame: encode(&Frame::Answer { id, answer }),
+                                _counted: answers.count(),
+                            });
+                        }
                     });
                     while later.try_join_next().is_some() {}
                 }
@@ -504,5 +563,204 @@ pub async fn incoming<C: Callee>(
     tokio::select! {
         _ = write => {}
         _ = read => {}
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// Generous for a busy 2-core machine: every wait below ends in milliseconds when the code is right.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    /// A callee answering every call at once with `answer`.
+    struct Answering(Answer);
+
+    impl Callee for Answering {
+        fn answer(
+            self: &Arc<Self>,
+            _from: &str,
+            _call: Call,
+        ) -> Result<Answer, crate::sip::BoxFuture<Answer>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn changed(user: &str) -> Call {
+        Call::Changed {
+            user: user.to_owned(),
+        }
+    }
+
+    /// Claim: calls toward a peer that does not read queue at most `queue_len` frames; one more is refused at once
+    /// with `QueueFull` and nothing of it stays; once the peer reads, the link answers calls again.
+    /// Proof: 20 rounds of 50 calls of 64 KiB to a peer holding its connection unread, with pauses for the writer
+    /// to fill the socket: the queue never holds more than 16 frames, calls are refused, and after the peer starts
+    /// reading a new call is answered.
+    #[tokio::test]
+    async fn calls_beyond_a_full_queue_are_refused_and_the_link_answers_once_the_peer_reads() {
+        const QUEUE: usize = 16;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let reading = Arc::new(tokio::sync::Notify::new());
+        let peer = tokio::spawn({
+            let reading = reading.clone();
+            async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                reading.notified().await;
+                let callee = Arc::new(Answering(Answer::Done));
+                incoming(
+                    stream,
+                    "b".into(),
+                    callee,
+                    LinkFaults::default(),
+                    QUEUE,
+                    Slots::default(),
+                )
+                .await;
+            }
+        });
+        let links = Links::new(
+            "a",
+            BTreeMap::from([("b".to_owned(), address)]),
+            LinkFaults::default(),
+            QUEUE,
+        );
+        let big = "x".repeat(64 * 1024);
+        let (mut queued, mut refused) = (0, 0);
+        for _ in 0..20 {
+            for _ in 0..50 {
+                // `call` queues at once; its answer is not awaited (the peer does not read).
+                match links.send("b", changed(&big)) {
+                    Ok(_) => queued += 1,
+                    Err(PeerError::QueueFull { .. }) => refused += 1,
+                    Err(other) => panic!("neither queued nor refused as full: {other}"),
+                }
+                assert!(links.queued("b") <= QUEUE, "{} queued", links.queued("b"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("1,000 calls of 64 KiB to a peer not reading: {queued} queued, {refused} refused");
+        assert!(refused > 0, "a full queue refuses calls");
+
+        reading.notify_one();
+        let answered = tokio::time::timeout(WAIT, async {
+            // Bounded by the timeout: the queue drains once the peer reads.
+            loop {
+                match links.call("b", changed("after"), WAIT).await {
+                    Err(PeerError::QueueFull { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("a call answered once the peer reads");
+        assert!(matches!(answered, Ok(Answer::Done)), "{answered:?}");
+        assert!(links.queued("b") <= QUEUE);
+        links.stop();
+        peer.abort();
+    }
+
+    /// Claim: a peer that sends calls but does not read their answers gets at most `queue_len` answers queued for it;
+    /// the connection is then not read until there is room, and once the peer reads, every call is answered.
+    /// Proof: 128 calls each answered with 256 KiB, from a client with a small receive buffer that reads nothing:
+    /// the node's count of queued answers reaches 16 and never passes it; then every call's answer arrives, and the
+    /// count is back to 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_beyond_a_full_queue_wait_and_every_call_is_answered_once_the_peer_reads() {
+        const QUEUE: usize = 16;
+        const CALLS: u64 = 128;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let answers = Slots::default();
+        let node = tokio::spawn({
+            let answers = answers.clone();
+            async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let big = Answer::Refused {
+                    epoch: 0,
+                    reason: "x".repeat(256 * 1024),
+                };
+                let callee = Arc::new(Answering(big));
+                incoming(
+                    stream,
+                    "a".into(),
+                    callee,
+                    LinkFaults::default(),
+                    QUEUE,
+                    answers,
+                )
+                .await;
+            }
+        });
+        // A small receive buffer (set before connecting, so the kernel does not grow it): the node's answers stop
+        // flowing after a few megabytes at most.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        let stream = socket.connect(address).await.unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let mut calls = Vec::new();
+        let frames =
+            std::iter::once(Frame::Hello { from: "b".into() }).chain((1..=CALLS).map(|id| {
+                Frame::Call {
+                    id,
+                    call: changed("u"),
+                }
+            }));
+        for frame in frames {
+            let body = encode(&frame);
+            calls.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            calls.extend_from_slice(&body);
+        }
+        writer.write_all(&calls).await.unwrap();
+
+        let full = tokio::time::timeout(WAIT, async {
+            // Bounded by the timeout.
+            while answers.taken() < QUEUE {
+                assert!(
+                    answers.taken() <= QUEUE,
+                    "{} answers queued",
+                    answers.taken()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            full.is_ok(),
+            "the answer queue fills while the peer reads nothing"
+        );
+        for _ in 0..20 {
+            assert!(
+                answers.taken() <= QUEUE,
+                "{} answers queued",
+                answers.taken()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let mut ids = HashSet::new();
+        let mut reader = FramedRead::new(reader, codec());
+        tokio::time::timeout(WAIT, async {
+            // Bounded: one frame per call.
+            while (ids.len() as u64) < CALLS {
+                match read_frame(&mut reader).await {
+                    Some(Frame::Answer { id, .. }) => assert!(ids.insert(id), "answered twice"),
+                    other => panic!("expected an answer, got {other:?}"),
+                }
+                assert!(
+                    answers.taken() <= QUEUE,
+                    "{} answers queued",
+                    answers.taken()
+                );
+            }
+        })
+        .await
+        .expect("every call answered once the peer reads");
+        assert_eq!(answers.taken(), 0);
+        node.abort();
     }
 }
