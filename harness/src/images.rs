@@ -44,7 +44,7 @@ pub const POOLNODE: ImageSpec = ImageSpec {
 };
 
 /// The known-bad pool: `poolnode` built with the feature `defects`, which plants the one defect its
-/// `POOLNODE_DEFECT` names. Never one of [`ALL`]: built only by [`ensure_defects`], when a run asks for a
+/// `POOLNODE_DEFECT` names. Never one of [`ALL`]: built only by [`ensure_known_bad`], when a run asks for a
 /// defect (`RunOptions::defect`, `poolchaos run --defect`), so the default image cannot carry a defect.
 pub const POOLNODE_DEFECTS: ImageSpec = ImageSpec {
     repository: "poolchaos/poolnode-defects",

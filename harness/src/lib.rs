@@ -39,6 +39,7 @@
 //! - [`workload`]: simulated users: SIP clients of their pools, many per process.
 //! - [`scenario`]: scenario files: topology + workload + schedule + checkers + bounds.
 //! - [`schedule`]: scripted and seeded fault schedules.
+//! - [`testing`]: a folder of scenarios as tests in a crate's own `cargo test`, and scenarios built in Rust.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
 pub mod check;
@@ -55,5 +56,6 @@ pub mod runner;
 pub mod runtime;
 pub mod scenario;
 pub mod schedule;
+pub mod testing;
 pub mod topology;
 pub mod workload;

@@ -109,7 +109,7 @@ pub fn run_budget(scenario: &Scenario, seed: u64) -> Result<Duration, RunError> 
     Ok(START_BUDGET + drive_budget(&scenario.file.schedule, &plan) + TEARDOWN_BUDGET * 2)
 }
 
-/// The time budget of a run's drive: its scripted length plus [`DRIVE_SLACK`].
+/// The time budget of a run's drive: its scripted length plus a slack of five minutes.
 pub fn drive_budget(spec: &ScheduleSpec, plan: &[schedule::Planned]) -> Duration {
     let faults = ScheduleSpec::end_ms(plan);
     let operators = spec.operators.iter().map(|o| o.at_ms).max().unwrap_or(0);

@@ -210,8 +210,15 @@ impl Scenario {
             field: "(file)".into(),
             expected: format!("a readable scenario file ({e})"),
         })?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Reads a scenario from `text` as if it were the file at `path` (which need not exist: the topology is
+    /// found relative to it, and mistakes name it). [`crate::testing::ScenarioBuilder`] goes through here, so a
+    /// scenario written in Rust is checked exactly as a file is.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, FileError> {
         let file: ScenarioFile =
-            toml::from_str(&text).map_err(|e| topology::toml_error(path, &text, &e))?;
+            toml::from_str(text).map_err(|e| topology::toml_error(path, text, &e))?;
         let line_of = |key: &str| {
             text.lines()
                 .position(|l| l.trim_start().starts_with(key))

@@ -7,7 +7,7 @@
 //! - [`hgrm`]: HdrHistogram's percentile-distribution text, as its plotters read it.
 //! - [`markdown`]: `report.md` for CI comments.
 //! - [`html`]: `report.html`, one self-contained page with inline SVG charts.
-//! - [`compare`]: two runs' metrics side by side, failing on a p99 regression.
+//! - [`compare`](mod@compare): two runs' metrics side by side, failing on a p99 regression.
 //!
 //! Directory layout: `summary.json`, `latency/<metric>.hgrm`, `report.html`, `report.md`, beside the run's
 //! `history.jsonl` and `faults.jsonl`.

@@ -691,7 +691,7 @@ pub async fn pause_at(stage: PauseAt, run: &str) -> Result<(), RuntimeError> {
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Removes every container, network and volume labelled with `run`, through the Docker CLI, each call bounded by
-/// [`CLI_TIMEOUT`] (what is left then is swept by label on the next run).
+/// the CLI timeout (60 s) (what is left then is swept by label on the next run).
 pub fn remove_by_label_blocking(run: &str) {
     remove_labelled_blocking(labels::RUN, run);
 }
