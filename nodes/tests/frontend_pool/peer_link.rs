@@ -226,3 +226,80 @@ async fn peer_connections_beyond_the_cap_are_closed_and_the_pool_serves_on() {
     })
     .await;
 }
+
+/// Whether the node closes `stream` within `within`, having sent nothing on it.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) => rest.is_empty(),
+        Ok(Err(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Claim: a Front End closes an accepted peer connection whose hello is not complete within `peer_hello_timeout`,
+/// whether it sent nothing, part of a frame, or a complete frame that is not a hello, counts it, and its peers'
+/// links and a well-behaved peer are served on.
+/// Proof: with a 500 ms deadline, three such connections to fe1's peer port are closed (the last after the deadline,
+/// well before 10 s); fe1 counts 3 connections without hello (also in `/status`) and no longer counts them open; then a
+/// raw peer that says hello gets its call answered after the deadline has passed, and a REGISTER at fe1 whose
+/// routing group's primary is elsewhere is answered over the pool's links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_without_a_hello_in_time_are_closed_and_the_pool_serves_on() {
+    const DEADLINE: Duration = Duration::from_millis(500);
+    let pool = TestPool::start_all_with(3, timings(60_000), |settings| {
+        settings.peer_hello_timeout = DEADLINE;
+    })
+    .await;
+    pool.settled().await;
+    let fe1 = pool.pool(0);
+    let links = fe1.peer_connections();
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(pool.peer_address(0)).await.unwrap();
+    let mut partial = TcpStream::connect(pool.peer_address(0)).await.unwrap();
+    partial.write_all(&1_000u32.to_be_bytes()).await.unwrap();
+    partial.write_all(&[b'{'; 10]).await.unwrap();
+    let mut not_hello = TcpStream::connect(pool.peer_address(0)).await.unwrap();
+    let garbage = b"GET / HTTP/1.1\r\n\r\n";
+    not_hello
+        .write_all(&(garbage.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    not_hello.write_all(garbage).await.unwrap();
+    for stream in [&mut silent, &mut partial, &mut not_hello] {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "closed by fe1"
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= DEADLINE,
+        "closed after the deadline: {elapsed:?}"
+    );
+    pool.until(
+        "the connections without hello are counted and no longer open",
+        |p| {
+            let fe1 = p.pool(0);
+            fe1.peer_connections_without_hello() == 3 && fe1.peer_connections() <= links
+        },
+    )
+    .await;
+    assert_eq!(pool.status(0)["peer_connections_without_hello"], 3);
+
+    let mut peer = RawPeer::connect(pool.peer_address(0), "fe2").await;
+    tokio::time::sleep(DEADLINE * 2).await;
+    peer.call(1, &Call::Changed { user: "bob".into() }).await;
+    let (id, answer) = peer.answer().await;
+    assert!(matches!((id, answer), (1, Answer::Done)));
+    assert_eq!(fe1.peer_connections_without_hello(), 3);
+
+    let group = (0..pool.groups())
+        .find(|g| pool.accepting_primaries(*g).iter().all(|(i, _)| *i != 0))
+        .expect("a group whose primary is not fe1");
+    let user = pool.user_in(group, 0);
+    let mut client = TcpClient::connect(pool.sip[0]).await;
+    let contact = client.local();
+    let registered = register_as(&mut client, pool.sip[0], &user, contact).await;
+    assert_eq!(registered.status_code.code(), 200, "{registered}");
+}
