@@ -161,7 +161,8 @@ pub enum Answer {
         epoch: u64,
         primary: Option<String>,
     },
-    /// The group cannot serve (too few live replicas, no lease, pool below quorum).
+    /// The group cannot serve (too few live replicas, no lease, pool below quorum), or the callee refused a call
+    /// answered later at its cap of those in flight: nothing was done for the call.
     Unavailable {
         reason: String,
     },
