@@ -34,6 +34,8 @@
 //! - [`pairing`]: pool pairing and disaster recovery: the heartbeat between paired pools, the backup service
 //!   (each pool's Back End copied to its pair's), the backup registrar and resiliency mode, operator and
 //!   automatic pool failover and failback with fencing, the management store's location ([`pairing::Pairing`]).
+//! - [`frames`]: the length-prefixed frames of both peer ports ([`frames::FrameCodec`]), which allocate with the
+//!   bytes that arrive, never with the length announced.
 //! - [`slots`]: places among a cap ([`slots::Slots`]), how every bound on what the network feeds a node is kept.
 //! - [`defects`]: known-bad pools (cargo feature `defects` only): which defects exist and how one is planted.
 
@@ -43,6 +45,7 @@ pub mod cluster;
 pub mod defects;
 pub mod director;
 pub mod edge;
+pub mod frames;
 pub mod frontend;
 pub mod gateway;
 pub mod mediation;

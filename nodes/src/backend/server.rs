@@ -5,15 +5,15 @@
 //! `JoinSet` owned by that future, so dropping it drops the tasks and the listeners; the SQLite file stays.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::error::{BackendError, StoreError};
+use super::error::{BackendError, PeerError, StoreError};
 use super::protocol::{serve_connection, PeerConn, Request, Response};
 use super::role::{DbRole, RoleState, Settings};
 use super::store::{DurableRole, Meta, Store};
@@ -54,6 +54,9 @@ pub struct BackendConfig {
     /// Accepted peer-port connections open at once (partner, witness traffic, Front Ends' clients); one more is
     /// closed as soon as it is accepted.
     pub peer_connections_max: usize,
+    /// An accepted peer-port connection whose first request has not arrived complete within this is closed
+    /// unanswered (the store protocol has no hello: the first request is the peer's first word).
+    pub peer_first_frame_timeout: Duration,
 }
 
 impl BackendConfig {
@@ -64,6 +67,7 @@ impl BackendConfig {
             node: node.to_owned(),
             data_dir,
             peer_connections_max: 1_024,
+            peer_first_frame_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -130,9 +134,8 @@ pub struct Backend {
     pub(crate) witness_ctl: Option<PeerConn>,
     witness_ping: Option<PeerConn>,
     sync_running: AtomicBool,
-    /// Accepted peer-port connections open now, at most `peer_connections_max`.
-    peer_connections: Slots,
-    peer_connections_max: usize,
+    /// The peer port's bounds and counts.
+    peer_port: PeerPort,
 }
 
 impl std::fmt::Debug for Backend {
@@ -172,8 +175,7 @@ impl Backend {
             witness_ctl: witness_address.as_ref().map(|(w, a)| PeerConn::new(w, a)),
             witness_ping: witness_address.map(|(w, a)| PeerConn::new(w, a)),
             sync_running: AtomicBool::new(false),
-            peer_connections: Slots::default(),
-            peer_connections_max: config.peer_connections_max,
+            peer_port: PeerPort::new(config),
             placement,
         }))
     }
@@ -208,11 +210,12 @@ impl Backend {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) -> Result<(), BackendError> {
-        let (open, max) = (self.peer_connections.clone(), self.peer_connections_max);
-        accept_peers(listener, open, max, move |stream| {
+        let port = self.peer_port.clone();
+        let first_frame_timeout = port.first_frame_timeout;
+        accept_peers(listener, port, move |stream| {
             let node = self.clone();
             async move {
-                serve_connection(stream, |request| {
+                serve_connection(stream, first_frame_timeout, |request| {
                     let node = node.clone();
                     async move { node.handle(request).await }
                 })
@@ -224,7 +227,13 @@ impl Backend {
 
     /// Accepted peer-port connections open now (at most [`BackendConfig::peer_connections_max`]).
     pub fn peer_connections(&self) -> usize {
-        self.peer_connections.taken()
+        self.peer_port.open.taken()
+    }
+
+    /// Accepted peer-port connections closed since the start for sending no complete request within
+    /// [`BackendConfig::peer_first_frame_timeout`].
+    pub fn peer_connections_silent(&self) -> u64 {
+        self.peer_port.silent()
     }
 
     async fn handle(self: &Arc<Self>, request: Request) -> Response {
@@ -535,6 +544,7 @@ impl Backend {
             "witness": self.placement.witness,
             "witness_heard_ms_ago": state.witness_heard_at.map(|t| now.duration_since(t).as_millis() as u64),
             "peer_connections": self.peer_connections(),
+            "peer_connections_silent": self.peer_connections_silent(),
         })
     }
 
@@ -559,30 +569,66 @@ impl Backend {
     }
 }
 
-/// Accepts peer-port connections and serves each with `serve`, at most `max` open at once (counted in `open`):
-/// one more is closed as soon as it is accepted, and its client sees the connection close, as from a lost node.
+/// The bounds of a node's peer port (a Back End node's or a witness's) and what it counts.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerPort {
+    /// Accepted connections open now, at most `max`.
+    pub(crate) open: Slots,
+    max: usize,
+    /// A connection's first request must be complete within this.
+    pub(crate) first_frame_timeout: Duration,
+    /// Connections closed since the start for sending no complete request within `first_frame_timeout`.
+    silent: Arc<AtomicU64>,
+}
+
+impl PeerPort {
+    pub(crate) fn new(config: &BackendConfig) -> Self {
+        Self {
+            open: Slots::default(),
+            max: config.peer_connections_max,
+            first_frame_timeout: config.peer_first_frame_timeout,
+            silent: Arc::default(),
+        }
+    }
+
+    pub(crate) fn silent(&self) -> u64 {
+        self.silent.load(Ordering::Relaxed)
+    }
+}
+
+/// Accepts peer-port connections and serves each with `serve`, at most `port.max` open at once (counted in
+/// `port.open`): one more is closed as soon as it is accepted, and its client sees the connection close, as from a
+/// lost node. A connection `serve` ends with an error is logged; one silent past the first-frame deadline is
+/// counted too.
 pub(crate) async fn accept_peers<F, Fut>(
     listener: TcpListener,
-    open: Slots,
-    max: usize,
+    port: PeerPort,
     serve: F,
 ) -> Result<(), BackendError>
 where
     F: Fn(TcpStream) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), PeerError>> + Send + 'static,
 {
     let mut connections = JoinSet::new();
     loop {
         let (stream, _) = listener.accept().await?;
         // Reap finished connections so the set stays as big as the live ones.
         while connections.try_join_next().is_some() {}
-        let Some(slot) = open.take(max) else {
+        let Some(slot) = port.open.take(port.max) else {
             drop(stream);
             continue;
         };
         let served = serve(stream);
+        let silent = port.silent.clone();
         connections.spawn(async move {
-            served.await;
+            match served.await {
+                Ok(()) => {}
+                Err(e @ PeerError::Timeout(..)) => {
+                    let total = silent.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::debug!(total, "peer connection closed: no first request: {e}");
+                }
+                Err(e) => tracing::debug!("peer connection dropped: {e}"),
+            }
             drop(slot);
         });
     }

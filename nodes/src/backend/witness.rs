@@ -17,10 +17,9 @@ use tokio::task::JoinSet;
 
 use super::error::BackendError;
 use super::protocol::{serve_connection, Request, Response, WitnessView};
-use super::server::{accept_peers, BackendConfig, Listeners};
+use super::server::{accept_peers, BackendConfig, Listeners, PeerPort};
 use super::store::DurableRole;
 use crate::admin::AdminApi;
-use crate::slots::Slots;
 
 /// The witness's durable record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,9 +41,8 @@ pub struct Witness {
     /// The pool's nodes: the only names whose heartbeats are recorded.
     nodes: Vec<String>,
     state: Mutex<(WitnessRecord, HashMap<String, Instant>)>,
-    /// Accepted peer-port connections open now, at most `peer_connections_max`.
-    peer_connections: Slots,
-    peer_connections_max: usize,
+    /// The peer port's bounds and counts.
+    peer_port: PeerPort,
 }
 
 impl Witness {
@@ -75,8 +73,7 @@ impl Witness {
             admin_token: config.cluster.admin_token.clone(),
             nodes: pool.nodes.clone(),
             state: Mutex::new((record, HashMap::new())),
-            peer_connections: Slots::default(),
-            peer_connections_max: config.peer_connections_max,
+            peer_port: PeerPort::new(config),
         }))
     }
 
@@ -105,11 +102,12 @@ impl Witness {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) -> Result<(), BackendError> {
-        let (open, max) = (self.peer_connections.clone(), self.peer_connections_max);
-        accept_peers(listener, open, max, move |stream| {
+        let port = self.peer_port.clone();
+        let first_frame_timeout = port.first_frame_timeout;
+        accept_peers(listener, port, move |stream| {
             let witness = self.clone();
             async move {
-                serve_connection(stream, |request| {
+                serve_connection(stream, first_frame_timeout, |request| {
                     let witness = witness.clone();
                     // Small and quick: the record write is one fsync'd file of a few bytes.
                     async move {
@@ -128,7 +126,13 @@ impl Witness {
 
     /// Accepted peer-port connections open now (at most [`BackendConfig::peer_connections_max`]).
     pub fn peer_connections(&self) -> usize {
-        self.peer_connections.taken()
+        self.peer_port.open.taken()
+    }
+
+    /// Accepted peer-port connections closed since the start for sending no complete request within
+    /// [`BackendConfig::peer_first_frame_timeout`].
+    pub fn peer_connections_silent(&self) -> u64 {
+        self.peer_port.silent()
     }
 
     /// Records that `node` was heard at `now`, when it is one of the pool's nodes (the map holds no other name).
@@ -329,6 +333,7 @@ impl Witness {
             "mirror_synchronized": record.mirror_synchronized,
             "heard_ms_ago": seen,
             "peer_connections": self.peer_connections(),
+            "peer_connections_silent": self.peer_connections_silent(),
         })
     }
 }

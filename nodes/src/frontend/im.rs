@@ -2,13 +2,14 @@
 //!
 //! The sender's `2xx` is sent only after a recipient's client answered `2xx`, so an acknowledged IM is a
 //! delivered IM. Nobody registered: `480`. Nobody answered in time: `408`. Every flow refused: the first refusal
-//! is passed on.
+//! is passed on; a refusal by the pool itself (a peer at one of its bounds) is `503` with `Retry-After`.
 
 use std::time::Duration;
 
 use rsip::{Request, Response};
 use tokio::task::JoinSet;
 
+use super::pool::Delivery;
 use super::server::FrontEnd;
 use super::store::now_unix_ms;
 use crate::defects::{self, Defect};
@@ -112,6 +113,7 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
         }
     }
     let timeout = fe.config.im_answer_timeout;
+    let retry_after = fe.config.retry_after;
     let pool = fe.pool().cloned();
     Reply::Deferred(Box::pin(async move {
         let mut attempts = JoinSet::new();
@@ -119,9 +121,13 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
             let pool = pool.clone();
             attempts.spawn(async move {
                 match target {
-                    Target::Here(flow) => send_to(flow, &contact, forward, timeout)
-                        .await
-                        .map(|answer| (answer.status_code.code(), reason_of(&answer))),
+                    Target::Here(flow) => {
+                        send_to(flow, &contact, forward, timeout)
+                            .await
+                            .map(|answer| {
+                                Delivery::Answered(answer.status_code.code(), reason_of(&answer))
+                            })
+                    }
                     Target::There { node, user } => {
                         let encoded =
                             String::from_utf8_lossy(&message::encode(forward)).into_owned();
@@ -132,10 +138,10 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
                             None => None,
                         };
                         match delivered {
-                            Some((408, _)) => Err(RequestError::Timeout {
+                            Some(Delivery::Answered(408, _)) => Err(RequestError::Timeout {
                                 peer: ([0, 0, 0, 0], 0).into(),
                             }),
-                            Some(answer) => Ok(answer),
+                            Some(delivery) => Ok(delivery),
                             // The Front End holding the recipient's connection did not answer (it died, or
                             // the link broke): it may have delivered the IM first, so the outcome is
                             // unknown — the sender gets 408, never "not available" for a delivered IM.
@@ -147,16 +153,16 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
                 }
             });
         }
-        let mut refusal: Option<(u16, String)> = None;
+        let mut refusal: Option<Delivery> = None;
         let mut timed_out = false;
         // Bounded: one turn per relayed copy.
         while let Some(joined) = attempts.join_next().await {
             match joined {
-                Ok(Ok((code, reason))) if (200..300).contains(&code) => {
+                Ok(Ok(Delivery::Answered(code, reason))) if (200..300).contains(&code) => {
                     attempts.abort_all();
                     return message::response(&request, code, &reason);
                 }
-                Ok(Ok((480, _))) => {}
+                Ok(Ok(Delivery::Answered(480, _))) => {}
                 Ok(Ok(answer)) => {
                     refusal.get_or_insert(answer);
                 }
@@ -165,7 +171,8 @@ pub async fn message(fe: &FrontEnd, request: Request, peer: Peer) -> Reply {
             }
         }
         match refusal {
-            Some((code, reason)) => message::response(&request, code, &reason),
+            Some(Delivery::Answered(code, reason)) => message::response(&request, code, &reason),
+            Some(Delivery::Refused(why)) => message::unavailable(&request, &why, retry_after),
             None if timed_out => message::response(&request, 408, "Request Timeout"),
             None => message::response(&request, 480, "Temporarily Unavailable"),
         }

@@ -69,10 +69,10 @@ impl RawPeer {
 }
 
 /// Claim: a Front End answers at most `peer_calls_in_flight_max` of its peers' calls later at once; a call beyond
-/// is refused at once with the refusal its caller handles (`503` for an IM), while calls answered at once go on,
+/// is refused at once with the refusal its caller handles (`Unavailable`), while calls answered at once go on,
 /// and once the calls in flight end, such calls are answered again.
 /// Proof: 64 IM deliveries over one peer connection to a client that never answers, against a cap of 8: 56 are
-/// answered `503` at once, 8 stay in flight, the count never above 8; a heartbeat on the same connection and a
+/// answered `Unavailable` at once, 8 stay in flight, the count never above 8; a heartbeat on the same connection and a
 /// REGISTER over SIP are answered meanwhile; after the client's connection closes, the count is 0 and a delivery
 /// is answered by the client's absence (`480`), not refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +115,7 @@ async fn peer_calls_beyond_the_cap_are_refused_at_once_and_the_front_end_serves_
     // Bounded: one answer per refused call; the ones in flight wait for bob, who does not answer.
     while refused < FLOOD as usize - CAP {
         match peer.answer().await {
-            (_, Answer::Delivered { code: 503, .. }) => refused += 1,
+            (_, Answer::Unavailable { .. }) => refused += 1,
             other => panic!("a delivery answered before bob did: {other:?}"),
         }
         assert!(fe1.peer_calls_in_flight() <= CAP);
@@ -146,10 +146,7 @@ async fn peer_calls_beyond_the_cap_are_refused_at_once_and_the_front_end_serves_
             id <= CAP as u64,
             "the first {CAP} deliveries were in flight: {id}"
         );
-        assert!(
-            matches!(answer, Answer::Delivered { code, .. } if code != 503),
-            "{answer:?}"
-        );
+        assert!(matches!(answer, Answer::Delivered { .. }), "{answer:?}");
     }
     pool.until("the deliveries to bob are no longer counted", |p| {
         p.pool(0).peer_calls_in_flight() == 0
@@ -159,7 +156,7 @@ async fn peer_calls_beyond_the_cap_are_refused_at_once_and_the_front_end_serves_
     let (id, answer) = peer.answer().await;
     assert_eq!(id, 2_000);
     assert!(
-        matches!(answer, Answer::Delivered { code, .. } if code != 503),
+        matches!(answer, Answer::Delivered { .. }),
         "answered by bob's absence, not refused: {answer:?}"
     );
 }
@@ -225,4 +222,142 @@ async fn peer_connections_beyond_the_cap_are_closed_and_the_pool_serves_on() {
         p.pool(0).peer_connections() <= links
     })
     .await;
+}
+
+/// Whether the node closes `stream` within `within`, having sent nothing on it.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) => rest.is_empty(),
+        Ok(Err(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Claim: a Front End closes an accepted peer connection whose hello is not complete within `peer_hello_timeout`,
+/// whether it sent nothing, part of a frame, or a complete frame that is not a hello, counts it, and its peers'
+/// links and a well-behaved peer are served on.
+/// Proof: with a 500 ms deadline, three such connections to fe1's peer port are closed (the last after the deadline,
+/// well before 10 s); fe1 counts 3 connections without hello (also in `/status`) and no longer counts them open; then a
+/// raw peer that says hello gets its call answered after the deadline has passed, and a REGISTER at fe1 whose
+/// routing group's primary is elsewhere is answered over the pool's links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_without_a_hello_in_time_are_closed_and_the_pool_serves_on() {
+    const DEADLINE: Duration = Duration::from_millis(500);
+    let pool = TestPool::start_all_with(3, timings(60_000), |settings| {
+        settings.peer_hello_timeout = DEADLINE;
+    })
+    .await;
+    pool.settled().await;
+    let fe1 = pool.pool(0);
+    let links = fe1.peer_connections();
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(pool.peer_address(0)).await.unwrap();
+    let mut partial = TcpStream::connect(pool.peer_address(0)).await.unwrap();
+    partial.write_all(&1_000u32.to_be_bytes()).await.unwrap();
+    partial.write_all(&[b'{'; 10]).await.unwrap();
+    let mut not_hello = TcpStream::connect(pool.peer_address(0)).await.unwrap();
+    let garbage = b"GET / HTTP/1.1\r\n\r\n";
+    not_hello
+        .write_all(&(garbage.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    not_hello.write_all(garbage).await.unwrap();
+    for stream in [&mut silent, &mut partial, &mut not_hello] {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "closed by fe1"
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= DEADLINE,
+        "closed after the deadline: {elapsed:?}"
+    );
+    pool.until(
+        "the connections without hello are counted and no longer open",
+        |p| {
+            let fe1 = p.pool(0);
+            fe1.peer_connections_without_hello() == 3 && fe1.peer_connections() <= links
+        },
+    )
+    .await;
+    assert_eq!(pool.status(0)["peer_connections_without_hello"], 3);
+
+    let mut peer = RawPeer::connect(pool.peer_address(0), "fe2").await;
+    tokio::time::sleep(DEADLINE * 2).await;
+    peer.call(1, &Call::Changed { user: "bob".into() }).await;
+    let (id, answer) = peer.answer().await;
+    assert!(matches!((id, answer), (1, Answer::Done)));
+    assert_eq!(fe1.peer_connections_without_hello(), 3);
+
+    let group = (0..pool.groups())
+        .find(|g| pool.accepting_primaries(*g).iter().all(|(i, _)| *i != 0))
+        .expect("a group whose primary is not fe1");
+    let user = pool.user_in(group, 0);
+    let mut client = TcpClient::connect(pool.sip[0]).await;
+    let contact = client.local();
+    let registered = register_as(&mut client, pool.sip[0], &user, contact).await;
+    assert_eq!(registered.status_code.code(), 200, "{registered}");
+}
+
+/// Claim: an IM refused because the Front End holding the recipient's connection is at `peer_calls_in_flight_max`
+/// gets `503` with `Retry-After`, like the pool's other refusals under load, and IMs flow again once the calls in
+/// flight end.
+/// Proof: against a cap of 2, bob registered at fe1 never answers; alice at fe2 sends 3 IMs to bob: the third is
+/// answered `503` with `Retry-After: 5` (the Front End's `retry_after`) while the first two
+/// wait; once bob's connection closes, those two are answered (not `503`) and a fourth IM is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_im_refused_at_the_peer_call_cap_gets_503_with_retry_after() {
+    const CAP: usize = 2;
+    let pool = TestPool::start_all_with(3, timings(60_000), |settings| {
+        settings.peer_calls_in_flight_max = CAP;
+    })
+    .await;
+    pool.settled().await;
+    let mut bob = TcpClient::connect(pool.sip[0]).await;
+    let bob_contact = bob.local();
+    let registered = register_as(&mut bob, pool.sip[0], "bob", bob_contact).await;
+    assert_eq!(registered.status_code.code(), 200, "{registered}");
+    let mut alice = TcpClient::connect(pool.sip[1]).await;
+    let im = |alice: &TcpClient| {
+        request(
+            "MESSAGE",
+            "sip:bob@pool.test",
+            "alice",
+            "bob",
+            alice.local(),
+            "TCP",
+            &["Content-Type: text/plain".into()],
+            "hello",
+        )
+    };
+    for _ in 0..CAP {
+        alice.send(im(&alice).as_bytes()).await;
+    }
+    pool.until("both IMs are in flight at fe1", |p| {
+        p.pool(0).peer_calls_in_flight() == CAP
+    })
+    .await;
+    alice.send(im(&alice).as_bytes()).await;
+    let refused = alice.response().await;
+    assert_eq!(refused.status_code.code(), 503, "{refused}");
+    assert_eq!(value(&refused, "Retry-After"), "5", "{refused}");
+
+    drop(bob);
+    for _ in 0..CAP {
+        let answered = alice.response().await;
+        assert_ne!(answered.status_code.code(), 503, "{answered}");
+    }
+    pool.until("the deliveries to bob are no longer counted", |p| {
+        p.pool(0).peer_calls_in_flight() == 0
+    })
+    .await;
+    alice.send(im(&alice).as_bytes()).await;
+    let after = alice.response().await;
+    assert_ne!(
+        after.status_code.code(),
+        503,
+        "not refused once the calls ended: {after}"
+    );
 }

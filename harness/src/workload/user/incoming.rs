@@ -3,18 +3,17 @@
 //! or a request of the server's own (an IM, a presence or resiliency notice, a call's start or end), answered and
 //! recorded.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
+use super::activity::Session;
 use super::locate::registrars_of;
-use super::request::{send, set_cseq, with_auth, Kind, Outstanding};
+use super::request::{send, set_cseq, with_auth, Kind};
 use super::state::{Life, UserSpec};
 use crate::history::{Attachment, CallEndedBy, Op, Recorder};
 use crate::workload::sip::{self, Challenge, Message};
-use crate::workload::Settings;
 
 /// How soon a publication whose outcome the pool did not know is sent again.
 const PUBLISH_RETRY: Duration = Duration::from_secs(2);
@@ -59,16 +58,16 @@ pub(super) enum Answered {
     },
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn on_response(
-    spec: &UserSpec,
+    session: &mut Session<'_>,
     msg: Message,
-    outstanding: &mut HashMap<u32, Outstanding>,
-    write: &mut OwnedWriteHalf,
-    life: &mut Life,
-    recorder: &Recorder,
-    settings: &Settings,
 ) -> Result<Option<Answered>, String> {
+    let (spec, recorder, settings) = (session.spec, session.recorder, session.settings);
+    let (outstanding, write, life) = (
+        &mut session.outstanding,
+        &mut session.write,
+        &mut *session.life,
+    );
     let Some(cseq) = msg.cseq() else {
         return Ok(None);
     };

@@ -2,16 +2,13 @@
 //! and tracking each one in flight ([`Outstanding`]: its kind, its operation in the history, its deadline) until
 //! the session reads its answer.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use super::state::{Life, UserSpec};
-use crate::history::{Op, Pending, Recorder};
+use crate::history::{Op, Pending};
 use crate::workload::sip::{self, Challenge, Message};
 use crate::workload::Settings;
 
@@ -37,44 +34,6 @@ pub(super) struct Outstanding {
     /// The request as sent, to send again with credentials after a 401.
     pub(super) request: Message,
     pub(super) authorized: bool,
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn send_tracked(
-    spec: &UserSpec,
-    write: &mut OwnedWriteHalf,
-    recorder: &Recorder,
-    outstanding: &mut HashMap<u32, Outstanding>,
-    settings: &Settings,
-    kind: Kind,
-    op: Op,
-    req: Message,
-    authorized: bool,
-) -> Result<(), String> {
-    let pending = recorder
-        .invoke(&spec.name, op.clone())
-        .map_err(|e| e.to_string())?;
-    if let Err(e) = send(write, &req).await {
-        let _ = pending.fail(format!("write failed: {e}"));
-        return Err("connection closed".into());
-    }
-    let timeout = match kind {
-        // The Front End answers an IM only after the recipient did (or 408 after 10 s).
-        Kind::Im => settings.request_timeout + Duration::from_secs(10),
-        _ => settings.request_timeout,
-    };
-    outstanding.insert(
-        req.cseq().unwrap_or_default(),
-        Outstanding {
-            kind,
-            pending,
-            pending_op: op,
-            deadline: Instant::now() + timeout,
-            request: req,
-            authorized,
-        },
-    );
-    Ok(())
 }
 
 pub(super) fn new_request(

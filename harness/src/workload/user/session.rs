@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::activity::{add_contact, after_register, place_call, publish, read_contacts, send_im};
+use super::activity::Session;
 use super::incoming::{on_request, on_response, Answered, Heard};
-use super::request::{register_request, send, send_tracked, with_auth, Kind, Outstanding};
+use super::request::{register_request, send, with_auth, Kind, Outstanding};
 use super::state::{Life, UserSpec};
 use crate::history::{Op, Recorder};
 use crate::workload::sip::{Frame, Framer};
@@ -46,9 +46,8 @@ pub(super) async fn session(
     life: &mut Life,
     directive: &mut watch::Receiver<Directive>,
 ) -> End {
-    let (mut read, mut write) = stream.into_split();
+    let (mut read, write) = stream.into_split();
     let mut framer = Framer::default();
-    let mut outstanding: HashMap<u32, Outstanding> = HashMap::new();
     let mut registered = false;
     let mut last_rx = Instant::now();
     // Nothing heard yet on this connection: a server that answers neither the REGISTER nor a keep-alive within
@@ -65,6 +64,15 @@ pub(super) async fn session(
     let mut keepalive = tokio::time::interval(settings.keepalive_interval);
     let mut final_list_sent = false;
     let mut buf = vec![0u8; 4096];
+    let mut s = Session {
+        spec,
+        write,
+        recorder,
+        outstanding: HashMap::new(),
+        life,
+        settings,
+        from_tag,
+    };
 
     let op = Op::Register {
         registrar: Some(registrar.to_string()),
@@ -74,14 +82,21 @@ pub(super) async fn session(
     let Ok(pending) = recorder.invoke(&spec.name, op.clone()) else {
         return End::Lost("history unavailable".into());
     };
-    let register = register_request(spec, register_uri, &reg_call_id, &from_tag, life, settings);
-    let challenge = life.challenge.clone();
-    let register = with_auth(register, &challenge, spec, life);
-    if send(&mut write, &register).await.is_err() {
+    let register = register_request(
+        spec,
+        register_uri,
+        &reg_call_id,
+        &s.from_tag,
+        s.life,
+        settings,
+    );
+    let challenge = s.life.challenge.clone();
+    let register = with_auth(register, &challenge, spec, s.life);
+    if send(&mut s.write, &register).await.is_err() {
         let _ = pending.fail("connection closed before REGISTER");
         return End::Lost("connection closed".into());
     }
-    outstanding.insert(
+    s.outstanding.insert(
         register.cseq().unwrap_or_default(),
         Outstanding {
             kind: Kind::Register,
@@ -100,22 +115,12 @@ pub(super) async fn session(
         }
         if directive_now == Directive::Final && registered && !final_list_sent {
             final_list_sent = true;
-            if let Err(e) = read_contacts(
-                spec,
-                &mut write,
-                recorder,
-                &mut outstanding,
-                life,
-                settings,
-                &from_tag,
-            )
-            .await
-            {
+            if let Err(e) = s.read_contacts().await {
                 return End::Lost(e);
             }
         }
         // At the end a user also waits for its calls in progress to be hung up by the gateway.
-        if final_list_sent && outstanding.is_empty() && life.calls_up.is_empty() {
+        if final_list_sent && s.outstanding.is_empty() && s.life.calls_up.is_empty() {
             return End::Finished;
         }
         let wake = [next_refresh, next_im, next_publish, next_call, next_contact]
@@ -125,9 +130,9 @@ pub(super) async fn session(
         tokio::select! {
             read = read.read(&mut buf) => {
                 let n = match read {
-                    Ok(0) => return fail_all(outstanding, "connection closed by the server"),
+                    Ok(0) => return fail_all(&mut s.outstanding, "connection closed by the server"),
                     Ok(n) => n,
-                    Err(e) => return fail_all(outstanding, &format!("connection error: {e}")),
+                    Err(e) => return fail_all(&mut s.outstanding, &format!("connection error: {e}")),
                 };
                 last_rx = Instant::now();
                 heard = true;
@@ -136,16 +141,16 @@ pub(super) async fn session(
                     let frame = match framer.next_frame() {
                         Ok(Some(f)) => f,
                         Ok(None) => break,
-                        Err(e) => return fail_all(outstanding, &e.to_string()),
+                        Err(e) => return fail_all(&mut s.outstanding, &e.to_string()),
                     };
                     let Frame::Message(msg) = frame else { continue };
                     if msg.status().is_some() {
-                        let action = on_response(spec, msg, &mut outstanding, &mut write, life, recorder, settings).await;
+                        let action = on_response(&mut s, msg).await;
                         match action {
                             Ok(Some(Answered::Registered { granted })) => {
                                 registered = true;
                                 next_refresh = Instant::now() + refresh_after(settings, granted);
-                                if let Err(e) = after_register(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                                if let Err(e) = s.after_register().await {
                                     return End::Lost(e);
                                 }
                             }
@@ -156,22 +161,22 @@ pub(super) async fn session(
                             Ok(Some(Answered::PublishAgain { after })) => {
                                 next_publish = next_publish.min(Instant::now() + after);
                             }
-                            Ok(Some(Answered::Lost(reason))) => return fail_all(outstanding, &reason),
+                            Ok(Some(Answered::Lost(reason))) => return fail_all(&mut s.outstanding, &reason),
                             Ok(None) => {}
-                            Err(e) => return fail_all(outstanding, &e),
+                            Err(e) => return fail_all(&mut s.outstanding, &e),
                         }
                     } else {
-                        match on_request(spec, &msg, &mut write, recorder, &mut life.calls_up).await {
+                        match on_request(spec, &msg, &mut s.write, recorder, &mut s.life.calls_up).await {
                             Ok(Heard::Nothing) => {}
                             // Out of resiliency mode: publish the presence the pool could not take meanwhile.
                             Ok(Heard::FullService) => next_publish = Instant::now(),
                             Ok(Heard::SentHome(pool)) => {
                                 let reason = format!("sent home: register at {pool}");
                                 // What is in flight may still have been served: indeterminate, as on a loss.
-                                let _ = fail_all(outstanding, &reason);
+                                let _ = fail_all(&mut s.outstanding, &reason);
                                 return End::SentHome { pool, reason };
                             }
-                            Err(e) => return fail_all(outstanding, &e),
+                            Err(e) => return fail_all(&mut s.outstanding, &e),
                         }
                     }
                 }
@@ -181,60 +186,60 @@ pub(super) async fn session(
                 if now >= next_refresh {
                     next_refresh = now + Duration::from_secs(3600);
                     let req =
-                        register_request(spec, register_uri, &reg_call_id, &from_tag, life, settings);
-                    let challenge = life.challenge.clone();
-                    let req = with_auth(req, &challenge, spec, life);
+                        register_request(spec, register_uri, &reg_call_id, &s.from_tag, s.life, settings);
+                    let challenge = s.life.challenge.clone();
+                    let req = with_auth(req, &challenge, spec, s.life);
                     let op = Op::Refresh { action: None, resiliency: false, attachment: Default::default() };
-                    if let Err(e) = send_tracked(spec, &mut write, recorder, &mut outstanding, settings, Kind::Refresh, op, req, false).await {
+                    if let Err(e) = s.send_tracked(Kind::Refresh, op, req).await {
                         return End::Lost(e);
                     }
                 }
                 if now >= next_im {
                     next_im = now + settings.im_interval.unwrap_or(Duration::from_secs(3600));
-                    if let Err(e) = send_im(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                    if let Err(e) = s.send_im().await {
                         return End::Lost(e);
                     }
                 }
                 if now >= next_call {
                     next_call = now + call_every.unwrap_or(Duration::from_secs(3600));
-                    if let Err(e) = place_call(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                    if let Err(e) = s.place_call().await {
                         return End::Lost(e);
                     }
                 }
                 if now >= next_contact {
                     next_contact = now + settings.contact_interval.unwrap_or(Duration::from_secs(3600));
-                    if let Err(e) = add_contact(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                    if let Err(e) = s.add_contact().await {
                         return End::Lost(e);
                     }
                 }
                 if now >= next_publish {
                     next_publish = now + settings.publish_interval.unwrap_or(Duration::from_secs(3600));
-                    if let Err(e) = publish(spec, &mut write, recorder, &mut outstanding, life, settings, &from_tag).await {
+                    if let Err(e) = s.publish().await {
                         return End::Lost(e);
                     }
                 }
             }
             _ = keepalive.tick() => {
                 if !heard && last_rx.elapsed() > settings.first_answer {
-                    return fail_silent(outstanding, "no answer: a new connection stayed silent");
+                    return fail_silent(&mut s.outstanding, "no answer: a new connection stayed silent");
                 }
                 if last_rx.elapsed() > settings.dead_after {
-                    return fail_silent(outstanding, "no answer: the server went silent");
+                    return fail_silent(&mut s.outstanding, "no answer: the server went silent");
                 }
-                if write.write_all(b"\r\n\r\n").await.is_err() {
-                    return fail_all(outstanding, "keep-alive: write failed");
+                if s.write.write_all(b"\r\n\r\n").await.is_err() {
+                    return fail_all(&mut s.outstanding, "keep-alive: write failed");
                 }
                 let now = Instant::now();
-                let expired: Vec<u32> = outstanding.iter().filter(|(_, o)| o.deadline <= now).map(|(c, _)| *c).collect();
+                let expired: Vec<u32> = s.outstanding.iter().filter(|(_, o)| o.deadline <= now).map(|(c, _)| *c).collect();
                 let mut lost = false;
                 for cseq in expired {
-                    if let Some(o) = outstanding.remove(&cseq) {
+                    if let Some(o) = s.outstanding.remove(&cseq) {
                         lost |= matches!(o.kind, Kind::Register | Kind::Refresh);
                         let _ = o.pending.timeout();
                     }
                 }
                 if lost {
-                    return fail_silent(outstanding, "no answer: REGISTER without answer");
+                    return fail_silent(&mut s.outstanding, "no answer: REGISTER without answer");
                 }
             }
             _ = directive.changed() => {}
@@ -252,19 +257,19 @@ fn refresh_after(settings: &Settings, granted: Option<Duration>) -> Duration {
 }
 
 /// Ends a session: requests still waiting are indeterminate (they may have taken effect).
-fn fail_all(outstanding: HashMap<u32, Outstanding>, reason: &str) -> End {
+fn fail_all(outstanding: &mut HashMap<u32, Outstanding>, reason: &str) -> End {
     time_out_all(outstanding);
     End::Lost(reason.to_string())
 }
 
 /// [`fail_all`] for a server that went silent.
-fn fail_silent(outstanding: HashMap<u32, Outstanding>, reason: &str) -> End {
+fn fail_silent(outstanding: &mut HashMap<u32, Outstanding>, reason: &str) -> End {
     time_out_all(outstanding);
     End::Silent(reason.to_string())
 }
 
-fn time_out_all(outstanding: HashMap<u32, Outstanding>) {
-    for (_, o) in outstanding {
+fn time_out_all(outstanding: &mut HashMap<u32, Outstanding>) {
+    for (_, o) in outstanding.drain() {
         let _ = o.pending.timeout();
     }
 }

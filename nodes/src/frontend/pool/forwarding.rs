@@ -203,7 +203,8 @@ impl Pool {
     }
 
     /// Relays an encoded SIP request to `user`'s client bound at `contact`, whose connection is on `node`: the
-    /// client's final status and reason, or `None` when the node could not be asked.
+    /// client's final status and reason, a refusal before anything reached the client (`node` at its cap of peer
+    /// calls, or its queue here full), or `None` when the node could not be asked (the outcome is unknown).
     pub async fn deliver(
         &self,
         node: &str,
@@ -211,7 +212,7 @@ impl Pool {
         contact: &str,
         message: String,
         timeout: Duration,
-    ) -> Option<(u16, String)> {
+    ) -> Option<Delivery> {
         let call = Call::Deliver {
             user: user.to_owned(),
             contact: contact.to_owned(),
@@ -223,7 +224,11 @@ impl Pool {
             .call(node, call, timeout + self.settings.failure_timeout)
             .await
         {
-            Ok(Answer::Delivered { code, reason }) => Some((code, reason)),
+            Ok(Answer::Delivered { code, reason }) => Some(Delivery::Answered(code, reason)),
+            Ok(Answer::Unavailable { reason }) => Some(Delivery::Refused(reason)),
+            Err(PeerError::QueueFull { peer }) => {
+                Some(Delivery::Refused(format!("the link to {peer} is full")))
+            }
             _ => None,
         }
     }
@@ -255,6 +260,16 @@ impl Pool {
             }
         }
     }
+}
+
+/// What became of a request relayed through the peer holding its recipient's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The client's final status and reason.
+    Answered(u16, String),
+    /// Refused before it reached the client, with the reason (a bound of the pool): nothing was delivered, and the
+    /// sender may try again later.
+    Refused(String),
 }
 
 /// Why a call to a primary got no answer.

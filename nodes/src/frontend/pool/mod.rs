@@ -18,7 +18,7 @@
 
 pub mod backend;
 mod forwarding;
-pub use forwarding::CommitError;
+pub use forwarding::{CommitError, Delivery};
 pub mod local;
 pub mod member;
 pub mod membership;

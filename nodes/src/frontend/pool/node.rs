@@ -3,6 +3,7 @@
 //! in `status`; the pooled Front End is put together in [`crate::frontend::pooled`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,8 @@ pub(super) struct PeerLoad {
     pub(super) calls: Slots,
     /// Answers queued on the accepted connections (at most `peer_queue_len` on each).
     pub(super) answers: Slots,
+    /// Accepted connections closed since the start for sending no hello within `peer_hello_timeout`.
+    pub(super) without_hello: AtomicU64,
 }
 
 impl Pool {
@@ -141,11 +144,23 @@ impl Pool {
                         me.clone(),
                         pool.clone(),
                         faults.clone(),
-                        settings.peer_queue_len,
-                        pool.peer_load.answers.clone(),
+                        wire::IncomingBounds {
+                            hello_timeout: settings.peer_hello_timeout,
+                            queue_len: settings.peer_queue_len,
+                            answers: pool.peer_load.answers.clone(),
+                        },
                     );
+                    let counted = pool.clone();
                     pool.spawn(async move {
-                        served.await;
+                        if served.await == wire::Ended::NoHello {
+                            let load = &counted.peer_load;
+                            let total = load.without_hello.fetch_add(1, Ordering::Relaxed) + 1;
+                            tracing::debug!(
+                                total,
+                                "peer connection closed: no hello within {:?}",
+                                counted.settings.peer_hello_timeout
+                            );
+                        }
                         drop(slot);
                     });
                 }

@@ -4,7 +4,7 @@
 //!
 //! Calls answered later (a forwarded commit, deliver, ring, relay) each hold a place among
 //! `peer_calls_in_flight_max` until answered; beyond it a call is refused at once with the answer its caller
-//! takes for "not done here": `Unavailable` (a commit is then `503` to the client), or `503` for an IM.
+//! takes for "not done here": `Unavailable` (a commit or an IM is then `503` with `Retry-After` to the client).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +25,9 @@ fn answered_later(call: &Call) -> bool {
 }
 
 /// The answer to a call refused at `peer_calls_in_flight_max`: nothing was done for it.
-fn at_limit(call: &Call) -> Answer {
-    match call {
-        Call::Deliver { .. } => Answer::Delivered {
-            code: 503,
-            reason: format!("Service Unavailable ({AT_LIMIT})"),
-        },
-        _ => Answer::Unavailable {
-            reason: AT_LIMIT.into(),
-        },
+fn at_limit() -> Answer {
+    Answer::Unavailable {
+        reason: AT_LIMIT.into(),
     }
 }
 
@@ -47,7 +41,7 @@ impl Callee for Pool {
                 .take(self.settings.peer_calls_in_flight_max)
             {
                 Some(slot) => Some(slot),
-                None => return Ok(at_limit(&call)),
+                None => return Ok(at_limit()),
             }
         } else {
             None

@@ -40,6 +40,8 @@ pub struct PoolSettings {
     pub peer_calls_in_flight_max: usize,
     /// Accepted peer connections open at once; one more is closed as soon as it is accepted.
     pub peer_connections_max: usize,
+    /// An accepted peer connection whose hello (its first frame, complete) has not arrived within this is closed.
+    pub peer_hello_timeout: Duration,
     /// The Back End's vote for pools with an even number of voters.
     pub backend_vote: Arc<dyn BackendVote>,
     /// The pool's Back End (lazy writes, reload, resiliency mode); `None` runs without one, as before.
@@ -84,6 +86,7 @@ impl PoolSettings {
             peer_queue_len: 4096,
             peer_calls_in_flight_max: 4096,
             peer_connections_max: 64,
+            peer_hello_timeout: Duration::from_secs(10),
             backend_vote: Arc::new(AssumedVote(true)),
             backend: None,
             calls: None,

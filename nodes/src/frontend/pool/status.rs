@@ -15,6 +15,13 @@ impl Pool {
         self.peer_load.connections.taken()
     }
 
+    /// Accepted peer connections closed since the start for sending no hello within `peer_hello_timeout`.
+    pub fn peer_connections_without_hello(&self) -> u64 {
+        self.peer_load
+            .without_hello
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Peers' calls answered later, in flight now (at most `peer_calls_in_flight_max`).
     pub fn peer_calls_in_flight(&self) -> usize {
         self.peer_load.calls.taken()
@@ -66,6 +73,7 @@ impl Pool {
             "groups": groups,
             "users": users,
             "peer_connections": self.peer_connections(),
+            "peer_connections_without_hello": self.peer_connections_without_hello(),
             "peer_calls_in_flight": self.peer_calls_in_flight(),
         });
         if let Some(backend) = &self.settings.backend {

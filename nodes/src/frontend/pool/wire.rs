@@ -22,17 +22,25 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::member::{GroupConfig, Member};
 use super::membership::Report;
 use super::placement::GroupId;
+use crate::frames::{FrameCodec, FrameTooLarge};
 use crate::frontend::error::PeerError;
 use crate::frontend::store::{Applied, UserView, Write};
 use crate::slots::{Slot, Slots};
 
-/// Largest frame accepted: a snapshot of a big routing group fits, a corrupt length does not allocate gigabytes.
-const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Largest frame read or written. The largest legitimate frames carry a whole routing group's state (`Install`,
+/// `Resync`, the `Snapshot` answering `Fetch`); every other frame holds one user's writes, one SIP message (at most
+/// 64 KiB) or a heartbeat. A group holds a pool's users divided by 2 × N: at Lync 2013's 6,660 users per Front End,
+/// about 3,330 users a group whatever N. A typical user (one binding, a 1 KiB presence document, 50 contacts) is
+/// about 10 KiB of JSON here (a body is a JSON array of numbers), so such a group is about 31 MiB: 64 MiB holds it
+/// twice over (`a_typical_routing_group_at_design_size_fits_in_a_frame`). A group bigger than
+/// that (users with full 1,000-entry contact lists) cannot move between replicas: the sender's write fails and the
+/// call with it. Reading never allocates more than the bytes that arrived (see [`FrameCodec`]).
+pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Frames queued for a peer go out together, up to about this many bytes a write.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -153,7 +161,8 @@ pub enum Answer {
         epoch: u64,
         primary: Option<String>,
     },
-    /// The group cannot serve (too few live replicas, no lease, pool below quorum).
+    /// The group cannot serve (too few live replicas, no lease, pool below quorum), or the callee refused a call
+    /// answered later at its cap of those in flight: nothing was done for the call.
     Unavailable {
         reason: String,
     },
@@ -194,24 +203,29 @@ fn encode(frame: &Frame) -> Bytes {
     Bytes::from(serde_json::to_vec(frame).expect("frames are plain data"))
 }
 
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(FRAME_BYTES_MAX)
-        .new_codec()
+fn codec() -> FrameCodec {
+    FrameCodec::new(FRAME_BYTES_MAX)
 }
 
 /// The writing half of a peer connection, which sends a batch of frames in one write.
-fn frame_writer<W: AsyncWrite>(writer: W) -> FramedWrite<W, LengthDelimitedCodec> {
+fn frame_writer<W: AsyncWrite>(writer: W) -> FramedWrite<W, FrameCodec> {
     let mut frames = FramedWrite::new(writer, codec());
     frames.set_backpressure_boundary(BATCH_BYTES);
     frames
 }
 
-/// Reads one frame; `None` at end of stream or on a malformed frame (the connection is then dropped).
-async fn read_frame<R: AsyncRead + Unpin>(
-    frames: &mut FramedRead<R, LengthDelimitedCodec>,
-) -> Option<Frame> {
-    let body = frames.next().await?.ok()?;
+/// Reads one frame; `None` at end of stream or on a malformed frame (the connection is then dropped; a frame
+/// announced over [`FRAME_BYTES_MAX`] is logged).
+async fn read_frame<R: AsyncRead + Unpin>(frames: &mut FramedRead<R, FrameCodec>) -> Option<Frame> {
+    let body = match frames.next().await? {
+        Ok(body) => body,
+        Err(e) => {
+            if let Some(too_large) = FrameTooLarge::of(&e) {
+                tracing::debug!("peer connection closed: {too_large}");
+            }
+            return None;
+        }
+    };
     serde_json::from_slice(&body).ok()
 }
 
@@ -231,7 +245,7 @@ impl From<QueuedAnswer> for Bytes {
 /// Writes the queued frames, those queued together in one batch, until the queue closes (the connection was
 /// replaced or the node stops), the socket fails or the link from `me` to `peer` is cut.
 async fn write_queued<W: AsyncWrite + Unpin, Q: Into<Bytes>>(
-    frames: &mut FramedWrite<W, LengthDelimitedCodec>,
+    frames: &mut FramedWrite<W, FrameCodec>,
     queue: &mut mpsc::Receiver<Q>,
     faults: &LinkFaults,
     me: &str,
@@ -505,22 +519,49 @@ pub trait Callee: Send + Sync + 'static {
     ) -> Result<Answer, crate::sip::BoxFuture<Answer>>;
 }
 
-/// Serves one accepted peer connection until it closes, a frame is malformed or the link is cut. At most
-/// `queue_len` answers wait for the writer, each counted in `answers` (shared by the node's incoming connections);
-/// with the queue full, the next call is not read until there is room.
+/// How an accepted peer connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// No hello within the deadline: silence, a partial frame, or a first frame that is not a hello.
+    NoHello,
+    /// Closed after its hello: by the peer, on a malformed frame or on a cut.
+    Closed,
+}
+
+/// What bounds an accepted peer connection.
+#[derive(Debug, Clone)]
+pub struct IncomingBounds {
+    /// The dialling peer's hello must arrive within this, or the connection closes unserved.
+    pub hello_timeout: Duration,
+    /// Answers waiting for the connection's writer at most.
+    pub queue_len: usize,
+    /// Counts the answers waiting, shared by the node's incoming connections.
+    pub answers: Slots,
+}
+
+/// Serves one accepted peer connection until it closes, a frame is malformed or the link is cut. Its first frame
+/// must be a hello, complete within `bounds.hello_timeout`, or the connection closes at once ([`Ended::NoHello`]).
+/// At most `bounds.queue_len` answers wait for the writer, each counted in `bounds.answers`; with the queue full,
+/// the next call is not read until there is room.
 pub async fn incoming<C: Callee>(
     stream: TcpStream,
     me: String,
     callee: Arc<C>,
     faults: LinkFaults,
-    queue_len: usize,
-    answers: Slots,
-) {
+    bounds: IncomingBounds,
+) -> Ended {
+    let IncomingBounds {
+        hello_timeout,
+        queue_len,
+        answers,
+    } = bounds;
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let mut reader = FramedRead::new(reader, codec());
-    let Some(Frame::Hello { from }) = read_frame(&mut reader).await else {
-        return;
+    let Ok(Some(Frame::Hello { from })) =
+        tokio::time::timeout(hello_timeout, read_frame(&mut reader)).await
+    else {
+        return Ended::NoHello;
     };
     let (tx, mut rx) = mpsc::channel::<QueuedAnswer>(queue_len.max(1));
     let mut writer = frame_writer(writer);
@@ -564,11 +605,13 @@ pub async fn incoming<C: Callee>(
         _ = write => {}
         _ = read => {}
     }
+    Ended::Closed
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpSocket};
 
     /// Generous for a busy 2-core machine: every wait below ends in milliseconds when the code is right.
@@ -584,6 +627,15 @@ mod tests {
             _call: Call,
         ) -> Result<Answer, crate::sip::BoxFuture<Answer>> {
             Ok(self.0.clone())
+        }
+    }
+
+    /// Bounds with a hello deadline no test reaches.
+    fn bounds(queue_len: usize, answers: Slots) -> IncomingBounds {
+        IncomingBounds {
+            hello_timeout: WAIT,
+            queue_len,
+            answers,
         }
     }
 
@@ -615,8 +667,7 @@ mod tests {
                     "b".into(),
                     callee,
                     LinkFaults::default(),
-                    QUEUE,
-                    Slots::default(),
+                    bounds(QUEUE, Slots::default()),
                 )
                 .await;
             }
@@ -690,8 +741,7 @@ mod tests {
                     "a".into(),
                     callee,
                     LinkFaults::default(),
-                    QUEUE,
-                    answers,
+                    bounds(QUEUE, answers),
                 )
                 .await;
             }
@@ -762,5 +812,154 @@ mod tests {
         .expect("every call answered once the peer reads");
         assert_eq!(answers.taken(), 0);
         node.abort();
+    }
+
+    /// A node on loopback serving every accepted connection with `Answering(Answer::Done)`.
+    async fn serving_node() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            // Ends with the test's runtime.
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let callee = Arc::new(Answering(Answer::Done));
+                tokio::spawn(incoming(
+                    stream,
+                    "b".into(),
+                    callee,
+                    LinkFaults::default(),
+                    bounds(4, Slots::default()),
+                ));
+            }
+        });
+        address
+    }
+
+    /// A connection to `address` that said hello as `a`.
+    async fn hello(address: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        write_frame(&mut stream, &encode(&Frame::Hello { from: "a".into() })).await;
+        stream
+    }
+
+    async fn write_frame(stream: &mut TcpStream, body: &[u8]) {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Whether the node closes `stream` within [`WAIT`], having sent nothing on it.
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut rest = Vec::new();
+        match tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await {
+            Ok(Ok(_)) => rest.is_empty(),
+            Ok(Err(_)) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// A call over a new link from `a` is answered.
+    async fn answered(address: &str) -> bool {
+        let links = Links::new(
+            "a",
+            BTreeMap::from([("b".to_owned(), address.to_owned())]),
+            LinkFaults::default(),
+            4,
+        );
+        let answer = links.call("b", changed("u"), WAIT).await;
+        links.stop();
+        matches!(answer, Ok(Answer::Done))
+    }
+
+    /// Claim: a header announcing one byte more than [`FRAME_BYTES_MAX`] closes the connection unanswered, as the
+    /// first frame or after the hello, and the node answers other peers on.
+    #[tokio::test]
+    async fn a_frame_over_the_limit_closes_the_connection_and_the_node_serves_on() {
+        let address = serving_node().await;
+        let header = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes();
+        let mut first = TcpStream::connect(&address).await.unwrap();
+        first.write_all(&header).await.unwrap();
+        let mut after_hello = hello(&address).await;
+        after_hello.write_all(&header).await.unwrap();
+        for stream in [&mut first, &mut after_hello] {
+            assert!(closed(stream).await, "no answer, the connection closed");
+        }
+        assert!(
+            answered(&address).await,
+            "served after the oversized frames"
+        );
+    }
+
+    /// Claim: a call of exactly [`FRAME_BYTES_MAX`] bytes is read and answered.
+    #[tokio::test]
+    async fn a_frame_at_the_limit_is_answered() {
+        let address = serving_node().await;
+        let frame = |user: &str| Frame::Call {
+            id: 7,
+            call: changed(user),
+        };
+        let overhead = encode(&frame("")).len();
+        let body = encode(&frame(&"u".repeat(FRAME_BYTES_MAX - overhead)));
+        assert_eq!(body.len(), FRAME_BYTES_MAX);
+        let mut stream = hello(&address).await;
+        write_frame(&mut stream, &body).await;
+        drop(body);
+        let mut reader = FramedRead::new(stream, codec());
+        let answer = tokio::time::timeout(WAIT, read_frame(&mut reader)).await;
+        assert!(
+            matches!(
+                answer,
+                Ok(Some(Frame::Answer {
+                    id: 7,
+                    answer: Answer::Done
+                }))
+            ),
+            "{answer:?}"
+        );
+    }
+
+    /// Claim: the biggest legitimate frames (a routing group's state in `Install`, `Resync` or `Snapshot`) fit in
+    /// [`FRAME_BYTES_MAX`] twice over for a group of the size its documentation names.
+    /// Proof: a typical user's writes (one binding, a 1 KiB presence document, 50 contacts) times 3,330 users, twice,
+    /// is under the limit.
+    #[test]
+    fn a_typical_routing_group_at_design_size_fits_in_a_frame() {
+        use crate::frontend::store::{Binding, Publication};
+        const USERS: usize = 3_330;
+        let user = "user-00001@pool1.site1.example".to_owned();
+        let mut writes = vec![
+            Write::Bind {
+                user: user.clone(),
+                binding: Binding {
+                    contact:
+                        "sip:user-00001@192.168.100.200:50123;transport=tcp;ms-opaque=0123456789"
+                            .into(),
+                    call_id: "0123456789abcdef0123456789abcdef".into(),
+                    cseq: 12,
+                    expires_at_unix_ms: 1_700_000_000_000,
+                    front_end: Some("fe1".into()),
+                },
+            },
+            Write::Publish {
+                user: user.clone(),
+                publication: Publication {
+                    etag: "etag-0123456789".into(),
+                    content_type: "application/pidf+xml".into(),
+                    body: vec![b'x'; 1024],
+                    expires_at_unix_ms: 1_700_000_000_000,
+                },
+                replaces: None,
+            },
+        ];
+        writes.extend((0..50).map(|i| Write::ContactAdd {
+            user: user.clone(),
+            contact: format!("sip:contact-{i:05}@pool1.site1.example"),
+        }));
+        let one = serde_json::to_vec(&writes).unwrap().len();
+        println!(
+            "a typical user's writes: {one} bytes of JSON; {USERS} of them: {} bytes",
+            one * USERS
+        );
+        assert!(2 * one * USERS < FRAME_BYTES_MAX, "{one} bytes a user");
     }
 }
