@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+mod packaged;
+pub use packaged::ensure_packaged;
+
 /// The target the static binaries are built for. The `crt-static` flag is given per target (not in
 /// `[build] rustflags`) so that build scripts and proc-macros, which run on the host, stay dynamic.
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";

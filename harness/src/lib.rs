@@ -11,6 +11,7 @@
 //! - **site**: a data centre; one Docker network per site, joined by the WAN.
 //! - **pool**: servers of one role reached by one name (a network alias shared by its servers).
 //! - **node**: one server of a pool, one container.
+//! - **subject**: the system under test: the reference pool, or one a subject file describes (Kamailio).
 //! - **cluster**: a topology running in containers, with its run id on every container and network.
 //! - **fault**: a change to the running topology that has an inverse (`kill`/`restart`, …).
 //! - **schedule**: when which fault starts and ends; scripted or drawn from a seed.
@@ -39,6 +40,7 @@
 //! - [`workload`]: simulated users: SIP clients of their pools, many per process.
 //! - [`scenario`]: scenario files: topology + workload + schedule + checkers + bounds.
 //! - [`schedule`]: scripted and seeded fault schedules.
+//! - [`subject`]: the systems judged, as data: how each role starts, what it offers over SIP, its probes.
 //! - [`testing`]: a folder of scenarios as tests in a crate's own `cargo test`, and scenarios built in Rust.
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
@@ -56,6 +58,7 @@ pub mod runner;
 pub mod runtime;
 pub mod scenario;
 pub mod schedule;
+pub mod subject;
 pub mod testing;
 pub mod topology;
 pub mod workload;

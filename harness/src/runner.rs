@@ -304,7 +304,7 @@ async fn drive(
     let probed: Vec<String> = cluster
         .topology
         .nodes()
-        .filter(|n| crate::runtime::roles::node(n).has_admin)
+        .filter(|n| crate::runtime::roles::node(&cluster.topology.subject, n).has_admin)
         .map(|n| n.name.clone())
         .collect();
     // Aborted if the run is dropped (the watchdog), so no probe outlives its run.

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::subject::Offer;
 use crate::checker::{
     BackendClaims, CallsEnd, Composed, Durability, ImDelivery, MaySignOut, NoSplitBrain, Quorum,
     RegistrationContinuity, ResiliencyMode,
@@ -350,6 +351,8 @@ impl Scenario {
             contact_interval: w.contact_interval_ms.map(std::time::Duration::from_millis),
             call_interval: w.call_interval_ms.map(std::time::Duration::from_millis),
             call_hold: ms(w.call_hold_ms, d.call_hold),
+            presence: self.topology.subject.offers(Offer::Presence),
+            contacts: self.topology.subject.offers(Offer::Contacts),
             ..d
         }
     }

@@ -40,6 +40,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::subject::Subject;
+
 /// A whole topology as written in its file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +49,9 @@ pub struct TopologyFile {
     pub name: String,
     #[serde(default)]
     pub profile: Profile,
+    /// The system under test: a subject file relative to this one (see [`crate::subject`]); the reference pool
+    /// when absent.
+    pub subject: Option<Spanned<PathBuf>>,
     #[serde(rename = "site")]
     pub sites: Vec<Spanned<Site>>,
     #[serde(rename = "pool")]
@@ -190,6 +195,8 @@ pub struct FileError {
 pub struct Topology {
     pub name: String,
     pub profile: Profile,
+    /// The system its nodes run.
+    pub subject: Subject,
     pub sites: Vec<String>,
     pub pools: Vec<PoolSpec>,
     pub users: Vec<Users>,
@@ -313,6 +320,19 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
     if sites.is_empty() {
         return Err(err(0..0, "site".into(), "at least one [[site]]".into()));
     }
+    let subject = match &file.subject {
+        None => Subject::reference(),
+        Some(spanned) => {
+            let at = path.parent().unwrap_or(Path::new(".")).join(spanned.get_ref());
+            Subject::load(&at).map_err(|e| {
+                err(
+                    spanned.span(),
+                    "subject".into(),
+                    format!("a readable subject file: {e}"),
+                )
+            })?
+        }
+    };
     let mut seen = BTreeSet::new();
     for (i, site) in file.sites.iter().enumerate() {
         if !seen.insert(site.get_ref().name.clone()) {
@@ -361,6 +381,23 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
                 span,
                 at("site"),
                 format!("one of the sites {sites:?}, not `{}`", pool.site),
+            ));
+        }
+        if !subject.plays(pool.role) {
+            return Err(err(
+                span,
+                at("role"),
+                format!(
+                    "a role the subject `{}` plays ({}), not {}",
+                    subject.name,
+                    subject
+                        .roles
+                        .keys()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    pool.role
+                ),
             ));
         }
         let reference = |field: &str, value: &Option<String>, want: Role| match value {
@@ -547,6 +584,7 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
     Ok(Topology {
         name: file.name,
         profile: file.profile,
+        subject,
         timings: file.timings,
         sites,
         pools,

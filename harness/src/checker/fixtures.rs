@@ -146,6 +146,18 @@ impl Build {
         self
     }
 
+    /// A bindings probe of `node` that got no answer, at `at_ms` in round `round`.
+    pub(crate) fn bindings_unanswered_in(mut self, node: &str, at_ms: u64, round: u64) -> Build {
+        self.records.push(Record::Probe(ProbeRecord {
+            at_us: us(at_ms),
+            node: node.into(),
+            view: None,
+            error: Some(format!("{}no answer within 5 s", super::bindings::PROBE_ERROR)),
+            round: Some(round),
+        }));
+        self
+    }
+
     /// A probe of `node` that got no answer at `at_ms`, in the round of the probes' steady pace.
     pub(crate) fn unreachable(self, node: &str, at_ms: u64) -> Build {
         self.unreachable_in(node, at_ms, at_ms / 250)

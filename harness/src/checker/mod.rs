@@ -12,8 +12,10 @@
 //!   promotion without a witness but by an operator, a principal cut from witness and partner stops serving, a
 //!   returning mirror caught up before it reports synchronized.
 //! - [`calls`]: every answered call ends at the caller (BYE) within a bound.
+//! - [`bindings`]: after the faults every registrar holds exactly the registered users' bindings, all alike.
 
 pub mod backend;
+pub mod bindings;
 pub mod calls;
 pub mod compose;
 pub mod durability;
@@ -28,6 +30,7 @@ pub mod verdict;
 pub(crate) mod fixtures;
 
 pub use backend::BackendClaims;
+pub use bindings::BindingConvergence;
 pub use calls::CallsEnd;
 pub use compose::{Checker, Composed};
 pub use durability::Durability;

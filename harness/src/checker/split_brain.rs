@@ -119,7 +119,7 @@ impl Checker for NoSplitBrain {
                     }
                     continue;
                 }
-                Some(View::PoolServing { .. }) => continue,
+                Some(View::PoolServing { .. } | View::Bindings { .. }) => continue,
                 None => {
                     unreachable.push((probe.node.clone(), round));
                     continue;

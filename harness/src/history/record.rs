@@ -326,6 +326,9 @@ pub enum View {
         pair_failed_over: bool,
         resiliency: bool,
     },
+    /// The users whose bindings (registrations) a registrar of `pool` holds, as a subject's bindings probe read
+    /// them (see [`crate::subject::BindingsProbe`]).
+    Bindings { pool: String, users: Vec<String> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

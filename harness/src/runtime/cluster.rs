@@ -27,8 +27,9 @@ use tracing::{info, warn};
 
 use super::docker::{self, ctx, Docker, RuntimeError};
 use super::labels;
-use super::roles::{self, Launch};
+use super::roles::{self, Launch, LaunchImage};
 use crate::images::{self, Image};
+use crate::subject::SubjectImage;
 use crate::topology::{NodeRole, NodeSpec, Role, Topology};
 
 /// How long a node may take from start to its ready line before the run fails naming it.
@@ -114,13 +115,19 @@ impl Cluster {
         let docker = docker::connect().await?;
         let t0 = Instant::now();
         let planted = defect.is_some();
-        let built = tokio::task::spawn_blocking(move || {
+        let packaged = match &topology.subject.image {
+            SubjectImage::Packaged(spec) => Some(spec.clone()),
+            SubjectImage::Workspace => None,
+        };
+        let (built, subject_image) = tokio::task::spawn_blocking(move || {
             let root = images::workspace_root();
-            if planted {
+            let built = if planted {
                 images::ensure_known_bad(&root)
             } else {
                 images::ensure(&root)
-            }
+            }?;
+            let subject_image = packaged.as_ref().map(images::ensure_packaged).transpose()?;
+            Ok::<_, images::ImageError>((built, subject_image))
         })
         .await
         .map_err(|e| RuntimeError::Other(format!("join the image build: {e}")))??;
@@ -150,15 +157,23 @@ impl Cluster {
         cluster.create_networks().await?;
         pause_at(PauseAt::Networks, &cluster.run).await?;
         // In a run of the known-bad pool, its image stands in for the pool's.
-        let image_of = |spec: images::ImageSpec| -> String {
-            let wanted = |i: &&Image| {
-                i.spec == spec || (spec == images::POOLNODE && i.spec == images::POOLNODE_DEFECTS)
-            };
-            built
-                .iter()
-                .find(wanted)
-                .map(Image::reference)
-                .expect("images::ensure (or ensure_known_bad) returns an image for every spec of images::ALL")
+        let image_of = |image: &LaunchImage| -> String {
+            match image {
+                LaunchImage::Workspace(spec) => {
+                    let wanted = |i: &&Image| {
+                        i.spec == *spec
+                            || (*spec == images::POOLNODE && i.spec == images::POOLNODE_DEFECTS)
+                    };
+                    built
+                        .iter()
+                        .find(wanted)
+                        .map(Image::reference)
+                        .expect("images::ensure (or ensure_known_bad) returns an image for every spec of images::ALL")
+                }
+                LaunchImage::Packaged(_) => subject_image
+                    .clone()
+                    .expect("a subject with a packaged image has it built before its nodes start"),
+            }
         };
         let handles = cluster.handles(seed);
         for h in &handles {
@@ -166,12 +181,12 @@ impl Cluster {
         }
         // The proxy first (a start paused at `containers` has it alone), then the rest at once.
         cluster
-            .create(&handles[0], image_of(handles[0].launch.image))
+            .create(&handles[0], image_of(&handles[0].launch.image))
             .await?;
         pause_at(PauseAt::Containers, &cluster.run).await?;
         let creates = handles[1..]
             .iter()
-            .map(|h| cluster.create(h, image_of(h.launch.image)));
+            .map(|h| cluster.create(h, image_of(&h.launch.image)));
         for r in futures::future::join_all(creates).await {
             r?;
         }
@@ -354,6 +369,54 @@ impl Cluster {
         out
     }
 
+    /// Runs `cmd` inside a node's container (`docker exec`) and returns what it printed (stdout and stderr),
+    /// within `limit`. A command that exits non-zero is an error with its output.
+    pub async fn exec(
+        &self,
+        node: &str,
+        cmd: &[String],
+        limit: Duration,
+    ) -> Result<String, RuntimeError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let handle = self.node(node)?;
+        let action = format!("run {cmd:?} in {}", handle.container);
+        let run = async {
+            let exec = ctx(
+                action.clone(),
+                self.docker
+                    .create_exec(
+                        &handle.container,
+                        CreateExecOptions {
+                            attach_stdout: Some(true),
+                            attach_stderr: Some(true),
+                            cmd: Some(cmd.to_vec()),
+                            ..Default::default()
+                        },
+                    )
+                    .await,
+            )?;
+            let mut out = String::new();
+            if let StartExecResults::Attached { mut output, .. } =
+                ctx(action.clone(), self.docker.start_exec(&exec.id, None).await)?
+            {
+                while let Some(Ok(chunk)) = output.next().await {
+                    out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+            let inspect = ctx(action.clone(), self.docker.inspect_exec(&exec.id).await)?;
+            match inspect.exit_code {
+                Some(0) => Ok(out),
+                code => Err(RuntimeError::Other(format!(
+                    "{action}: exited with {code:?}: {}",
+                    out.trim()
+                ))),
+            }
+        };
+        tokio::time::timeout(limit, run)
+            .await
+            .map_err(|_| RuntimeError::Other(format!("{action}: no end within {limit:?}")))?
+    }
+
     /// Starts a created or stopped node and waits for its next ready line. `seen` is how many ready lines
     /// it printed before (0 at first start), so an old line is never taken for a new start.
     pub async fn start_and_wait(
@@ -374,7 +437,7 @@ impl Cluster {
     pub async fn ready_lines(&self, handle: &NodeHandle) -> usize {
         let logs = self.logs(&handle.name, 100_000).await;
         logs.lines()
-            .filter(|l| l.starts_with(&handle.launch.ready_prefix))
+            .filter(|l| l.contains(&handle.launch.ready_line))
             .count()
     }
 
@@ -386,7 +449,7 @@ impl Cluster {
                 LogsOptionsBuilder::new()
                     .follow(true)
                     .stdout(true)
-                    .stderr(false)
+                    .stderr(true)
                     .tail("all")
                     .build(),
             ),
@@ -400,7 +463,7 @@ impl Cluster {
                     partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
                     while let Some(end) = partial.find('\n') {
                         let line: String = partial.drain(..=end).collect();
-                        if line.starts_with(&handle.launch.ready_prefix) {
+                        if line.contains(&handle.launch.ready_line) {
                             found += 1;
                             if found > seen {
                                 return Ok(());
@@ -492,7 +555,11 @@ impl Cluster {
     }
 
     fn handle_for_node(&self, node: &NodeSpec) -> NodeHandle {
-        let mut networks = vec![format!("site:{}", node.site), WAN.to_string()];
+        let launch = roles::node(&self.topology.subject, node);
+        let mut networks = vec![format!("site:{}", node.site)];
+        if launch.wan {
+            networks.push(WAN.to_string());
+        }
         if node.role == NodeRole::Pool(Role::Edge) {
             networks.push(EXTERNAL.into());
         }
@@ -501,7 +568,7 @@ impl Cluster {
             pool: node.pool.clone(),
             container: format!("pc-{}-{}", self.run, node.name),
             networks,
-            launch: roles::node(node),
+            launch,
         }
     }
 
@@ -554,15 +621,16 @@ impl Cluster {
                 )
             })
             .collect();
-        let mut env = vec![
-            format!("{}={}", roles::NODE_ENV, handle.name),
-            format!("{}={}", roles::CLUSTER_ENV, self.cluster_json),
-            "RUST_LOG=info".to_string(),
-        ];
+        let mut env = Vec::new();
+        if handle.launch.cluster_env {
+            env.push(format!("{}={}", roles::NODE_ENV, handle.name));
+            env.push(format!("{}={}", roles::CLUSTER_ENV, self.cluster_json));
+            env.push("RUST_LOG=info".to_string());
+        }
         if let Some(defect) = self
             .defect
             .as_ref()
-            .filter(|_| handle.launch.image == images::POOLNODE)
+            .filter(|_| handle.launch.image == LaunchImage::Workspace(images::POOLNODE))
         {
             env.push(format!("{}={defect}", roles::DEFECT_ENV));
         }

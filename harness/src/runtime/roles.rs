@@ -1,10 +1,11 @@
-//! How each node role is started: the image, its command, the ports the harness publishes and the line it
-//! prints when ready. This is the one place that knows the `poolnode` command line; pointing the harness at
-//! another system's images means changing this file, not the topology format.
+//! How each node is started: the image, its command, the ports the harness publishes and the line it prints
+//! when ready. This is the one place that knows the `poolnode` command line (the reference pool); any other
+//! subject's launches come from its subject file ([`crate::subject`]).
 
 use serde_json::{json, Value};
 
 use crate::images::{self, ImageSpec};
+use crate::subject::{Subject, SubjectImage};
 use crate::topology::{NodeRole, NodeSpec, Role, Topology, USERS};
 
 /// SIP over TCP and UDP, on every SIP role.
@@ -30,22 +31,66 @@ pub struct PortSpec {
     pub protocol: &'static str,
 }
 
+/// The image a container runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchImage {
+    /// One of the workspace's images (the reference pool, the fault proxy).
+    Workspace(ImageSpec),
+    /// A subject's image made of installed packages (`images::ensure_packaged`), by repository.
+    Packaged(String),
+}
+
 /// How one container is started.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    pub image: ImageSpec,
+    pub image: LaunchImage,
     pub cmd: Vec<String>,
     pub ports: Vec<PortSpec>,
-    /// A stdout line starting with this says the node is ready.
-    pub ready_prefix: String,
+    /// A log line (stdout or stderr) containing this says the node is ready.
+    pub ready_line: String,
     /// Whether the node serves the admin API (`GET /status`) the probes read.
     pub has_admin: bool,
     /// A TCP port the node always listens on: network faults prove a cut (or a heal) by dialling it.
     pub probe_port: u16,
+    /// Whether it joins the WAN besides its site's network.
+    pub wan: bool,
+    /// Whether it reads the cluster description (`POOLCHAOS_CLUSTER`) and its name from the environment.
+    pub cluster_env: bool,
 }
 
-/// The launch of a pool node.
-pub fn node(node: &NodeSpec) -> Launch {
+/// The launch of a node of the topology's subject.
+pub fn node(subject: &Subject, node: &NodeSpec) -> Launch {
+    match (&subject.image, node.role) {
+        (SubjectImage::Packaged(image), NodeRole::Pool(role)) => match subject.roles.get(&role) {
+            Some(launch) => {
+                let fill = |word: &String| {
+                    word.replace("{node}", &node.name)
+                        .replace("{pool}", &node.pool)
+                        .replace("{site}", &node.site)
+                };
+                Launch {
+                    image: LaunchImage::Packaged(image.repository.clone()),
+                    cmd: launch.command.iter().map(fill).collect(),
+                    ports: vec![PortSpec {
+                        port: launch.sip_port,
+                        protocol: "tcp",
+                    }],
+                    ready_line: launch.ready.clone(),
+                    has_admin: subject.probes.status,
+                    probe_port: launch.probe_port,
+                    wan: launch.wan,
+                    cluster_env: false,
+                }
+            }
+            // Topology validation admits only roles the subject plays.
+            None => unreachable!("subject {} does not play {role}", subject.name),
+        },
+        _ => reference_node(node),
+    }
+}
+
+/// The launch of a node of the reference pool.
+fn reference_node(node: &NodeSpec) -> Launch {
     let role = node.role.as_str();
     // SIP roles publish SIP over TCP for people using `poolchaos up`; the harness itself goes through the
     // tunnel. Every published port costs a userland proxy process that slows start-up and teardown, so
@@ -69,12 +114,14 @@ pub fn node(node: &NodeSpec) -> Launch {
         _ => vec![role.to_string(), "--node".into(), node.name.clone()],
     };
     Launch {
-        image: images::POOLNODE,
+        image: LaunchImage::Workspace(images::POOLNODE),
         cmd,
         ports,
-        ready_prefix: format!("poolnode {role} ready"),
+        ready_line: format!("poolnode {role} ready"),
         has_admin: true,
         probe_port: ADMIN_PORT,
+        wan: true,
+        cluster_env: true,
     }
 }
 
@@ -198,7 +245,7 @@ fn profile_timings(profile: crate::topology::Profile) -> Value {
 /// The launch of the fault proxy, which also serves the harness's tunnel into the networks.
 pub fn proxy(seed: u64) -> Launch {
     Launch {
-        image: images::TOXIPROXY,
+        image: LaunchImage::Workspace(images::TOXIPROXY),
         cmd: vec![
             "--host".into(),
             "0.0.0.0".into(),
@@ -216,8 +263,10 @@ pub fn proxy(seed: u64) -> Launch {
                 protocol: "tcp",
             })
             .collect(),
-        ready_prefix: "faultproxy ready".into(),
+        ready_line: "faultproxy ready".into(),
         has_admin: false,
         probe_port: PROXY_API_PORT,
+        wan: true,
+        cluster_env: false,
     }
 }

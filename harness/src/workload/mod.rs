@@ -57,6 +57,10 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// The SIP port of the pools.
     pub sip_port: u16,
+    /// Whether the subject serves presence (PUBLISH, SUBSCRIBE): users publish and subscribe only if so.
+    pub presence: bool,
+    /// Whether the subject keeps contact lists: users add their contact and read their list at the end only if so.
+    pub contacts: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +81,8 @@ impl Default for Settings {
             call_interval: None,
             call_hold: Duration::from_secs(3),
             sip_port: roles::SIP_PORT,
+            presence: true,
+            contacts: true,
         }
     }
 }

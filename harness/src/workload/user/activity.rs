@@ -75,6 +75,9 @@ impl Session<'_> {
 
     /// Once registered: add the contact (first time only), watch its presence, publish our own.
     pub(super) async fn after_register(&mut self) -> Result<(), String> {
+        if !self.settings.contacts || !self.settings.presence {
+            return self.publish().await;
+        }
         if let Some(contact) = self.spec.contact.clone() {
             if !self.life.contact_added || self.life.signed_in_resiliency {
                 // Added once served by a pool that may change it; tried again at every sign-in in resiliency mode.
@@ -102,6 +105,9 @@ impl Session<'_> {
     }
 
     pub(super) async fn publish(&mut self) -> Result<(), String> {
+        if !self.settings.presence {
+            return Ok(());
+        }
         self.life.publish_seq += 1;
         let state = format!("online#{}", self.life.publish_seq);
         let me = sip::aor(&self.spec.name);
@@ -180,6 +186,9 @@ impl Session<'_> {
 
     /// Reads the user's contact list back, as the run's final read.
     pub(super) async fn read_contacts(&mut self) -> Result<(), String> {
+        if !self.settings.contacts {
+            return Ok(());
+        }
         let body = b"list\r\n".to_vec();
         let op = Op::ContactList { contacts: None };
         self.contact_list_op(Kind::ContactList, op, body).await
