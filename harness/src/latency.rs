@@ -31,16 +31,20 @@ pub enum Metric {
     ImDelivery,
     WriteUnavailable,
     CallSetup,
+    /// From the last fault's undo until every registrar holds exactly the registered users' bindings, for good
+    /// (a subject's bindings probe; see [`crate::checker::bindings::convergence`]).
+    BindingsConverge,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Metric::Reregister,
         Metric::FullService,
         Metric::PresenceVisible,
         Metric::ImDelivery,
         Metric::WriteUnavailable,
         Metric::CallSetup,
+        Metric::BindingsConverge,
     ];
 
     /// The metric's name in reports, file names and bounds.
@@ -52,6 +56,7 @@ impl Metric {
             Metric::ImDelivery => "im_delivery",
             Metric::WriteUnavailable => "write_unavailable",
             Metric::CallSetup => "call_setup",
+            Metric::BindingsConverge => "bindings_converge",
         }
     }
 
@@ -211,6 +216,17 @@ pub fn measure(history: &History, aftermath_ms: u64) -> Latencies {
                     .or_insert(op.start_us());
             }
         }
+    }
+    if let Some(took) =
+        crate::checker::bindings::convergence(history, &Default::default())
+    {
+        let last_undone = history
+            .faults
+            .iter()
+            .filter(|f| f.undone_at_us.is_some())
+            .max_by_key(|f| f.undone_at_us)
+            .map(|f| f.id);
+        latencies.record(Metric::BindingsConverge, last_undone, took);
     }
     latencies
 }

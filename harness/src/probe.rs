@@ -303,3 +303,54 @@ pub async fn operator(
         Err(_) => Err(format!("{command} on {node}: no answer in 30 s")),
     }
 }
+
+/// How often a subject's bindings probe reads every registrar during the quiet period.
+pub const BINDINGS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reads the bindings every node of the topology's pools holds with the subject's bindings probe, one round every
+/// [`BINDINGS_INTERVAL`] (every node at once) for `during`, and at least once; records each answer as a
+/// `View::Bindings` probe, and each node that did not answer with an error starting with
+/// [`crate::checker::bindings::PROBE_ERROR`].
+pub async fn bindings_rounds(
+    cluster: &crate::runtime::Cluster,
+    probe: &crate::subject::BindingsProbe,
+    recorder: &Recorder,
+    during: Duration,
+) {
+    let until = tokio::time::Instant::now() + during;
+    let nodes: Vec<(String, String)> = cluster
+        .topology
+        .nodes()
+        .map(|n| (n.name.clone(), n.pool.clone()))
+        .collect();
+    let mut tick = tokio::time::interval(BINDINGS_INTERVAL);
+    for round in 0u64.. {
+        tick.tick().await;
+        let asks = nodes.iter().map(|(node, _)| {
+            cluster.exec(node, &probe.exec, Duration::from_secs(5))
+        });
+        let answers = futures::future::join_all(asks).await;
+        for ((node, pool), answer) in nodes.iter().zip(answers) {
+            let _ = match answer {
+                Ok(output) => recorder.probe(
+                    node,
+                    Some(View::Bindings {
+                        pool: pool.clone(),
+                        users: probe.users(&output).into_iter().collect(),
+                    }),
+                    None,
+                    round,
+                ),
+                Err(e) => recorder.probe(
+                    node,
+                    None,
+                    Some(format!("{}{e}", crate::checker::bindings::PROBE_ERROR)),
+                    round,
+                ),
+            };
+        }
+        if tokio::time::Instant::now() >= until {
+            return;
+        }
+    }
+}

@@ -472,7 +472,12 @@ async fn drive(
         }
     }
     stage.set("quiet period");
-    tokio::time::sleep(Duration::from_millis(spec.quiet_ms)).await;
+    let quiet = Duration::from_millis(spec.quiet_ms);
+    match &scenario.topology.subject.probes.bindings {
+        // Through the quiet period, the bindings every registrar holds, for the bindings checker.
+        Some(probe) => crate::probe::bindings_rounds(cluster, probe, &recorder, quiet).await,
+        None => tokio::time::sleep(quiet).await,
+    }
     stage.set("the users' final reads");
     workload.finish(Duration::from_secs(20)).await;
     stage.set("stop the probes");

@@ -34,14 +34,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::subject::Offer;
 use crate::checker::{
-    BackendClaims, CallsEnd, Composed, Durability, ImDelivery, MaySignOut, NoSplitBrain, Quorum,
-    RegistrationContinuity, ResiliencyMode,
+    BackendClaims, BindingConvergence, CallsEnd, Composed, Durability, ImDelivery, MaySignOut,
+    NoSplitBrain, Quorum, RegistrationContinuity, ResiliencyMode,
 };
 use crate::claims::part::{unchecked, ClaimPart};
 use crate::report::Bound;
 use crate::schedule::ScheduleSpec;
+use crate::subject::Offer;
 use crate::topology::{self, FileError, Topology};
 use crate::workload;
 
@@ -110,6 +110,16 @@ pub struct CheckersSpec {
     pub calls: Option<CallsSpec>,
     /// The Back End claims the scenario makes, each part a key (see `checker::backend`).
     pub backend: Option<BackendSpec>,
+    /// After the faults every registrar holds exactly the registered users' bindings (a subject's bindings
+    /// probe; see `checker::bindings`).
+    pub bindings: Option<BindingsSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingsSpec {
+    /// How long after a REGISTER's acknowledgement every registrar must hold its binding.
+    pub settle_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -357,10 +367,12 @@ impl Scenario {
         }
     }
 
-    /// The checkers the scenario turned on.
+    /// The checkers the scenario turned on. One that needs what the subject does not have (the reference pool's
+    /// status probe, presence or contact lists) is [`Unsupported`]: its claim is unknown, never passed unseen.
     pub fn checkers(&self) -> Composed {
         let c = &self.file.checkers;
         let mut composed = Composed::new();
+
         if let Some(r) = &c.registration {
             composed = composed.with(RegistrationContinuity {
                 reregister_bound_ms: r.reregister_bound_ms,
@@ -425,6 +437,16 @@ impl Scenario {
                 mirror_catches_up: b.mirror_catches_up,
             });
         }
+        if let Some(b) = &c.bindings {
+            let mut check = BindingConvergence {
+                expires_s: self.settings().register_expires_s as u64,
+                ..BindingConvergence::default()
+            };
+            if let Some(settle) = b.settle_ms {
+                check.settle_ms = settle;
+            }
+            composed = composed.with(check);
+        }
         if let Some(calls) = &c.calls {
             let mut check = CallsEnd::default();
             if let Some(bound) = calls.end_bound_ms {
@@ -432,7 +454,26 @@ impl Scenario {
             }
             composed = composed.with(check);
         }
-        composed
+        let subject = &self.topology.subject;
+        composed.unsupported_where(|checker| {
+            let lacks = match checker {
+                "split_brain" | "quorum" | "resiliency" | "backend" if !subject.probes.status => {
+                    "the status probe of the reference pool"
+                }
+                "durability"
+                    if !subject.offers(Offer::Presence) && !subject.offers(Offer::Contacts) =>
+                {
+                    "presence or contact lists"
+                }
+                "calls" if !subject.offers(Offer::Calls) => "calls",
+                "im" if !subject.offers(Offer::Im) => "IM",
+                _ => return None,
+            };
+            Some(format!(
+                "the subject `{}` has no {lacks}: this claim cannot be judged on it",
+                subject.name
+            ))
+        })
     }
 
     /// The aftermath the report attributes late events with: how long after a fault's undo an event still

@@ -16,6 +16,7 @@
 //! libraries = ["/usr/lib/registrar/modules/usrloc.so"]   # loaded at run time: copied with their closure
 //! host_files = ["/etc/protocols"]        # copied as they are
 //! files = { "/etc/registrar.cfg" = "registrar.cfg" }     # path in the image = file relative to this one
+//! directories = ["/var/run/registrar"]   # empty directories it needs at run time
 //!
 //! [role.frontend]                        # the harness role its nodes play (users register with it)
 //! command = ["/usr/sbin/registrar", "--name", "{node}", "--peers", "{pool}"]   # also {site}
@@ -114,6 +115,9 @@ pub struct PackagedImage {
     /// Path in the image → file of the project (relative to the subject file when read; absolute once loaded).
     #[serde(default)]
     pub files: BTreeMap<PathBuf, PathBuf>,
+    /// Empty directories the subject needs at run time (a runtime directory under `/var/run`).
+    #[serde(default)]
+    pub directories: Vec<PathBuf>,
 }
 
 /// How one role of a subject is started.

@@ -37,6 +37,22 @@ impl Composed {
         self
     }
 
+    /// Replaces each checker for which `lacks` gives a reason by an [`Unsupported`] one of the same name.
+    pub fn unsupported_where(self, lacks: impl Fn(&str) -> Option<String>) -> Self {
+        let checkers = self
+            .checkers
+            .into_iter()
+            .map(|c| match lacks(c.name()) {
+                Some(reason) => Box::new(Unsupported {
+                    name: c.name(),
+                    reason,
+                }) as Box<dyn Checker>,
+                None => c,
+            })
+            .collect();
+        Composed { checkers }
+    }
+
     /// The names of the checkers, in the order they run.
     pub fn names(&self) -> Vec<&'static str> {
         self.checkers.iter().map(|c| c.name()).collect()
@@ -74,5 +90,23 @@ impl Checker for Composed {
 
     fn check(&self, history: &History) -> Verdict {
         self.check_each(history).verdict
+    }
+}
+
+/// A checker the scenario asked for that cannot judge its subject (it needs a probe or a service the subject
+/// does not have): always unknown, with the reason, so a claim it should judge is never passed unseen.
+#[derive(Clone, Debug)]
+pub struct Unsupported {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+impl Checker for Unsupported {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn check(&self, _history: &History) -> Verdict {
+        Verdict::Unknown(self.reason.clone())
     }
 }

@@ -32,7 +32,7 @@ pub(crate) mod fixtures;
 pub use backend::BackendClaims;
 pub use bindings::BindingConvergence;
 pub use calls::CallsEnd;
-pub use compose::{Checker, Composed};
+pub use compose::{Checker, Composed, Unsupported};
 pub use durability::Durability;
 pub use im::ImDelivery;
 pub use quorum::Quorum;

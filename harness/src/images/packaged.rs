@@ -23,6 +23,10 @@ pub fn ensure_packaged(spec: &PackagedImage) -> Result<String, ImageError> {
         hash.update((content.len() as u64).to_le_bytes());
         hash.update(content);
     }
+    for directory in &spec.directories {
+        hash.update(b"dir:");
+        hash.update(directory.to_string_lossy().as_bytes());
+    }
     hash.update(DOCKERFILE.as_bytes());
     let reference = format!(
         "{}:{}",
@@ -37,7 +41,7 @@ pub fn ensure_packaged(spec: &PackagedImage) -> Result<String, ImageError> {
         files.len()
     );
     let context = tempdir("packaged").map_err(ImageError::Context)?;
-    let result = build(&context, &files, &reference, &spec.repository);
+    let result = build(&context, &files, &spec.directories, &reference, &spec.repository);
     let _ = std::fs::remove_dir_all(&context);
     result.map(|()| reference)
 }
@@ -124,11 +128,16 @@ fn libraries_of(object: &Path, ldd: &str) -> Result<Vec<PathBuf>, String> {
 fn build(
     context: &Path,
     files: &BTreeMap<PathBuf, Vec<u8>>,
+    directories: &[PathBuf],
     reference: &str,
     repository: &str,
 ) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
     let rootfs = context.join("rootfs");
+    for directory in directories {
+        let at = rootfs.join(directory.strip_prefix("/").unwrap_or(directory));
+        std::fs::create_dir_all(at).map_err(ImageError::Context)?;
+    }
     for (inside, content) in files {
         let at = rootfs.join(inside.strip_prefix("/").unwrap_or(inside));
         if let Some(dir) = at.parent() {
@@ -187,6 +196,7 @@ mod tests {
             libraries: vec![],
             host_files: vec![],
             files: BTreeMap::new(),
+            directories: vec![],
         };
         let e = collect(&spec).unwrap_err().to_string();
         assert!(e.contains("apt-get install no-such-package"), "{e}");
