@@ -19,7 +19,7 @@
 //! directories = ["/var/run/registrar"]   # empty directories it needs at run time
 //!
 //! [role.frontend]                        # the harness role its nodes play (users register with it)
-//! command = ["/usr/sbin/registrar", "--name", "{node}", "--peers", "{pool}"]   # also {site}
+//! command = ["/usr/sbin/registrar", "--name", "{node}", "--peers", "{pool}"]   # also {site}, {index}
 //! ready = "registrar ready"              # a log line containing this says the node is ready
 //! sip_port = 5060
 //! probe_port = 2046                      # a TCP port it always listens on: network faults prove a cut by it
@@ -124,7 +124,8 @@ pub struct PackagedImage {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleLaunch {
-    /// The container's command; `{node}`, `{pool}` and `{site}` are replaced by the node's names.
+    /// The container's command; `{node}`, `{pool}` and `{site}` are replaced by the node's names, `{index}` by its
+    /// number in its pool (`kam-2` → `2`).
     pub command: Vec<String>,
     /// A log line (stdout or stderr) containing this says the node is ready.
     pub ready: String,

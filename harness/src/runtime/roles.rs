@@ -63,10 +63,18 @@ pub fn node(subject: &Subject, node: &NodeSpec) -> Launch {
     match (&subject.image, node.role) {
         (SubjectImage::Packaged(image), NodeRole::Pool(role)) => match subject.roles.get(&role) {
             Some(launch) => {
+                // The node's number in its pool (`kam-2` → 2), for subjects that need a distinct id per node.
+                let index = node
+                    .name
+                    .strip_prefix(&format!("{}-", node.pool))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    .to_string();
                 let fill = |word: &String| {
                     word.replace("{node}", &node.name)
                         .replace("{pool}", &node.pool)
                         .replace("{site}", &node.site)
+                        .replace("{index}", &index)
                 };
                 Launch {
                     image: LaunchImage::Packaged(image.repository.clone()),
