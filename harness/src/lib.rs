@@ -11,7 +11,7 @@
 //! - **site**: a data centre; one Docker network per site, joined by the WAN.
 //! - **pool**: servers of one role reached by one name (a network alias shared by its servers).
 //! - **node**: one server of a pool, one container.
-//! - **subject**: the system under test: the reference pool, or one a subject file describes (Kamailio).
+//! - **subject**: the system under test: the reference pool, or one a subject file describes.
 //! - **cluster**: a topology running in containers, with its run id on every container and network.
 //! - **fault**: a change to the running topology that has an inverse (`kill`/`restart`, …).
 //! - **schedule**: when which fault starts and ends; scripted or drawn from a seed.

@@ -549,11 +549,13 @@ async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
         "tunnel into the networks: {} (send `CONNECT <node>:<port>` or `RESOLVE <name>`)",
         cluster.tunnel().await?
     );
-    println!(
-        "admin API: http://<node>:{} through the tunnel, token {}",
-        roles::ADMIN_PORT,
-        cluster.admin_token
-    );
+    if cluster.topology.subject.probes.status {
+        println!(
+            "admin API: http://<node>:{} through the tunnel, token {}",
+            roles::ADMIN_PORT,
+            cluster.admin_token
+        );
+    }
     for (i, link) in cluster.topology.links.iter().enumerate() {
         let port = roles::PROXY_LINK_PORT_BASE + i as u16;
         println!(

@@ -56,6 +56,9 @@ pub enum CheckerSettings {
     Resiliency,
     /// Every answered call ends at the caller within `end_within` of its answer.
     Calls { end_within: Option<Duration> },
+    /// After the faults every registrar holds exactly the registered users' bindings (a subject's bindings
+    /// probe); a REGISTER acknowledged less than `settle` (default 2 s) before a reading may not be everywhere yet.
+    BindingConvergence { settle: Option<Duration> },
 }
 
 impl CheckerSettings {
@@ -100,6 +103,10 @@ impl CheckerSettings {
             CheckerSettings::Calls { end_within } => {
                 ms("end_bound_ms", end_within);
                 "calls"
+            }
+            CheckerSettings::BindingConvergence { settle } => {
+                ms("settle_ms", settle);
+                "bindings"
             }
         };
         (name, t)
