@@ -452,18 +452,36 @@ impl Checker for RegistrationContinuity {
                 let allowed = match self.may_sign_out {
                     MaySignOut::Anyone => Some(true),
                     MaySignOut::Nobody => Some(false),
+                    // Any fault whose window holds the sign-out may have caused it, not only the last one
+                    // requested: a user of a frozen server signed out while a later kill elsewhere was in force
+                    // was signed out by the pause.
                     MaySignOut::Attached => {
-                        let replicas = replicas_by_fault
-                            .entry(fault.id)
-                            .or_insert_with(|| replicas_before(history, fault.requested_at_us));
-                        attached_to(
-                            history,
-                            fault,
-                            replicas,
-                            &s.attachment,
-                            s.at_us,
-                            self.aftermath_ms,
-                        )
+                        let mut allowed = Some(false);
+                        for holding in history
+                            .faults
+                            .iter()
+                            .filter(|f| f.window_holds(s.at_us, self.aftermath_ms))
+                        {
+                            let replicas = replicas_by_fault.entry(holding.id).or_insert_with(|| {
+                                replicas_before(history, holding.requested_at_us)
+                            });
+                            match attached_to(
+                                history,
+                                holding,
+                                replicas,
+                                &s.attachment,
+                                s.at_us,
+                                self.aftermath_ms,
+                            ) {
+                                Some(true) => {
+                                    allowed = Some(true);
+                                    break;
+                                }
+                                None => allowed = None,
+                                Some(false) => {}
+                            }
+                        }
+                        allowed
                     }
                 };
                 match allowed {
@@ -884,6 +902,41 @@ mod tests {
         );
         // The same history where anyone may be signed out: bob came back in time.
         assert_eq!(scoped(&h, MaySignOut::Anyone), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_sign_out_is_put_down_to_any_fault_in_force_that_hit_the_user_not_only_the_last() {
+        // fe-a1 frozen from 1 s, edge-1 killed from 1.5 s; alice (on the frozen fe-a1) notices at 3.5 s, while
+        // both are in force: the freeze signed her out. bob, on fe-a2, was hit by neither.
+        let faults = |b: Build| {
+            b.fault("pause", "fe-a1", 1_000, Some(1_100), Some(8_000))
+                .fault("kill", "edge-1", 1_500, Some(1_600), Some(6_000))
+        };
+        let b = out_and_back(
+            faults(five_front_ends(&["alice", "bob"])),
+            "alice",
+            register_at("fe-a1", "rg-3", None),
+            3_500,
+        );
+        let h = b
+            .ok("bob", register_at("fe-a2", "rg-3", None), 100, 150)
+            .end(20_000)
+            .build();
+        assert_eq!(scoped(&h, MaySignOut::Attached), Verdict::Valid);
+
+        let b = out_and_back(
+            faults(five_front_ends(&["alice", "bob"])),
+            "bob",
+            register_at("fe-a2", "rg-3", None),
+            3_500,
+        );
+        let h = b
+            .ok("alice", register_at("fe-a1", "rg-3", None), 100, 150)
+            .end(20_000)
+            .build();
+        let v = scoped(&h, MaySignOut::Attached);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert_eq!(v.violations()[0].user.as_deref(), Some("bob"));
     }
 
     #[test]
