@@ -217,9 +217,7 @@ pub fn measure(history: &History, aftermath_ms: u64) -> Latencies {
             }
         }
     }
-    if let Some(took) =
-        crate::checker::bindings::convergence(history, &Default::default())
-    {
+    if let Some(took) = crate::checker::bindings::convergence(history, &Default::default()) {
         let last_undone = history
             .faults
             .iter()

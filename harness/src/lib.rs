@@ -29,7 +29,7 @@
 //! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
 //! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency,
-//!   calls, Back End claims.
+//!   calls, Back End claims, binding convergence.
 //! - [`claims`]: a scenario's claim in parts, each naming the checker or bound that judges it, and the README's table
 //!   of them.
 //! - [`latency`]: failover latency metrics derived from a history, as HdrHistograms per fault and overall.
@@ -42,6 +42,8 @@
 //! - [`schedule`]: scripted and seeded fault schedules.
 //! - [`subject`]: the systems judged, as data: how each role starts, what it offers over SIP, its probes.
 //! - [`testing`]: a folder of scenarios as tests in a crate's own `cargo test`, and scenarios built in Rust.
+//! - [`role`]: the roles a pool's servers play, shared by topology and subject files.
+//! - [`file_error`]: where a mistake in a file is (file, line, field).
 //! - [`topology`]: topology files (sites, pools, users, proxied links), validated with file/line/field errors.
 
 pub mod check;
@@ -49,11 +51,13 @@ pub mod checker;
 pub mod claims;
 pub mod exit;
 pub mod fault;
+pub mod file_error;
 pub mod history;
 pub mod images;
 pub mod latency;
 pub mod probe;
 pub mod report;
+pub mod role;
 pub mod runner;
 pub mod runtime;
 pub mod scenario;

@@ -326,9 +326,9 @@ pub async fn bindings_rounds(
     let mut tick = tokio::time::interval(BINDINGS_INTERVAL);
     for round in 0u64.. {
         tick.tick().await;
-        let asks = nodes.iter().map(|(node, _)| {
-            cluster.exec(node, &probe.exec, Duration::from_secs(5))
-        });
+        let asks = nodes
+            .iter()
+            .map(|(node, _)| cluster.exec(node, &probe.exec, Duration::from_secs(5)));
         let answers = futures::future::join_all(asks).await;
         for ((node, pool), answer) in nodes.iter().zip(answers) {
             let _ = match answer {

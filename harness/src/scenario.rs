@@ -368,7 +368,8 @@ impl Scenario {
     }
 
     /// The checkers the scenario turned on. One that needs what the subject does not have (the reference pool's
-    /// status probe, presence or contact lists) is [`Unsupported`]: its claim is unknown, never passed unseen.
+    /// status probe, presence or contact lists) is [`crate::checker::Unsupported`]: its claim is unknown, never
+    /// passed unseen.
     pub fn checkers(&self) -> Composed {
         let c = &self.file.checkers;
         let mut composed = Composed::new();

@@ -36,12 +36,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{line_of, toml_error, FileError, Role};
+use crate::file_error::{line_of, toml_error, FileError};
+use crate::role::Role;
 
 /// What a subject serves over SIP; checkers that need something a subject does not offer answer `unknown`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Offer {
     /// REGISTER with digest authentication, refreshes, `CRLF CRLF` keep-alives.
@@ -138,8 +137,11 @@ pub struct RoleLaunch {
     pub wan: bool,
 }
 
+/// SIP's registered port, where a role's launch does not say otherwise.
+const DEFAULT_SIP_PORT: u16 = 5060;
+
 fn default_sip_port() -> u16 {
-    crate::runtime::roles::SIP_PORT
+    DEFAULT_SIP_PORT
 }
 
 fn yes() -> bool {
@@ -360,7 +362,10 @@ aor_after = "AoR:"
         assert_eq!(subject.name, "registrar");
         assert!(subject.offers(Offer::Im) && !subject.offers(Offer::Presence));
         assert!(subject.plays(Role::Frontend) && !subject.plays(Role::Backend));
-        assert!(!subject.probes.status, "a file cannot claim the status probe");
+        assert!(
+            !subject.probes.status,
+            "a file cannot claim the status probe"
+        );
         let launch = &subject.roles[&Role::Frontend];
         assert_eq!(launch.sip_port, 5060);
         assert!(!launch.wan);

@@ -34,12 +34,13 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use crate::file_error::{line_of, toml_error, FileError};
+pub use crate::role::Role;
 use crate::subject::Subject;
 
 /// A whole topology as written in its file.
@@ -82,39 +83,6 @@ pub enum Profile {
 #[serde(deny_unknown_fields)]
 pub struct Site {
     pub name: String,
-}
-
-/// The role a pool's servers play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Frontend,
-    /// A principal and a mirror, plus a witness node when the pool says `witness = true`.
-    Backend,
-    Director,
-    Edge,
-    Mediation,
-    PstnGateway,
-}
-
-impl Role {
-    /// The word used in files, node names and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Frontend => "frontend",
-            Role::Backend => "backend",
-            Role::Director => "director",
-            Role::Edge => "edge",
-            Role::Mediation => "mediation",
-            Role::PstnGateway => "pstn-gateway",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Servers of one role, reached by one name.
@@ -177,18 +145,6 @@ pub const TIMERS_MS: [&str; 11] = [
 
 /// The pseudo-pool name that stands for the simulated users in links and partitions.
 pub const USERS: &str = "users";
-
-/// A mistake in a topology (or scenario) file: where it is and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("read {file}:{line}: {field}: {expected}")]
-pub struct FileError {
-    pub file: PathBuf,
-    /// 1-based line of the offending value (or of its table when the field is missing).
-    pub line: usize,
-    /// The field, as a path (`pool[2].pair`).
-    pub field: String,
-    pub expected: String,
-}
 
 /// A validated topology: references resolved, pairing reciprocal, node names assigned.
 #[derive(Debug, Clone, Serialize)]
@@ -278,33 +234,6 @@ impl Topology {
     }
 }
 
-/// Turns a serde/TOML error into a [`FileError`] with the line of the span and the field toml names.
-pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> FileError {
-    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-    let message = e.message().to_string();
-    let field = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.contains("field"))
-        .unwrap_or("(syntax)")
-        .to_string();
-    FileError {
-        file: path.to_path_buf(),
-        line,
-        field,
-        expected: message,
-    }
-}
-
-/// 1-based line number of a byte offset.
-pub fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
-}
-
 fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, FileError> {
     let err = |span: std::ops::Range<usize>, field: String, expected: String| FileError {
         file: path.to_path_buf(),
@@ -323,7 +252,10 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
     let subject = match &file.subject {
         None => Subject::reference(),
         Some(spanned) => {
-            let at = path.parent().unwrap_or(Path::new(".")).join(spanned.get_ref());
+            let at = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(spanned.get_ref());
             Subject::load(&at).map_err(|e| {
                 err(
                     spanned.span(),

@@ -297,18 +297,25 @@ mod tests {
     }
 
     fn round(build: Build, round: u64, at_ms: u64, views: [&[&str]; 3]) -> Build {
-        views
-            .iter()
-            .enumerate()
-            .fold(build, |b, (i, users)| {
-                b.probe_in(&format!("kam-{}", i + 1), held(users), at_ms + i as u64, round)
-            })
+        views.iter().enumerate().fold(build, |b, (i, users)| {
+            b.probe_in(
+                &format!("kam-{}", i + 1),
+                held(users),
+                at_ms + i as u64,
+                round,
+            )
+        })
     }
 
     #[test]
     fn every_registrar_holding_every_registered_user_is_valid_and_converged_at_that_round() {
         let h = round(
-            round(run(), 1000, 12_000, [&["alice"], &["alice", "bob"], &["alice", "bob"]]),
+            round(
+                run(),
+                1000,
+                12_000,
+                [&["alice"], &["alice", "bob"], &["alice", "bob"]],
+            ),
             1001,
             12_500,
             [&["alice", "bob"], &["alice", "bob"], &["alice", "bob"]],
@@ -322,14 +329,21 @@ mod tests {
 
     #[test]
     fn a_registrar_that_lost_a_binding_is_invalid() {
-        let h = round(run(), 1000, 12_000, [&["alice"], &["alice", "bob"], &["alice", "bob"]])
-            .end(13_000)
-            .build();
+        let h = round(
+            run(),
+            1000,
+            12_000,
+            [&["alice"], &["alice", "bob"], &["alice", "bob"]],
+        )
+        .end(13_000)
+        .build();
         let checker = BindingConvergence::default();
         let v = checker.check(&h);
         assert_eq!(v.name(), "invalid", "{v:?}");
         assert!(
-            v.violations()[0].what.contains("kam-1 lost the bindings of 1")
+            v.violations()[0]
+                .what
+                .contains("kam-1 lost the bindings of 1")
                 && v.violations()[0].what.contains("bob"),
             "{v:?}"
         );
@@ -342,7 +356,11 @@ mod tests {
             run(),
             1000,
             12_000,
-            [&["alice", "bob", "carol"], &["alice", "bob"], &["alice", "bob"]],
+            [
+                &["alice", "bob", "carol"],
+                &["alice", "bob"],
+                &["alice", "bob"],
+            ],
         )
         .end(13_000)
         .build();

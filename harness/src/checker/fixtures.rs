@@ -152,7 +152,10 @@ impl Build {
             at_us: us(at_ms),
             node: node.into(),
             view: None,
-            error: Some(format!("{}no answer within 5 s", super::bindings::PROBE_ERROR)),
+            error: Some(format!(
+                "{}no answer within 5 s",
+                super::bindings::PROBE_ERROR
+            )),
             round: Some(round),
         }));
         self

@@ -462,9 +462,10 @@ impl Checker for RegistrationContinuity {
                             .iter()
                             .filter(|f| f.window_holds(s.at_us, self.aftermath_ms))
                         {
-                            let replicas = replicas_by_fault.entry(holding.id).or_insert_with(|| {
-                                replicas_before(history, holding.requested_at_us)
-                            });
+                            let replicas =
+                                replicas_by_fault.entry(holding.id).or_insert_with(|| {
+                                    replicas_before(history, holding.requested_at_us)
+                                });
                             match attached_to(
                                 history,
                                 holding,

@@ -28,11 +28,7 @@ pub fn ensure_packaged(spec: &PackagedImage) -> Result<String, ImageError> {
         hash.update(directory.to_string_lossy().as_bytes());
     }
     hash.update(DOCKERFILE.as_bytes());
-    let reference = format!(
-        "{}:{}",
-        spec.repository,
-        hex::encode(&hash.finalize()[..8])
-    );
+    let reference = format!("{}:{}", spec.repository, hex::encode(&hash.finalize()[..8]));
     if image_exists(&reference)? {
         return Ok(reference);
     }
@@ -41,7 +37,13 @@ pub fn ensure_packaged(spec: &PackagedImage) -> Result<String, ImageError> {
         files.len()
     );
     let context = tempdir("packaged").map_err(ImageError::Context)?;
-    let result = build(&context, &files, &spec.directories, &reference, &spec.repository);
+    let result = build(
+        &context,
+        &files,
+        &spec.directories,
+        &reference,
+        &spec.repository,
+    );
     let _ = std::fs::remove_dir_all(&context);
     result.map(|()| reference)
 }
