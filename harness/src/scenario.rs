@@ -67,7 +67,8 @@ pub struct ScenarioFile {
     pub bounds: Vec<String>,
     #[serde(default)]
     pub nightly_bounds: Vec<String>,
-    /// Long runs meant for the nightly profile, not the default `cargo test`.
+    /// Runs for the nightly profile, not the default `cargo test`: long ones, and those the default run leaves
+    /// out to keep CI within its time budget (their behaviour is also covered by a default scenario).
     #[serde(default)]
     pub nightly_only: bool,
 }
