@@ -75,6 +75,7 @@ fn main() {
             contact: Some(names[(i + 1) % users].clone()),
             seed: i as u64,
             via: None,
+            sign_off_at: None,
             director: None,
             calls: false,
             edges: Vec::new(),

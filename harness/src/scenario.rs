@@ -71,6 +71,20 @@ pub struct ScenarioFile {
     /// out to keep CI within its time budget (their behaviour is also covered by a default scenario).
     #[serde(default)]
     pub nightly_only: bool,
+    /// A defect of the subject this scenario is known to show (a finding not fixed, in a system the project does
+    /// not own): as a test it passes while `checker` keeps finding it (verdict `invalid` with a violation of
+    /// that checker) and fails the day the subject no longer shows it, so the finding is never forgotten.
+    pub known_defect: Option<KnownDefect>,
+}
+
+/// See [`ScenarioFile::known_defect`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownDefect {
+    /// The checker that finds it.
+    pub checker: String,
+    /// Where it is written up (`docs/findings.md`, a section's title).
+    pub finding: String,
 }
 
 /// The `[workload]` table: the users' settings (ms).
@@ -95,6 +109,10 @@ pub struct WorkloadSpec {
     /// No IMs at all (overrides `im_interval_ms`).
     #[serde(default)]
     pub no_ims: bool,
+    /// This long after the users started, `sign_off_share` of them sign off (REGISTER `Expires: 0`) and stop.
+    pub sign_off_at_ms: Option<u64>,
+    /// The share of users that sign off (0.0–1.0; default 0.3 when `sign_off_at_ms` is set).
+    pub sign_off_share: Option<f64>,
 }
 
 /// The `[checkers]` table: a key present turns that checker on, with its settings.
@@ -364,6 +382,10 @@ impl Scenario {
             call_hold: ms(w.call_hold_ms, d.call_hold),
             presence: self.topology.subject.offers(Offer::Presence),
             contacts: self.topology.subject.offers(Offer::Contacts),
+            sign_off: w.sign_off_at_ms.map(|at| workload::SignOff {
+                after: std::time::Duration::from_millis(at),
+                share: w.sign_off_share.unwrap_or(0.3).clamp(0.0, 1.0),
+            }),
             ..d
         }
     }

@@ -13,10 +13,11 @@ fn main() {
     // The image is made from the installed package's files: install it on first use (as root or with
     // password-less sudo; anywhere else this says the command to run).
     poolchaos_tests::ensure_tool("kamailio", "kamailio");
-    let dir = env!("CARGO_MANIFEST_DIR");
+    // The Kamailio pool's subject, topology and scenarios live with the project's other suites.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../suites/kamailio");
     let kill_during_pause = ScenarioBuilder::new("kamailio-kill-during-pause")
         .base_dir(dir)
-        .topology("topology.toml")
+        .topology("topologies/kamailio-pool.toml")
         .claim(
             "Killing a registrar while another is frozen signs out only the users connected to those two; they \
              register again with the third within the bound, no acknowledged IM is lost, and afterwards every \

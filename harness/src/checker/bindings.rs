@@ -5,10 +5,12 @@
 //!
 //! - a user whose REGISTER (or refresh) was acknowledged at least `settle_ms` before a round, and less than
 //!   `expires_s` before it, **must** be held by every registrar: missing on one is a lost binding;
-//! - a user none of whose REGISTERs could have taken effect (none sent, or every one refused), or whose every
-//!   possible binding has expired by the round, **must not** be held: held, it is a resurrected binding;
-//! - any other user (a REGISTER unanswered, or acknowledged within `settle_ms` of the round) may be held or
-//!   not, but every registrar must say the same of it.
+//! - a user none of whose REGISTERs could have taken effect (none sent, or every one refused), whose every
+//!   possible binding has expired by the round, or who signed off (an unregister acknowledged at least
+//!   `settle_ms` before the round, with no REGISTER sent after it) **must not** be held: held, it is a
+//!   resurrected binding;
+//! - any other user (a REGISTER or unregister unanswered, or acknowledged within `settle_ms` of the round) may
+//!   be held or not, but every registrar must say the same of it.
 //!
 //! The verdict is the last round's: converged is valid; anything else is invalid, naming each node's lost and
 //! resurrected users. A last round in which a registrar did not answer is unknown, and so is a history without
@@ -94,13 +96,26 @@ struct Registrations {
     /// Per user: the latest time a REGISTER that may have taken effect (acknowledged, or unanswered) was sent
     /// or answered.
     possible: BTreeMap<String, u64>,
+    /// Per user: when an unregister was sent, and when it was acknowledged (`None`: unanswered, or refused).
+    unregistered: BTreeMap<String, (u64, Option<u64>)>,
 }
 
 fn registrations(history: &History) -> Registrations {
     let end = history.last_at_us();
     let mut acked: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut possible: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unregistered: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
     for o in history.operations() {
+        if matches!(o.op, Op::Unregister {}) {
+            let acked = match (&o.outcome, o.complete_at_us) {
+                (Outcome::Ok(_), Some(at)) => Some(at),
+                // A refused unregister removed nothing: the binding stays as it was.
+                (Outcome::Fail(_), _) => continue,
+                _ => None,
+            };
+            unregistered.insert(o.user.clone(), (o.start_us(), acked));
+            continue;
+        }
         if !matches!(o.op, Op::Register { .. } | Op::Refresh { .. }) {
             continue;
         }
@@ -116,7 +131,11 @@ fn registrations(history: &History) -> Registrations {
         let slot = possible.entry(o.user.clone()).or_insert(latest);
         *slot = (*slot).max(latest);
     }
-    Registrations { acked, possible }
+    Registrations {
+        acked,
+        possible,
+        unregistered,
+    }
 }
 
 impl BindingConvergence {
@@ -129,15 +148,27 @@ impl BindingConvergence {
         let mut must = BTreeSet::new();
         let mut must_not = BTreeSet::new();
         for user in &history.run.users {
-            let held_for_sure = regs.acked.get(user).is_some_and(|times| {
-                times
-                    .iter()
-                    .any(|&at| at + settle_us <= round.at_us && round.at_us < at + expires_us)
-            });
-            let may_exist = regs
-                .possible
-                .get(user)
-                .is_some_and(|&latest| round.at_us <= latest + expires_us + expiry_slack_us);
+            // A user that signed off sends nothing after its unregister, so what it registered before is gone
+            // once the unregister is acknowledged and settled, and may be gone once it was sent.
+            let unregister = regs.unregistered.get(user).copied();
+            let signed_off_for_sure = unregister
+                .and_then(|(_, acked)| acked)
+                .is_some_and(|at| at + settle_us <= round.at_us);
+            let registered_before = |at: u64| unregister.is_none_or(|(sent, _)| at < sent);
+            let held_for_sure = !signed_off_for_sure
+                && unregister.is_none_or(|(sent, _)| round.at_us < sent)
+                && regs.acked.get(user).is_some_and(|times| {
+                    times.iter().any(|&at| {
+                        registered_before(at)
+                            && at + settle_us <= round.at_us
+                            && round.at_us < at + expires_us
+                    })
+                });
+            let may_exist = !signed_off_for_sure
+                && regs
+                    .possible
+                    .get(user)
+                    .is_some_and(|&latest| round.at_us <= latest + expires_us + expiry_slack_us);
             if held_for_sure {
                 must.insert(user.as_str());
             } else if !may_exist {
@@ -419,6 +450,75 @@ mod tests {
             .end(16_000)
             .build();
         assert_eq!(BindingConvergence::default().check(&h), Verdict::Valid);
+    }
+
+    fn unregister() -> Op {
+        Op::Unregister {}
+    }
+
+    #[test]
+    fn a_binding_of_a_user_who_signed_off_is_resurrected_where_a_registrar_still_holds_it() {
+        // bob signed off at 8 s (acknowledged 8.1 s), during the partition of kam-1; after the heal kam-2 and
+        // kam-3 still hold him.
+        let h = round(
+            run().ok("bob", unregister(), 8_000, 8_100),
+            1000,
+            12_000,
+            [&["alice"], &["alice", "bob"], &["alice", "bob"]],
+        )
+        .end(13_000)
+        .build();
+        let v = BindingConvergence::default().check(&h);
+        assert_eq!(v.name(), "invalid", "{v:?}");
+        assert!(
+            v.violations()
+                .iter()
+                .any(|x| x.what.contains("kam-2 holds") && x.what.contains("bob")),
+            "{v:?}"
+        );
+        // Gone everywhere: valid.
+        let h = round(
+            run().ok("bob", unregister(), 8_000, 8_100),
+            1000,
+            12_000,
+            [&["alice"], &["alice"], &["alice"]],
+        )
+        .end(13_000)
+        .build();
+        assert_eq!(BindingConvergence::default().check(&h), Verdict::Valid);
+    }
+
+    #[test]
+    fn an_unanswered_unregister_may_go_either_way_but_every_registrar_says_the_same() {
+        let both = |views: [&[&str]; 3]| {
+            round(
+                run().timeout("bob", unregister(), 8_000, 13_000),
+                1000,
+                12_000,
+                views,
+            )
+            .end(14_000)
+            .build()
+        };
+        let checker = BindingConvergence::default();
+        assert_eq!(
+            checker.check(&both([
+                &["alice", "bob"],
+                &["alice", "bob"],
+                &["alice", "bob"]
+            ])),
+            Verdict::Valid
+        );
+        assert_eq!(
+            checker.check(&both([&["alice"], &["alice"], &["alice"]])),
+            Verdict::Valid
+        );
+        assert_eq!(
+            checker
+                .check(&both([&["alice"], &["alice", "bob"], &["alice", "bob"]]))
+                .name(),
+            "invalid"
+        );
     }
 
     #[test]

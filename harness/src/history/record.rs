@@ -159,6 +159,9 @@ pub enum Op {
         #[serde(default, flatten)]
         attachment: Attachment,
     },
+    /// The user signed off: a REGISTER with `Expires: 0` removing its binding. A user that signed off does nothing
+    /// more in the run.
+    Unregister {},
     /// The client noticed its registration broke (connection reset, 481, `presence services unavailable`…).
     RegistrationLost {
         reason: String,
@@ -228,6 +231,7 @@ impl Op {
         match self {
             Op::Register { .. } => "register",
             Op::Refresh { .. } => "refresh",
+            Op::Unregister {} => "unregister",
             Op::RegistrationLost { .. } => "registration_lost",
             Op::Publish { .. } => "publish",
             Op::Subscribe { .. } => "subscribe",

@@ -242,6 +242,30 @@ impl Run {
             scenario.name(),
             outcome.out.join("report.html").display()
         );
+        if let Some(known) = &scenario.file.known_defect {
+            let caught = outcome
+                .verdict
+                .violations()
+                .iter()
+                .any(|v| v.checker == known.checker);
+            if caught {
+                eprintln!(
+                    "{}: the known defect is still there ({}), caught by {}",
+                    scenario.name(),
+                    known.finding,
+                    known.checker
+                );
+                return Ok(());
+            }
+            return Err(Failed::from(format!(
+                "the known defect ({}) was not caught by {}: verdict {}. If the subject no longer shows it, \
+                 remove `known_defect` from the scenario and close the finding.\nreport: {}\nreplay: {replay}",
+                known.finding,
+                known.checker,
+                outcome.verdict.name(),
+                outcome.out.display()
+            )));
+        }
         if outcome.exit_code() == crate::exit::VALID {
             return Ok(());
         }

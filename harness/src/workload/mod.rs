@@ -61,6 +61,25 @@ pub struct Settings {
     pub presence: bool,
     /// Whether the subject keeps contact lists: users add their contact and read their list at the end only if so.
     pub contacts: bool,
+    /// Users that sign off during the run (REGISTER `Expires: 0`) and do nothing more (none if absent).
+    pub sign_off: Option<SignOff>,
+}
+
+/// Who signs off, and when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SignOff {
+    /// How long after the users were started.
+    pub after: Duration,
+    /// The share of the users (0.0–1.0), drawn from the seed.
+    pub share: f64,
+}
+
+impl SignOff {
+    /// Whether the user with this seed is one of those that sign off.
+    pub fn picks(&self, user_seed: u64) -> bool {
+        // The user's seed is a mix of the run's seed and the user's index: its low bits are as good as a draw.
+        ((user_seed % 10_000) as f64) < self.share * 10_000.0
+    }
 }
 
 impl Default for Settings {
@@ -83,6 +102,7 @@ impl Default for Settings {
             sip_port: roles::SIP_PORT,
             presence: true,
             contacts: true,
+            sign_off: None,
         }
     }
 }
@@ -169,6 +189,7 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                     Vec::new()
                 },
                 via,
+                sign_off_at: None,
             }
         })
         .collect()
@@ -191,7 +212,12 @@ impl Workload {
     ) -> Workload {
         let (directive, rx) = watch::channel(Directive::Running);
         let mut tasks = JoinSet::new();
-        for spec in users {
+        let started = tokio::time::Instant::now() + settings.start_spread;
+        for mut spec in users {
+            spec.sign_off_at = settings
+                .sign_off
+                .filter(|s| s.picks(spec.seed))
+                .map(|s| started + s.after);
             tasks.spawn(user::run(
                 spec,
                 tunnel,

@@ -45,6 +45,8 @@ pub(super) enum Answered {
         granted: Option<Duration>,
     },
     Lost(String),
+    /// The sign-off was answered (or failed): the user stops.
+    SignedOff,
     /// A presence publication accepted for this long (the pool may grant less than asked, RFC 3903 section 4.1):
     /// the client publishes again before it runs out.
     Published {
@@ -181,6 +183,16 @@ pub(super) async fn on_response(
                 o.pending.fail(reason.clone())
             };
             Ok(Some(Answered::Lost(format!("REGISTER refused: {reason}"))))
+        }
+        Kind::Unregister => {
+            let _ = if ok {
+                o.pending.ok()
+            } else if status == 408 {
+                o.pending.timeout()
+            } else {
+                o.pending.fail(reason.clone())
+            };
+            Ok(Some(Answered::SignedOff))
         }
         Kind::Call if ok => {
             // The 2xx of an INVITE is acknowledged end to end with an ACK in the same dialog.

@@ -16,6 +16,8 @@ use crate::workload::Settings;
 pub(super) enum Kind {
     Register,
     Refresh,
+    /// REGISTER `Expires: 0`: the user signs off.
+    Unregister,
     Im,
     Publish,
     Subscribe,

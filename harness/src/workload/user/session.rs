@@ -61,6 +61,7 @@ pub(super) async fn session(
     let mut next_contact = Instant::now() + jitter(&mut life.rng, settings.contact_interval);
     let call_every = settings.call_interval.filter(|_| spec.calls);
     let mut next_call = Instant::now() + jitter(&mut life.rng, call_every);
+    let mut sign_off = spec.sign_off_at;
     let mut keepalive = tokio::time::interval(settings.keepalive_interval);
     let mut final_list_sent = false;
     let mut buf = vec![0u8; 4096];
@@ -125,6 +126,7 @@ pub(super) async fn session(
         }
         let wake = [next_refresh, next_im, next_publish, next_call, next_contact]
             .into_iter()
+            .chain(sign_off)
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
@@ -162,6 +164,11 @@ pub(super) async fn session(
                                 next_publish = next_publish.min(Instant::now() + after);
                             }
                             Ok(Some(Answered::Lost(reason))) => return fail_all(&mut s.outstanding, &reason),
+                            // Signed off: what is still in flight may or may not have been served.
+                            Ok(Some(Answered::SignedOff)) => {
+                                let _ = fail_all(&mut s.outstanding, "the user signed off");
+                                return End::Finished;
+                            }
                             Ok(None) => {}
                             Err(e) => return fail_all(&mut s.outstanding, &e),
                         }
@@ -183,6 +190,28 @@ pub(super) async fn session(
             }
             _ = tokio::time::sleep_until(wake), if registered && directive_now == Directive::Running => {
                 let now = Instant::now();
+                if sign_off.is_some_and(|at| now >= at) {
+                    sign_off = None;
+                    // Nothing else is sent from here on: the user waits for the answer and stops.
+                    next_refresh = now + Duration::from_secs(3600);
+                    next_im = next_refresh;
+                    next_publish = next_refresh;
+                    next_call = next_refresh;
+                    next_contact = next_refresh;
+                    let mut req =
+                        register_request(spec, register_uri, &reg_call_id, &s.from_tag, s.life, settings);
+                    for (name, value) in req.headers.iter_mut() {
+                        if name.eq_ignore_ascii_case("Expires") {
+                            *value = "0".into();
+                        }
+                    }
+                    let challenge = s.life.challenge.clone();
+                    let req = with_auth(req, &challenge, spec, s.life);
+                    if let Err(e) = s.send_tracked(Kind::Unregister, Op::Unregister {}, req).await {
+                        return End::Lost(e);
+                    }
+                    continue;
+                }
                 if now >= next_refresh {
                     next_refresh = now + Duration::from_secs(3600);
                     let req =

@@ -36,6 +36,9 @@ pub struct UserSpec {
     /// A link through the fault proxy to the home pool (`toxiproxy:<port>`), when the topology has one:
     /// the user then connects there, and the proxy picks a server of the pool for each connection.
     pub via: Option<(String, u16)>,
+    /// When the user signs off (REGISTER `Expires: 0`) and stops, if it is one of those the workload's
+    /// `sign_off` picks; set when the workload starts.
+    pub sign_off_at: Option<Instant>,
 }
 
 /// State that outlives one connection.
