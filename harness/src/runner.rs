@@ -296,6 +296,7 @@ async fn drive(
             })
             .collect(),
         users_started_by_us: None,
+        register_expires_s: Some(scenario.settings().register_expires_s as u64),
     };
     let recorder = Recorder::to_dir(info, &opts.out)?;
     let tunnel = cluster.tunnel().await?;

@@ -113,6 +113,11 @@ pub struct WorkloadSpec {
     pub sign_off_at_ms: Option<u64>,
     /// The share of users that sign off (0.0–1.0; default 0.3 when `sign_off_at_ms` is set).
     pub sign_off_share: Option<f64>,
+    /// Those users leave without a word instead (no unregister): their bindings must expire.
+    #[serde(default)]
+    pub sign_off_silently: bool,
+    /// The `Expires` of the users' REGISTERs (default 60 s); keep `refresh_interval_ms` below it.
+    pub register_expires_s: Option<u32>,
 }
 
 /// The `[checkers]` table: a key present turns that checker on, with its settings.
@@ -385,7 +390,9 @@ impl Scenario {
             sign_off: w.sign_off_at_ms.map(|at| workload::SignOff {
                 after: std::time::Duration::from_millis(at),
                 share: w.sign_off_share.unwrap_or(0.3).clamp(0.0, 1.0),
+                silently: w.sign_off_silently,
             }),
+            register_expires_s: w.register_expires_s.unwrap_or(d.register_expires_s),
             ..d
         }
     }

@@ -28,7 +28,8 @@ pub const PROBE_ERROR: &str = "bindings probe: ";
 /// Checks that every registrar holds exactly the registered users' bindings after the faults.
 #[derive(Clone, Debug)]
 pub struct BindingConvergence {
-    /// The registration lifetime the users ask for (their REGISTER `Expires`).
+    /// The registration lifetime the users ask for (their REGISTER `Expires`), where the history does not say
+    /// (`RunInfo::register_expires_s`).
     pub expires_s: u64,
     /// How long after a REGISTER's acknowledgement every registrar must hold its binding.
     pub settle_ms: u64,
@@ -141,7 +142,7 @@ fn registrations(history: &History) -> Registrations {
 impl BindingConvergence {
     fn judge(&self, history: &History, regs: &Registrations, round: &Round) -> Findings {
         let mut findings = Findings::default();
-        let expires_us = self.expires_s * 1_000_000;
+        let expires_us = history.run.register_expires_s.unwrap_or(self.expires_s) * 1_000_000;
         // The registrar's expiry timer runs every few seconds: a binding lives a little past its expiry.
         let expiry_slack_us = 10_000_000;
         let settle_us = self.settle_ms * 1000;
@@ -415,6 +416,30 @@ mod tests {
         let v = BindingConvergence::default().check(&h);
         assert_eq!(v.name(), "invalid", "{v:?}");
         assert!(v.violations()[0].what.contains("kam-1 holds"), "{v:?}");
+    }
+
+    #[test]
+    fn the_expiry_the_users_asked_for_is_the_one_judged() {
+        // Bindings of 10 s: alice's, last refreshed at 1 s, must be gone by 25 s; held, she is resurrected.
+        let held_at_25 = |b: Build| {
+            round(
+                b,
+                1000,
+                25_000,
+                [&["alice", "bob"], &["alice", "bob"], &["alice", "bob"]],
+            )
+            .ok("bob", register(false), 20_000, 20_100)
+            .end(26_000)
+            .build()
+        };
+        let v = BindingConvergence::default().check(&held_at_25(run().register_expires(10)));
+        assert_eq!(v.name(), "invalid", "{v:?}");
+        assert!(v.violations()[0].what.contains("alice"), "{v:?}");
+        // With the default 60 s the same readings are right.
+        assert_eq!(
+            BindingConvergence::default().check(&held_at_25(run())),
+            Verdict::Valid
+        );
     }
 
     #[test]

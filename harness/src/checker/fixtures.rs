@@ -45,6 +45,14 @@ impl Build {
         self
     }
 
+    /// The users' REGISTERs asked for bindings of `s` seconds.
+    pub(crate) fn register_expires(mut self, s: u64) -> Build {
+        if let Some(Record::Run(run)) = self.records.first_mut() {
+            run.register_expires_s = Some(s);
+        }
+        self
+    }
+
     /// Every user had started by `at_ms`.
     pub(crate) fn users_started_by(mut self, at_ms: u64) -> Build {
         if let Some(Record::Run(run)) = self.records.first_mut() {

@@ -37,6 +37,10 @@ pub struct RunInfo {
     /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_started_by_us: Option<u64>,
+    /// The `Expires` the users' REGISTERs asked for: how long a binding lives without a refresh. `None` in
+    /// histories written before it was recorded (the checkers then assume the workload's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_expires_s: Option<u64>,
 }
 
 /// One node of a run.

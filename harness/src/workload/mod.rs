@@ -72,6 +72,9 @@ pub struct SignOff {
     pub after: Duration,
     /// The share of the users (0.0–1.0), drawn from the seed.
     pub share: f64,
+    /// Whether they leave without a word (close their connection, send no unregister), so their bindings
+    /// expire, instead of signing off with `Expires: 0`.
+    pub silently: bool,
 }
 
 impl SignOff {

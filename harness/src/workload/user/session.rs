@@ -190,6 +190,11 @@ pub(super) async fn session(
             }
             _ = tokio::time::sleep_until(wake), if registered && directive_now == Directive::Running => {
                 let now = Instant::now();
+                if sign_off.is_some_and(|at| now >= at) && settings.sign_off.is_some_and(|s| s.silently) {
+                    // Gone without a word: the connection closes and the binding is left to expire.
+                    let _ = fail_all(&mut s.outstanding, "the user left");
+                    return End::Finished;
+                }
                 if sign_off.is_some_and(|at| now >= at) {
                     sign_off = None;
                     // Nothing else is sent from here on: the user waits for the answer and stops.
