@@ -54,7 +54,7 @@ pub struct Launch {
     pub probe_port: u16,
     /// Whether it joins the WAN besides its site's network.
     pub wan: bool,
-    /// Whether it reads the cluster description (`POOLCHAOS_CLUSTER`) and its name from the environment.
+    /// Whether it reads the cluster description (`POOLNODE_CLUSTER`) and its name from the environment.
     pub cluster_env: bool,
 }
 
