@@ -278,3 +278,31 @@ pub fn proxy(seed: u64) -> Launch {
         cluster_env: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::Subject;
+
+    #[test]
+    fn a_subjects_command_gets_each_nodes_names_and_number() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let subject = Subject::load(&root.join("suites/kamailio/subject.toml")).unwrap();
+        let node = NodeSpec {
+            name: "kam-2".into(),
+            pool: "kam".into(),
+            role: NodeRole::Pool(Role::Frontend),
+            site: "dc1".into(),
+        };
+        let launch = super::node(&subject, &node);
+        let cmd = launch.cmd.join(" ");
+        assert!(cmd.contains("-A NODE=kam-2 -A POOL=kam -A SERVER_ID=2"), "{cmd}");
+        assert!(cmd.contains(r#"NODE_URI="sip:kam-2:5060""#), "{cmd}");
+        assert!(!launch.wan && !launch.cluster_env && !launch.has_admin);
+        assert_eq!(launch.image, LaunchImage::Packaged("poolchaos/kamailio".into()));
+        // The reference pool's nodes are launched as ever.
+        let reference = super::node(&Subject::reference(), &node);
+        assert!(reference.cluster_env && reference.has_admin && reference.wan);
+        assert_eq!(reference.image, LaunchImage::Workspace(images::POOLNODE));
+    }
+}
