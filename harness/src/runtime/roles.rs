@@ -296,10 +296,16 @@ mod tests {
         };
         let launch = super::node(&subject, &node);
         let cmd = launch.cmd.join(" ");
-        assert!(cmd.contains("-A NODE=kam-2 -A POOL=kam -A SERVER_ID=2"), "{cmd}");
+        assert!(
+            cmd.contains("-A NODE=kam-2 -A POOL=kam -A SERVER_ID=2"),
+            "{cmd}"
+        );
         assert!(cmd.contains(r#"NODE_URI="sip:kam-2:5060""#), "{cmd}");
         assert!(!launch.wan && !launch.cluster_env && !launch.has_admin);
-        assert_eq!(launch.image, LaunchImage::Packaged("poolchaos/kamailio".into()));
+        assert_eq!(
+            launch.image,
+            LaunchImage::Packaged("poolchaos/kamailio".into())
+        );
         // The reference pool's nodes are launched as ever.
         let reference = super::node(&Subject::reference(), &node);
         assert!(reference.cluster_env && reference.has_admin && reference.wan);
