@@ -419,7 +419,13 @@ fn build_image(
     std::fs::set_permissions(&bin_path, std::fs::Permissions::from_mode(0o755))
         .map_err(ImageError::Context)?;
     std::fs::write(context.join("Dockerfile"), spec.dockerfile).map_err(ImageError::Context)?;
-    let latest = format!("{}:latest", spec.repository);
+    docker_build(context, reference, spec.repository)
+}
+
+/// `docker build` of a prepared context (its `Dockerfile` included), tagged `reference` and
+/// `<repository>:latest`.
+fn docker_build(context: &Path, reference: &str, repository: &str) -> Result<(), ImageError> {
+    let latest = format!("{repository}:latest");
     let context = context.to_string_lossy();
     let out = docker(
         &["build", "--quiet", "-t", reference, "-t", &latest, &context],

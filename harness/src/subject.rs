@@ -138,7 +138,7 @@ pub struct RoleLaunch {
 }
 
 /// SIP's registered port, where a role's launch does not say otherwise.
-const DEFAULT_SIP_PORT: u16 = 5060;
+pub const DEFAULT_SIP_PORT: u16 = 5060;
 
 fn default_sip_port() -> u16 {
     DEFAULT_SIP_PORT

@@ -146,6 +146,7 @@ impl BindingConvergence {
         // The registrar's expiry timer runs every few seconds: a binding lives a little past its expiry.
         let expiry_slack_us = 10_000_000;
         let settle_us = self.settle_ms * 1000;
+        let users: BTreeSet<&str> = history.run.users.iter().map(String::as_str).collect();
         let mut must = BTreeSet::new();
         let mut must_not = BTreeSet::new();
         for user in &history.run.users {
@@ -191,7 +192,7 @@ impl BindingConvergence {
                 .collect();
             let resurrected: Vec<String> = held
                 .iter()
-                .filter(|u| must_not.contains(u.as_str()) || !history.run.users.contains(u))
+                .filter(|u| must_not.contains(u.as_str()) || !users.contains(u.as_str()))
                 .cloned()
                 .collect();
             if !lost.is_empty() {

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::{docker, image_exists, tempdir, ImageError, IMAGE_BUILD_LIMIT};
+use super::{docker_build, image_exists, tempdir, ImageError};
 use crate::subject::PackagedImage;
 
 const DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\n";
@@ -150,20 +150,7 @@ fn build(
             .map_err(ImageError::Context)?;
     }
     std::fs::write(context.join("Dockerfile"), DOCKERFILE).map_err(ImageError::Context)?;
-    let latest = format!("{repository}:latest");
-    let context = context.to_string_lossy();
-    let out = docker(
-        &["build", "--quiet", "-t", reference, "-t", &latest, &context],
-        IMAGE_BUILD_LIMIT,
-    )?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ImageError::Build {
-            reference: reference.to_string(),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    docker_build(context, reference, repository)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::subject::{Subject, SubjectImage};
 use crate::topology::{NodeRole, NodeSpec, Role, Topology, USERS};
 
 /// SIP over TCP and UDP, on every SIP role.
-pub const SIP_PORT: u16 = 5060;
+pub const SIP_PORT: u16 = crate::subject::DEFAULT_SIP_PORT;
 /// Every node's HTTP admin API (`GET /status`, bearer-guarded commands).
 pub const ADMIN_PORT: u16 = 8080;
 /// Peer traffic between servers (replication, backup service, the Back End's store protocol).

@@ -190,19 +190,15 @@ pub(super) async fn session(
             }
             _ = tokio::time::sleep_until(wake), if registered && directive_now == Directive::Running => {
                 let now = Instant::now();
-                if sign_off.is_some_and(|at| now >= at) && settings.sign_off.is_some_and(|s| s.silently) {
-                    // Gone without a word: the connection closes and the binding is left to expire.
-                    let _ = fail_all(&mut s.outstanding, "the user left");
-                    return End::Finished;
-                }
                 if sign_off.is_some_and(|at| now >= at) {
                     sign_off = None;
-                    // Nothing else is sent from here on: the user waits for the answer and stops.
-                    next_refresh = now + Duration::from_secs(3600);
-                    next_im = next_refresh;
-                    next_publish = next_refresh;
-                    next_call = next_refresh;
-                    next_contact = next_refresh;
+                    if settings.sign_off.is_some_and(|s| s.silently) {
+                        // Gone without a word: the connection closes and the binding is left to expire.
+                        let _ = fail_all(&mut s.outstanding, "the user left");
+                        return End::Finished;
+                    }
+                    // No longer registered, so nothing else is sent: the user waits for the answer and stops.
+                    registered = false;
                     let mut req =
                         register_request(spec, register_uri, &reg_call_id, &s.from_tag, s.life, settings);
                     for (name, value) in req.headers.iter_mut() {
