@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
-    /// Echo UDP datagrams back to their sender.
+    /// Echo UDP datagrams back to their sender; prints `{"echoed":N}` when it stops.
     Echo {
         #[arg(long)]
         port: u16,
@@ -129,7 +129,9 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Echo { port, for_s } => {
-            netfault::echo(port, Duration::from_secs(for_s)).map(|_| ())
+            let echoed = netfault::echo(port, Duration::from_secs(for_s))?;
+            println!("{{\"echoed\":{echoed}}}");
+            Ok(())
         }
     }
 }

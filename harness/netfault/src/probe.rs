@@ -159,7 +159,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<ProbeReport, String> {
                 break;
             }
             match rx_socket.recv_from(&mut buf) {
-                Ok((n, from)) if from == target => match parse(&buf[..n], run) {
+                // The echo may answer from another of its addresses (a wildcard-bound socket answers from
+                // the primary one); the port and the run id tell its replies apart.
+                Ok((n, from)) if from.port() == target.port() => match parse(&buf[..n], run) {
                     Parsed::Valid(seq) if (seq as usize) < count => {
                         if !seen[seq as usize] {
                             seen[seq as usize] = true;
