@@ -7,13 +7,20 @@
 //! | `pause` | `resume` | freeze every process of the node (cgroup freezer) |
 //! | `isolate` | `rejoin` | disconnect the node from every network; `rejoin` reconnects it under its aliases |
 //! | `partition` | `heal` | drop packets between groups of nodes (iptables in each node's network namespace) |
+//! | `one_way` | `heal` | drop the packets of `from`'s nodes to `to`'s nodes; the other direction still passes |
+//! | `bridge` | `heal` | cut two halves from each other; the bridge node still reaches both and both reach it |
+//! | `ring` | `heal` | majorities ring: each node reaches its nearest neighbours only, always a majority, never the same one |
+//! | `halves` | `heal` | cut the nodes named into two halves drawn from a seed |
 //! | `site_down` | `site_up` | `kill` every node of a site |
 //! | `link` | `unlink` | add a toxic to a link through the fault proxy; `unlink` removes it |
 //!
 //! Targets name nodes (`fe1-2`), pools (`fe1`: every node of it) or sites (`site:dc1`); the runtime resolves
-//! them against the run's own containers only.
+//! them against the run's own containers only. The partition shapes come down to directed cuts between nodes
+//! ([`crate::partition`]), each verified in every direction it cuts and every one it leaves open.
 
 use serde::{Deserialize, Serialize};
+
+use crate::partition;
 
 /// A fault to apply. Its inverse is [`Fault::undo_name`]; the injector applies it at the end if still in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +40,23 @@ pub enum Fault {
     Isolate { target: String },
     /// No packet passes between any two groups; undone by `heal`. Each group lists nodes, pools or sites.
     Partition { groups: Vec<Vec<String>> },
+    /// The packets of `from`'s nodes to `to`'s nodes are dropped, the other way they pass; undone by `heal`.
+    OneWay { from: Vec<String>, to: Vec<String> },
+    /// The two groups cut from each other; `bridge` (a node, pool or site, taken out of both) still reaches both;
+    /// undone by `heal`.
+    Bridge {
+        groups: Vec<Vec<String>>,
+        bridge: String,
+    },
+    /// Majorities ring over the nodes the targets name, in that order (four or more); undone by `heal`.
+    Ring { nodes: Vec<String> },
+    /// The nodes the targets name cut into two halves drawn from `seed`; undone by `heal`. A schedule fills in
+    /// the seed from the run's when the scenario leaves it out.
+    Halves {
+        among: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
+    },
     /// Every node of the site killed; undone by `site_up`.
     SiteDown { site: String },
     /// A toxic on the proxied link `from -> to`; undone by `unlink`.
@@ -181,6 +205,10 @@ impl Fault {
             Fault::Pause { .. } => "pause",
             Fault::Isolate { .. } => "isolate",
             Fault::Partition { .. } => "partition",
+            Fault::OneWay { .. } => "one_way",
+            Fault::Bridge { .. } => "bridge",
+            Fault::Ring { .. } => "ring",
+            Fault::Halves { .. } => "halves",
             Fault::SiteDown { .. } => "site_down",
             Fault::Link { .. } => "link",
         }
@@ -193,7 +221,11 @@ impl Fault {
             Fault::Stop { .. } => "start",
             Fault::Pause { .. } => "resume",
             Fault::Isolate { .. } => "rejoin",
-            Fault::Partition { .. } => "heal",
+            Fault::Partition { .. }
+            | Fault::OneWay { .. }
+            | Fault::Bridge { .. }
+            | Fault::Ring { .. }
+            | Fault::Halves { .. } => "heal",
             Fault::SiteDown { .. } => "site_up",
             Fault::Link { .. } => "unlink",
         }
@@ -211,9 +243,58 @@ impl Fault {
                 .map(|g| g.join("+"))
                 .collect::<Vec<_>>()
                 .join(" | "),
+            Fault::OneWay { from, to } => format!("{} => {}", from.join("+"), to.join("+")),
+            Fault::Bridge { groups, bridge } => format!(
+                "{} via {bridge}",
+                groups
+                    .iter()
+                    .map(|g| g.join("+"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+            Fault::Ring { nodes } => format!("ring {}", nodes.join("+")),
+            Fault::Halves { among, seed } => {
+                format!("halves of {} seed {}", among.join("+"), seed.unwrap_or(0))
+            }
             Fault::SiteDown { site } => site.clone(),
             Fault::Link { from, to, toxic } => format!("{from}->{to}:{}", toxic.kind()),
         }
+    }
+}
+
+impl Fault {
+    /// For a partition shape, the directed cuts it makes between nodes, each target expanded to node names by
+    /// `expand` (a node, a pool, a site); `None` for every other fault.
+    pub fn cuts(
+        &self,
+        expand: impl Fn(&str) -> Result<Vec<String>, String>,
+    ) -> Option<Result<partition::Cuts, String>> {
+        let all = |targets: &[String]| -> Result<Vec<String>, String> {
+            let mut out = Vec::new();
+            for t in targets {
+                out.extend(expand(t)?);
+            }
+            Ok(out)
+        };
+        let each = |groups: &[Vec<String>]| -> Result<Vec<Vec<String>>, String> {
+            groups.iter().map(|g| all(g)).collect()
+        };
+        let cuts = match self {
+            Fault::Partition { groups } => each(groups)
+                .and_then(|g| partition::groups(g).map_err(|e| format!("partition: {e}"))),
+            Fault::OneWay { from, to } => {
+                all(from).and_then(|f| all(to).and_then(|t| partition::one_way(f, t)))
+            }
+            Fault::Bridge { groups, bridge } => {
+                each(groups).and_then(|g| expand(bridge).and_then(|b| partition::bridge(g, b)))
+            }
+            Fault::Ring { nodes } => all(nodes).and_then(partition::ring),
+            Fault::Halves { among, seed } => {
+                all(among).and_then(|n| partition::halves(n, seed.unwrap_or(0)).map(|(_, c)| c))
+            }
+            _ => return None,
+        };
+        Some(cuts)
     }
 }
 
@@ -244,6 +325,55 @@ mod tests {
         let undo: Vec<_> = f.fault.iter().map(Fault::undo_name).collect();
         assert_eq!(undo, ["restart", "heal", "unlink"]);
         assert_eq!(f.fault[2].target(), "fe1->be1:latency");
+    }
+
+    #[test]
+    fn every_partition_shape_reads_from_toml_and_comes_down_to_cuts() {
+        let text = r#"
+            [[fault]]
+            kind = "one_way"
+            from = ["fe1-1"]
+            to = ["fe1"]
+            [[fault]]
+            kind = "bridge"
+            groups = [["site:dc1"], ["site:dc2"]]
+            bridge = "w1"
+            [[fault]]
+            kind = "ring"
+            nodes = ["fe1"]
+            [[fault]]
+            kind = "halves"
+            among = ["fe1"]
+            seed = 4
+        "#;
+        #[derive(Deserialize)]
+        struct F {
+            fault: Vec<Fault>,
+        }
+        let f: F = toml::from_str(text).unwrap();
+        let expand = |t: &str| -> Result<Vec<String>, String> {
+            Ok(match t {
+                "fe1" => vec![
+                    "fe1-1".into(),
+                    "fe1-2".into(),
+                    "fe1-3".into(),
+                    "fe1-4".into(),
+                ],
+                "site:dc1" => vec!["a".into(), "w1".into()],
+                "site:dc2" => vec!["b".into()],
+                other => vec![other.to_string()],
+            })
+        };
+        let cuts: Vec<usize> = f
+            .fault
+            .iter()
+            .map(|x| x.cuts(expand).unwrap().unwrap().len())
+            .collect();
+        // one-way: fe1-1 to three; bridge: a <-> b; ring of four: two pairs both ways; halves 2+2: 8.
+        assert_eq!(cuts, [3, 2, 4, 8]);
+        assert!(f.fault.iter().all(|x| x.undo_name() == "heal"));
+        assert_eq!(f.fault[0].target(), "fe1-1 => fe1");
+        assert!(Fault::Kill { target: "x".into() }.cuts(expand).is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! - [`images`]: builds the static binaries and the `FROM scratch` images, tagged by content.
 //! - [`exit`]: the process exit codes, in one place.
 //! - [`fault`]: the fault catalogue: each fault a value with a target, and its inverse.
+//! - [`partition`]: partition shapes (groups, one-way, bridge, majorities ring, halves) as directed cuts.
 //! - [`history`]: the history of a run (operations, probes, faults) as JSON lines, its recorder and reader.
 //! - [`checker`]: checkers that judge a history: registration, IM, durability, split brain, quorum, resiliency,
 //!   calls, Back End claims, binding convergence.
@@ -55,6 +56,7 @@ pub mod file_error;
 pub mod history;
 pub mod images;
 pub mod latency;
+pub mod partition;
 pub mod probe;
 pub mod report;
 pub mod role;

@@ -589,6 +589,7 @@ async fn up(path: &Path, seed: u64, hold: bool) -> anyhow::Result<i32> {
 }
 
 fn parse_fault(kind: &str, args: &[String]) -> anyhow::Result<Fault> {
+    let list = |arg: &String| -> Vec<String> { arg.split(',').map(String::from).collect() };
     let one = || -> anyhow::Result<String> {
         match args {
             [target] => Ok(target.clone()),
@@ -610,6 +611,33 @@ fn parse_fault(kind: &str, args: &[String]) -> anyhow::Result<Fault> {
                 .map(|g| g.split(',').map(String::from).collect())
                 .collect(),
         },
+        "one_way" => match args {
+            [from, to] => Fault::OneWay {
+                from: list(from),
+                to: list(to),
+            },
+            _ => bail!("parse the fault: `one_way` takes <from,…> <to,…>"),
+        },
+        "bridge" => match args {
+            [a, b, bridge] => Fault::Bridge {
+                groups: vec![list(a), list(b)],
+                bridge: bridge.clone(),
+            },
+            _ => bail!("parse the fault: `bridge` takes <half,…> <half,…> <bridge>"),
+        },
+        "ring" => Fault::Ring {
+            nodes: args.iter().flat_map(|a| list(a)).collect(),
+        },
+        "halves" => match args {
+            [among, seed] => Fault::Halves {
+                among: list(among),
+                seed: Some(
+                    seed.parse()
+                        .with_context(|| format!("parse the fault: `halves` seed `{seed}`"))?,
+                ),
+            },
+            _ => bail!("parse the fault: `halves` takes <target,…> <seed>"),
+        },
         "link" => match args {
             [from, to, toxic] => Fault::Link {
                 from: from.clone(),
@@ -620,7 +648,8 @@ fn parse_fault(kind: &str, args: &[String]) -> anyhow::Result<Fault> {
             _ => bail!("parse the fault: `link` takes <from> <to> <toxic-json>"),
         },
         other => bail!(
-            "parse the fault: unknown kind `{other}`; expected kill, stop, pause, isolate, site_down, partition or link"
+            "parse the fault: unknown kind `{other}`; expected kill, stop, pause, isolate, site_down, partition, \
+             one_way, bridge, ring, halves or link"
         ),
     })
 }

@@ -142,19 +142,69 @@ async fn resolve(
         Fault::Isolate { target } => Fault::Isolate {
             target: one(target).await?,
         },
-        Fault::Partition { groups } => {
-            let mut resolved = Vec::new();
-            for group in groups {
-                let mut g = Vec::new();
-                for t in group {
-                    g.push(one(t).await?);
-                }
-                resolved.push(g);
-            }
-            Fault::Partition { groups: resolved }
-        }
+        Fault::Partition { groups } => Fault::Partition {
+            groups: resolve_groups(groups, &one).await?,
+        },
+        Fault::OneWay { from, to } => Fault::OneWay {
+            from: resolve_all(from, &one).await?,
+            to: resolve_all(to, &one).await?,
+        },
+        Fault::Bridge { groups, bridge } => Fault::Bridge {
+            groups: resolve_groups(groups, &one).await?,
+            bridge: one(bridge).await?,
+        },
+        Fault::Ring { nodes } => Fault::Ring {
+            nodes: resolve_all(nodes, &one).await?,
+        },
+        Fault::Halves { among, seed } => Fault::Halves {
+            among: resolve_all(among, &one).await?,
+            seed: *seed,
+        },
         other => other.clone(),
     })
+}
+
+async fn resolve_all<F, Fut>(targets: &[String], one: &F) -> Result<Vec<String>, String>
+where
+    F: Fn(&String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let mut out = Vec::new();
+    for t in targets {
+        out.push(one(t).await?);
+    }
+    Ok(out)
+}
+
+async fn resolve_groups<F, Fut>(groups: &[Vec<String>], one: &F) -> Result<Vec<Vec<String>>, String>
+where
+    F: Fn(&String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let mut out = Vec::new();
+    for g in groups {
+        out.push(resolve_all(g, one).await?);
+    }
+    Ok(out)
+}
+
+/// The directed cuts of a partition shape over the topology's node names, for the history; empty for other
+/// faults.
+fn cuts_of(
+    topology: &crate::topology::Topology,
+    fault: &crate::fault::Fault,
+) -> Result<Vec<[String; 2]>, String> {
+    let Some(cuts) = fault.cuts(|t| {
+        let nodes = topology.expand(t);
+        if nodes.is_empty() {
+            Err(format!("target `{t}` names no node of the topology"))
+        } else {
+            Ok(nodes)
+        }
+    }) else {
+        return Ok(Vec::new());
+    };
+    Ok(cuts?.into_iter().map(|(a, b)| [a, b]).collect())
 }
 
 /// The command that replays a run exactly.
@@ -375,7 +425,14 @@ async fn drive(
                         break;
                     }
                 };
-                let hid = recorder.fault_requested(fault.kind(), &fault.target())?;
+                let cuts = match cuts_of(&scenario.topology, &fault) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        harness_error = Some(format!("{} {}: {e}", fault.kind(), fault.target()));
+                        break;
+                    }
+                };
+                let hid = recorder.fault_requested(fault.kind(), &fault.target(), cuts)?;
                 match injector.apply(&fault).await {
                     Ok(id) => {
                         recorder.fault_verified(hid)?;

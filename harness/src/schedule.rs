@@ -66,8 +66,10 @@ pub struct Scripted {
 pub struct RandomSpec {
     /// How many faults, one after another.
     pub count: usize,
-    /// The fault kinds allowed: `kill`, `stop`, `pause`, `isolate`, `partition` (the target against the
-    /// rest of its pool).
+    /// The fault kinds allowed: `kill`, `stop`, `pause`, `isolate`, `partition` (the target against `rest`),
+    /// `one_way` (the target's packets to `rest` dropped, or the other way, drawn), `bridge` (the target bridges
+    /// two halves of `rest`, drawn), `ring` (majorities ring over the targets, in an order drawn), `halves` (the
+    /// targets and `rest` cut into two halves drawn from the seed).
     pub kinds: Vec<String>,
     /// Nodes the faults may hit.
     pub targets: Vec<String>,
@@ -75,7 +77,7 @@ pub struct RandomSpec {
     pub for_ms: [u64; 2],
     /// Pause between one undo and the next fault (ms).
     pub gap_ms: [u64; 2],
-    /// For `partition`: the other side (nodes, pools or `site:<name>`).
+    /// For the partition shapes: the other side (nodes, pools or `site:<name>`).
     #[serde(default)]
     pub rest: Vec<String>,
 }
@@ -100,10 +102,18 @@ impl ScheduleSpec {
         let mut plan: Vec<Planned> = self
             .faults
             .iter()
-            .map(|s| Planned {
+            .enumerate()
+            .map(|(i, s)| Planned {
                 at_ms: s.at_ms,
                 undo_at_ms: s.for_ms.map(|d| s.at_ms + d),
-                fault: s.fault.clone(),
+                fault: match &s.fault {
+                    // Halves the scenario left unseeded are drawn from the run's seed, one draw per fault.
+                    Fault::Halves { among, seed: None } => Fault::Halves {
+                        among: among.clone(),
+                        seed: Some(ChaCha8Rng::seed_from_u64(seed ^ i as u64).gen()),
+                    },
+                    other => other.clone(),
+                },
             })
             .collect();
         if let Some(random) = &self.random {
@@ -160,9 +170,36 @@ impl RandomSpec {
                 "partition" if !self.rest.is_empty() => Fault::Partition {
                     groups: vec![vec![target], self.rest.clone()],
                 },
+                "one_way" if !self.rest.is_empty() => {
+                    let (from, to) = if rng.gen_bool(0.5) {
+                        (vec![target], self.rest.clone())
+                    } else {
+                        (self.rest.clone(), vec![target])
+                    };
+                    Fault::OneWay { from, to }
+                }
+                "bridge" if self.rest.len() >= 2 => {
+                    let mut rest = self.rest.clone();
+                    rest.shuffle(&mut rng);
+                    let other = rest.split_off(rest.len() / 2);
+                    Fault::Bridge {
+                        groups: vec![rest, other],
+                        bridge: target,
+                    }
+                }
+                "ring" => {
+                    let mut nodes = self.targets.clone();
+                    nodes.shuffle(&mut rng);
+                    Fault::Ring { nodes }
+                }
+                "halves" => Fault::Halves {
+                    among: self.targets.iter().chain(&self.rest).cloned().collect(),
+                    seed: Some(rng.gen()),
+                },
                 other => {
                     return Err(ScheduleError(format!(
-                        "random.kinds: `{other}` cannot be drawn (kill, stop, pause, isolate, partition with `rest`)"
+                        "random.kinds: `{other}` cannot be drawn (kill, stop, pause, isolate, ring, halves; \
+                         partition and one_way with `rest`; bridge with two or more in `rest`)"
                     )))
                 }
             };
@@ -235,6 +272,43 @@ mod tests {
         for pair in plan.windows(2) {
             assert!(pair[1].at_ms >= pair[0].undo_at_ms.unwrap(), "{pair:?}");
         }
+    }
+
+    #[test]
+    fn every_partition_shape_can_be_drawn_and_unseeded_halves_take_the_runs_seed() {
+        let mut s = spec();
+        s.random.as_mut().unwrap().kinds = ["one_way", "bridge", "ring", "halves"]
+            .map(String::from)
+            .to_vec();
+        s.random.as_mut().unwrap().rest = vec!["site:dc1".into(), "site:dc2".into()];
+        s.random.as_mut().unwrap().count = 40;
+        let kinds: std::collections::BTreeSet<&str> = s
+            .plan(3)
+            .unwrap()
+            .iter()
+            .map(|p| p.fault.kind())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            kinds,
+            ["bridge", "halves", "kill", "one_way", "ring"].into()
+        );
+        let scripted: ScheduleSpec = toml::from_str(
+            r#"
+            [[fault]]
+            at_ms = 0
+            kind = "halves"
+            among = ["fe1", "fe2"]
+            "#,
+        )
+        .unwrap();
+        let seed_of = |run: u64| match &scripted.plan(run).unwrap()[0].fault {
+            Fault::Halves { seed, .. } => seed.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seed_of(5), seed_of(5));
+        assert_ne!(seed_of(5), seed_of(6));
     }
 
     #[test]

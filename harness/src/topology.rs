@@ -224,6 +224,21 @@ impl Topology {
         self.pools.iter().flat_map(|p| p.nodes.iter())
     }
 
+    /// The nodes a fault target names: `site:<name>`, a pool (every node of it) or a node; empty if none.
+    pub fn expand(&self, target: &str) -> Vec<String> {
+        let nodes = self.nodes();
+        let hit: Vec<&NodeSpec> = if let Some(site) = target.strip_prefix("site:") {
+            nodes.filter(|n| n.site == site).collect()
+        } else if let Some(node) = self.node(target) {
+            vec![node]
+        } else {
+            self.pool(target)
+                .map(|p| p.nodes.iter().collect())
+                .unwrap_or_default()
+        };
+        hit.into_iter().map(|n| n.name.clone()).collect()
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes().find(|n| n.name == name)
     }

@@ -70,6 +70,21 @@ async fn every_fault_is_verified_and_undone_on_a_two_site_topology() {
         Fault::Partition {
             groups: vec![vec!["fe1-1".into()], vec!["fe1-2".into(), "fe1-3".into()]],
         },
+        Fault::OneWay {
+            from: vec!["fe1-1".into()],
+            to: vec!["fe1".into()],
+        },
+        Fault::Bridge {
+            groups: vec![vec!["site:dc1".into()], vec!["site:dc2".into()]],
+            bridge: "fe1-1".into(),
+        },
+        Fault::Ring {
+            nodes: vec!["fe1".into(), "fe2".into()],
+        },
+        Fault::Halves {
+            among: vec!["fe1".into(), "fe2".into()],
+            seed: Some(3),
+        },
         Fault::SiteDown { site: "dc2".into() },
     ]
     .into_iter()

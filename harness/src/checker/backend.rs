@@ -174,6 +174,9 @@ fn cuts(fault: &Fault, a: &str, b: &str, pool: &str) -> bool {
     if takes_down(fault, a, pool) || takes_down(fault, b, pool) {
         return true;
     }
+    if let Some(severed) = fault.severs(a, b) {
+        return severed;
+    }
     if fault.kind != "partition" {
         return false;
     }
@@ -316,7 +319,7 @@ impl BackendClaims {
                 let Some(lost) = pools.principal_at(pool, fault.requested_at_us) else {
                     continue;
                 };
-                let partner_cut = fault.kind == "partition"
+                let partner_cut = (fault.kind == "partition" || !fault.cuts.is_empty())
                     && data
                         .iter()
                         .filter(|n| **n != lost)
@@ -755,6 +758,20 @@ mod tests {
             .end(20_000)
             .build();
         assert_eq!(check.check(&isolated).violations().len(), 1);
+        // A one-way cut of the principal from its mirror, by its recorded cuts: the same claim.
+        let one_way = pair(true)
+            .fault(
+                "one_way",
+                "be1-1 => be1-2",
+                5_000,
+                Some(5_100),
+                Some(15_000),
+            )
+            .cutting(&[["be1-1", "be1-2"]])
+            .probe("be1-1", be_at("be1", P, 1, true, true, 11), 5_250)
+            .end(20_000)
+            .build();
+        assert_eq!(check.check(&one_way).violations().len(), 1);
         // No fault on the principal, or no Back End probes at all: unknown.
         assert!(matches!(
             check.check(&pair(true).end(20_000).build()),

@@ -187,11 +187,23 @@ impl Build {
             id,
             kind: kind.into(),
             target: target.into(),
+            cuts: Vec::new(),
             requested_at_us: us(at_ms),
             verified_at_us: verified_ms.map(us),
             undone_at_us: undone_ms.map(us),
             undo_requested_at_us: undone_ms.map(us),
         });
+        self
+    }
+
+    /// The last fault's directed cuts (`[a, b]`: `a`'s packets to `b` dropped), as the runner records a partition
+    /// shape's.
+    pub(crate) fn cutting(mut self, cuts: &[[&str; 2]]) -> Build {
+        let fault = self.faults.last_mut().expect("a fault before its cuts");
+        fault.cuts = cuts
+            .iter()
+            .map(|[a, b]| [a.to_string(), b.to_string()])
+            .collect();
         self
     }
 

@@ -160,6 +160,9 @@ enum Effect {
     Isolated(BTreeSet<String>),
     /// A partition: the nodes of each group reach only their own group's (and nodes in no group).
     Cut(Vec<BTreeSet<String>>),
+    /// A partition shape by its recorded cuts: each pair cut in at least one direction, which a peer link (TCP, both
+    /// ways) does not survive.
+    Severed(BTreeSet<(String, String)>),
     /// Nothing a pool's quorum counts (a link toxic, an operator command).
     Nothing,
 }
@@ -169,6 +172,7 @@ impl Effect {
         match self {
             Effect::Down(n) | Effect::Isolated(n) => n.contains(node),
             Effect::Cut(groups) => groups.iter().any(|g| g.contains(node)),
+            Effect::Severed(pairs) => pairs.iter().any(|(a, b)| a == node || b == node),
             Effect::Nothing => false,
         }
     }
@@ -220,6 +224,15 @@ impl Quorum {
         probed_pools: &BTreeMap<&str, &[String]>,
     ) -> Result<Effect, String> {
         let unknown_site = |site: &str| format!("site {site} of fault {} is unknown", fault.id);
+        if !fault.cuts.is_empty() {
+            return Ok(Effect::Severed(
+                fault
+                    .cuts
+                    .iter()
+                    .map(|[a, b]| (a.clone(), b.clone()))
+                    .collect(),
+            ));
+        }
         match fault.kind.as_str() {
             "kill" | "stop" | "pause" => self
                 .resolve(&fault.target, probed_pools)
@@ -270,6 +283,10 @@ fn reach(faults: &[InForce], a: &str, b: &str, t: u64) -> bool {
                     (Some(x), Some(y)) => x == y,
                     _ => true,
                 }
+            }
+            Effect::Severed(pairs) => {
+                !pairs.contains(&(a.to_string(), b.to_string()))
+                    && !pairs.contains(&(b.to_string(), a.to_string()))
             }
             Effect::Down(_) | Effect::Nothing => true,
         })
@@ -657,6 +674,41 @@ mod history_tests {
         assert!(v.violations()[0].what.contains(
             "pool fe-a served on fe-a1 with 1 of 3 FEs running as the harness knows it (fe-a1)"
         ));
+    }
+
+    /// A one-way cut (the recorded cuts of a partition shape) severs a peer link as a two-way one does: the FE
+    /// whose packets to the others are dropped is cut off and must not serve alone; the others may.
+    #[test]
+    fn a_one_way_cut_severs_the_peer_links_it_crosses() {
+        let two = ["fe-a2", "fe-a3"];
+        let one_way = || {
+            clean()
+                .fault(
+                    "one_way",
+                    "fe-a1 => fe-a2+fe-a3",
+                    50_000,
+                    Some(50_200),
+                    None,
+                )
+                .cutting(&[["fe-a1", "fe-a2"], ["fe-a1", "fe-a3"]])
+        };
+        let h = one_way()
+            .probe("fe-a2", serving(true, &two), 56_000)
+            .probe("fe-a1", serving(false, &["fe-a1"]), 56_001)
+            .build();
+        assert_eq!(Quorum::default().check(&h), Verdict::Valid);
+        let h = one_way()
+            .probe("fe-a2", serving(true, &two), 56_000)
+            .probe("fe-a1", serving(true, &["fe-a1"]), 56_001)
+            .build();
+        let v = Quorum::default().check(&h);
+        assert_eq!(v.violations().len(), 1, "{v:?}");
+        assert!(
+            v.violations()[0]
+                .what
+                .contains("served on fe-a1 with 1 of 3"),
+            "{v:?}"
+        );
     }
 
     /// A site lost takes its FEs down; a site the checker does not know leaves the verdict unknown.

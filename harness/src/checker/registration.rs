@@ -313,7 +313,10 @@ impl Default for RegistrationContinuity {
 
 /// The nodes a fault hit: its target's node, pool or site (`site:<name>` too), both ends of a link, every side of
 /// a partition.
-fn hit_nodes<'h>(history: &'h History, fault: &Fault) -> BTreeSet<&'h str> {
+fn hit_nodes<'h>(history: &'h History, fault: &'h Fault) -> BTreeSet<&'h str> {
+    if !fault.cuts.is_empty() {
+        return fault.cuts.iter().flatten().map(String::as_str).collect();
+    }
     let target = fault.target.as_str();
     // A link's target is `from->to:toxic`.
     let target = match target.rsplit_once(':') {
@@ -1081,6 +1084,8 @@ mod tests {
             .fault("link", "users->fe1:reset_peer", 1_000, Some(1_100), None)
             .fault("partition", "site:dc1 | site:dc2", 1_000, Some(1_100), None)
             .fault("site_down", "dc2", 1_000, Some(1_100), None)
+            .fault("one_way", "fe1-1 => fe1", 1_000, Some(1_100), None)
+            .cutting(&[["fe1-1", "fe1-2"]])
             .build();
         let hit: Vec<Vec<&str>> = h
             .faults
@@ -1094,6 +1099,7 @@ mod tests {
                 vec!["fe1-1", "fe1-2"],
                 vec!["fe1-1", "fe1-2", "fe2-1"],
                 vec!["fe2-1"],
+                vec!["fe1-1", "fe1-2"],
             ]
         );
     }

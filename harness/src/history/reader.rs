@@ -281,6 +281,7 @@ mod tests {
             id,
             kind: kind.into(),
             target: "fe2-1".into(),
+            cuts: Vec::new(),
             requested_at_us: 10_000,
             verified_at_us: verified,
             undone_at_us: None,

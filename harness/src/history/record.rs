@@ -366,6 +366,10 @@ pub struct Fault {
     pub kind: String,
     /// What it hit (a node, a pool, a site, `site-a|site-b`…).
     pub target: String,
+    /// A partition shape's directed cuts over node names: `[a, b]` drops `a`'s packets to `b`. Empty for other
+    /// faults, and in histories written before shapes were recorded (their `partition` targets are read instead).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<[String; 2]>,
     pub requested_at_us: u64,
     /// When the harness proved the fault took effect; `null` while (or if never) proven.
     pub verified_at_us: Option<u64>,
@@ -388,6 +392,19 @@ impl Fault {
     pub fn window_end_us(&self, aftermath_ms: u64) -> u64 {
         self.undone_at_us
             .map_or(u64::MAX, |u| u.saturating_add(aftermath_ms * 1000))
+    }
+
+    /// Whether the fault cuts `a` from `b` in either direction by its recorded cuts (a partition shape); `None` when
+    /// it recorded none (not a partition, or a history from before cuts were recorded).
+    pub fn severs(&self, a: &str, b: &str) -> Option<bool> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        Some(
+            self.cuts
+                .iter()
+                .any(|[x, y]| (x == a && y == b) || (x == b && y == a)),
+        )
     }
 
     /// Whether `at_us` falls in the fault's window, from its request to [`Fault::window_end_us`].

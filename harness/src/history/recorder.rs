@@ -176,13 +176,20 @@ impl Recorder {
 
     /// Records that a fault was requested; returns its id for [`Recorder::fault_verified`] and
     /// [`Recorder::fault_undone`].
-    pub fn fault_requested(&self, kind: &str, target: &str) -> Result<u64, HistoryError> {
+    /// `cuts` are a partition shape's directed cuts between nodes (empty for other faults).
+    pub fn fault_requested(
+        &self,
+        kind: &str,
+        target: &str,
+        cuts: Vec<[String; 2]>,
+    ) -> Result<u64, HistoryError> {
         let id = self.inner.next_fault_id.fetch_add(1, Ordering::Relaxed);
         let requested_at_us = self.now_us();
         self.write_fault(Fault {
             id,
             kind: kind.to_owned(),
             target: target.to_owned(),
+            cuts,
             requested_at_us,
             verified_at_us: None,
             undone_at_us: None,
@@ -413,7 +420,9 @@ mod tests {
             )
             .unwrap();
         send.ok().unwrap();
-        let fault = recorder.fault_requested("kill", "fe-a1").unwrap();
+        let fault = recorder
+            .fault_requested("kill", "fe-a1", Vec::new())
+            .unwrap();
         recorder.fault_verified(fault).unwrap();
         recorder
             .probe(
@@ -449,7 +458,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("poolchaos-operator-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let recorder = Recorder::to_dir(RunInfo::default(), &dir).unwrap();
-        let fault = recorder.fault_requested("site_down", "dc1").unwrap();
+        let fault = recorder
+            .fault_requested("site_down", "dc1", Vec::new())
+            .unwrap();
         recorder.fault_verified(fault).unwrap();
         let failback = recorder
             .operator_requested("pool-failback", "fe2-1", serde_json::json!({"pool": "fe1"}))

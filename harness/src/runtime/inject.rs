@@ -207,7 +207,11 @@ async fn apply_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Run
             }
             Ok(())
         }
-        Fault::Partition { groups } => partition(c, groups, id).await,
+        Fault::Partition { .. }
+        | Fault::OneWay { .. }
+        | Fault::Bridge { .. }
+        | Fault::Ring { .. }
+        | Fault::Halves { .. } => super::partition::apply(c, fault, id).await,
         Fault::Link { from, to, toxic } => {
             if c.topology.link(from, to).is_none() {
                 return Err(RuntimeError::UnknownTarget(format!(
@@ -266,7 +270,11 @@ async fn undo_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Runt
             }
             Ok(())
         }
-        Fault::Partition { groups } => heal(c, groups, id).await,
+        Fault::Partition { .. }
+        | Fault::OneWay { .. }
+        | Fault::Bridge { .. }
+        | Fault::Ring { .. }
+        | Fault::Halves { .. } => super::partition::heal(c, fault, id).await,
         Fault::Link { from, to, toxic } => {
             let api = c.proxy_api().await?;
             let name = link_proxy_name(from, to);
@@ -355,124 +363,8 @@ async fn start(c: &Cluster, nodes: &[NodeHandle]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Each group of a partition, its targets resolved to the run's nodes.
-async fn resolve_groups(
-    c: &Cluster,
-    groups: &[Vec<String>],
-) -> Result<Vec<Vec<NodeHandle>>, RuntimeError> {
-    let mut resolved = Vec::new();
-    for group in groups {
-        let mut nodes = Vec::new();
-        for target in group {
-            nodes.extend(resolve(c, target).await?);
-        }
-        resolved.push(nodes);
-    }
-    disjoint(resolved, |n| n.name.as_str()).map_err(RuntimeError::Other)
-}
-
-/// The groups of a partition with every node in one group only: a node named again in a later group (a pool
-/// that holds it, as `target | fe1+fe2` does for `fe2-3 | fe1+fe2`) stays in the first group that names it,
-/// so "the rest" means everyone else. A group left empty is an error.
-fn disjoint<T>(groups: Vec<Vec<T>>, name: impl Fn(&T) -> &str) -> Result<Vec<Vec<T>>, String> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    for (i, group) in groups.into_iter().enumerate() {
-        let mut kept = Vec::new();
-        for node in group {
-            if seen.insert(name(&node).to_owned()) {
-                kept.push(node);
-            }
-        }
-        if kept.is_empty() {
-            return Err(format!(
-                "partition: group {} holds no node that an earlier group does not",
-                i + 1
-            ));
-        }
-        out.push(kept);
-    }
-    Ok(out)
-}
-
-async fn partition(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
-    if groups.len() < 2 {
-        return Err(RuntimeError::Other(
-            "partition: give at least two groups of nodes".into(),
-        ));
-    }
-    let resolved = resolve_groups(c, groups).await?;
-    let mut ips: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for n in resolved.iter().flatten() {
-        ips.insert(n.name.clone(), addresses(c, n).await?);
-    }
-    let chain = format!("PC{id}");
-    for (i, group) in resolved.iter().enumerate() {
-        for node in group {
-            let others: Vec<IpAddr> = resolved
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .flat_map(|(_, g)| g.iter().flat_map(|n| ips[&n.name].clone()))
-                .collect();
-            let mut script = format!("iptables -N {chain} && iptables -I INPUT -j {chain}");
-            for ip in others {
-                script.push_str(&format!(" && iptables -A {chain} -s {ip} -j DROP"));
-            }
-            netns_sh(pid(c, node).await?, &script).await?;
-        }
-    }
-    // Prove the cut from both sides of the first two groups, on a network they share.
-    let (a, b) = (&resolved[0][0], &resolved[1][0]);
-    probe_until(c, a, shared_ip(c, a, b).await?, probe_port(b), false).await?;
-    probe_until(c, b, shared_ip(c, b, a).await?, probe_port(a), false).await
-}
-
-/// Removes a partition's packet filters and proves the first two groups reach each other again.
-async fn heal(c: &Cluster, groups: &[Vec<String>], id: usize) -> Result<(), RuntimeError> {
-    let chain = format!("PC{id}");
-    let resolved = resolve_groups(c, groups).await?;
-    for node in resolved.iter().flatten() {
-        // Idempotent: a node restarted since the partition has a new namespace without the chain.
-        let script = format!(
-            "iptables -D INPUT -j {chain} 2>/dev/null; iptables -F {chain} 2>/dev/null; \
-             iptables -X {chain} 2>/dev/null; ! iptables -n -L {chain} >/dev/null 2>&1"
-        );
-        netns_sh(pid(c, node).await?, &script).await?;
-    }
-    let (a, b) = (&resolved[0][0], &resolved[1][0]);
-    probe_until(c, a, shared_ip(c, a, b).await?, probe_port(b), true).await?;
-    probe_until(c, b, shared_ip(c, b, a).await?, probe_port(a), true).await
-}
-
-/// The address of `to` on a network `from` is attached to as well (the WAN joins every node).
-async fn shared_ip(
-    c: &Cluster,
-    from: &NodeHandle,
-    to: &NodeHandle,
-) -> Result<IpAddr, RuntimeError> {
-    let shared = from
-        .networks
-        .iter()
-        .find(|n| to.networks.contains(n))
-        .map(|n| c.networks[n].clone())
-        .ok_or_else(|| {
-            RuntimeError::Other(format!(
-                "find a network shared by {} and {}",
-                from.name, to.name
-            ))
-        })?;
-    inspect(c, to)
-        .await?
-        .network_settings
-        .and_then(|n| n.networks)
-        .and_then(|nets| nets.get(&shared).and_then(|e| e.ip_address.clone()))
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| RuntimeError::Other(format!("find the address of {} on {shared}", to.name)))
-}
-
 /// Resolves a target to the run's nodes: a node name, a pool name, or `site:<name>` (never the proxy).
-async fn resolve(c: &Cluster, target: &str) -> Result<Vec<NodeHandle>, RuntimeError> {
+pub(super) async fn resolve(c: &Cluster, target: &str) -> Result<Vec<NodeHandle>, RuntimeError> {
     let nodes: Vec<NodeHandle> = if let Some(site) = target.strip_prefix("site:") {
         c.topology
             .nodes()
@@ -518,7 +410,10 @@ async fn in_blast_radius(c: &Cluster, node: &NodeHandle) -> Result<(), RuntimeEr
     }
 }
 
-async fn inspect(c: &Cluster, node: &NodeHandle) -> Result<ContainerInspectResponse, RuntimeError> {
+pub(super) async fn inspect(
+    c: &Cluster,
+    node: &NodeHandle,
+) -> Result<ContainerInspectResponse, RuntimeError> {
     ctx(
         format!("inspect {}", node.container),
         c.docker
@@ -579,7 +474,7 @@ async fn addresses(c: &Cluster, node: &NodeHandle) -> Result<Vec<IpAddr>, Runtim
         .unwrap_or_default())
 }
 
-async fn pid(c: &Cluster, node: &NodeHandle) -> Result<i64, RuntimeError> {
+pub(super) async fn pid(c: &Cluster, node: &NodeHandle) -> Result<i64, RuntimeError> {
     inspect(c, node)
         .await?
         .state
@@ -597,7 +492,7 @@ fn probe_port(node: &NodeHandle) -> u16 {
 
 /// Runs a shell script in a container's network namespace with the host's tools (iptables, bash). Needs
 /// root on a Linux host: a scratch image has no tools, and Docker Desktop's VM is out of the host's reach.
-async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
+pub(super) async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
     let out = nsenter(pid, script)
         .await
         .map_err(|e| {
@@ -611,6 +506,23 @@ async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
         Err(RuntimeError::Other(format!(
             "change the packet filter in a node's network namespace (`{script}`): {}; \
              partitions need root and iptables on a Linux host",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Runs a shell script in a container's network namespace and returns what it printed.
+pub(super) async fn netns_output(pid: i64, script: &str) -> Result<String, RuntimeError> {
+    let out = nsenter(pid, script).await.map_err(|e| {
+        RuntimeError::Other(format!(
+            "run nsenter (util-linux) to read a node's packet filter: {e}; network faults need root on a Linux host"
+        ))
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(RuntimeError::Other(format!(
+            "read the packet filter in a node's network namespace (`{script}`): {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
@@ -703,31 +615,5 @@ async fn probe_until(
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(groups: &[&[&str]]) -> Vec<Vec<String>> {
-        groups
-            .iter()
-            .map(|g| g.iter().map(|n| n.to_string()).collect())
-            .collect()
-    }
-
-    #[test]
-    fn a_node_named_again_in_a_later_group_stays_in_the_first() {
-        let groups = names(&[&["fe2-3"], &["fe1-1", "fe2-1", "fe2-3"]]);
-        let out = disjoint(groups, |n| n.as_str()).unwrap();
-        assert_eq!(out, names(&[&["fe2-3"], &["fe1-1", "fe2-1"]]));
-    }
-
-    #[test]
-    fn a_group_left_empty_is_an_error() {
-        let groups = names(&[&["fe1-1", "fe1-2"], &["fe1-2"]]);
-        let e = disjoint(groups, |n| n.as_str()).unwrap_err();
-        assert!(e.contains("group 2"), "{e}");
     }
 }

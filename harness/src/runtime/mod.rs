@@ -6,6 +6,7 @@
 //! - [`cluster`]: [`Cluster`], a topology running in containers: `up`, `down`, addresses, logs.
 //! - [`docker`]: the Docker client and its errors, each saying what to do.
 //! - [`inject`]: applies each fault, verifies it took effect, undoes it ([`Injector`]).
+//! - [`partition`]: partition shapes as packet filters in the nodes' namespaces, each direction proven by witnesses.
 //! - [`proxy`]: the fault proxy's Toxiproxy API, as the harness calls it, and the names of the links' proxies.
 //! - [`tunnel`]: the harness's way into the networks through the proxy (`CONNECT`, `RESOLVE`).
 
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod docker;
 pub mod inject;
 pub mod labels;
+pub mod partition;
 pub mod proxy;
 pub mod roles;
 pub mod tunnel;
