@@ -626,7 +626,7 @@ fn parse_fault(kind: &str, args: &[String]) -> anyhow::Result<Fault> {
             _ => bail!("parse the fault: `bridge` takes <half,…> <half,…> <bridge>"),
         },
         "ring" => Fault::Ring {
-            nodes: args.iter().flat_map(|a| list(a)).collect(),
+            nodes: args.iter().flat_map(&list).collect(),
         },
         "halves" => match args {
             [among, seed] => Fault::Halves {
