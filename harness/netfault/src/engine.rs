@@ -94,6 +94,13 @@ impl Engine {
         if let Some(kbit) = self.spec.rate_kbit {
             let tx = Duration::from_secs_f64(p.payload.len() as f64 * 8.0 / (kbit as f64 * 1000.0));
             release = release.max(self.link_free) + tx;
+        }
+        if release > now && self.held.len() >= self.spec.limit() {
+            self.stats.over_limit += 1;
+            self.stats.dropped += 1;
+            return self.queue.verdict(p.id, Verdict::Drop, None);
+        }
+        if self.spec.rate_kbit.is_some() {
             self.link_free = release;
         }
         let payload = fate.corrupt_bit.map(|bit| {
@@ -119,11 +126,6 @@ impl Engine {
         if release <= now {
             return self.deliver(h);
         }
-        if self.held.len() >= self.spec.limit() {
-            self.stats.over_limit += 1;
-            self.stats.dropped += 1;
-            return self.queue.verdict(h.id, Verdict::Drop, None);
-        }
         self.stats.held += 1;
         self.held.push(h);
         Ok(())
@@ -148,7 +150,7 @@ impl Engine {
 
     fn run(&mut self, signals: &UnixStream, watch_stdin: bool) -> Result<(), String> {
         let stdin = std::io::stdin();
-        let mut stdin_open = watch_stdin;
+        let mut stdin_open = watch_stdin && stdin_can_close(&stdin);
         let mut scratch = [0u8; 512];
         loop {
             let now = Instant::now();
@@ -228,8 +230,23 @@ impl Engine {
     }
 }
 
+/// Whether the end of stdin means something: only a pipe or a socket is ended by its writer; /dev/null, a file
+/// or a terminal is not watched (SIGINT covers the terminal).
+fn stdin_can_close(stdin: &std::io::Stdin) -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::fstat(stdin)
+        .map(|st| {
+            matches!(
+                FileType::from_raw_mode(st.st_mode),
+                FileType::Fifo | FileType::Socket
+            )
+        })
+        .unwrap_or(false)
+}
+
 /// Run `apply`: bind queue `queue`, install the rules of `spec`, call `ready` once both are in place, apply the
-/// fault until SIGTERM, SIGINT, SIGHUP or (when `watch_stdin`) the end of stdin, then undo it.
+/// fault until SIGTERM, SIGINT, SIGHUP or (when `watch_stdin` and stdin is a pipe or a socket) the end of
+/// stdin, then undo it.
 pub fn apply(
     queue: u16,
     spec: &FaultSpec,

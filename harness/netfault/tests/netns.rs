@@ -93,6 +93,10 @@ impl Proc {
         assert!(ok, "kill {sig} failed");
     }
 
+    fn close_stdin(&mut self) {
+        drop(self.0.stdin.take());
+    }
+
     /// Wait at most `limit` for the exit; stdout and stderr as text.
     fn finish(mut self, limit: Duration) -> (bool, String, String) {
         let end = std::time::Instant::now() + limit;
@@ -243,7 +247,14 @@ fn probe_from(
         "probe failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ProbeReport::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    let r = ProbeReport::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    // The measurement, shown with `--nocapture`.
+    eprintln!(
+        "{} -> {to}: {}",
+        std::thread::current().name().unwrap_or("probe"),
+        r.to_json()
+    );
+    r
 }
 
 /// Start `apply` and wait for its `ready`.
@@ -433,10 +444,18 @@ fn peers_filter_leaves_other_addresses_alone() {
         loss: Some(Loss::Random(1.0)),
         ..Default::default()
     };
-    let fault = lab.apply(8, &spec);
+    let mut fault = lab.apply(8, &spec);
     let other = lab.probe(B2, 100, 2, 64, 500);
     let target = lab.probe(B, 100, 2, 64, 500);
-    stop(fault);
+    // The end of stdin stops the fault as SIGTERM does.
+    fault.close_stdin();
+    let (ok, _, err) = fault.finish(Duration::from_secs(10));
+    assert!(ok, "{err}");
+    assert!(
+        !lab.a.iptables_rules().contains("NETFAULT"),
+        "{}",
+        lab.a.iptables_rules()
+    );
     assert_eq!(other.loss_rate, 0.0, "{other:?}");
     assert_eq!(target.loss_rate, 1.0, "{target:?}");
     other.matches(&spec, &Tolerance::default()).unwrap();
