@@ -1,6 +1,6 @@
 //! Sending extra copies of packets: NFQUEUE gives one verdict per packet, so a duplicate is written to a raw
 //! IPv4 socket (`IPPROTO_RAW`, which implies `IP_HDRINCL`) in the same network namespace. The copy carries
-//! [`DUPLICATE_MARK`](crate::rules::DUPLICATE_MARK) (`SO_MARK`), so the chains let it through instead of
+//! [`DUPLICATE_MARK`] (`SO_MARK`), so the chains let it through instead of
 //! queueing it again.
 
 use crate::rules::DUPLICATE_MARK;

@@ -6,6 +6,7 @@
 //! not dropped. Closing the socket makes the kernel drop every packet still awaiting a verdict, so the owner
 //! gives every verdict first.
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::netlink::{self, SocketAddrNetlink};
@@ -141,7 +142,8 @@ impl Queue {
     fn send(&self, mut msg: Vec<u8>) -> Result<(), Errno> {
         let len = msg.len() as u32;
         msg[0..4].copy_from_slice(&len.to_ne_bytes());
-        loop {
+        // A full kernel buffer clears within milliseconds; a second of it is a failure.
+        for _ in 0..5000 {
             match rustix::net::send(&self.fd, &msg, SendFlags::empty()) {
                 Ok(_) => return Ok(()),
                 Err(Errno::INTR) | Err(Errno::NOBUFS) | Err(Errno::AGAIN) => {
@@ -150,6 +152,7 @@ impl Queue {
                 Err(e) => return Err(e),
             }
         }
+        Err(Errno::NOBUFS)
     }
 
     fn config_cmd(&mut self, cmd: u8) -> Result<(), String> {
@@ -164,11 +167,28 @@ impl Queue {
         }
         let seq = self.seq;
         self.send(m).map_err(|e| io_err("netlink send", e))?;
-        // Wait for the acknowledgement of this request; packets cannot arrive before the rules exist.
+        // Wait for the acknowledgement of this request (packets arriving meanwhile are not read: the
+        // configuration is done before the rules exist, and after they are gone).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let n = self
-                .recv_raw(false)
-                .map_err(|e| io_err("netlink receive", e))?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err("no answer from the kernel within 5 s".into());
+            }
+            let timeout = Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(io_err("poll", e)),
+            }
+            let n = match self.recv_raw() {
+                Ok(n) => n,
+                Err(Errno::AGAIN) | Err(Errno::NOBUFS) => continue,
+                Err(e) => return Err(io_err("netlink receive", e)),
+            };
             let mut off = 0;
             while off + 16 <= n {
                 let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap()) as usize;
@@ -191,14 +211,10 @@ impl Queue {
         }
     }
 
-    fn recv_raw(&mut self, nonblocking: bool) -> Result<usize, Errno> {
-        let flags = if nonblocking {
-            RecvFlags::DONTWAIT
-        } else {
-            RecvFlags::empty()
-        };
+    /// Receive one datagram without blocking.
+    fn recv_raw(&mut self) -> Result<usize, Errno> {
         loop {
-            match rustix::net::recv(&self.fd, &mut self.buf[..], flags) {
+            match rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::DONTWAIT) {
                 Ok((n, _)) => return Ok(n),
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e),
@@ -212,7 +228,7 @@ impl Queue {
     pub fn recv_ready(&mut self) -> Result<Vec<Packet>, String> {
         let mut out = Vec::new();
         loop {
-            let n = match self.recv_raw(true) {
+            let n = match self.recv_raw() {
                 Ok(n) => n,
                 Err(Errno::AGAIN) => return Ok(out),
                 Err(Errno::NOBUFS) => continue,
