@@ -41,6 +41,12 @@ pub enum ApiError {
     InvalidToxicType,
     #[error("bad request body: {0}")]
     BadRequestBody(String),
+    /// A toxic type added to a proxy whose protocol it does not act on (e.g. `loss` on TCP).
+    #[error("toxic type {type_name} does not act on a {protocol} proxy")]
+    ToxicProtocol {
+        type_name: &'static str,
+        protocol: &'static str,
+    },
     /// The listen address could not be resolved or bound; Toxiproxy answers 500 here too.
     #[error("listen {listen}: {message}")]
     Listen { listen: String, message: String },
@@ -54,7 +60,8 @@ impl ApiError {
             ApiError::MissingField
             | ApiError::InvalidStream
             | ApiError::InvalidToxicType
-            | ApiError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadRequestBody(_)
+            | ApiError::ToxicProtocol { .. } => StatusCode::BAD_REQUEST,
             ApiError::Listen { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

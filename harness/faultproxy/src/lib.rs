@@ -23,23 +23,28 @@
 //! so bulk traffic cannot starve API tasks of a worker.
 
 mod api;
+mod datagram;
 mod error;
+mod kind;
 mod link;
 mod model;
 mod proxy;
 mod registry;
 mod seed;
+mod sip;
+mod sip_rule;
 #[cfg(target_os = "linux")]
 mod splice;
 mod toxic;
 pub mod tunnel;
+mod udp;
 
 use std::future::Future;
 use std::sync::Arc;
 
 pub use api::VERSION;
 pub use error::{ApiError, Error};
-pub use model::{ProxyConfig, ProxyView, Stream, ToxicView};
+pub use model::{Protocol, ProxyConfig, ProxyView, Stream, ToxicView};
 pub use seed::resolve_seed;
 
 use registry::Registry;

@@ -8,6 +8,10 @@
 //! (sleeps, pieces, close); latency therefore counts from arrival, as in Toxiproxy, and does not
 //! pile up across chunks. A change of the toxic list moves between the paths at a chunk boundary
 //! without losing queued data.
+//!
+//! With a SIP toxic the toxic path frames the data into whole messages (`sip::Framer`); a
+//! response the proxy makes on the server's behalf goes to the other direction through
+//! [`Replies`], which writes it between two whole messages of its own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,6 +51,32 @@ enum Chunk {
     Failed,
 }
 
+/// The SIP responses a connection's two directions make for each other.
+pub struct Replies {
+    /// Responses this direction makes, for the other direction to write.
+    pub to_other: mpsc::UnboundedSender<Bytes>,
+    /// Responses the other direction made, for this direction's writer.
+    pub to_me: mpsc::UnboundedReceiver<Bytes>,
+}
+
+impl Replies {
+    /// The two ends for one connection: (upstream's, downstream's).
+    pub fn pair() -> (Replies, Replies) {
+        let (to_down, from_up) = mpsc::unbounded_channel();
+        let (to_up, from_down) = mpsc::unbounded_channel();
+        (
+            Replies {
+                to_other: to_down,
+                to_me: from_down,
+            },
+            Replies {
+                to_other: to_up,
+                to_me: from_up,
+            },
+        )
+    }
+}
+
 enum Step {
     /// The toxic list changed: sync and choose the path again.
     Changed,
@@ -59,6 +89,7 @@ pub async fn pump<R, W>(
     mut writer: W,
     mut toxics_rx: watch::Receiver<Arc<[Toxic]>>,
     mut toxics: DirectionToxics,
+    mut replies: Replies,
 ) -> Finish
 where
     R: AsyncRead + Unpin + AsRef<TcpStream>,
@@ -100,6 +131,7 @@ where
                 &mut toxics_rx,
                 &mut toxics,
                 &mut pending,
+                &mut replies,
             )
             .await
         };
@@ -109,6 +141,12 @@ where
                 let list = toxics_rx.borrow_and_update().clone();
                 if let Some(ending) = toxics.sync(&list, Instant::now()) {
                     return Finish::End(ending);
+                }
+                // Held messages and an unfinished message come before anything read after them.
+                for bytes in toxics.take_released() {
+                    if writer.write_all(&bytes).await.is_err() {
+                        return Finish::End(Ending::Close);
+                    }
                 }
                 tracing::debug!(applied = ?toxics.applied_names(), "toxics changed");
             }
@@ -203,6 +241,7 @@ async fn copy_toxic<R, W>(
     toxics_rx: &mut watch::Receiver<Arc<[Toxic]>>,
     toxics: &mut DirectionToxics,
     pending: &mut VecDeque<Chunk>,
+    replies: &mut Replies,
 ) -> Step
 where
     R: AsyncRead + Unpin,
@@ -253,6 +292,12 @@ where
                                 let (_, ending) = deadline.expect("sleep only ends with a deadline");
                                 return Step::Done(Finish::End(ending));
                             }
+                            Some(reply) = replies.to_me.recv() => {
+                                if writer.write_all(&reply).await.is_err() {
+                                    return Step::Done(Finish::End(Ending::Close));
+                                }
+                                continue;
+                            }
                             chunk = rx.recv(), if !eof_held => {
                                 chunk.expect("the read side holds the sender while writing runs")
                             }
@@ -282,6 +327,10 @@ where
                                     let _ = writer.flush().await;
                                     return Step::Done(Finish::End(Ending::Close));
                                 }
+                                Action::Reply(bytes) => {
+                                    // The other direction is gone only when the connection ends.
+                                    let _ = replies.to_other.send(bytes);
+                                }
                             }
                         }
                     }
@@ -291,6 +340,10 @@ where
                         eof_held = true;
                     }
                     Chunk::Eof => {
+                        let rest = toxics.take_rest();
+                        if !rest.is_empty() && writer.write_all(&rest).await.is_err() {
+                            return Step::Done(Finish::End(Ending::Close));
+                        }
                         tokio::time::sleep(toxics.close_delay()).await;
                         return Step::Done(finish_eof(writer).await);
                     }

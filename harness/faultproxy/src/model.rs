@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+pub use crate::kind::ToxicKind;
 
 /// Which way a toxic acts: upstream is client → server, downstream is server → client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,132 +36,31 @@ impl Stream {
     }
 }
 
-/// A toxic's type with its attributes. Field names carry units; the JSON keys stay Toxiproxy's.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToxicKind {
-    /// Delays every chunk by `latency_ms` ± a uniform draw within `jitter_ms`.
-    Latency { latency_ms: u64, jitter_ms: u64 },
-    /// Caps throughput at `rate_kbps` kilobytes (1000 bytes) per second; 0 means no cap.
-    Bandwidth { rate_kbps: u64 },
-    /// Holds the close (FIN) back for `delay_ms` after the sender closed.
-    SlowClose { delay_ms: u64 },
-    /// Drops data; closes the connection after `timeout_ms`, or never while present when 0.
-    Timeout { timeout_ms: u64 },
-    /// Resets the connection (RST) `timeout_ms` after the toxic started acting on it.
-    ResetPeer { timeout_ms: u64 },
-    /// Splits data into pieces of `average_size_bytes` ± `size_variation_bytes`, `delay_us` apart.
-    Slicer {
-        average_size_bytes: u64,
-        size_variation_bytes: u64,
-        delay_us: u64,
-    },
-    /// Passes `bytes` bytes, then closes the connection.
-    LimitData { bytes: u64 },
+/// What a proxy carries: TCP connections (Toxiproxy's only kind) or UDP datagrams (an extension).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
 }
 
-/// Every toxic type and the JSON attribute keys it understands, in the order Toxiproxy lists them.
-const TYPES: &[(&str, &[&str])] = &[
-    ("latency", &["latency", "jitter"]),
-    ("bandwidth", &["rate"]),
-    ("slow_close", &["delay"]),
-    ("timeout", &["timeout"]),
-    ("reset_peer", &["timeout"]),
-    ("slicer", &["average_size", "size_variation", "delay"]),
-    ("limit_data", &["bytes"]),
-];
-
-impl ToxicKind {
-    pub fn type_name(&self) -> &'static str {
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
         match self {
-            ToxicKind::Latency { .. } => "latency",
-            ToxicKind::Bandwidth { .. } => "bandwidth",
-            ToxicKind::SlowClose { .. } => "slow_close",
-            ToxicKind::Timeout { .. } => "timeout",
-            ToxicKind::ResetPeer { .. } => "reset_peer",
-            ToxicKind::Slicer { .. } => "slicer",
-            ToxicKind::LimitData { .. } => "limit_data",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
         }
     }
 
-    /// The attribute values in the order of `TYPES`.
-    fn values(&self) -> Vec<u64> {
-        match *self {
-            ToxicKind::Latency {
-                latency_ms,
-                jitter_ms,
-            } => vec![latency_ms, jitter_ms],
-            ToxicKind::Bandwidth { rate_kbps } => vec![rate_kbps],
-            ToxicKind::SlowClose { delay_ms } => vec![delay_ms],
-            ToxicKind::Timeout { timeout_ms } => vec![timeout_ms],
-            ToxicKind::ResetPeer { timeout_ms } => vec![timeout_ms],
-            ToxicKind::Slicer {
-                average_size_bytes,
-                size_variation_bytes,
-                delay_us,
-            } => vec![average_size_bytes, size_variation_bytes, delay_us],
-            ToxicKind::LimitData { bytes } => vec![bytes],
+    fn parse(text: &str) -> Result<Protocol, ApiError> {
+        match text {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            other => Err(ApiError::BadRequestBody(format!(
+                "protocol must be tcp or udp, got {other:?}"
+            ))),
         }
-    }
-
-    fn from_values(type_name: &str, v: &[u64]) -> ToxicKind {
-        match type_name {
-            "latency" => ToxicKind::Latency {
-                latency_ms: v[0],
-                jitter_ms: v[1],
-            },
-            "bandwidth" => ToxicKind::Bandwidth { rate_kbps: v[0] },
-            "slow_close" => ToxicKind::SlowClose { delay_ms: v[0] },
-            "timeout" => ToxicKind::Timeout { timeout_ms: v[0] },
-            "reset_peer" => ToxicKind::ResetPeer { timeout_ms: v[0] },
-            "slicer" => ToxicKind::Slicer {
-                average_size_bytes: v[0],
-                size_variation_bytes: v[1],
-                delay_us: v[2],
-            },
-            "limit_data" => ToxicKind::LimitData { bytes: v[0] },
-            other => unreachable!("type {other} was checked against TYPES"),
-        }
-    }
-
-    fn keys(type_name: &str) -> Option<&'static [&'static str]> {
-        TYPES
-            .iter()
-            .find(|(name, _)| *name == type_name)
-            .map(|(_, keys)| *keys)
-    }
-
-    /// Builds a kind from JSON attributes on top of `base` (all zeros for a new toxic): keys absent
-    /// from `attributes` keep their base value, unknown keys are ignored, as Toxiproxy's decoder does.
-    pub fn parse(
-        type_name: &str,
-        attributes: Option<&Map<String, Value>>,
-        base: Option<&ToxicKind>,
-    ) -> Result<ToxicKind, ApiError> {
-        let keys = ToxicKind::keys(type_name).ok_or(ApiError::InvalidToxicType)?;
-        let mut values = match base {
-            Some(kind) => kind.values(),
-            None => vec![0; keys.len()],
-        };
-        if let Some(attributes) = attributes {
-            for (slot, key) in values.iter_mut().zip(keys.iter()) {
-                if let Some(value) = attributes.get(*key) {
-                    *slot = value.as_u64().ok_or_else(|| {
-                        ApiError::BadRequestBody(format!(
-                            "attribute {key} must be a non-negative integer, got {value}"
-                        ))
-                    })?;
-                }
-            }
-        }
-        Ok(ToxicKind::from_values(type_name, &values))
-    }
-
-    pub fn attributes(&self) -> Map<String, Value> {
-        let keys = ToxicKind::keys(self.type_name()).expect("every kind is in TYPES");
-        keys.iter()
-            .zip(self.values())
-            .map(|(key, value)| ((*key).to_owned(), Value::from(value)))
-            .collect()
     }
 }
 
@@ -205,6 +105,8 @@ pub struct ProxyView {
     pub upstream: String,
     pub enabled: bool,
     pub toxics: Vec<ToxicView>,
+    /// An extension of Toxiproxy's shape; clients that do not know it ignore it.
+    pub protocol: Protocol,
 }
 
 /// A proxy to create: the body of `POST /proxies`, one element of `POST /populate`, one entry of
@@ -216,6 +118,9 @@ pub struct ProxyConfig {
     pub listen: String,
     pub upstream: String,
     pub enabled: bool,
+    /// `"tcp"` when absent, so Toxiproxy's clients create what they always did.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// Toxiproxy binds all interfaces on a free port when `listen` is missing.
@@ -285,6 +190,10 @@ impl ProxyConfig {
                 .unwrap_or_else(|| LISTEN_DEFAULT.to_owned()),
             upstream,
             enabled: bool_field(map, "enabled")?.unwrap_or(true),
+            protocol: match string_field(map, "protocol")? {
+                None => Protocol::Tcp,
+                Some(text) => Protocol::parse(&text)?,
+            },
         })
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::link::{self, Finish};
+use crate::link::{self, Finish, Replies};
 use crate::model::{Stream, Toxic};
 use crate::toxic::{DirectionKey, DirectionToxics, Ending};
 
@@ -135,17 +135,20 @@ async fn carry(
             stream,
         })
     };
+    let (upstream_replies, downstream_replies) = Replies::pair();
     let upstream = link::pump(
         client_read,
         server_write,
         shared.toxics.subscribe(),
         direction(Stream::Upstream),
+        upstream_replies,
     );
     let downstream = link::pump(
         server_read,
         client_write,
         shared.toxics.subscribe(),
         direction(Stream::Downstream),
+        downstream_replies,
     );
     tokio::pin!(upstream, downstream);
     let (mut upstream_done, mut downstream_done) = (false, false);

@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::model::{ProxyConfig, ProxyPatch, ProxyView, Toxic, ToxicView};
+use crate::model::{Protocol, ProxyConfig, ProxyPatch, ProxyView, Toxic, ToxicView};
 use crate::proxy::{self, ProxyShared};
+use crate::udp;
 
 /// A listening period of a proxy: dropping `stop` ends it; `done` finishes when it has ended.
 struct Listening {
@@ -38,6 +39,7 @@ struct Entry {
     listen: String,
     upstream: String,
     enabled: bool,
+    protocol: Protocol,
     toxics: Vec<Toxic>,
     shared: Arc<ProxyShared>,
     listening: Option<Listening>,
@@ -51,6 +53,7 @@ impl Entry {
             upstream: self.upstream.clone(),
             enabled: self.enabled,
             toxics: self.toxics.iter().map(ToxicView::from).collect(),
+            protocol: self.protocol,
         }
     }
 
@@ -113,11 +116,13 @@ impl Registry {
         self.with_entry(name, |entry| Ok(entry.view()))
     }
 
-    /// Binds `listen` and starts accepting on the data plane; returns the bound address.
+    /// Binds `listen` and starts accepting (TCP) or receiving (UDP) on the data plane; returns the
+    /// bound address.
     async fn start(
         &self,
         listen: &str,
         upstream: &str,
+        protocol: Protocol,
         shared: &Arc<ProxyShared>,
     ) -> Result<(SocketAddr, Listening), ApiError> {
         let listen_error = |message: String| ApiError::Listen {
@@ -129,24 +134,46 @@ impl Registry {
             .map_err(|err| listen_error(err.to_string()))?
             .next()
             .ok_or_else(|| listen_error("address resolves to nothing".into()))?;
-        // std's listener sets SO_REUSEADDR, so an address left with TIME_WAIT connections by a
-        // disable can be bound again at once by the enable.
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|err| listen_error(err.to_string()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|err| listen_error(err.to_string()))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|err| listen_error(err.to_string()))?;
         let (stop, stop_rx) = watch::channel(());
-        let done = self.data.spawn(proxy::listen(
-            listener,
-            Arc::from(upstream),
-            shared.clone(),
-            stop_rx,
-        ));
-        tracing::info!(proxy = %shared.name, listen = %bound, %upstream, "listening");
+        let (bound, done) = match protocol {
+            Protocol::Tcp => {
+                // std's listener sets SO_REUSEADDR, so an address left with TIME_WAIT connections
+                // by a disable can be bound again at once by the enable.
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|err| listen_error(err.to_string()))?;
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|err| listen_error(err.to_string()))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|err| listen_error(err.to_string()))?;
+                let done = self.data.spawn(proxy::listen(
+                    listener,
+                    Arc::from(upstream),
+                    shared.clone(),
+                    stop_rx,
+                ));
+                (bound, done)
+            }
+            Protocol::Udp => {
+                let socket =
+                    std::net::UdpSocket::bind(addr).map_err(|err| listen_error(err.to_string()))?;
+                socket
+                    .set_nonblocking(true)
+                    .map_err(|err| listen_error(err.to_string()))?;
+                let bound = socket
+                    .local_addr()
+                    .map_err(|err| listen_error(err.to_string()))?;
+                let done = self.data.spawn(udp::listen(
+                    socket,
+                    Arc::from(upstream),
+                    shared.clone(),
+                    stop_rx,
+                ));
+                (bound, done)
+            }
+        };
+        tracing::info!(proxy = %shared.name, listen = %bound, %upstream, protocol = protocol.as_str(), "listening");
         Ok((bound, Listening { stop, done }))
     }
 
@@ -167,13 +194,14 @@ impl Registry {
             listen: config.listen.clone(),
             upstream: config.upstream.clone(),
             enabled: config.enabled,
+            protocol: config.protocol,
             toxics: Vec::new(),
             shared: shared.clone(),
             listening: None,
         };
         if config.enabled {
             let (bound, listening) = self
-                .start(&config.listen, &config.upstream, &shared)
+                .start(&config.listen, &config.upstream, config.protocol, &shared)
                 .await?;
             entry.listen = bound.to_string();
             entry.listening = Some(listening);
@@ -202,6 +230,7 @@ impl Registry {
         for config in configs {
             let unchanged = self.with_entry(&config.name, |entry| {
                 Ok(config.upstream == entry.upstream
+                    && config.protocol == entry.protocol
                     && (config.listen == entry.listen_requested || config.listen == entry.listen))
             });
             match unchanged {
@@ -256,7 +285,7 @@ impl Registry {
             }
             entry.enabled = enabled;
             let restart = enabled
-                .then(|| (entry.listen.clone(), entry.upstream.clone()))
+                .then(|| (entry.listen.clone(), entry.upstream.clone(), entry.protocol))
                 .filter(|_| entry.listening.is_none());
             Ok((restart, stopping, entry.shared.clone()))
         })?;
@@ -264,8 +293,8 @@ impl Registry {
             listening.stop().await;
             tracing::info!(proxy = %name, "stopped listening");
         }
-        if let Some((listen, upstream)) = restart {
-            let started = self.start(&listen, &upstream, &shared).await;
+        if let Some((listen, upstream, protocol)) = restart {
+            let started = self.start(&listen, &upstream, protocol, &shared).await;
             let mut map = self.map();
             let entry = map.get_mut(name).ok_or(ApiError::ProxyNotFound)?;
             match started {
@@ -319,9 +348,16 @@ impl Registry {
         })
     }
 
-    /// Adds a toxic; live connections pick it up. The opposite of `remove_toxic`.
+    /// Adds a toxic; live connections pick it up. The opposite of `remove_toxic`. A type that
+    /// does not act on the proxy's protocol is refused.
     pub fn add_toxic(&self, proxy: &str, toxic: Toxic) -> Result<ToxicView, ApiError> {
         self.with_entry(proxy, |entry| {
+            if !toxic.kind.supports(entry.protocol) {
+                return Err(ApiError::ToxicProtocol {
+                    type_name: toxic.kind.type_name(),
+                    protocol: entry.protocol.as_str(),
+                });
+            }
             if entry.toxics.iter().any(|t| t.name == toxic.name) {
                 return Err(ApiError::ToxicAlreadyExists);
             }

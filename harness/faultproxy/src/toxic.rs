@@ -1,6 +1,7 @@
-//! Toxics as they act on one direction of one connection: which of them apply (the toxicity draw),
-//! their per-connection state (random stream, bytes passed, start time), and the plan that turns
-//! one chunk of data into writes, sleeps and a close.
+//! Toxics as they act on one direction of one connection (or UDP flow): which of them apply (the
+//! toxicity draw), their per-connection state (random stream, bytes passed, start time, SIP
+//! counts, held messages), and the plan that turns one chunk of TCP data into writes, sleeps,
+//! replies and a close. Datagrams are planned in `datagram`, SIP messages judged in `sip_rule`.
 //!
 //! This module does no I/O, so its decisions are unit-tested without sockets.
 
@@ -11,8 +12,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
+use crate::kind::SipAction;
 use crate::model::{Stream, Toxic, ToxicKind};
 use crate::seed::toxic_rng;
+use crate::sip::{Framer, Piece};
+use crate::sip_rule::Verdict;
 
 /// What one step of a plan does, executed in order by the link.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum Action {
     Sleep(Duration),
     /// Close the whole connection (limit_data reached).
     Close,
+    /// Send these bytes back to the sender (a SIP response on the server's behalf).
+    Reply(Bytes),
 }
 
 /// How a connection ends when a toxic ends it.
@@ -45,22 +51,41 @@ pub struct DirectionKey {
 
 /// One toxic's state on this direction of this connection.
 #[derive(Debug)]
-struct Active {
-    toxic: Toxic,
-    rng: ChaCha8Rng,
+pub(crate) struct Active {
+    pub(crate) toxic: Toxic,
+    pub(crate) rng: ChaCha8Rng,
     /// The toxicity draw: whether the toxic acts on this connection at all.
-    applies: bool,
+    pub(crate) applies: bool,
     /// When the toxic started acting here: timeout and reset_peer count from it.
     started: Instant,
     /// Bytes let through so far (limit_data).
     passed_bytes: u64,
+    /// SIP messages the rule matched, and how many of them it picked.
+    pub(crate) matched: u64,
+    pub(crate) picked: u64,
+    /// Messages a `sip_hold` keeps, in arrival order.
+    pub(crate) held: Vec<Bytes>,
+    /// `loss_burst`: in the bad state.
+    pub(crate) bad_state: bool,
+    /// Datagram `bandwidth`: when the link is free again.
+    pub(crate) next_free: Option<Instant>,
 }
 
 /// The toxics of one direction of one connection, in the proxy's order.
 #[derive(Debug)]
 pub struct DirectionToxics {
     key: DirectionKey,
-    active: Vec<Active>,
+    pub(crate) active: Vec<Active>,
+    /// A `sip_respond` on the other stream answers through this direction's writer.
+    answers_other: bool,
+    /// Cuts TCP data into SIP messages while a SIP toxic acts here or answers through here.
+    framer: Option<Framer>,
+    /// Bytes to deliver at once: messages of a removed `sip_hold`, the rest of a stopped framer.
+    released: Vec<Bytes>,
+}
+
+fn is_sip(toxic: &Toxic) -> bool {
+    matches!(toxic.kind, ToxicKind::Sip { .. })
 }
 
 impl DirectionToxics {
@@ -68,6 +93,9 @@ impl DirectionToxics {
         DirectionToxics {
             key,
             active: Vec::new(),
+            answers_other: false,
+            framer: None,
+            released: Vec::new(),
         }
     }
 
@@ -95,6 +123,9 @@ impl DirectionToxics {
                     active.applies = active.rng.gen::<f32>() < toxic.toxicity;
                     active.toxic = toxic.clone();
                     active.started = now;
+                    if !active.applies || !matches!(toxic.kind, ToxicKind::Sip { .. }) {
+                        self.released.append(&mut active.held);
+                    }
                     active
                 }
                 None => {
@@ -111,26 +142,67 @@ impl DirectionToxics {
                         applies,
                         started: now,
                         passed_bytes: 0,
+                        matched: 0,
+                        picked: 0,
+                        held: Vec::new(),
+                        bad_state: false,
+                        next_free: None,
                     }
                 }
             };
             self.active.push(active);
         }
-        for gone in previous {
+        for mut gone in previous {
             if gone.applies && matches!(gone.toxic.kind, ToxicKind::Timeout { .. }) {
                 ending = Some(Ending::Close);
             }
+            self.released.append(&mut gone.held);
+        }
+        self.answers_other = toxics.iter().any(|toxic| {
+            toxic.stream != self.key.stream
+                && matches!(
+                    toxic.kind,
+                    ToxicKind::Sip {
+                        action: SipAction::Respond { .. },
+                        ..
+                    }
+                )
+        });
+        let framing = self.answers_other || self.applied().any(|active| is_sip(&active.toxic));
+        match (framing, self.framer.is_some()) {
+            (true, false) => self.framer = Some(Framer::default()),
+            (false, true) => {
+                let rest = self.take_rest();
+                if !rest.is_empty() {
+                    self.released.push(rest);
+                }
+                self.framer = None;
+            }
+            _ => {}
         }
         ending
+    }
+
+    /// Takes the bytes to deliver at once after a `sync`, in their original order.
+    pub fn take_released(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Takes the bytes of an incomplete SIP message (the sender closed, or framing stopped).
+    pub fn take_rest(&mut self) -> Bytes {
+        self.framer
+            .as_mut()
+            .map(Framer::take_rest)
+            .unwrap_or_default()
     }
 
     fn applied(&self) -> impl Iterator<Item = &Active> {
         self.active.iter().filter(|active| active.applies)
     }
 
-    /// No toxic acts here: the link may take its plain copy loop.
+    /// No toxic acts here and none answers through here: the link may take its plain path.
     pub fn is_idle(&self) -> bool {
-        self.applied().next().is_none()
+        self.applied().next().is_none() && !self.answers_other
     }
 
     /// Names of the toxics that act here, for logs and tests.
@@ -173,9 +245,16 @@ impl DirectionToxics {
 
     /// Turns one chunk that arrived at `arrived` into actions, applying the toxics in order.
     /// Latencies add up (Toxiproxy's chain would overlap them; adding is what a reader expects).
+    /// With SIP framing, only whole messages come out, each judged by the SIP toxics first.
     pub fn plan(&mut self, data: Bytes, arrived: Instant) -> Vec<Action> {
         let mut latency = Duration::ZERO;
-        let mut actions = vec![Action::Write(data)];
+        let mut actions = match self.framer.as_mut() {
+            None => vec![Action::Write(data)],
+            Some(framer) => {
+                let pieces = framer.push(&data);
+                self.judge_pieces(pieces, arrived)
+            }
+        };
         for active in self.active.iter_mut().filter(|active| active.applies) {
             match active.toxic.kind {
                 ToxicKind::Latency {
@@ -255,8 +334,27 @@ impl DirectionToxics {
                 _ => {}
             }
         }
-        if !latency.is_zero() {
+        if !latency.is_zero() && !actions.is_empty() {
             actions.insert(0, Action::SleepUntil(arrived + latency));
+        }
+        actions
+    }
+
+    fn judge_pieces(&mut self, pieces: Vec<Piece>, arrived: Instant) -> Vec<Action> {
+        let mut actions = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            match piece {
+                Piece::Raw(bytes) => actions.push(Action::Write(bytes)),
+                Piece::Message(message) => match self.judge(&message) {
+                    Verdict::Pass => actions.push(Action::Write(message)),
+                    Verdict::Drop | Verdict::Hold => {}
+                    Verdict::Delay(delay) => {
+                        actions.push(Action::SleepUntil(arrived + delay));
+                        actions.push(Action::Write(message));
+                    }
+                    Verdict::Reply(reply) => actions.push(Action::Reply(reply)),
+                },
+            }
         }
         actions
     }

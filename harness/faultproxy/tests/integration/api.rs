@@ -25,7 +25,7 @@ async fn created_proxy_is_201_and_reports_its_bound_port() {
     assert_eq!(
         proxy,
         json!({"name":"db","listen":listen.to_string(),"upstream":echo.to_string(),
-               "enabled":true,"toxics":[]})
+               "enabled":true,"toxics":[],"protocol":"tcp"})
     );
     assert_eq!(get(server.api, "/proxies/db").await.json(), proxy);
     assert_eq!(

@@ -1,0 +1,339 @@
+//! The data plane of a UDP proxy: one listening socket, and one *flow* per client source address,
+//! each with its own socket connected to the upstream, so the server tells clients apart and its
+//! answers find their client. A flow is UDP's connection: it counts in the proxy's ordinals, keys
+//! the toxics' random streams, and ends after `FLOW_IDLE` without a datagram either way.
+//!
+//! The listener task receives every client datagram. With no toxic acting upstream it sends the
+//! datagram on the flow's socket at once, from its one reused buffer; otherwise it hands a copy to
+//! the flow's task. Each flow's task receives the server's datagrams (sending them straight back
+//! when no toxic acts downstream), plans datagrams through the toxics (`datagram`), and sends the
+//! planned copies when due from one queue ordered by time.
+//!
+//! A listening period ends when its stop sender is dropped, as for TCP: the listener stops, every
+//! flow ends, and the period's task finishes once all of them are gone.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::datagram::Planned;
+use crate::model::Stream;
+use crate::proxy::ProxyShared;
+use crate::toxic::{DirectionKey, DirectionToxics};
+
+/// A flow with no datagram in either direction for this long ends (its upstream socket closes).
+pub const FLOW_IDLE: Duration = Duration::from_secs(60);
+/// The largest UDP payload.
+const DATAGRAM_MAX_BYTES: usize = 65_535;
+/// Datagrams the listener may queue for a flow whose upstream toxics are busy; more are dropped.
+const INBOX_DATAGRAMS: usize = 4096;
+/// Flows are swept from the table once it grows past this (and past twice its live size).
+const SWEEP_FLOWS: usize = 256;
+
+/// What the listener knows of a flow.
+struct Flow {
+    /// Connected to the upstream.
+    socket: Arc<UdpSocket>,
+    /// Client datagrams for the flow's task while a toxic acts upstream.
+    inbox: mpsc::Sender<(Bytes, Instant)>,
+    /// No toxic acts upstream: the listener sends directly. Set by the flow's task.
+    upstream_idle: AtomicBool,
+    /// The flow's task has ended; a new datagram from the client opens a new flow.
+    closed: AtomicBool,
+    /// Client datagrams so far: the flow's task reads it to tell an idle flow.
+    from_client: AtomicU64,
+}
+
+/// Receives until `stop` closes, then ends every flow and returns when all are gone.
+pub async fn listen(
+    socket: std::net::UdpSocket,
+    upstream: Arc<str>,
+    shared: Arc<ProxyShared>,
+    mut stop: watch::Receiver<()>,
+) {
+    let listener = match UdpSocket::from_std(socket) {
+        Ok(listener) => Arc::new(listener),
+        Err(err) => {
+            tracing::error!(proxy = %shared.name, %err, "failed to register the UDP socket");
+            return;
+        }
+    };
+    // Each flow's task holds a sender; when all are dropped, `recv` returns None: all are gone.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut flows: HashMap<SocketAddr, Arc<Flow>> = HashMap::new();
+    let mut buffer = vec![0u8; DATAGRAM_MAX_BYTES];
+    loop {
+        let (len, client) = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            received = listener.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(err) => {
+                    tracing::debug!(proxy = %shared.name, %err, "receive failed");
+                    continue;
+                }
+            },
+        };
+        let flow = match flows.get(&client) {
+            Some(flow) if !flow.closed.load(Ordering::Acquire) => flow.clone(),
+            _ => {
+                let opened = open(
+                    client,
+                    &upstream,
+                    &listener,
+                    &shared,
+                    &stop,
+                    alive_tx.clone(),
+                )
+                .await;
+                let Some(flow) = opened else { continue };
+                if flows.len() >= SWEEP_FLOWS {
+                    flows.retain(|_, flow| !flow.closed.load(Ordering::Acquire));
+                }
+                flows.insert(client, flow.clone());
+                flow
+            }
+        };
+        flow.from_client.fetch_add(1, Ordering::Relaxed);
+        if flow.upstream_idle.load(Ordering::Acquire) {
+            // An unreachable upstream (ICMP) fails the send; UDP drops, and so does the proxy.
+            let _ = flow.socket.send(&buffer[..len]).await;
+        } else {
+            let datagram = (Bytes::copy_from_slice(&buffer[..len]), Instant::now());
+            let _ = flow.inbox.try_send(datagram);
+        }
+    }
+    drop(flows);
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
+}
+
+/// Opens a flow for `client`: its upstream socket and its task.
+async fn open(
+    client: SocketAddr,
+    upstream: &str,
+    listener: &Arc<UdpSocket>,
+    shared: &Arc<ProxyShared>,
+    stop: &watch::Receiver<()>,
+    alive: mpsc::Sender<()>,
+) -> Option<Arc<Flow>> {
+    let opened = async {
+        let server = tokio::net::lookup_host(upstream)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other("upstream resolves to nothing"))?;
+        let local: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(server).await?;
+        std::io::Result::Ok(socket)
+    }
+    .await;
+    let socket = match opened {
+        Ok(socket) => Arc::new(socket),
+        Err(err) => {
+            tracing::debug!(proxy = %shared.name, %upstream, %err, "upstream socket failed");
+            return None;
+        }
+    };
+    let (inbox, inbox_rx) = mpsc::channel(INBOX_DATAGRAMS);
+    let flow = Arc::new(Flow {
+        socket,
+        inbox,
+        upstream_idle: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        from_client: AtomicU64::new(0),
+    });
+    let ordinal = shared.next_ordinal.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(proxy = %shared.name, %client, ordinal, "flow opened");
+    let task = FlowTask {
+        flow: flow.clone(),
+        listener: listener.clone(),
+        client,
+        queue: BinaryHeap::new(),
+        sequence: 0,
+    };
+    tokio::spawn(task.run(inbox_rx, shared.clone(), ordinal, stop.clone(), alive));
+    Some(flow)
+}
+
+/// A datagram copy waiting for its time; ordered by time, then by planning order.
+struct Scheduled {
+    at: Instant,
+    sequence: u64,
+    stream: Stream,
+    bytes: Bytes,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.sequence) == (other.at, other.sequence)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.sequence).cmp(&(other.at, other.sequence))
+    }
+}
+
+/// A flow's own task: the server's datagrams, the toxics of both directions, the send queue.
+struct FlowTask {
+    flow: Arc<Flow>,
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    sequence: u64,
+}
+
+impl FlowTask {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<(Bytes, Instant)>,
+        shared: Arc<ProxyShared>,
+        ordinal: u64,
+        mut stop: watch::Receiver<()>,
+        alive: mpsc::Sender<()>,
+    ) {
+        let direction = |stream| {
+            DirectionToxics::new(DirectionKey {
+                seed: shared.seed,
+                proxy: shared.name.clone(),
+                connection_ordinal: ordinal,
+                stream,
+            })
+        };
+        let (mut up, mut down) = (direction(Stream::Upstream), direction(Stream::Downstream));
+        let mut toxics_rx = shared.toxics.subscribe();
+        let list = toxics_rx.borrow_and_update().clone();
+        up.sync(&list, Instant::now());
+        down.sync(&list, Instant::now());
+        self.flow
+            .upstream_idle
+            .store(up.is_idle(), Ordering::Release);
+        let socket = self.flow.socket.clone();
+        let mut buffer = vec![0u8; DATAGRAM_MAX_BYTES];
+        let mut from_server = 0u64;
+        let mut seen = (0u64, 0u64);
+        let idle = tokio::time::sleep(FLOW_IDLE);
+        tokio::pin!(idle);
+        loop {
+            let due = self.queue.peek().map(|Reverse(next)| next.at);
+            tokio::select! {
+                _ = stop.changed() => break,
+                changed = toxics_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let list = toxics_rx.borrow_and_update().clone();
+                    let now = Instant::now();
+                    up.sync(&list, now);
+                    down.sync(&list, now);
+                    for bytes in up.take_released() {
+                        self.send(Stream::Upstream, &bytes).await;
+                    }
+                    for bytes in down.take_released() {
+                        self.send(Stream::Downstream, &bytes).await;
+                    }
+                    self.flow.upstream_idle.store(up.is_idle(), Ordering::Release);
+                }
+                received = socket.recv(&mut buffer) => {
+                    // An error is an ICMP report of an earlier send (upstream not listening).
+                    let Ok(len) = received else { continue };
+                    from_server += 1;
+                    if down.is_idle() && self.queue.is_empty() {
+                        let _ = self.listener.send_to(&buffer[..len], self.client).await;
+                    } else {
+                        let bytes = Bytes::copy_from_slice(&buffer[..len]);
+                        let planned = down.plan_datagram(bytes, Instant::now());
+                        self.carry(Stream::Downstream, planned).await;
+                    }
+                }
+                Some((bytes, arrived)) = inbox.recv() => {
+                    if up.is_idle() && self.queue.is_empty() {
+                        self.send(Stream::Upstream, &bytes).await;
+                    } else {
+                        let planned = up.plan_datagram(bytes, arrived);
+                        self.carry(Stream::Upstream, planned).await;
+                    }
+                }
+                _ = sleep_until_opt(due) => self.send_due().await,
+                _ = &mut idle => {
+                    let now_seen = (self.flow.from_client.load(Ordering::Relaxed), from_server);
+                    if now_seen == seen && self.queue.is_empty() {
+                        tracing::debug!(proxy = %shared.name, ordinal, "flow idle, closed");
+                        break;
+                    }
+                    seen = now_seen;
+                    idle.as_mut().reset(Instant::now() + FLOW_IDLE);
+                }
+            }
+        }
+        self.flow.closed.store(true, Ordering::Release);
+        drop(alive);
+    }
+
+    /// Sends one datagram on: upstream to the server, downstream to the client.
+    async fn send(&self, stream: Stream, bytes: &[u8]) {
+        let _ = match stream {
+            Stream::Upstream => self.flow.socket.send(bytes).await,
+            Stream::Downstream => self.listener.send_to(bytes, self.client).await,
+        };
+    }
+
+    /// Queues a plan's copies, sends the reply back to the sender, and sends what is due.
+    async fn carry(&mut self, stream: Stream, planned: Planned) {
+        if let Some(reply) = planned.reply {
+            let back = match stream {
+                Stream::Upstream => Stream::Downstream,
+                Stream::Downstream => Stream::Upstream,
+            };
+            self.send(back, &reply).await;
+        }
+        for (at, bytes) in planned.sends {
+            self.sequence += 1;
+            self.queue.push(Reverse(Scheduled {
+                at,
+                sequence: self.sequence,
+                stream,
+                bytes,
+            }));
+        }
+        self.send_due().await;
+    }
+
+    async fn send_due(&mut self) {
+        let now = Instant::now();
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse(next)| next.at <= now)
+        {
+            let Reverse(next) = self.queue.pop().expect("peeked");
+            self.send(next.stream, &next.bytes).await;
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
