@@ -206,7 +206,7 @@ impl Engine {
             }
         }
         // Packets that were in a hook while the rules went away still reach the queue; let them through.
-        let until = Instant::now() + Duration::from_millis(100);
+        let until = Instant::now() + Duration::from_millis(250);
         while Instant::now() < until {
             let r = self.pass_arrivals();
             if result.is_ok() {

@@ -167,8 +167,9 @@ pub struct FaultSpec {
     /// a checksum) then drops the packet at the receiver, as with netem.
     #[serde(default)]
     pub corrupt: f64,
-    /// Rate limit, kbit/s (1000 bit): packets are serialized at this rate after their delay, and wait for it;
-    /// only those beyond `limit` held packets are dropped.
+    /// Rate limit, kbit/s (1000 bit) of IP packets: after its delay, each packet waits until the link is free
+    /// and occupies it for its length at this rate (as netem's `rate`: a token bucket one packet deep).
+    /// Packets wait rather than drop; only a packet arriving when `limit` packets are held is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_kbit: Option<u64>,
     /// Most packets held at once (delayed or waiting for the rate); a packet arriving beyond it is dropped.
