@@ -45,6 +45,7 @@
 //! - A duplicate is sent through a raw socket right after the original is accepted; it is not itself
 //!   subject to loss, delay or corruption.
 
+pub mod cli;
 pub mod engine;
 pub mod inject;
 pub mod model;

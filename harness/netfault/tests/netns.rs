@@ -2,7 +2,9 @@
 //! 10.211.0.2 and 10.211.0.3), `apply` and `probe` in the other (A, 10.211.0.1). Needs root (network
 //! namespaces, iptables, NFQUEUE); without them every test fails and says so.
 
-use netfault::{Direction, FaultSpec, GilbertElliott, Loss, ProbeReport, Tolerance};
+use netfault::{
+    cli, Direction, FaultSpec, GilbertElliott, Loss, ProbeOptions, ProbeReport, Tolerance,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,10 +34,27 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// `netfault` with `args`, run in namespace `ns`.
-fn netfault_in(ns: &str, args: &[&str]) -> Command {
+fn netfault_in<S: AsRef<std::ffi::OsStr>>(ns: &str, args: &[S]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, BIN]).args(args);
     c
+}
+
+/// Delete the namespaces of earlier test processes that died without dropping them (`nft<pid>...`).
+fn sweep_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("nft") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
 }
 
 /// A network namespace, deleted on drop.
@@ -44,6 +63,8 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Netns {
         static N: AtomicU32 = AtomicU32::new(0);
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_stale_namespaces);
         let name = format!(
             "nft{}{}{}",
             std::process::id(),
@@ -61,7 +82,7 @@ impl Netns {
         ns
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         netfault_in(&self.0, args)
     }
 
@@ -205,7 +226,7 @@ impl Lab {
 
 fn start_echo(ns: &Netns) -> Proc {
     let p = ns
-        .command(&["echo", "--port", &PORT.to_string(), "--for-s", "60"])
+        .command(&cli::echo_args(PORT, Duration::from_secs(60)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -222,26 +243,15 @@ fn probe_from(
     size: usize,
     timeout_ms: u64,
 ) -> ProbeReport {
-    let out = netfault_in(
-        ns,
-        &[
-            "probe",
-            "--to",
-            to,
-            "--port",
-            &PORT.to_string(),
-            "--count",
-            &count.to_string(),
-            "--interval-ms",
-            &interval_ms.to_string(),
-            "--size",
-            &size.to_string(),
-            "--timeout-ms",
-            &timeout_ms.to_string(),
-        ],
-    )
-    .output()
-    .unwrap();
+    let opts = ProbeOptions {
+        to: to.parse().unwrap(),
+        port: PORT,
+        count,
+        interval: Duration::from_millis(interval_ms),
+        size,
+        timeout: Duration::from_millis(timeout_ms),
+    };
+    let out = netfault_in(ns, &cli::probe_args(&opts)).output().unwrap();
     assert!(
         out.status.success(),
         "probe failed: {}",
@@ -260,13 +270,7 @@ fn probe_from(
 /// Start `apply` and wait for its `ready`.
 fn apply_in(ns: &Netns, queue: u16, spec: &FaultSpec) -> Proc {
     let mut child = ns
-        .command(&[
-            "apply",
-            "--queue",
-            &queue.to_string(),
-            "--spec",
-            &spec.to_json(),
-        ])
+        .command(&cli::apply_args(queue, spec))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
