@@ -6,5 +6,7 @@ mod binary;
 mod client;
 mod responsiveness;
 mod seed;
+mod sip;
 mod support;
 mod toxics;
+mod udp;

@@ -204,3 +204,107 @@ pub async fn read_until_end(stream: &mut TcpStream) -> (Vec<u8>, std::io::Result
 }
 
 pub const MS: Duration = Duration::from_millis(1);
+
+/// Creates a UDP proxy on a free loopback port and returns the address it listens on.
+pub async fn create_udp_proxy(api: SocketAddr, name: &str, upstream: SocketAddr) -> SocketAddr {
+    let body = format!(
+        r#"{{"name":"{name}","listen":"127.0.0.1:0","upstream":"{upstream}","protocol":"udp"}}"#
+    );
+    let reply = post(api, "/proxies", &body).await;
+    assert_eq!(reply.status, 201, "create UDP proxy: {}", reply.body);
+    assert_eq!(reply.json()["protocol"], "udp");
+    reply.json()["listen"]
+        .as_str()
+        .expect("listen is a string")
+        .parse()
+        .expect("listen is an address")
+}
+
+/// A UDP echo server on a free loopback port: every datagram back to its sender, and a record of
+/// what arrived from where and when.
+pub struct UdpEcho {
+    pub addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Arrival>>>,
+}
+
+/// A datagram as an echo server received it: source, payload, arrival.
+pub type Arrival = (SocketAddr, Vec<u8>, Instant);
+
+impl UdpEcho {
+    pub async fn start() -> UdpEcho {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind UDP echo");
+        let addr = socket.local_addr().expect("UDP echo address");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 65_535];
+            while let Ok((len, from)) = socket.recv_from(&mut buffer).await {
+                record
+                    .lock()
+                    .unwrap()
+                    .push((from, buffer[..len].to_vec(), Instant::now()));
+                let _ = socket.send_to(&buffer[..len], from).await;
+            }
+        });
+        UdpEcho { addr, seen }
+    }
+
+    /// Everything received so far: (source, payload, arrival).
+    pub fn seen(&self) -> Vec<Arrival> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until no datagram arrived for `quiet`, then returns everything received.
+    pub async fn settle(&self, quiet: Duration) -> Vec<Arrival> {
+        let mut count = usize::MAX;
+        loop {
+            tokio::time::sleep(quiet).await;
+            let now = self.seen.lock().unwrap().len();
+            if now == count {
+                return self.seen();
+            }
+            count = now;
+        }
+    }
+}
+
+/// A UDP socket on a free loopback port.
+pub async fn udp_client() -> tokio::net::UdpSocket {
+    tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind UDP client")
+}
+
+/// Receives one datagram within `wait`, or None.
+pub async fn udp_receive(socket: &tokio::net::UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    let mut buffer = vec![0u8; 65_535];
+    match tokio::time::timeout(wait, socket.recv_from(&mut buffer)).await {
+        Ok(Ok((len, _))) => Some(buffer[..len].to_vec()),
+        _ => None,
+    }
+}
+
+/// Sends `count` numbered datagrams (4-byte big-endian sequence, padded to `size`), pausing
+/// 1 ms after every 10 so no socket buffer on the way overflows.
+pub async fn udp_send_numbered(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    count: u32,
+    size: usize,
+) {
+    for seq in 0..count {
+        let mut payload = vec![0u8; size.max(4)];
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        socket.send_to(&payload, to).await.expect("send datagram");
+        if seq % 10 == 9 {
+            tokio::time::sleep(MS).await;
+        }
+    }
+}
+
+/// The sequence number of a numbered datagram.
+pub fn sequence(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"))
+}
