@@ -248,7 +248,9 @@ impl Queue {
                 } else if kind == NLMSG_ERROR && len >= 20 {
                     let errno =
                         i32::from_ne_bytes(self.buf[off + 16..off + 20].try_into().unwrap());
-                    if errno != 0 {
+                    // ENOENT answers a verdict for a packet the kernel no longer holds: it drops the
+                    // queued packets of an interface that goes down. That packet is gone; the fault goes on.
+                    if errno != 0 && -errno != Errno::NOENT.raw_os_error() {
                         return Err(format!(
                             "netlink error from the queue: {}",
                             std::io::Error::from_raw_os_error(-errno)

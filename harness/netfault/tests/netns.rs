@@ -631,3 +631,29 @@ fn ingress_duplicates_and_delay_apply_to_received_packets() {
     assert!((50..150).contains(&r.duplicates), "{r:?}");
     assert!((35.0..80.0).contains(&ms(r.rtt_p50_us)), "{r:?}");
 }
+
+#[test]
+fn an_interface_going_down_under_held_packets_does_not_end_the_fault() {
+    let lab = Lab::new();
+    let spec = FaultSpec {
+        delay_ms: 300.0,
+        ..Default::default()
+    };
+    let mut fault = lab.apply(17, &spec);
+    let a = lab.a.0.clone();
+    let during = std::thread::spawn(move || probe_from(&a, B, 100, 5, 64, 200));
+    std::thread::sleep(Duration::from_millis(300));
+    ip(&["-n", &lab.a.0, "link", "set", "veth0", "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    ip(&["-n", &lab.a.0, "link", "set", "veth0", "up"]).unwrap();
+    let _ = during.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fault.0.try_wait().unwrap().is_none(),
+        "apply ended when the interface went down"
+    );
+    let r = lab.probe(B, 50, 5, 64, 1500);
+    stop(fault);
+    assert_eq!(r.received, 50, "{r:?}");
+    assert!(ms(r.rtt_p50_us) > 290.0, "{r:?}");
+}
