@@ -4,6 +4,8 @@
 use crate::{FaultSpec, ProbeOptions};
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -129,7 +131,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Echo { port, for_s } => {
-            let echoed = crate::echo(port, Duration::from_secs(for_s))?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, stop.clone())
+                    .map_err(|e| format!("cannot handle signals: {e}"))?;
+            }
+            let echoed = crate::echo(port, Duration::from_secs(for_s), &stop)?;
             println!("{{\"echoed\":{echoed}}}");
             Ok(())
         }

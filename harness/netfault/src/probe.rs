@@ -136,8 +136,8 @@ pub fn probe(opts: &ProbeOptions) -> Result<ProbeReport, String> {
         .set_read_timeout(Some(Duration::from_millis(10)))
         .map_err(|e| e.to_string())?;
     let target = SocketAddr::V4(SocketAddrV4::new(opts.to, opts.port));
-    let run = (std::process::id() << 12)
-        ^ (Instant::now().elapsed().subsec_nanos() ^ rand::random::<u32>());
+    // Tells this probe's replies from those of an earlier probe to the same echo.
+    let run = rand::random::<u32>();
     let start = Instant::now();
     let deadline = start + opts.interval * opts.count + opts.timeout;
     let sending_done = Arc::new(AtomicBool::new(false));
@@ -355,13 +355,9 @@ impl ProbeReport {
     }
 }
 
-/// Echo UDP datagrams on `port` back to their sender until `duration` has passed or SIGTERM/SIGINT.
-pub fn echo(port: u16, duration: Duration) -> Result<u64, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
-    }
+/// Echo UDP datagrams on `port` back to their sender until `duration` has passed or `stop` is set; returns
+/// how many were echoed.
+pub fn echo(port: u16, duration: Duration, stop: &AtomicBool) -> Result<u64, String> {
     let socket = UdpSocket::bind(("0.0.0.0", port))
         .map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
     socket
@@ -401,7 +397,8 @@ mod tests {
         let echo_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = echo_socket.local_addr().unwrap().port();
         drop(echo_socket);
-        let server = std::thread::spawn(move || echo(port, Duration::from_secs(3)));
+        let server =
+            std::thread::spawn(move || echo(port, Duration::from_secs(3), &AtomicBool::new(false)));
         std::thread::sleep(Duration::from_millis(100));
         let opts = ProbeOptions {
             to: Ipv4Addr::LOCALHOST,
