@@ -13,6 +13,9 @@
 //! | `halves` | `heal` | cut the nodes named into two halves drawn from a seed |
 //! | `site_down` | `site_up` | `kill` every node of a site |
 //! | `link` | `unlink` | add a toxic to a link through the fault proxy; `unlink` removes it |
+//! | `packet` | `clear` | netem-like packet faults (delay, loss, duplication, reordering, corruption, rate) on a node's packets, optionally only to/from given peers and in one direction (`netfault` in the node's namespace) |
+//! | `disk_full` | `disk_free` | the node's store disk fills up: writes fail with `ENOSPC` until space returns |
+//! | `disk_read_only` | `disk_writable` | the node's store disk turns read-only: writes fail with `EROFS` |
 //!
 //! Targets name nodes (`fe1-2`), pools (`fe1`: every node of it) or sites (`site:dc1`); the runtime resolves
 //! them against the run's own containers only. The partition shapes come down to directed cuts between nodes
@@ -59,6 +62,19 @@ pub enum Fault {
     },
     /// Every node of the site killed; undone by `site_up`.
     SiteDown { site: String },
+    /// Packet faults on the target's packets (each node of it), only those to or from `peers` (nodes, pools or
+    /// sites) when given; undone by `clear`. `packet` is netfault's spec (its `peers` are filled in from `peers`;
+    /// its seed, when left out, from the run's).
+    Packet {
+        target: String,
+        #[serde(default)]
+        peers: Vec<String>,
+        packet: netfault::FaultSpec,
+    },
+    /// The store disk of the target (a node with a store) fills up; undone by `disk_free`.
+    DiskFull { target: String },
+    /// The store disk of the target turns read-only; undone by `disk_writable`.
+    DiskReadOnly { target: String },
     /// A toxic on the proxied link `from -> to`; undone by `unlink`.
     Link {
         from: String,
@@ -211,6 +227,9 @@ impl Fault {
             Fault::Halves { .. } => "halves",
             Fault::SiteDown { .. } => "site_down",
             Fault::Link { .. } => "link",
+            Fault::Packet { .. } => "packet",
+            Fault::DiskFull { .. } => "disk_full",
+            Fault::DiskReadOnly { .. } => "disk_read_only",
         }
     }
 
@@ -228,6 +247,9 @@ impl Fault {
             | Fault::Halves { .. } => "heal",
             Fault::SiteDown { .. } => "site_up",
             Fault::Link { .. } => "unlink",
+            Fault::Packet { .. } => "clear",
+            Fault::DiskFull { .. } => "disk_free",
+            Fault::DiskReadOnly { .. } => "disk_writable",
         }
     }
 
@@ -237,7 +259,14 @@ impl Fault {
             Fault::Kill { target }
             | Fault::Stop { target, .. }
             | Fault::Pause { target }
-            | Fault::Isolate { target } => target.clone(),
+            | Fault::Isolate { target }
+            | Fault::DiskFull { target }
+            | Fault::DiskReadOnly { target } => target.clone(),
+            // As a link's: both ends (`from->to:kind`), so the checkers see every node it hit.
+            Fault::Packet { target, peers, .. } if !peers.is_empty() => {
+                format!("{target}->{}:packet", peers.join("+"))
+            }
+            Fault::Packet { target, .. } => target.clone(),
             Fault::Partition { groups } => groups
                 .iter()
                 .map(|g| g.join("+"))

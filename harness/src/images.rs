@@ -308,6 +308,9 @@ fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), Im
     for spec in specs {
         args.extend(["-p", spec.package, "--bin", spec.cargo_bin]);
     }
+    // The packet faults' tool runs on the host (in a node's namespace), not in an image; static, it runs on any
+    // Linux host whatever its libc.
+    args.extend(["-p", "netfault", "--bin", "netfault"]);
     for feature in specs.iter().filter_map(|s| s.features) {
         args.extend(["--features", feature]);
     }
@@ -341,6 +344,14 @@ fn build_static_binaries(workspace: &Path, specs: &[ImageSpec]) -> Result<(), Im
             status: status.to_string(),
         })
     }
+}
+
+/// The path of the `netfault` binary (packet faults) after [`ensure`] built it.
+pub fn netfault_binary(workspace: &Path) -> PathBuf {
+    target_dir(workspace)
+        .join(STATIC_TARGET)
+        .join("release")
+        .join("netfault")
 }
 
 /// The path of a static binary after [`ensure`] built it.

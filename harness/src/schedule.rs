@@ -112,6 +112,20 @@ impl ScheduleSpec {
                         among: among.clone(),
                         seed: Some(ChaCha8Rng::seed_from_u64(seed ^ i as u64).gen()),
                     },
+                    // So are packet faults' random decisions.
+                    Fault::Packet {
+                        target,
+                        peers,
+                        packet,
+                    } if packet.seed.is_none() => {
+                        let mut packet = packet.clone();
+                        packet.seed = Some(ChaCha8Rng::seed_from_u64(seed ^ i as u64).gen());
+                        Fault::Packet {
+                            target: target.clone(),
+                            peers: peers.clone(),
+                            packet,
+                        }
+                    }
                     other => other.clone(),
                 },
             })

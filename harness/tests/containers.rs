@@ -35,6 +35,15 @@ fn leftovers(run: &str) -> (usize, usize) {
     )
 }
 
+/// A packet fault on `target`, only towards `peers` when given, with netfault's spec as JSON.
+fn packet(target: &str, peers: &[&str], spec: &str) -> Fault {
+    Fault::Packet {
+        target: target.into(),
+        peers: peers.iter().map(|p| p.to_string()).collect(),
+        packet: netfault::FaultSpec::from_json(spec).expect("a valid spec"),
+    }
+}
+
 /// Held by the tests that leave a dead run and then run plain `sweep`: one test's sweep would remove the
 /// other's dead run before it was counted.
 static KILL_AND_SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -86,6 +95,20 @@ async fn every_fault_is_verified_and_undone_on_a_two_site_topology() {
             seed: Some(3),
         },
         Fault::SiteDown { site: "dc2".into() },
+        packet("fe1-1", &["fe1-2"], r#"{"direction":"egress","delay_ms":100,"jitter_ms":5}"#),
+        packet(
+            "fe1-1",
+            &[],
+            r#"{"direction":"both","loss":{"gilbert_elliott":{"p":0.02,"r":0.3,"loss_good":0,"loss_bad":1}}}"#,
+        ),
+        packet("fe2-1", &["fe2-2"], r#"{"direction":"ingress","duplicate":0.3}"#),
+        packet(
+            "fe2-1",
+            &["site:dc1"],
+            r#"{"direction":"egress","delay_ms":40,"reorder":0.3}"#,
+        ),
+        packet("fe1-2", &["fe1-3"], r#"{"direction":"egress","corrupt":0.2}"#),
+        packet("fe1-2", &["fe1-3"], r#"{"direction":"egress","rate_kbit":1000}"#),
     ]
     .into_iter()
     .chain(

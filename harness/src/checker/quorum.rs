@@ -262,7 +262,8 @@ impl Quorum {
                 }
                 Ok(Effect::Cut(groups))
             }
-            "link" => Ok(Effect::Nothing),
+            // A degraded link, a packet fault or a store's disk: nothing the pool's quorum counts (as a link toxic).
+            "link" | "packet" | "disk_full" | "disk_read_only" => Ok(Effect::Nothing),
             kind if kind.starts_with("operator:") => Ok(Effect::Nothing),
             kind => Err(format!(
                 "fault {} of kind {kind} has no known effect on Front Ends",

@@ -83,6 +83,9 @@ pub struct Cluster {
     /// Whether dropping this value removes the run: true for the process that started it, until `down` or
     /// [`Cluster::detach`]; false for a run attached to by another command.
     owned: bool,
+    /// The processes that hold packet faults in force, by fault id (ended by the fault's undo, or killed when
+    /// the cluster is dropped).
+    pub(super) packet_faults: std::sync::Mutex<BTreeMap<usize, Vec<tokio::process::Child>>>,
 }
 
 /// Who owns a run's containers and networks, as their labels say: `sweep` leaves a run alone while its owner
@@ -150,6 +153,7 @@ impl Cluster {
                 ..Timings::default()
             },
             owned: true,
+            packet_faults: Default::default(),
         };
         // From here on a failure must not leave anything behind: `cluster` is dropped on `?`, and its drop
         // removes what exists so far.
@@ -225,6 +229,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             timings: Timings::default(),
             owned: false,
+            packet_faults: Default::default(),
         };
         for logical in cluster.logical_networks() {
             let name = cluster.network_name(&logical);

@@ -212,6 +212,10 @@ async fn apply_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Run
         | Fault::Bridge { .. }
         | Fault::Ring { .. }
         | Fault::Halves { .. } => super::partition::apply(c, fault, id).await,
+        Fault::Packet { .. } => super::packet::apply(c, fault, id).await,
+        Fault::DiskFull { .. } | Fault::DiskReadOnly { .. } => {
+            super::disk::apply(c, fault, id).await
+        }
         Fault::Link { from, to, toxic } => {
             if c.topology.link(from, to).is_none() {
                 return Err(RuntimeError::UnknownTarget(format!(
@@ -275,6 +279,10 @@ async fn undo_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Runt
         | Fault::Bridge { .. }
         | Fault::Ring { .. }
         | Fault::Halves { .. } => super::partition::heal(c, fault, id).await,
+        Fault::Packet { .. } => super::packet::undo(c, fault, id).await,
+        Fault::DiskFull { .. } | Fault::DiskReadOnly { .. } => {
+            super::disk::undo(c, fault, id).await
+        }
         Fault::Link { from, to, toxic } => {
             let api = c.proxy_api().await?;
             let name = link_proxy_name(from, to);
