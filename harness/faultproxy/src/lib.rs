@@ -23,6 +23,7 @@
 //! so bulk traffic cannot starve API tasks of a worker.
 
 mod api;
+mod batch;
 mod datagram;
 mod error;
 mod kind;

@@ -24,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::batch::{self, Batch};
 use crate::datagram::Planned;
 use crate::model::Stream;
 use crate::proxy::ProxyShared;
@@ -31,8 +32,6 @@ use crate::toxic::{DirectionKey, DirectionToxics};
 
 /// A flow with no datagram in either direction for this long ends (its upstream socket closes).
 pub const FLOW_IDLE: Duration = Duration::from_secs(60);
-/// The largest UDP payload.
-const DATAGRAM_MAX_BYTES: usize = 65_535;
 /// Datagrams the listener may queue for a flow whose upstream toxics are busy; more are dropped.
 const INBOX_DATAGRAMS: usize = 4096;
 /// Flows are swept from the table once it grows past this (and past twice its live size).
@@ -68,50 +67,68 @@ pub async fn listen(
     };
     // Each flow's task holds a sender; when all are dropped, `recv` returns None: all are gone.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let mut flows: HashMap<SocketAddr, Arc<Flow>> = HashMap::new();
-    let mut buffer = vec![0u8; DATAGRAM_MAX_BYTES];
-    loop {
-        let (len, client) = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            received = listener.recv_from(&mut buffer) => match received {
-                Ok(received) => received,
-                Err(err) => {
-                    tracing::debug!(proxy = %shared.name, %err, "receive failed");
-                    continue;
-                }
-            },
-        };
-        let flow = match flows.get(&client) {
-            Some(flow) if !flow.closed.load(Ordering::Acquire) => flow.clone(),
-            _ => {
-                let opened = open(
-                    client,
-                    &upstream,
-                    &listener,
-                    &shared,
-                    &stop,
-                    alive_tx.clone(),
-                )
-                .await;
-                let Some(flow) = opened else { continue };
-                if flows.len() >= SWEEP_FLOWS {
-                    flows.retain(|_, flow| !flow.closed.load(Ordering::Acquire));
-                }
-                flows.insert(client, flow.clone());
-                flow
+    let flow_stop = stop.clone();
+    // One long-lived future: a wake-up carries on with every datagram ready, and the stop branch
+    // costs nothing per datagram.
+    let receive = async {
+        let mut flows: HashMap<SocketAddr, Arc<Flow>> = HashMap::new();
+        let mut batch = Batch::new();
+        loop {
+            if let Err(err) = batch.receive_from(&listener).await {
+                tracing::debug!(proxy = %shared.name, %err, "receive failed");
+                continue;
             }
-        };
-        flow.from_client.fetch_add(1, Ordering::Relaxed);
-        if flow.upstream_idle.load(Ordering::Acquire) {
-            // An unreachable upstream (ICMP) fails the send; UDP drops, and so does the proxy.
-            let _ = flow.socket.send(&buffer[..len]).await;
-        } else {
-            let datagram = (Bytes::copy_from_slice(&buffer[..len]), Instant::now());
-            let _ = flow.inbox.try_send(datagram);
+            // Runs of datagrams from one client go to its flow together.
+            let count = batch.datagrams.len();
+            let mut first = 0;
+            while first < count {
+                let client = batch.datagrams[first].1;
+                let end = (first + 1..count)
+                    .find(|i| batch.datagrams[*i].1 != client)
+                    .unwrap_or(count);
+                let run = first..end;
+                first = end;
+                let flow = match flows.get(&client) {
+                    Some(flow) if !flow.closed.load(Ordering::Acquire) => flow,
+                    _ => {
+                        let opened = open(
+                            client,
+                            &upstream,
+                            &listener,
+                            &shared,
+                            &flow_stop,
+                            alive_tx.clone(),
+                        )
+                        .await;
+                        let Some(flow) = opened else { continue };
+                        if flows.len() >= SWEEP_FLOWS {
+                            flows.retain(|_, flow| !flow.closed.load(Ordering::Acquire));
+                        }
+                        flows.insert(client, flow);
+                        &flows[&client]
+                    }
+                };
+                flow.from_client
+                    .fetch_add(run.len() as u64, Ordering::Relaxed);
+                let payloads = batch.payloads(run);
+                if flow.upstream_idle.load(Ordering::Acquire) {
+                    batch::send_all(&flow.socket, None, &payloads).await;
+                } else {
+                    let arrived = Instant::now();
+                    for payload in payloads {
+                        let _ = flow
+                            .inbox
+                            .try_send((Bytes::copy_from_slice(payload), arrived));
+                    }
+                }
+            }
         }
+    };
+    tokio::select! {
+        biased;
+        _ = stop.changed() => {}
+        () = receive => {}
     }
-    drop(flows);
     drop(alive_tx);
     let _ = alive_rx.recv().await;
 }
@@ -228,19 +245,37 @@ impl FlowTask {
             .upstream_idle
             .store(up.is_idle(), Ordering::Release);
         let socket = self.flow.socket.clone();
-        let mut buffer = vec![0u8; DATAGRAM_MAX_BYTES];
-        let mut from_server = 0u64;
+        let mut batch = Batch::new();
+        // Written only by this task; atomic so the relay future may borrow it across awaits.
+        let from_server = AtomicU64::new(0);
         let mut seen = (0u64, 0u64);
         let idle = tokio::time::sleep(FLOW_IDLE);
         tokio::pin!(idle);
         loop {
-            let due = self.queue.peek().map(|Reverse(next)| next.at);
-            tokio::select! {
-                _ = stop.changed() => break,
-                changed = toxics_rx.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
+            let event = if up.is_idle() && down.is_idle() && self.queue.is_empty() {
+                // No toxic either way: the server's datagrams go straight back, many per wake-up.
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => Event::Stop,
+                    changed = toxics_rx.changed() => Event::Changed(changed.is_ok()),
+                    _ = &mut idle => Event::IdleCheck,
+                    Some(datagram) = inbox.recv() => Event::FromClient(datagram),
+                    () = relay_downstream(&socket, &self.listener, self.client, &mut batch, &from_server) => Event::Stop,
+                }
+            } else {
+                let due = self.queue.peek().map(|Reverse(next)| next.at);
+                tokio::select! {
+                    _ = stop.changed() => Event::Stop,
+                    changed = toxics_rx.changed() => Event::Changed(changed.is_ok()),
+                    received = socket.recv(&mut batch.buffer) => Event::FromServer(received),
+                    Some(datagram) = inbox.recv() => Event::FromClient(datagram),
+                    _ = sleep_until_opt(due) => Event::Due,
+                    _ = &mut idle => Event::IdleCheck,
+                }
+            };
+            match event {
+                Event::Stop | Event::Changed(false) => break,
+                Event::Changed(true) => {
                     let list = toxics_rx.borrow_and_update().clone();
                     let now = Instant::now();
                     up.sync(&list, now);
@@ -251,21 +286,26 @@ impl FlowTask {
                     for bytes in down.take_released() {
                         self.send(Stream::Downstream, &bytes).await;
                     }
-                    self.flow.upstream_idle.store(up.is_idle(), Ordering::Release);
+                    self.flow
+                        .upstream_idle
+                        .store(up.is_idle(), Ordering::Release);
                 }
-                received = socket.recv(&mut buffer) => {
-                    // An error is an ICMP report of an earlier send (upstream not listening).
-                    let Ok(len) = received else { continue };
-                    from_server += 1;
+                // An error is an ICMP report of an earlier send (upstream not listening).
+                Event::FromServer(Err(_)) => {}
+                Event::FromServer(Ok(len)) => {
+                    from_server.fetch_add(1, Ordering::Relaxed);
                     if down.is_idle() && self.queue.is_empty() {
-                        let _ = self.listener.send_to(&buffer[..len], self.client).await;
+                        let _ = self
+                            .listener
+                            .send_to(&batch.buffer[..len], self.client)
+                            .await;
                     } else {
-                        let bytes = Bytes::copy_from_slice(&buffer[..len]);
+                        let bytes = Bytes::copy_from_slice(&batch.buffer[..len]);
                         let planned = down.plan_datagram(bytes, Instant::now());
                         self.carry(Stream::Downstream, planned).await;
                     }
                 }
-                Some((bytes, arrived)) = inbox.recv() => {
+                Event::FromClient((bytes, arrived)) => {
                     if up.is_idle() && self.queue.is_empty() {
                         self.send(Stream::Upstream, &bytes).await;
                     } else {
@@ -273,9 +313,12 @@ impl FlowTask {
                         self.carry(Stream::Upstream, planned).await;
                     }
                 }
-                _ = sleep_until_opt(due) => self.send_due().await,
-                _ = &mut idle => {
-                    let now_seen = (self.flow.from_client.load(Ordering::Relaxed), from_server);
+                Event::Due => self.send_due().await,
+                Event::IdleCheck => {
+                    let now_seen = (
+                        self.flow.from_client.load(Ordering::Relaxed),
+                        from_server.load(Ordering::Relaxed),
+                    );
                     if now_seen == seen && self.queue.is_empty() {
                         tracing::debug!(proxy = %shared.name, ordinal, "flow idle, closed");
                         break;
@@ -327,6 +370,36 @@ impl FlowTask {
         {
             let Reverse(next) = self.queue.pop().expect("peeked");
             self.send(next.stream, &next.bytes).await;
+        }
+    }
+}
+
+/// What woke a flow's task.
+enum Event {
+    Stop,
+    /// The toxic list changed (true), or its sender is gone (false).
+    Changed(bool),
+    FromServer(std::io::Result<usize>),
+    FromClient((Bytes, Instant)),
+    /// A queued copy is due.
+    Due,
+    IdleCheck,
+}
+
+/// Sends every server datagram straight to the client, in batches; never returns.
+async fn relay_downstream(
+    socket: &UdpSocket,
+    listener: &UdpSocket,
+    client: SocketAddr,
+    batch: &mut Batch,
+    from_server: &AtomicU64,
+) {
+    loop {
+        // An error is an ICMP report of an earlier send (upstream not listening).
+        if batch.receive_from(socket).await.is_ok() {
+            let count = batch.datagrams.len();
+            from_server.fetch_add(count as u64, Ordering::Relaxed);
+            batch::send_all(listener, Some(client), &batch.payloads(0..count)).await;
         }
     }
 }
