@@ -4,8 +4,8 @@
 //! TCP, against HAProxy in TCP mode (Debian package `haproxy`, started here with a generated
 //! config, killed at the end):
 //! - bulk throughput ours / HAProxy, median of five interleaved rounds (goal ≥ 1.1×);
-//! - round trip p50 and p99 of 64-byte ping-pong, direct vs HAProxy vs ours (goal: ours no worse
-//!   than HAProxy at p50 and p99).
+//! - round trip p50 and p99 of 64-byte ping-pong, direct vs HAProxy vs ours, interleaved round
+//!   trip by round trip (goal: ours no worse than HAProxy at p50 and p99).
 //!
 //! UDP, against a plain `socat` relay (Debian package `socat`), one flow of 200-byte datagrams:
 //! - datagrams per second one way through our proxy, the server acknowledging directly so the
@@ -186,23 +186,33 @@ fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap()
 }
 
-fn ping_pong(addr: SocketAddr) -> Histogram<u64> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
+/// Ping-pong on each of `addrs` in turn, one round trip each per step, so every path sees the
+/// same background load; one histogram per address.
+fn ping_pong(addrs: &[SocketAddr]) -> Vec<Histogram<u64>> {
+    let mut streams: Vec<TcpStream> = addrs
+        .iter()
+        .map(|addr| {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream.set_nodelay(true).unwrap();
+            stream
+        })
+        .collect();
     let message = [0x42u8; MESSAGE_BYTES];
     let mut back = [0u8; MESSAGE_BYTES];
-    let mut histogram = histogram();
+    let mut histograms: Vec<_> = addrs.iter().map(|_| histogram()).collect();
     for i in 0..WARMUP_ROUND_TRIPS + ROUND_TRIPS {
-        let started = Instant::now();
-        stream.write_all(&message).unwrap();
-        stream.read_exact(&mut back).unwrap();
-        if i >= WARMUP_ROUND_TRIPS {
-            histogram
-                .record(started.elapsed().as_nanos() as u64)
-                .unwrap();
+        for (stream, histogram) in streams.iter_mut().zip(&mut histograms) {
+            let started = Instant::now();
+            stream.write_all(&message).unwrap();
+            stream.read_exact(&mut back).unwrap();
+            if i >= WARMUP_ROUND_TRIPS {
+                histogram
+                    .record(started.elapsed().as_nanos() as u64)
+                    .unwrap();
+            }
         }
     }
-    histogram
+    histograms
 }
 
 /// Bytes per second of a one-way transfer of `BULK_BYTES`.
@@ -221,31 +231,40 @@ fn bulk(addr: SocketAddr) -> f64 {
     BULK_BYTES as f64 / started.elapsed().as_secs_f64()
 }
 
-/// One datagram at a time, `ROUND_TRIPS` times; a lost one is sent again (and not recorded).
-fn udp_ping_pong(addr: SocketAddr) -> Histogram<u64> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+/// One datagram at a time on each of `addrs` in turn, `ROUND_TRIPS` times; a lost one is sent
+/// again (and not recorded). One histogram per address.
+fn udp_ping_pong(addrs: &[SocketAddr]) -> Vec<Histogram<u64>> {
+    let sockets: Vec<UdpSocket> = addrs
+        .iter()
+        .map(|addr| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(addr).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            socket
+        })
+        .collect();
     let message = [0x42u8; DATAGRAM_BYTES];
     let mut back = [0u8; 2048];
-    let mut histogram = histogram();
-    let mut done = 0;
-    while done < WARMUP_ROUND_TRIPS + ROUND_TRIPS {
-        let started = Instant::now();
-        socket.send(&message).unwrap();
-        if socket.recv(&mut back).is_err() {
-            continue;
+    let mut histograms: Vec<_> = addrs.iter().map(|_| histogram()).collect();
+    for i in 0..WARMUP_ROUND_TRIPS + ROUND_TRIPS {
+        for (socket, histogram) in sockets.iter().zip(&mut histograms) {
+            loop {
+                let started = Instant::now();
+                socket.send(&message).unwrap();
+                if socket.recv(&mut back).is_ok() {
+                    if i >= WARMUP_ROUND_TRIPS {
+                        histogram
+                            .record(started.elapsed().as_nanos() as u64)
+                            .unwrap();
+                    }
+                    break;
+                }
+            }
         }
-        if done >= WARMUP_ROUND_TRIPS {
-            histogram
-                .record(started.elapsed().as_nanos() as u64)
-                .unwrap();
-        }
-        done += 1;
     }
-    histogram
+    histograms
 }
 
 /// A client socket connected to `addr`: one flow, kept across rounds (a plain socat relay serves
@@ -413,9 +432,13 @@ fn tcp(api: SocketAddr) {
     std::thread::sleep(Duration::from_millis(100));
 
     println!("\nTCP, no toxic: {ROUND_TRIPS} round trips of {MESSAGE_BYTES} B; bulk {} MiB × {BULK_ROUNDS} interleaved rounds", BULK_BYTES >> 20);
-    let direct = ping_pong(echo);
-    let ours = ping_pong(echo_proxy);
-    let theirs = haproxy.as_ref().map(|(_, echo, _)| ping_pong(*echo));
+    let mut paths = vec![echo, echo_proxy];
+    if let Some((_, haproxy_echo, _)) = &haproxy {
+        paths.push(*haproxy_echo);
+    }
+    let mut histograms = ping_pong(&paths).into_iter();
+    let (direct, ours) = (histograms.next().unwrap(), histograms.next().unwrap());
+    let theirs = histograms.next();
     println!(
         "{:<26} {:>10} {:>10} {:>12}",
         "round trip (µs)", "direct", "HAProxy", "faultproxy"
@@ -481,8 +504,8 @@ fn udp(api: SocketAddr) {
     std::thread::sleep(Duration::from_millis(100));
 
     println!("\nUDP, no toxic, one flow of {DATAGRAM_BYTES} B datagrams");
-    let direct = udp_ping_pong(echo);
-    let proxied = udp_ping_pong(ours);
+    let mut histograms = udp_ping_pong(&[echo, ours]).into_iter();
+    let (direct, proxied) = (histograms.next().unwrap(), histograms.next().unwrap());
     println!(
         "{:<26} {:>10} {:>10} {:>12}",
         "round trip (µs)", "direct", "faultproxy", "added"
