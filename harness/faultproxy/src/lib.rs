@@ -1,23 +1,46 @@
-//! faultproxy: a Toxiproxy-compatible TCP fault proxy whose seed really makes its randomness
-//! reproducible, and whose API stays responsive while proxies carry heavy traffic.
+//! faultproxy: a Toxiproxy-compatible fault proxy for TCP and UDP whose seed really makes its
+//! randomness reproducible, whose API stays responsive while proxies carry heavy traffic, and whose
+//! SIP toxics act on whole SIP messages.
+//!
+//! Extensions of the Toxiproxy API (its clients keep working; `README.md` has the JSON):
+//! - `"protocol": "udp"` in the body of `POST /proxies` (and `/populate`) makes a UDP proxy; the
+//!   default is `"tcp"`. Every proxy view shows its `protocol`.
+//! - Datagram toxics, UDP only: `loss` and `duplicate` (`probability`), `loss_burst` (Gilbert-Elliott:
+//!   `p`, `r`, `loss_good`, `loss_bad`), `reorder` (`probability`, `delay` ms), `corrupt`
+//!   (`probability`, one bit flipped). `latency` and `bandwidth` act on both protocols; Toxiproxy's
+//!   other types are TCP only. A type added to a proxy it does not act on gets a 400 naming both.
+//! - SIP toxics, both protocols: `sip_drop`, `sip_delay` (`delay` ms), `sip_respond` (`code`,
+//!   `reason`, `retry_after`), `sip_hold`; each picks messages by `method`, `status`,
+//!   `cseq_method`, `header` (`{"name","contains"}`), then `every`, `first`, `probability`.
 //!
 //! Modules:
 //! - `api`: the Toxiproxy 2.x HTTP API (axum) over the registry.
+//! - `batch`: the UDP no-toxic path's batches: queued datagrams received together, sent with sendmmsg.
+//! - `datagram`: the plan for one UDP datagram through a direction's toxics.
 //! - `error`: [`Error`] for running the server, [`ApiError`] for one API call (Toxiproxy's texts).
-//! - `link`: one direction of one connection: plain copy loop, or toxics applied chunk by chunk.
+//! - `kind`: every toxic type, its JSON attributes and defaults, and the protocols it acts on.
+//! - `link`: one direction of one TCP connection: plain copy loop, or toxics applied chunk by chunk.
 //! - `model`: proxies and toxics as the API writes them in JSON, and their parsing.
-//! - `proxy`: a proxy's data plane: listener, upstream dial, both directions, cut on stop.
+//! - `proxy`: a TCP proxy's data plane: listener, upstream dial, both directions, cut on stop.
 //! - `registry`: the control plane: proxies by name and every API operation on them.
-//! - `splice`: the no-toxic path on Linux: socket → pipe → socket inside the kernel.
+//! - `splice`: the TCP no-toxic path on Linux: socket → pipe → socket inside the kernel.
 //! - `seed`: the seed and the per-(proxy, toxic, connection) random streams drawn from it.
-//! - `toxic`: which toxics act on a direction, their state, and the plan for each chunk.
+//! - `sip`: SIP on the wire: heads, TCP framing, the response made on a server's behalf.
+//! - `sip_rule`: how SIP toxics pick a message and what becomes of it.
+//! - `toxic`: which toxics act on a direction, their state, and the plan for each TCP chunk.
 //! - [`tunnel`]: the harness's way into a run's networks (`CONNECT host:port`, `RESOLVE name`); not Toxiproxy.
+//! - `udp`: a UDP proxy's data plane: one socket, a flow per client, toxics and timed sends.
 //!
-//! Words: a *proxy* listens and forwards to its *upstream*; a *connection* is one accepted client
-//! with its upstream socket; each connection has two *directions* (*streams*): upstream (client →
-//! server) and downstream (server → client); a *toxic* acts on one stream of every connection of a
-//! proxy with probability *toxicity*; the connection *ordinal* counts a proxy's accepted
-//! connections from 0.
+//! Words: a *proxy* listens and forwards to its *upstream*; a *connection* is one accepted TCP
+//! client with its upstream socket, a *flow* one UDP client source address with its own upstream
+//! socket (it ends after a minute without datagrams); both count in the proxy's *ordinal* (from 0)
+//! and have two *directions* (*streams*): upstream (client → server) and downstream (server →
+//! client). A *toxic* acts on one stream of every connection or flow of a proxy with probability
+//! *toxicity*. A *chunk* is what one TCP read gave, a *datagram* one UDP payload, a *message* one
+//! whole SIP message (a datagram on UDP; framed by its head and `Content-Length` on TCP). A SIP
+//! toxic's *rule* *matches* messages and *picks* some of them; a picked message is dropped,
+//! delayed, answered (a *reply* goes back to its sender) or *held* until the toxic is removed,
+//! when it is *released*.
 //!
 //! Threads: the API runs on the caller's runtime; the data plane on its own multi-thread runtime,
 //! so bulk traffic cannot starve API tasks of a worker.

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 
-/// A Toxiproxy-compatible TCP fault proxy with reproducible randomness.
+/// A Toxiproxy-compatible TCP and UDP fault proxy with SIP-aware toxics and reproducible randomness.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

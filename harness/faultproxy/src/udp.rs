@@ -4,10 +4,11 @@
 //! the toxics' random streams, and ends after `FLOW_IDLE` without a datagram either way.
 //!
 //! The listener task receives every client datagram. With no toxic acting upstream it sends the
-//! datagram on the flow's socket at once, from its one reused buffer; otherwise it hands a copy to
-//! the flow's task. Each flow's task receives the server's datagrams (sending them straight back
-//! when no toxic acts downstream), plans datagrams through the toxics (`datagram`), and sends the
-//! planned copies when due from one queue ordered by time.
+//! datagrams on the flow's socket at once, in batches (`batch`) without copying them; otherwise it
+//! hands copies to the flow's task. Each flow's task receives the server's datagrams (sending them
+//! straight back in batches when no toxic acts downstream), plans datagrams through the toxics
+//! (`datagram`), sends SIP replies back to the sender, and sends the planned copies when due from
+//! one queue ordered by time. Messages a removed `sip_hold` kept are sent at once.
 //!
 //! A listening period ends when its stop sender is dropped, as for TCP: the listener stops, every
 //! flow ends, and the period's task finishes once all of them are gone.
