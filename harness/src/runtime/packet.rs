@@ -29,7 +29,7 @@ use crate::fault::Fault;
 
 /// Queue numbers of packet faults: this plus the fault's id.
 const QUEUE_BASE: usize = 2000;
-/// UDP ports of the probes' echo: this plus the fault's id.
+/// UDP ports of the probes' echo start here (see [`port`]).
 const ECHO_PORT_BASE: usize = 47000;
 /// How long `netfault apply` may take to say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -44,8 +44,9 @@ fn queue(id: usize) -> u16 {
     (QUEUE_BASE + id) as u16
 }
 
-fn echo_port(id: usize) -> u16 {
-    (ECHO_PORT_BASE + id % 10_000) as u16
+/// The echo port of the `i`th target node's probe of fault `id`.
+fn port(id: usize, i: usize) -> u16 {
+    (ECHO_PORT_BASE + (id * 64 + i) % 15_000) as u16
 }
 
 /// The `netfault` binary built beside the images' static binaries.
@@ -53,11 +54,31 @@ fn binary() -> std::path::PathBuf {
     crate::images::netfault_binary(&crate::images::workspace_root())
 }
 
+/// The peer name that means the simulated users: they run on the host, so their packets come from each network's
+/// gateway address.
+pub const USERS: &str = "users";
+
 struct Parts<'f> {
     nodes: Vec<NodeHandle>,
     spec: FaultSpec,
-    partner: NodeHandle,
+    partner: Partner,
     _fault: &'f Fault,
+}
+
+/// Where a probe's echo runs: in a node's namespace, or on the host (the users' side).
+#[derive(Debug, Clone)]
+enum Partner {
+    Node(NodeHandle),
+    Host,
+}
+
+impl Partner {
+    fn name(&self) -> &str {
+        match self {
+            Partner::Node(n) => &n.name,
+            Partner::Host => USERS,
+        }
+    }
 }
 
 async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeError> {
@@ -74,14 +95,19 @@ async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeEr
     };
     let nodes = resolve(c, target).await?;
     let mut peer_nodes = Vec::new();
+    let mut users = false;
     for p in peers {
+        if p == USERS {
+            users = true;
+            continue;
+        }
         for n in resolve(c, p).await? {
             if !nodes.iter().any(|t| t.name == n.name) {
                 peer_nodes.push(n);
             }
         }
     }
-    if !peers.is_empty() && peer_nodes.is_empty() {
+    if !peers.is_empty() && peer_nodes.is_empty() && !users {
         return Err(RuntimeError::Other(format!(
             "packet: the peers {peers:?} name no node other than the target's"
         )));
@@ -91,11 +117,17 @@ async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeEr
     for p in &peer_nodes {
         spec.peers.extend(v4_addresses(c, p).await?);
     }
+    if users {
+        for node in &nodes {
+            spec.peers.extend(gateways(c, node).await?);
+        }
+    }
     spec.validate()
         .map_err(|e| RuntimeError::Other(format!("packet: {e}")))?;
     let partner = match peer_nodes.first() {
-        Some(p) => p.clone(),
-        None => c.node(PROXY)?.clone(),
+        Some(p) => Partner::Node(p.clone()),
+        None if users => Partner::Host,
+        None => Partner::Node(c.node(PROXY)?.clone()),
     };
     Ok(Parts {
         nodes,
@@ -108,10 +140,17 @@ async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeEr
 /// Starts `netfault apply` in each target node and proves the effect from each.
 pub(super) async fn apply(c: &Cluster, fault: &Fault, id: usize) -> Result<(), RuntimeError> {
     let p = parts(c, fault).await?;
-    let mut baselines = Vec::new();
-    for node in &p.nodes {
-        baselines.push(probe(c, node, &p.partner, id, &Plan::clean()).await?);
-    }
+    // Each node probes with its own echo port, all at once.
+    let quick = Plan::clean();
+    let baselines: Vec<ProbeReport> = futures::future::join_all(
+        p.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| probe(c, node, &p.partner, port(id, i), &quick)),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
     let mut children = Vec::new();
     for node in &p.nodes {
         match start(pid(c, node).await?, queue(id), &p.spec).await {
@@ -127,8 +166,15 @@ pub(super) async fn apply(c: &Cluster, fault: &Fault, id: usize) -> Result<(), R
         .expect("packet faults lock")
         .insert(id, children);
     let plan = Plan::for_spec(&p.spec);
-    for (node, baseline) in p.nodes.iter().zip(&baselines) {
-        let report = probe(c, node, &p.partner, id, &plan).await?;
+    let reports = futures::future::join_all(
+        p.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| probe(c, node, &p.partner, port(id, i), &plan)),
+    )
+    .await;
+    for ((node, baseline), report) in p.nodes.iter().zip(&baselines).zip(reports) {
+        let report = report?;
         info!(
             node = %node.name,
             loss = report.loss_rate,
@@ -141,7 +187,8 @@ pub(super) async fn apply(c: &Cluster, fault: &Fault, id: usize) -> Result<(), R
         effect_shows(&p.spec, baseline, &report).map_err(|e| {
             RuntimeError::Other(format!(
                 "verify the packet fault on {} (probe to {}): {e}",
-                node.name, p.partner.name
+                node.name,
+                p.partner.name()
             ))
         })?;
     }
@@ -163,8 +210,16 @@ pub(super) async fn undo(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Ru
         let args = netfault::cli::clear_args(queue(id));
         run(pid(c, node).await?, &args, Duration::from_secs(30)).await?;
     }
-    for node in &p.nodes {
-        let report = probe(c, node, &p.partner, id, &Plan::clean()).await?;
+    let quick = Plan::clean();
+    let reports = futures::future::join_all(
+        p.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| probe(c, node, &p.partner, port(id, i), &quick)),
+    )
+    .await;
+    for (node, report) in p.nodes.iter().zip(reports) {
+        let report = report?;
         clean(&report).map_err(|e| {
             RuntimeError::Other(format!(
                 "verify the undo of the packet fault on {}: {e}",
@@ -184,6 +239,18 @@ async fn v4_addresses(c: &Cluster, node: &NodeHandle) -> Result<Vec<Ipv4Addr>, R
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(_) => None,
         })
+        .collect())
+}
+
+/// The gateway addresses of a node's networks: where the host's (the users') packets come from.
+async fn gateways(c: &Cluster, node: &NodeHandle) -> Result<Vec<Ipv4Addr>, RuntimeError> {
+    Ok(inspect(c, node)
+        .await?
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_values()
+        .filter_map(|e| e.gateway?.parse().ok())
         .collect())
 }
 
@@ -339,38 +406,50 @@ fn drop_rate(spec: &FaultSpec) -> f64 {
     1.0 - (1.0 - loss) * (1.0 - spec.corrupt)
 }
 
-/// Probes from `from`'s namespace to an echo in `partner`'s, on a network both are on.
+/// Probes from `from`'s namespace to an echo in `partner`'s (on a network both are on), or on the host (at the
+/// gateway of one of `from`'s networks).
 async fn probe(
     c: &Cluster,
     from: &NodeHandle,
-    partner: &NodeHandle,
-    id: usize,
+    partner: &Partner,
+    port: u16,
     plan: &Plan,
 ) -> Result<ProbeReport, RuntimeError> {
-    let from_nets = on_networks(c, from).await?;
-    let to_ip = on_networks(c, partner)
-        .await?
-        .into_iter()
-        .find(|(net, ip)| from_nets.contains_key(net) && ip.is_ipv4())
-        .map(|(_, ip)| ip)
-        .ok_or_else(|| {
-            RuntimeError::Other(format!(
-                "probe {} from {}: they share no network",
-                partner.name, from.name
-            ))
-        })?;
-    let IpAddr::V4(to) = to_ip else {
-        unreachable!("filtered to IPv4")
-    };
-    let port = echo_port(id);
     let length = plan.interval * plan.count + plan.timeout;
-    let mut echo = Command::new("nsenter")
-        .args(["-t", &pid(c, partner).await?.to_string(), "-n"])
-        .arg(binary())
-        .args(netfault::cli::echo_args(
-            port,
-            length + Duration::from_secs(5),
-        ))
+    let echo_args = netfault::cli::echo_args(port, length + Duration::from_secs(5));
+    let (to, mut echo) = match partner {
+        Partner::Node(partner) => {
+            let from_nets = on_networks(c, from).await?;
+            let to = on_networks(c, partner)
+                .await?
+                .into_iter()
+                .find_map(|(net, ip)| match ip {
+                    IpAddr::V4(v4) if from_nets.contains_key(&net) => Some(v4),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    RuntimeError::Other(format!(
+                        "probe {} from {}: they share no network",
+                        partner.name, from.name
+                    ))
+                })?;
+            let mut command = Command::new("nsenter");
+            command
+                .args(["-t", &pid(c, partner).await?.to_string(), "-n"])
+                .arg(binary())
+                .args(&echo_args);
+            (to, command)
+        }
+        Partner::Host => {
+            let to = gateways(c, from).await?.into_iter().next().ok_or_else(|| {
+                RuntimeError::Other(format!("probe the host from {}: no gateway", from.name))
+            })?;
+            let mut command = Command::new(binary());
+            command.args(&echo_args);
+            (to, command)
+        }
+    };
+    let mut echo = echo
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
