@@ -68,7 +68,7 @@ struct Parts<'f> {
 /// Where a probe's echo runs: in a node's namespace, or on the host (the users' side).
 #[derive(Debug, Clone)]
 enum Partner {
-    Node(NodeHandle),
+    Node(Box<NodeHandle>),
     Host,
 }
 
@@ -125,9 +125,9 @@ async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeEr
     spec.validate()
         .map_err(|e| RuntimeError::Other(format!("packet: {e}")))?;
     let partner = match peer_nodes.first() {
-        Some(p) => Partner::Node(p.clone()),
+        Some(p) => Partner::Node(Box::new(p.clone())),
         None if users => Partner::Host,
-        None => Partner::Node(c.node(PROXY)?.clone()),
+        None => Partner::Node(Box::new(c.node(PROXY)?.clone())),
     };
     Ok(Parts {
         nodes,
