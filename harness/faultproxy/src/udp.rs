@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::batch::{self, Batch};
 use crate::datagram::Planned;
-use crate::model::Stream;
+use crate::model::{Stream, Toxic};
 use crate::proxy::ProxyShared;
 use crate::toxic::{DirectionKey, DirectionToxics};
 
@@ -165,25 +165,58 @@ async fn open(
             return None;
         }
     };
+    let ordinal = shared.next_ordinal.fetch_add(1, Ordering::Relaxed);
+    // The toxics are taken here, before the first datagram goes anywhere, so whether the listener
+    // may send directly is known from the first datagram on.
+    let direction = |stream| {
+        DirectionToxics::new(DirectionKey {
+            seed: shared.seed,
+            proxy: shared.name.clone(),
+            connection_ordinal: ordinal,
+            stream,
+        })
+    };
+    let (mut up, mut down) = (direction(Stream::Upstream), direction(Stream::Downstream));
+    let mut toxics_rx = shared.toxics.subscribe();
+    let list = toxics_rx.borrow_and_update().clone();
+    let now = Instant::now();
+    up.sync(&list, now);
+    down.sync(&list, now);
     let (inbox, inbox_rx) = mpsc::channel(INBOX_DATAGRAMS);
     let flow = Arc::new(Flow {
         socket,
         inbox,
-        upstream_idle: AtomicBool::new(false),
+        upstream_idle: AtomicBool::new(up.is_idle()),
         closed: AtomicBool::new(false),
         from_client: AtomicU64::new(0),
     });
-    let ordinal = shared.next_ordinal.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(proxy = %shared.name, %client, ordinal, "flow opened");
     let task = FlowTask {
         flow: flow.clone(),
         listener: listener.clone(),
         client,
+        up,
+        down,
         queue: BinaryHeap::new(),
         sequence: 0,
     };
-    tokio::spawn(task.run(inbox_rx, shared.clone(), ordinal, stop.clone(), alive));
+    let ending = FlowEnding {
+        name: shared.name.clone(),
+        ordinal,
+        stop: stop.clone(),
+        alive,
+    };
+    tokio::spawn(task.run(inbox_rx, toxics_rx, ending));
     Some(flow)
+}
+
+/// How a flow's task learns it must end, and how its end is counted.
+struct FlowEnding {
+    name: String,
+    ordinal: u64,
+    stop: watch::Receiver<()>,
+    /// Dropped when the task ends: the listening period waits for all of them.
+    alive: mpsc::Sender<()>,
 }
 
 /// A datagram copy waiting for its time; ordered by time, then by planning order.
@@ -216,6 +249,8 @@ struct FlowTask {
     flow: Arc<Flow>,
     listener: Arc<UdpSocket>,
     client: SocketAddr,
+    up: DirectionToxics,
+    down: DirectionToxics,
     queue: BinaryHeap<Reverse<Scheduled>>,
     sequence: u64,
 }
@@ -224,27 +259,15 @@ impl FlowTask {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<(Bytes, Instant)>,
-        shared: Arc<ProxyShared>,
-        ordinal: u64,
-        mut stop: watch::Receiver<()>,
-        alive: mpsc::Sender<()>,
+        mut toxics_rx: watch::Receiver<Arc<[Toxic]>>,
+        ending: FlowEnding,
     ) {
-        let direction = |stream| {
-            DirectionToxics::new(DirectionKey {
-                seed: shared.seed,
-                proxy: shared.name.clone(),
-                connection_ordinal: ordinal,
-                stream,
-            })
-        };
-        let (mut up, mut down) = (direction(Stream::Upstream), direction(Stream::Downstream));
-        let mut toxics_rx = shared.toxics.subscribe();
-        let list = toxics_rx.borrow_and_update().clone();
-        up.sync(&list, Instant::now());
-        down.sync(&list, Instant::now());
-        self.flow
-            .upstream_idle
-            .store(up.is_idle(), Ordering::Release);
+        let FlowEnding {
+            name,
+            ordinal,
+            mut stop,
+            alive,
+        } = ending;
         let socket = self.flow.socket.clone();
         let mut batch = Batch::new();
         // Written only by this task; atomic so the relay future may borrow it across awaits.
@@ -253,7 +276,7 @@ impl FlowTask {
         let idle = tokio::time::sleep(FLOW_IDLE);
         tokio::pin!(idle);
         loop {
-            let event = if up.is_idle() && down.is_idle() && self.queue.is_empty() {
+            let event = if self.up.is_idle() && self.down.is_idle() && self.queue.is_empty() {
                 // No toxic either way: the server's datagrams go straight back, many per wake-up.
                 tokio::select! {
                     biased;
@@ -279,38 +302,38 @@ impl FlowTask {
                 Event::Changed(true) => {
                     let list = toxics_rx.borrow_and_update().clone();
                     let now = Instant::now();
-                    up.sync(&list, now);
-                    down.sync(&list, now);
-                    for bytes in up.take_released() {
+                    self.up.sync(&list, now);
+                    self.down.sync(&list, now);
+                    for bytes in self.up.take_released() {
                         self.send(Stream::Upstream, &bytes).await;
                     }
-                    for bytes in down.take_released() {
+                    for bytes in self.down.take_released() {
                         self.send(Stream::Downstream, &bytes).await;
                     }
                     self.flow
                         .upstream_idle
-                        .store(up.is_idle(), Ordering::Release);
+                        .store(self.up.is_idle(), Ordering::Release);
                 }
                 // An error is an ICMP report of an earlier send (upstream not listening).
                 Event::FromServer(Err(_)) => {}
                 Event::FromServer(Ok(len)) => {
                     from_server.fetch_add(1, Ordering::Relaxed);
-                    if down.is_idle() && self.queue.is_empty() {
+                    if self.down.is_idle() && self.queue.is_empty() {
                         let _ = self
                             .listener
                             .send_to(&batch.buffer[..len], self.client)
                             .await;
                     } else {
                         let bytes = Bytes::copy_from_slice(&batch.buffer[..len]);
-                        let planned = down.plan_datagram(bytes, Instant::now());
+                        let planned = self.down.plan_datagram(bytes, Instant::now());
                         self.carry(Stream::Downstream, planned).await;
                     }
                 }
                 Event::FromClient((bytes, arrived)) => {
-                    if up.is_idle() && self.queue.is_empty() {
+                    if self.up.is_idle() && self.queue.is_empty() {
                         self.send(Stream::Upstream, &bytes).await;
                     } else {
-                        let planned = up.plan_datagram(bytes, arrived);
+                        let planned = self.up.plan_datagram(bytes, arrived);
                         self.carry(Stream::Upstream, planned).await;
                     }
                 }
@@ -321,7 +344,7 @@ impl FlowTask {
                         from_server.load(Ordering::Relaxed),
                     );
                     if now_seen == seen && self.queue.is_empty() {
-                        tracing::debug!(proxy = %shared.name, ordinal, "flow idle, closed");
+                        tracing::debug!(proxy = %name, ordinal, "flow idle, closed");
                         break;
                     }
                     seen = now_seen;
