@@ -357,3 +357,40 @@ async fn toxic_types_of_the_other_protocol_are_refused() {
         .unwrap()
         .contains("protocol must be tcp or udp"));
 }
+
+#[tokio::test]
+async fn datagram_and_sip_types_show_their_default_attributes() {
+    let server = TestServer::start(1);
+    let api = server.api;
+    create_udp_proxy(api, "u", UdpEcho::start().await.addr).await;
+    let rule = json!({"every":1,"first":0,"probability":1.0});
+    let with = |extra: serde_json::Value| {
+        let mut attributes = rule.clone();
+        for (key, value) in extra.as_object().unwrap() {
+            attributes[key] = value.clone();
+        }
+        attributes
+    };
+    let expected = [
+        ("loss", json!({"probability":0.0})),
+        (
+            "loss_burst",
+            json!({"p":0.0,"r":1.0,"loss_good":0.0,"loss_bad":1.0}),
+        ),
+        ("duplicate", json!({"probability":0.0})),
+        ("reorder", json!({"probability":0.0,"delay":10})),
+        ("corrupt", json!({"probability":0.0})),
+        ("sip_drop", rule.clone()),
+        ("sip_hold", rule.clone()),
+        ("sip_delay", with(json!({"delay":0}))),
+        (
+            "sip_respond",
+            with(json!({"code":503,"reason":"Service Unavailable"})),
+        ),
+    ];
+    for (type_name, attributes) in expected {
+        let body = format!(r#"{{"type":"{type_name}","toxicity":0}}"#);
+        let toxic = add_toxic(api, "u", &body).await;
+        assert_eq!(toxic["attributes"], attributes, "{type_name}");
+    }
+}
