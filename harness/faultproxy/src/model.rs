@@ -349,6 +349,19 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_defaults_to_tcp_and_takes_udp() {
+        let tcp = ProxyConfig::parse(br#"{"name":"a","upstream":"127.0.0.1:1"}"#).unwrap();
+        assert_eq!(tcp.protocol, Protocol::Tcp);
+        let udp = ProxyConfig::parse(br#"{"name":"a","upstream":"127.0.0.1:1","protocol":"udp"}"#)
+            .unwrap();
+        assert_eq!(udp.protocol, Protocol::Udp);
+        assert!(matches!(
+            ProxyConfig::parse(br#"{"name":"a","upstream":"127.0.0.1:1","protocol":"UDP"}"#),
+            Err(ApiError::BadRequestBody(_))
+        ));
+    }
+
+    #[test]
     fn proxy_needs_name_and_upstream() {
         assert!(matches!(
             ProxyConfig::parse(br#"{"name":"a"}"#),

@@ -465,3 +465,27 @@ async fn bad_sip_toxic_bodies_get_clear_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn sip_delay_delays_matching_messages_over_tcp() {
+    // Claim: over TCP a 300 ms delay on the 200 to REGISTER makes that round trip take at least
+    // 300 ms, and the answer arrives whole and unchanged.
+    let _machine = MACHINE.read().await;
+    let server = TestServer::start(1);
+    let (registrar, _) = tcp_answering_registrar().await;
+    let listen = create_proxy(server.api, "sip", registrar).await;
+    add_toxic(
+        server.api,
+        "sip",
+        r#"{"type":"sip_delay","attributes":{"status":200,"cseq_method":"REGISTER","delay":300}}"#,
+    )
+    .await;
+    let mut client = connect(listen).await;
+    let asked = request("REGISTER", 1);
+    let started = Instant::now();
+    client.write_all(asked.as_bytes()).await.unwrap();
+    let answer = tcp_read_message(&mut client, Duration::from_secs(10)).await;
+    let rtt = started.elapsed();
+    assert_eq!(answer, Some(ok_for(&asked)));
+    assert!(rtt >= 299 * MS && rtt < 3000 * MS, "rtt {rtt:?}");
+}
