@@ -136,6 +136,119 @@ pub enum Toxic {
     },
     /// The proxy stops listening and cuts every connection (Toxiproxy's `enabled: false`).
     Down,
+    /// UDP links: each datagram dropped with `probability`.
+    Loss {
+        probability: f64,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// UDP links: bursty loss (Gilbert-Elliott): good → bad with `p`, bad → good with `r` after each datagram,
+    /// dropped with `loss_good` / `loss_bad` by state.
+    LossBurst {
+        p: f64,
+        r: f64,
+        #[serde(default)]
+        loss_good: f64,
+        #[serde(default = "one")]
+        loss_bad: f64,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// UDP links: each datagram sent twice with `probability`.
+    Duplicate {
+        probability: f64,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// UDP links: each datagram held back `delay_ms` with `probability`, so later ones overtake it.
+    Reorder {
+        probability: f64,
+        #[serde(default = "default_reorder_ms")]
+        delay_ms: u64,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// UDP links: one bit of each datagram flipped with `probability`.
+    Corrupt {
+        probability: f64,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// SIP messages the rule picks are not delivered.
+    SipDrop {
+        rule: SipRule,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// SIP messages the rule picks are delivered `delay_ms` late.
+    SipDelay {
+        rule: SipRule,
+        delay_ms: u64,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// SIP requests the rule picks are answered by the proxy with `code` (and `Retry-After` when given), never
+    /// delivered.
+    SipRespond {
+        rule: SipRule,
+        #[serde(default = "default_respond_code")]
+        code: u16,
+        #[serde(default)]
+        retry_after_s: Option<u64>,
+        #[serde(default)]
+        stream: Stream,
+    },
+    /// SIP messages the rule picks are held until the toxic is removed, then delivered.
+    SipHold {
+        rule: SipRule,
+        #[serde(default)]
+        stream: Stream,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_reorder_ms() -> u64 {
+    10
+}
+
+fn default_respond_code() -> u16 {
+    503
+}
+
+/// Which SIP messages a SIP toxic picks: every matcher given must hold, then `every` k-th, at most `first` in all,
+/// a seeded share `probability` of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipRule {
+    /// Requests of this method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Responses with this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Requests of this method and the responses to them (by `CSeq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cseq_method: Option<String>,
+    /// A header whose value contains a text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+}
+
+/// A header (full or compact name, any case) whose value contains `contains`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub contains: String,
 }
 
 /// Which direction of a link a toxic acts on.
@@ -187,6 +300,62 @@ impl Toxic {
                 ("slow_close", stream, json!({"delay": delay_ms}))
             }
             Toxic::Down => return None,
+            Toxic::Loss {
+                probability,
+                stream,
+            } => ("loss", stream, json!({"probability": probability})),
+            Toxic::LossBurst {
+                p,
+                r,
+                loss_good,
+                loss_bad,
+                stream,
+            } => (
+                "loss_burst",
+                stream,
+                json!({"p": p, "r": r, "loss_good": loss_good, "loss_bad": loss_bad}),
+            ),
+            Toxic::Duplicate {
+                probability,
+                stream,
+            } => ("duplicate", stream, json!({"probability": probability})),
+            Toxic::Reorder {
+                probability,
+                delay_ms,
+                stream,
+            } => (
+                "reorder",
+                stream,
+                json!({"probability": probability, "delay": delay_ms}),
+            ),
+            Toxic::Corrupt {
+                probability,
+                stream,
+            } => ("corrupt", stream, json!({"probability": probability})),
+            Toxic::SipDrop { ref rule, stream } => ("sip_drop", stream, rule_json(rule)),
+            Toxic::SipDelay {
+                ref rule,
+                delay_ms,
+                stream,
+            } => {
+                let mut a = rule_json(rule);
+                a["delay"] = json!(delay_ms);
+                ("sip_delay", stream, a)
+            }
+            Toxic::SipRespond {
+                ref rule,
+                code,
+                retry_after_s,
+                stream,
+            } => {
+                let mut a = rule_json(rule);
+                a["code"] = json!(code);
+                if let Some(s) = retry_after_s {
+                    a["retry_after"] = json!(s);
+                }
+                ("sip_respond", stream, a)
+            }
+            Toxic::SipHold { ref rule, stream } => ("sip_hold", stream, rule_json(rule)),
         };
         let stream = match stream {
             Stream::Upstream => "upstream",
@@ -208,8 +377,22 @@ impl Toxic {
             Toxic::LimitData { .. } => "limit_data",
             Toxic::SlowClose { .. } => "slow_close",
             Toxic::Down => "down",
+            Toxic::Loss { .. } => "loss",
+            Toxic::LossBurst { .. } => "loss_burst",
+            Toxic::Duplicate { .. } => "duplicate",
+            Toxic::Reorder { .. } => "reorder",
+            Toxic::Corrupt { .. } => "corrupt",
+            Toxic::SipDrop { .. } => "sip_drop",
+            Toxic::SipDelay { .. } => "sip_delay",
+            Toxic::SipRespond { .. } => "sip_respond",
+            Toxic::SipHold { .. } => "sip_hold",
         }
     }
+}
+
+/// A SIP rule as the proxy's attributes.
+fn rule_json(rule: &SipRule) -> serde_json::Value {
+    serde_json::to_value(rule).expect("a rule is plain data")
 }
 
 impl Fault {
@@ -417,5 +600,49 @@ mod tests {
         assert_eq!(body["stream"], "upstream");
         assert_eq!(body["attributes"]["timeout"], 0);
         assert!(Toxic::Down.api_body("x").is_none());
+    }
+
+    #[test]
+    fn sip_and_datagram_toxics_speak_the_proxys_extension() {
+        let text = r#"
+            [[fault]]
+            kind = "link"
+            from = "users"
+            to = "fe1"
+            toxic = { type = "sip_drop", rule = { status = 200, cseq_method = "REGISTER", every = 2 } }
+            [[fault]]
+            kind = "link"
+            from = "fe1"
+            to = "med1"
+            toxic = { type = "sip_respond", stream = "upstream", rule = { method = "MESSAGE", every = 3 }, retry_after_s = 30 }
+            [[fault]]
+            kind = "link"
+            from = "kam"
+            to = "kam"
+            toxic = { type = "loss_burst", p = 0.05, r = 0.25 }
+        "#;
+        #[derive(Deserialize)]
+        struct F {
+            fault: Vec<Fault>,
+        }
+        let f: F = toml::from_str(text).unwrap();
+        let body = |i: usize| match &f.fault[i] {
+            Fault::Link { toxic, .. } => toxic.api_body("t").unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let drop = body(0);
+        assert_eq!(drop["type"], "sip_drop");
+        assert_eq!(drop["stream"], "downstream");
+        assert_eq!(drop["attributes"]["status"], 200);
+        assert_eq!(drop["attributes"]["cseq_method"], "REGISTER");
+        assert_eq!(drop["attributes"]["every"], 2);
+        assert!(drop["attributes"].get("first").is_none());
+        let respond = body(1);
+        assert_eq!(respond["attributes"]["code"], 503);
+        assert_eq!(respond["attributes"]["retry_after"], 30);
+        assert_eq!(respond["stream"], "upstream");
+        let burst = body(2);
+        assert_eq!(burst["type"], "loss_burst");
+        assert_eq!(burst["attributes"]["loss_bad"], 1.0);
     }
 }
