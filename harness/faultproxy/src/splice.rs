@@ -58,10 +58,13 @@ pub async fn copy(
     toxics_rx: &mut watch::Receiver<Arc<[Toxic]>>,
 ) -> Spliced {
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    // One wait for a change across all chunks: registered once, not once per chunk.
+    let changed = toxics_rx.changed();
+    tokio::pin!(changed);
     loop {
         tokio::select! {
             biased;
-            changed = toxics_rx.changed() => return Spliced::Changed(changed),
+            changed = &mut changed => return Spliced::Changed(changed),
             ready = reader.readable() => if ready.is_err() { return Spliced::Failed },
         }
         // try_io clears the readiness on WouldBlock, so the next `readable` really waits.
