@@ -391,7 +391,7 @@ async fn sip_hold_keeps_messages_until_removed_over_udp_and_tcp() {
 }
 
 #[tokio::test]
-async fn sip_delay_delays_matching_messages_only() {
+async fn sip_delay_delays_matching_messages_only_over_udp() {
     // Claim: a 300 ms delay on REGISTER makes its round trip take at least 300 ms; OPTIONS is not
     // held back by it (its answer arrives before the delayed REGISTER's).
     let _machine = MACHINE.read().await;
