@@ -69,7 +69,8 @@ pub struct RandomSpec {
     /// The fault kinds allowed: `kill`, `stop`, `pause`, `isolate`, `partition` (the target against `rest`),
     /// `one_way` (the target's packets to `rest` dropped, or the other way, drawn), `bridge` (the target bridges
     /// two halves of `rest`, drawn), `ring` (majorities ring over the targets, in an order drawn), `halves` (the
-    /// targets and `rest` cut into two halves drawn from the seed).
+    /// targets and `rest` cut into two halves drawn from the seed), `packet` (delay and loss drawn, on the target's
+    /// packets to and from `rest`, or all of them without `rest`).
     pub kinds: Vec<String>,
     /// Nodes the faults may hit.
     pub targets: Vec<String>,
@@ -206,13 +207,30 @@ impl RandomSpec {
                     nodes.shuffle(&mut rng);
                     Fault::Ring { nodes }
                 }
+                "packet" => {
+                    // A slow, lossy network around the target: 20–100 ms each way, 1–10 % loss.
+                    let delay_ms = rng.gen_range(20..=100) as f64;
+                    let spec = netfault::FaultSpec {
+                        direction: netfault::Direction::Both,
+                        delay_ms,
+                        jitter_ms: delay_ms / 10.0,
+                        loss: Some(netfault::Loss::Random(rng.gen_range(1..=10) as f64 / 100.0)),
+                        seed: Some(rng.gen()),
+                        ..netfault::FaultSpec::default()
+                    };
+                    Fault::Packet {
+                        target,
+                        peers: self.rest.clone(),
+                        packet: spec,
+                    }
+                }
                 "halves" => Fault::Halves {
                     among: self.targets.iter().chain(&self.rest).cloned().collect(),
                     seed: Some(rng.gen()),
                 },
                 other => {
                     return Err(ScheduleError(format!(
-                        "random.kinds: `{other}` cannot be drawn (kill, stop, pause, isolate, ring, halves; \
+                        "random.kinds: `{other}` cannot be drawn (kill, stop, pause, isolate, ring, halves, packet; \
                          partition and one_way with `rest`; bridge with two or more in `rest`)"
                     )))
                 }
@@ -291,7 +309,7 @@ mod tests {
     #[test]
     fn every_partition_shape_can_be_drawn_and_unseeded_halves_take_the_runs_seed() {
         let mut s = spec();
-        s.random.as_mut().unwrap().kinds = ["one_way", "bridge", "ring", "halves"]
+        s.random.as_mut().unwrap().kinds = ["one_way", "bridge", "ring", "halves", "packet"]
             .map(String::from)
             .to_vec();
         s.random.as_mut().unwrap().rest = vec!["site:dc1".into(), "site:dc2".into()];
@@ -306,7 +324,7 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["bridge", "halves", "kill", "one_way", "ring"].into()
+            ["bridge", "halves", "kill", "one_way", "packet", "ring"].into()
         );
         let scripted: ScheduleSpec = toml::from_str(
             r#"

@@ -72,6 +72,29 @@ pub struct Toxic {
     /// Probability in [0, 1] that the toxic acts on a given connection.
     pub toxicity: f32,
     pub kind: ToxicKind,
+    /// How many messages a SIP toxic has picked, over every connection and flow, since it was set (its copies in
+    /// each connection share it).
+    pub picked: Picked,
+}
+
+/// A count shared by a toxic's copies; equal whatever it holds (it is a reading, not configuration).
+#[derive(Clone, Debug, Default)]
+pub struct Picked(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Picked {
+    pub fn add(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for Picked {
+    fn eq(&self, _: &Picked) -> bool {
+        true
+    }
 }
 
 /// A toxic as the API shows it.
@@ -83,6 +106,9 @@ pub struct ToxicView {
     pub stream: Stream,
     pub toxicity: f32,
     pub attributes: Map<String, Value>,
+    /// SIP toxics only (an extension): how many messages it has picked since it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked: Option<u64>,
 }
 
 impl From<&Toxic> for ToxicView {
@@ -93,6 +119,7 @@ impl From<&Toxic> for ToxicView {
             stream: toxic.stream,
             toxicity: toxic.toxicity,
             attributes: toxic.kind.attributes(),
+            picked: matches!(toxic.kind, ToxicKind::Sip { .. }).then(|| toxic.picked.get()),
         }
     }
 }
@@ -258,6 +285,7 @@ impl Toxic {
             stream,
             toxicity: toxicity_field(&map)?.unwrap_or(1.0),
             kind,
+            picked: Picked::default(),
         })
     }
 
@@ -275,6 +303,7 @@ impl Toxic {
             stream: self.stream,
             toxicity: toxicity_field(&map)?.unwrap_or(self.toxicity),
             kind,
+            picked: self.picked.clone(),
         })
     }
 }

@@ -91,6 +91,7 @@ impl DirectionToxics {
                 continue;
             }
             active.picked += 1;
+            active.toxic.picked.add();
             return match action {
                 SipAction::Drop => Verdict::Drop,
                 SipAction::Delay { delay_ms } => Verdict::Delay(Duration::from_millis(*delay_ms)),

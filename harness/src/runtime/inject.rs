@@ -289,9 +289,22 @@ async fn undo_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Runt
             if matches!(toxic, crate::fault::Toxic::Down) {
                 return set_enabled(api, &name, true).await;
             }
+            let sip = toxic.kind().starts_with("sip_");
             let toxic = toxic_name(id, toxic);
+            // A SIP toxic acts only on the messages its rule picks: one that picked none never took effect.
+            let picked = if sip {
+                picked(api, &name, &toxic).await?
+            } else {
+                None
+            };
             let path = format!("/proxies/{name}/toxics/{toxic}");
             proxy::expect(api, "DELETE", &path, None, &[200, 204]).await?;
+            if picked == Some(0) {
+                return Err(RuntimeError::Other(format!(
+                    "verify SIP toxic {toxic} on {name}: it picked no message while it was set (nothing on the \
+                     link matched its rule), so the fault never took effect"
+                )));
+            }
             if lists_toxic(api, &name, &toxic).await? {
                 return Err(RuntimeError::Other(format!(
                     "verify removal of toxic {toxic} on {name}: the proxy still lists it"
@@ -304,6 +317,20 @@ async fn undo_verified(c: &Cluster, fault: &Fault, id: usize) -> Result<(), Runt
 
 fn toxic_name(id: usize, toxic: &crate::fault::Toxic) -> String {
     format!("pc{id}_{}", toxic.kind())
+}
+
+/// How many messages a SIP toxic has picked, as the proxy counts them (`None`: the proxy does not say).
+async fn picked(
+    api: std::net::SocketAddr,
+    proxy_name: &str,
+    toxic: &str,
+) -> Result<Option<u64>, RuntimeError> {
+    let path = format!("/proxies/{proxy_name}/toxics");
+    let list = proxy::expect(api, "GET", &path, None, &[200]).await?;
+    Ok(list
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == toxic))
+        .and_then(|t| t["picked"].as_u64()))
 }
 
 async fn lists_toxic(

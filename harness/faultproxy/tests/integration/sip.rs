@@ -124,6 +124,9 @@ async fn sip_drop_takes_the_first_two_200_to_register_over_udp() {
         assert_eq!(answer, Some(ok_for(&request("REGISTER", n))));
     }
     assert_eq!(seen.lock().unwrap().len(), 5);
+    // The toxic says how many messages it picked (the harness's proof that it acted).
+    let toxics = get(server.api, "/proxies/sip/toxics").await;
+    assert_eq!(toxics.json()[0]["picked"], 2, "{toxics:?}");
 }
 
 /// A TCP registrar for one connection: reads the three REGISTERs (checking they arrived intact),
