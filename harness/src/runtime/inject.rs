@@ -13,20 +13,17 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerInspectResponse, NetworkDisconnectRequest};
-use bollard::query_parameters::{
-    InspectContainerOptions, KillContainerOptionsBuilder, StopContainerOptionsBuilder,
-};
+use bollard::query_parameters::{KillContainerOptionsBuilder, StopContainerOptionsBuilder};
 use serde_json::json;
 use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};
 use super::docker::{ctx, RuntimeError};
-use super::labels;
+pub use super::nodes::VERIFY_TIMEOUT;
+use super::nodes::{inspect, nsenter, pid, resolve};
 use super::proxy::{self, link_proxy_name};
 use crate::fault::Fault;
 
-/// How long a verification may take before the fault counts as unverified.
-pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A connect that does not complete within this is taken as cut.
 const PROBE_CONNECT_TIMEOUT_S: f32 = 0.5;
 
@@ -398,28 +395,6 @@ async fn start(c: &Cluster, nodes: &[NodeHandle]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Resolves a target to the run's nodes: a node name, a pool name, or `site:<name>` (never the proxy).
-pub(super) async fn resolve(c: &Cluster, target: &str) -> Result<Vec<NodeHandle>, RuntimeError> {
-    let nodes: Vec<NodeHandle> = if let Some(site) = target.strip_prefix("site:") {
-        c.topology
-            .nodes()
-            .filter(|n| n.site == site)
-            .filter_map(|n| c.nodes.get(&n.name).cloned())
-            .collect()
-    } else if let Some(node) = c.nodes.get(target) {
-        vec![node.clone()]
-    } else {
-        c.pool_nodes(target).into_iter().cloned().collect()
-    };
-    if nodes.is_empty() {
-        return Err(RuntimeError::UnknownTarget(target.to_string()));
-    }
-    for n in &nodes {
-        in_blast_radius(c, n).await?;
-    }
-    Ok(nodes)
-}
-
 async fn single(c: &Cluster, target: &str) -> Result<NodeHandle, RuntimeError> {
     let mut nodes = resolve(c, target).await?;
     if nodes.len() != 1 {
@@ -429,32 +404,6 @@ async fn single(c: &Cluster, target: &str) -> Result<NodeHandle, RuntimeError> {
         )));
     }
     Ok(nodes.remove(0))
-}
-
-/// Refuses any container that does not carry this run's label, whatever the topology says.
-async fn in_blast_radius(c: &Cluster, node: &NodeHandle) -> Result<(), RuntimeError> {
-    let info = inspect(c, node).await?;
-    let run = info
-        .config
-        .and_then(|cfg| cfg.labels)
-        .and_then(|l| l.get(labels::RUN).cloned());
-    if run.as_deref() == Some(c.run.as_str()) {
-        Ok(())
-    } else {
-        Err(RuntimeError::OutsideBlastRadius(node.container.clone()))
-    }
-}
-
-pub(super) async fn inspect(
-    c: &Cluster,
-    node: &NodeHandle,
-) -> Result<ContainerInspectResponse, RuntimeError> {
-    ctx(
-        format!("inspect {}", node.container),
-        c.docker
-            .inspect_container(&node.container, None::<InspectContainerOptions>)
-            .await,
-    )
 }
 
 fn running(s: &ContainerInspectResponse) -> bool {
@@ -509,82 +458,9 @@ async fn addresses(c: &Cluster, node: &NodeHandle) -> Result<Vec<IpAddr>, Runtim
         .unwrap_or_default())
 }
 
-pub(super) async fn pid(c: &Cluster, node: &NodeHandle) -> Result<i64, RuntimeError> {
-    inspect(c, node)
-        .await?
-        .state
-        .and_then(|s| s.pid)
-        .filter(|p| *p > 0)
-        .ok_or_else(|| {
-            RuntimeError::Other(format!("find the process of {}: not running", node.name))
-        })
-}
-
 /// The port a reachability probe dials: one the node always listens on.
 fn probe_port(node: &NodeHandle) -> u16 {
     node.launch.probe_port
-}
-
-/// Runs a shell script in a container's network namespace with the host's tools (iptables, bash). Needs
-/// root on a Linux host: a scratch image has no tools, and Docker Desktop's VM is out of the host's reach.
-pub(super) async fn netns_sh(pid: i64, script: &str) -> Result<(), RuntimeError> {
-    let out = nsenter(pid, script)
-        .await
-        .map_err(|e| {
-            RuntimeError::Other(format!(
-                "run nsenter (util-linux) for a network fault: {e}; partitions need root on a Linux host"
-            ))
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(RuntimeError::Other(format!(
-            "change the packet filter in a node's network namespace (`{script}`): {}; \
-             partitions need root and iptables on a Linux host",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-/// Runs a shell script in a container's network namespace and returns what it printed.
-pub(super) async fn netns_output(pid: i64, script: &str) -> Result<String, RuntimeError> {
-    let out = nsenter(pid, script).await.map_err(|e| {
-        RuntimeError::Other(format!(
-            "run nsenter (util-linux) to read a node's packet filter: {e}; network faults need root on a Linux host"
-        ))
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(RuntimeError::Other(format!(
-            "read the packet filter in a node's network namespace (`{script}`): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-/// Longest a command in a node's network namespace may run (a packet filter change or a connect probe takes
-/// milliseconds; a hung one is killed).
-const NSENTER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs `bash -c script` in the network namespace of process `pid`, killed if it outlives [`NSENTER_TIMEOUT`] or
-/// its caller is dropped.
-async fn nsenter(pid: i64, script: &str) -> std::io::Result<std::process::Output> {
-    let run = tokio::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "bash", "-c", script])
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(NSENTER_TIMEOUT, run)
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "nsenter ran over {} s and was killed",
-                    NSENTER_TIMEOUT.as_secs()
-                ),
-            )
-        })?
 }
 
 /// What a TCP connect from inside a node's network namespace found.

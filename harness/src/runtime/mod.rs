@@ -7,6 +7,7 @@
 //! - [`disk`]: disk faults on a node's store: its disk filled up, or turned read-only, each proven and undone.
 //! - [`docker`]: the Docker client and its errors, each saying what to do.
 //! - [`inject`]: applies each fault, verifies it took effect, undoes it ([`Injector`]).
+//! - [`nodes`]: reaching a run's nodes: targets resolved within the blast radius, container state, commands in their namespaces.
 //! - [`packet`]: packet faults (`netfault` in a node's namespace), each effect and undo measured by a probe stream.
 //! - [`partition`]: partition shapes as packet filters in the nodes' namespaces, each direction proven by witnesses.
 //! - [`proxy`]: the fault proxy's Toxiproxy API, as the harness calls it, and the names of the links' proxies.
@@ -17,6 +18,7 @@ pub mod disk;
 pub mod docker;
 pub mod inject;
 pub mod labels;
+pub mod nodes;
 pub mod packet;
 pub mod partition;
 pub mod proxy;

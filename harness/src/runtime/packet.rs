@@ -24,7 +24,7 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};
 use super::docker::RuntimeError;
-use super::inject::{inspect, pid, resolve};
+use super::nodes::{inspect, pid, resolve};
 use crate::fault::Fault;
 
 /// Queue numbers of packet faults: this plus the fault's id.

@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle};
 use super::docker::RuntimeError;
-use super::inject::{inspect, netns_output, netns_sh, pid, resolve, VERIFY_TIMEOUT};
+use super::nodes::{inspect, netns_output, netns_sh, pid, resolve, VERIFY_TIMEOUT};
 use crate::fault::Fault;
 use crate::partition::Cuts;
 
