@@ -62,6 +62,21 @@ pub async fn inspect(
     )
 }
 
+/// The node's address on each Docker network it is attached to now.
+pub async fn on_networks(
+    c: &Cluster,
+    node: &NodeHandle,
+) -> Result<std::collections::BTreeMap<String, std::net::IpAddr>, RuntimeError> {
+    Ok(inspect(c, node)
+        .await?
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(net, e)| Some((net, e.ip_address?.parse().ok()?)))
+        .collect())
+}
+
 /// The pid of the node's process (its namespaces are this process's).
 pub async fn pid(c: &Cluster, node: &NodeHandle) -> Result<i64, RuntimeError> {
     inspect(c, node)

@@ -12,7 +12,6 @@
 //! baseline; with the fault, the loss, the added round trip, duplicates, reordering and throughput must show what
 //! the spec asks (loss well above zero, delay at least half the configured one, …); after the undo, none of it.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,7 +23,7 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};
 use super::docker::RuntimeError;
-use super::nodes::{inspect, pid, resolve};
+use super::nodes::{inspect, on_networks, pid, resolve};
 use crate::fault::Fault;
 
 /// Queue numbers of packet faults: this plus the fault's id.
@@ -251,20 +250,6 @@ async fn gateways(c: &Cluster, node: &NodeHandle) -> Result<Vec<Ipv4Addr>, Runti
         .unwrap_or_default()
         .into_values()
         .filter_map(|e| e.gateway?.parse().ok())
-        .collect())
-}
-
-async fn on_networks(
-    c: &Cluster,
-    node: &NodeHandle,
-) -> Result<BTreeMap<String, IpAddr>, RuntimeError> {
-    Ok(inspect(c, node)
-        .await?
-        .network_settings
-        .and_then(|n| n.networks)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(net, e)| Some((net, e.ip_address?.parse().ok()?)))
         .collect())
 }
 

@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle};
 use super::docker::RuntimeError;
-use super::nodes::{inspect, netns_output, netns_sh, pid, resolve, VERIFY_TIMEOUT};
+use super::nodes::{netns_output, netns_sh, on_networks, pid, resolve, VERIFY_TIMEOUT};
 use crate::fault::Fault;
 use crate::partition::Cuts;
 
@@ -126,15 +126,7 @@ async fn addresses(
 ) -> Result<BTreeMap<String, BTreeMap<String, IpAddr>>, RuntimeError> {
     let mut out = BTreeMap::new();
     for (name, node) in nodes {
-        let nets = inspect(c, node)
-            .await?
-            .network_settings
-            .and_then(|n| n.networks)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(net, e)| Some((net, e.ip_address?.parse().ok()?)))
-            .collect();
-        out.insert(name.clone(), nets);
+        out.insert(name.clone(), on_networks(c, node).await?);
     }
     Ok(out)
 }
