@@ -111,6 +111,7 @@ fn history() -> History {
         id: 0,
         kind: "kill".into(),
         target: "fe-a1".into(),
+        cuts: Vec::new(),
         requested_at_us: 10_000_000,
         verified_at_us: Some(10_200_000),
         undone_at_us: Some(20_000_000),

@@ -129,7 +129,7 @@ pub async fn netns_output(pid: i64, script: &str) -> Result<String, RuntimeError
 
 /// Longest a command in a node's network namespace may run (a packet filter change or a connect probe takes
 /// milliseconds; a hung one is killed).
-const NSENTER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const NSENTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `bash -c script` in the network namespace of process `pid`, killed if it outlives [`NSENTER_TIMEOUT`] or
 /// its caller is dropped.
