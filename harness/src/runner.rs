@@ -142,6 +142,12 @@ async fn resolve(
         Fault::Isolate { target } => Fault::Isolate {
             target: one(target).await?,
         },
+        Fault::DiskFull { target } => Fault::DiskFull {
+            target: one(target).await?,
+        },
+        Fault::DiskReadOnly { target } => Fault::DiskReadOnly {
+            target: one(target).await?,
+        },
         Fault::Partition { groups } => Fault::Partition {
             groups: resolve_groups(groups, &one).await?,
         },

@@ -285,6 +285,8 @@ impl Cluster {
                 }
             }
         }
+        let run = self.run.clone();
+        let _ = tokio::task::spawn_blocking(move || super::disk::remove_run_blocking(&run)).await;
         self.owned = false;
         self.timings.teardown = t0.elapsed();
         info!(run = %self.run, teardown_ms = self.timings.teardown.as_millis() as u64, "torn down");
@@ -639,6 +641,23 @@ impl Cluster {
         {
             env.push(format!("{}={defect}", roles::DEFECT_ENV));
         }
+        // A Back End node of the reference pool keeps its store on a disk of its own, for the disk faults.
+        let binds = if self.has_store_disk(handle) {
+            let (run, node) = (self.run.clone(), handle.name.clone());
+            let data =
+                tokio::task::spawn_blocking(move || super::disk::create_blocking(&run, &node))
+                    .await
+                    .map_err(|e| {
+                        RuntimeError::Other(format!("join the creation of a store disk: {e}"))
+                    })??;
+            Some(vec![format!(
+                "{}:{}",
+                data.display(),
+                super::disk::STORE_DIR
+            )])
+        } else {
+            None
+        };
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: Some(handle.launch.cmd.clone()),
@@ -649,6 +668,7 @@ impl Cluster {
             host_config: Some(HostConfig {
                 network_mode: Some(first.clone()),
                 port_bindings: Some(bindings),
+                binds,
                 init: Some(false),
                 ..Default::default()
             }),
@@ -674,6 +694,16 @@ impl Cluster {
             self.connect(handle, logical).await?;
         }
         Ok(())
+    }
+
+    /// Whether the node keeps its store on a disk of its own ([`super::disk`]): the reference pool's Back End
+    /// nodes.
+    pub fn has_store_disk(&self, handle: &NodeHandle) -> bool {
+        handle.launch.image == LaunchImage::Workspace(images::POOLNODE)
+            && self
+                .topology
+                .node(&handle.name)
+                .is_some_and(|n| n.role == NodeRole::Pool(Role::Backend))
     }
 
     /// Attaches a node to one of the run's networks under its node and pool aliases.
@@ -763,16 +793,19 @@ pub async fn pause_at(stage: PauseAt, run: &str) -> Result<(), RuntimeError> {
 /// The most one Docker CLI call of the drop cleanup may take: a hung engine must not hang the process.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Removes every container, network and volume labelled with `run`, through the Docker CLI, each call bounded by
+/// Removes every container, network and volume labelled with `run` (and the run's store disks), through the Docker CLI, each call bounded by
 /// the CLI timeout (60 s) (what is left then is swept by label on the next run).
 pub fn remove_by_label_blocking(run: &str) {
     remove_labelled_blocking(labels::RUN, run);
+    super::disk::remove_run_blocking(run);
 }
 
 /// Removes every container and network of every run this process owns (a last resort before it exits on a
 /// hang), as [`remove_by_label_blocking`] does.
 pub fn remove_own_blocking() {
-    remove_labelled_blocking(labels::PID, &std::process::id().to_string());
+    let pid = std::process::id().to_string();
+    remove_labelled_blocking(labels::PID, &pid);
+    super::disk::remove_labelled_blocking(labels::PID, &pid);
 }
 
 fn remove_labelled_blocking(key: &str, value: &str) {

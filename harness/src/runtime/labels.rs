@@ -5,7 +5,8 @@
 //! `pc-<run>-up`, and the run is live until `down` removes it. Until then a run started by `up` is owned by
 //! that process like any other, so an `up` killed while it starts leaves a dead run. Anything labelled by a
 //! run that is neither is a leftover (a panic that skipped drop, a SIGKILL). `sweep` removes leftovers only, so
-//! it is safe while other runs are going.
+//! it is safe while other runs are going. A run's store disks ([`super::disk`]) carry its labels in a file
+//! beside them and go with it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -145,6 +146,8 @@ pub struct Swept {
     pub networks: usize,
     /// Volumes of the removed runs (the marker of a detached run).
     pub volumes: usize,
+    /// Runs whose store disks were removed (unmounted, their images deleted).
+    pub disks: usize,
     /// Networks Docker would not remove even after their endpoints were cut (reported, not fatal).
     pub stuck: Vec<String>,
 }
@@ -299,6 +302,26 @@ pub async fn sweep(docker: &Docker, scope: Scope<'_>) -> Result<Swept, RuntimeEr
             }
         }
     }
+    // The store disks of the runs judged the same way, by the labels kept beside them.
+    let (all, only, dead_detached) = match scope {
+        Scope::All => (true, None, detached.clone()),
+        Scope::Run(r) => (false, Some(r.to_string()), detached.clone()),
+        Scope::Dead => (false, None, detached.clone()),
+    };
+    let disk_runs = tokio::task::spawn_blocking(move || {
+        super::disk::sweep_blocking(|_, labels| {
+            let scope = match (&only, all) {
+                (_, true) => Scope::All,
+                (Some(r), _) => Scope::Run(r),
+                (None, _) => Scope::Dead,
+            };
+            doomed(scope, labels, owner_alive(labels), &dead_detached)
+        })
+    })
+    .await
+    .map_err(|e| RuntimeError::Other(format!("sweep the store disks: {e}")))?;
+    swept.disks = disk_runs.len();
+    runs.extend(disk_runs);
     swept.runs = runs.into_iter().collect();
     Ok(swept)
 }

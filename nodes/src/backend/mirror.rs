@@ -71,10 +71,16 @@ impl Backend {
             let meta = match local {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::error!(node = %self.name, "local commit failed: {e}");
-                    return Response::Error {
-                        reason: format!("local commit: {e}"),
-                    };
+                    // The mirror may have applied the entry this store refused: its next entry would reuse the
+                    // lsn under the same epoch with other data, which the mirror would take for the one it holds.
+                    // So the mirror is no longer synchronized, and gets a snapshot before anything else.
+                    {
+                        let mut s = self.lock_state();
+                        s.mirror_synchronized = false;
+                        s.mirror_diverged = true;
+                    }
+                    tracing::error!(node = %self.name, lsn = entry.lsn, "local commit failed (not acknowledged; the mirror resynchronizes from a snapshot): {e}");
+                    return self.store_refused(&e);
                 }
             };
             self.set_position(&meta);
@@ -112,9 +118,8 @@ impl Backend {
                     m
                 }
                 Err(e) => {
-                    return Response::Error {
-                        reason: format!("local commit: {e}"),
-                    }
+                    tracing::error!(node = %self.name, lsn = entry.lsn, "local commit failed (not acknowledged): {e}");
+                    return self.store_refused(&e);
                 }
             }
         };
@@ -125,6 +130,17 @@ impl Backend {
             lsn: meta.last_lsn,
             epoch,
             node: self.name.clone(),
+        }
+    }
+
+    /// The answer to a commit this node's store refused (a full disk, a read-only one, an I/O error): nothing
+    /// was acknowledged, and the caller may retry it later, here or after a failover.
+    fn store_refused(&self, e: &super::error::StoreError) -> Response {
+        Response::Error {
+            reason: format!(
+                "{} could not make the commit durable, so it is not acknowledged (retry later): {e}",
+                self.name
+            ),
         }
     }
 
@@ -343,7 +359,8 @@ impl Backend {
                 _ => return,
             }
         };
-        let mut snapshot_needed = false;
+        // A mirror that may hold an entry this principal refused gets a snapshot first (see `commit`).
+        let mut snapshot_needed = self.lock_state().mirror_diverged;
         for _ in 0..CATCH_UP_STEPS_MAX {
             let (epoch, my_last) = {
                 let s = self.lock_state();
@@ -415,6 +432,7 @@ impl Backend {
                     )
                 }
             };
+            let replaces_all = matches!(request, Request::Snapshot { .. });
             let sent_at = Instant::now();
             // The last step holds the commit lock: it gets a commit's timeout, not a snapshot's.
             let timeout = if commit_guard.is_some() {
@@ -437,6 +455,9 @@ impl Backend {
                         let mut s = self.lock_state();
                         s.renew_lease(sent_at);
                         s.mirror_position = Some(position);
+                        if replaces_all {
+                            s.mirror_diverged = false;
+                        }
                         if caught_up {
                             s.mirror_synchronized = true;
                             s.exposed = false;

@@ -99,6 +99,10 @@ pub struct RoleState {
     pub witness_knows_synchronized: bool,
     /// Principal: where the mirror's log stands, as last reported by it.
     pub mirror_position: Option<(u64, u64)>,
+    /// Principal: a commit failed here after it was sent to the mirror, so the mirror may hold an entry this
+    /// principal does not, under an `(lsn, epoch)` this principal will give another entry. Such a mirror gets a
+    /// snapshot before anything else, and is not synchronized until it has installed one.
+    pub mirror_diverged: bool,
     /// Mirror: the principal said this mirror is synchronized.
     pub synchronized_as_mirror: bool,
     /// Mirror: the principal's log position, as last heard (what a forced failover may lose).
@@ -124,6 +128,7 @@ impl RoleState {
             exposed: false,
             witness_knows_synchronized: false,
             mirror_position: None,
+            mirror_diverged: false,
             synchronized_as_mirror: false,
             principal_lsn_known: 0,
             partner_heard_at: None,

@@ -225,6 +225,12 @@ impl Backend {
         .await
     }
 
+    /// Caps this node's store at about `bytes` ([`Store::limit_size`]), so that writes beyond fail as on a full
+    /// disk; `None` lifts the cap.
+    pub async fn limit_store_size(&self, bytes: Option<u64>) -> Result<(), StoreError> {
+        self.with_store(move |s| s.limit_size(bytes)).await
+    }
+
     /// Accepted peer-port connections open now (at most [`BackendConfig::peer_connections_max`]).
     pub fn peer_connections(&self) -> usize {
         self.peer_port.open.taken()

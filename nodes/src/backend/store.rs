@@ -459,6 +459,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Caps the database at about `bytes` (SQLite's `max_page_count`; at least its size now), as a full disk
+    /// would: a write that needs more space fails with `SQLITE_FULL` and changes nothing. `None` lifts the cap.
+    pub fn limit_size(&mut self, bytes: Option<u64>) -> Result<(), StoreError> {
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = match bytes {
+            Some(b) => (b / page_size.max(1) as u64).max(1) as i64,
+            // SQLite's own limit.
+            None => 0xFFFF_FFFE,
+        };
+        // SQLite never sets the cap below the pages in use; it answers with the cap it set.
+        let _set: i64 =
+            self.conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get(0)
+                })?;
+        Ok(())
+    }
+
     /// How many users the store holds.
     pub fn user_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
@@ -666,6 +684,48 @@ mod tests {
             s.load_pool("fe1").unwrap()[0].presence.last().unwrap().etag,
             "bb"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A full store refuses a commit without a trace (position and data unchanged, reads served) and takes it
+    /// once space returns, on the same connection.
+    #[test]
+    fn a_full_store_refuses_a_commit_unchanged_and_takes_it_once_space_returns() {
+        let dir = tmp("full");
+        let mut s = Store::open(&dir, DurableRole::Principal).unwrap();
+        s.append(&[LogEntry {
+            lsn: 1,
+            epoch: 1,
+            batch: put("alice", &["bob"]),
+        }])
+        .unwrap();
+        let before = s.meta();
+        s.limit_size(Some(0)).unwrap();
+        let mut big = UserRecord {
+            user: "bob".into(),
+            pool: "fe1".into(),
+            ..UserRecord::default()
+        };
+        big.settings.insert("blob".into(), "x".repeat(256 * 1024));
+        let entry = LogEntry {
+            lsn: 2,
+            epoch: 1,
+            batch: Batch::new(vec![Op::PutUser(big)]),
+        };
+        let err = s.append(std::slice::from_ref(&entry)).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull),
+            "{err}"
+        );
+        assert_eq!(s.meta(), before);
+        assert!(s.load_user("bob").unwrap().is_none());
+        assert_eq!(s.load_user("alice").unwrap().unwrap().contacts, ["bob"]);
+        s.limit_size(None).unwrap();
+        assert_eq!(s.append(&[entry]).unwrap().last_lsn, 2);
+        drop(s);
+        let s = Store::open(&dir, DurableRole::Principal).unwrap();
+        assert_eq!(s.meta().last_lsn, 2);
+        assert!(s.load_user("bob").unwrap().is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -3,6 +3,7 @@
 //! rule is its own test.
 
 mod catch_up;
+mod disk;
 mod failover;
 mod frontend;
 mod operator;

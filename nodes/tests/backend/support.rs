@@ -189,6 +189,8 @@ async fn pump(
 
 struct Slot {
     data_dir: PathBuf,
+    /// The running Back End node (not a witness).
+    backend: Option<Arc<Backend>>,
     admin: Option<SocketAddr>,
     task: Option<JoinHandle<()>>,
     witness: bool,
@@ -281,6 +283,7 @@ impl Cluster {
                 s.to_string(),
                 Slot {
                     data_dir: cluster.root.join(s),
+                    backend: None,
                     admin: None,
                     task: None,
                     witness: s == W,
@@ -312,6 +315,7 @@ impl Cluster {
             })
         } else {
             let b = Backend::open(&config).unwrap();
+            slot.backend = Some(b.clone());
             tokio::spawn(async move {
                 b.run(listeners, std::future::pending()).await.unwrap();
             })
@@ -328,6 +332,7 @@ impl Cluster {
             let mut slots = self.slots.lock().unwrap();
             let slot = slots.get_mut(node).expect("a node of the cluster");
             slot.admin = None;
+            slot.backend = None;
             slot.task
                 .take()
                 .unwrap_or_else(|| panic!("{node} killed twice"))
@@ -335,6 +340,16 @@ impl Cluster {
         self.net.set_target(node, None);
         task.abort();
         let _ = task.await;
+    }
+
+    /// Caps a running Back End node's store at about `bytes`, as a full disk would (writes beyond fail with
+    /// `SQLITE_FULL`). Undo: the same with `None`.
+    pub async fn limit_store(&self, node: &str, bytes: Option<u64>) {
+        let backend = self.slots.lock().unwrap()[node]
+            .backend
+            .clone()
+            .unwrap_or_else(|| panic!("{node} is not a running Back End node"));
+        backend.limit_store_size(bytes).await.unwrap();
     }
 
     /// Cuts `node` off from every other Back End node and the witness (not from the Front End). Undo:
