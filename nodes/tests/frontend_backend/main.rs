@@ -422,3 +422,87 @@ async fn a_pool_of_two_serves_with_one_front_end_only_while_the_back_end_votes()
     .await;
     assert_eq!(client.request(&options).await.status_code.code(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_end_that_cannot_store_makes_the_front_ends_refuse_changes_past_the_backlog_bound_and_recover(
+) {
+    // Claim: while the Back End principal's store cannot take writes (full), the Front Ends' changes wait in their
+    // queue; once the oldest has waited `BACKEND_BACKLOG_MAX`, persistent changes are refused with `503` and
+    // `Retry-After` (never taken on without bound) while a contact listing is still served; when space returns
+    // the queue drains by itself, changes are accepted again, and the Back End holds every acknowledged one.
+    // Proof: the wire answers on one client, the pool's `/status` counters, and the Back End's own copy.
+    use poolnode::frontend::pool::backend::BACKEND_BACKLOG_MAX;
+    let cluster = Arc::new(Cluster::start(true).await);
+    cluster.wait_synchronized_principal(P1).await;
+    let fes = pool_with_backend(&cluster, 3).await;
+    fes.settled().await;
+    let mut alice = TcpClient::connect(fes.sip[0]).await;
+    registered(&mut alice, &fes, 0, "alice").await;
+    let add = |k: usize| format!("add sip:friend{k}@pool.test");
+    assert_eq!(
+        contacts(&mut alice, "alice", &add(0))
+            .await
+            .status_code
+            .code(),
+        200
+    );
+    fes.until("the first change is on the Back End", |f| {
+        total(f, "be_pending_users") == 0
+    })
+    .await;
+
+    cluster.limit_store(P1, Some(0)).await;
+    // Publications big enough that the capped store has no room for one.
+    let note = "n".repeat(8 * 1024);
+    let mut k = 1;
+    let mut acknowledged = 1;
+    let full = Instant::now();
+    let refused = loop {
+        assert!(
+            full.elapsed() < BACKEND_BACKLOG_MAX + Duration::from_secs(60),
+            "no change refused {:?} after the store filled up",
+            full.elapsed()
+        );
+        let published = publish(&mut alice, "alice", &format!("{k} {note}")).await;
+        let answer = contacts(&mut alice, "alice", &add(k)).await;
+        match (published.status_code.code(), answer.status_code.code()) {
+            (200, 200) => acknowledged = k + 1,
+            (_, 503) => break answer,
+            other => panic!("unexpected answers {other:?}: {answer}"),
+        }
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        full.elapsed() >= BACKEND_BACKLOG_MAX,
+        "refused before the backlog bound: {:?}",
+        full.elapsed()
+    );
+    assert!(total(&fes, "be_flush_failures_total") > 0);
+    assert!(
+        refused.to_string().contains("Back End Backlog"),
+        "{refused}"
+    );
+    assert!(
+        header(&refused.headers, "Retry-After").is_some(),
+        "{refused}"
+    );
+    let listing = contacts(&mut alice, "alice", "list").await;
+    assert_eq!(listing.status_code.code(), 200, "{listing}");
+    let expected: BTreeSet<String> = listed(&listing);
+    assert_eq!(expected.len(), acknowledged, "{listing}");
+
+    cluster.limit_store(P1, None).await;
+    fes.until("the queue drained", |f| total(f, "be_pending_users") == 0)
+        .await;
+    let on_backend = backend_contacts(&cluster).await;
+    assert_eq!(on_backend.get("alice"), Some(&expected));
+    assert_eq!(
+        contacts(&mut alice, "alice", &add(k))
+            .await
+            .status_code
+            .code(),
+        200,
+        "changes are accepted again"
+    );
+}

@@ -67,6 +67,12 @@ impl BackendVote for CachedVote {
     }
 }
 
+/// How long the oldest change of a Front End may wait for the Back End beyond the lazy write interval before the
+/// Front End refuses further persistent changes with `503` and `Retry-After` (Lync answers so when its queue to
+/// the Back End reaches 12 s): a Back End that cannot store them (its disk full, no principal) does not make the
+/// pool take on changes without bound.
+pub const BACKEND_BACKLOG_MAX: Duration = Duration::from_secs(12);
+
 /// A pooled Front End's Back End: client, lazy writer, resiliency gate, vote, and the users loaded at start.
 #[derive(Debug)]
 pub struct BackendLink {
@@ -76,6 +82,9 @@ pub struct BackendLink {
     pub vote: Arc<CachedVote>,
     /// The Front End pool whose users this is.
     pool: String,
+    /// The oldest change's wait past which persistent changes are refused: the lazy write interval plus
+    /// [`BACKEND_BACKLOG_MAX`].
+    backlog_max: Duration,
     /// The pool's users as loaded at start; `None` until loaded, emptied once the first configurations used it.
     loaded: Mutex<Loaded>,
 }
@@ -106,6 +115,7 @@ impl BackendLink {
             )),
             client,
             pool: pool.to_owned(),
+            backlog_max: Duration::from_millis(timings.be_write_interval_ms) + BACKEND_BACKLOG_MAX,
             loaded: Mutex::new(Loaded::default()),
         })
     }
@@ -161,16 +171,32 @@ impl BackendLink {
 
     /// Queues `user`'s persistent data after a change of its contacts or publications.
     pub fn changed(&self, user: &str, writes: &[Write], view: &UserView) {
-        let persistent = writes.iter().any(|w| {
-            !matches!(
-                w,
-                Write::Bind { .. } | Write::Unbind { .. } | Write::UnbindAll { .. }
-            )
-        });
-        if persistent {
+        if persistent(writes) {
             self.writer.mark_dirty(record_of(&self.pool, user, view));
         }
     }
+
+    /// Why `writes` must be refused now, if they must: they change persistent data while this Front End's
+    /// oldest change has waited [`BACKEND_BACKLOG_MAX`] or longer past the lazy write interval for the Back End.
+    pub fn refusal(&self, writes: &[Write]) -> Option<String> {
+        let lag = Duration::from_millis(self.writer.stats().lag_ms);
+        (persistent(writes) && lag >= self.backlog_max).then(|| {
+            format!(
+                "Back End Backlog: changes have waited {} s for the Back End",
+                lag.as_secs()
+            )
+        })
+    }
+}
+
+/// Whether `writes` change persistent data (contacts, publications), not only registrations.
+fn persistent(writes: &[Write]) -> bool {
+    writes.iter().any(|w| {
+        !matches!(
+            w,
+            Write::Bind { .. } | Write::Unbind { .. } | Write::UnbindAll { .. }
+        )
+    })
 }
 
 /// A user's persistent data as the Back End stores it.

@@ -113,6 +113,15 @@ impl Pool {
             if let Err(refusal) = self.writable(&state, group) {
                 return refusal;
             }
+            // What the Back End has not taken for too long is not added to: refused, nothing applied.
+            if let Some(reason) = self
+                .settings
+                .backend
+                .as_ref()
+                .and_then(|b| b.refusal(&writes))
+            {
+                return Answer::Unavailable { reason };
+            }
             let Some(replica) = state.replica.as_mut() else {
                 return Answer::Unavailable {
                     reason: "no replica".into(),
