@@ -15,7 +15,7 @@
 //! | `link` | `unlink` | add a toxic to a link through the fault proxy; `unlink` removes it |
 //! | `packet` | `clear` | netem-like packet faults (delay, loss, duplication, reordering, corruption, rate) on a node's packets, optionally only to/from given peers and in one direction (`netfault` in the node's namespace) |
 //! | `disk_full` | `disk_free` | the node's store disk fills up: writes fail with `ENOSPC` until space returns |
-//! | `disk_read_only` | `disk_writable` | the node's store disk turns read-only: writes fail with `EROFS` |
+//! | `disk_read_only` | `disk_writable` | the node's store turns read-only (its files immutable): writes fail with `EPERM`, reads go on |
 //!
 //! Targets name nodes (`fe1-2`), pools (`fe1`: every node of it) or sites (`site:dc1`); the runtime resolves
 //! them against the run's own containers only. The partition shapes come down to directed cuts between nodes

@@ -26,15 +26,20 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(path.as_str()))
 }
 
-/// What a 4 KiB synced write into the node's store directory, as its container sees it, does.
-fn write_in_container(container: &str) -> std::io::Result<()> {
+/// The node's store directory as its container sees it (through its root).
+fn store_in_container(container: &str) -> PathBuf {
     let out = Command::new("docker")
         .args(["inspect", "-f", "{{.State.Pid}}", container])
         .output()
         .expect("docker runs");
     let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(out.status.success() && pid != "0", "{container} is running");
-    let path = PathBuf::from(format!("/proc/{pid}/root{}/disk-test", disk::STORE_DIR));
+    PathBuf::from(format!("/proc/{pid}/root{}", disk::STORE_DIR))
+}
+
+/// What a 4 KiB synced write into the node's store directory, as its container sees it, does.
+fn write_in_container(container: &str) -> std::io::Result<()> {
+    let path = store_in_container(container).join("disk-test");
     let written = std::fs::File::create(&path).and_then(|mut f| {
         f.write_all(&[1u8; 4096])?;
         f.sync_all()
@@ -44,13 +49,14 @@ fn write_in_container(container: &str) -> std::io::Result<()> {
 }
 
 /// Claim: each Back End node has a store disk of its own (no other node has one); `disk_full` fills it so that a
-/// write from inside the container fails with `ENOSPC`, `disk_free` makes writes succeed again, `disk_read_only`
-/// is refused with its reason and a disk fault on a node without a store disk is refused; teardown leaves no disk,
-/// mount or loop device.
+/// write from inside the container fails with `ENOSPC`, `disk_free` makes writes succeed again; `disk_read_only`
+/// makes a new file and opening the database for writing fail with `EPERM` while the database is still read, and
+/// `disk_writable` undoes it; a disk fault on a node without a store disk is refused; teardown leaves no disk, mount
+/// or loop device.
 /// Proof: the mount table, a write through the container's root after each step, the errors, and the disks'
 /// directory and `losetup` after `down`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disk_full_and_free_are_verified_on_a_back_end_and_teardown_removes_the_disks() {
+async fn disk_faults_and_their_undos_are_verified_on_a_back_end_and_teardown_removes_the_disks() {
     let cluster = Cluster::up(topology("backend.toml"), 7)
         .await
         .expect("topology starts");
@@ -79,13 +85,30 @@ async fn disk_full_and_free_are_verified_on_a_back_end_and_teardown_removes_the_
     injector.undo(full).await.expect("disk_free is verified");
     write_in_container(&container).expect("a freed disk takes writes again");
 
-    let refused = injector
+    let read_only = injector
         .apply(&Fault::DiskReadOnly {
             target: "be1-1".into(),
         })
         .await
-        .expect_err("disk_read_only is refused");
-    assert!(refused.to_string().contains("EBUSY"), "{refused}");
+        .expect("disk_read_only is verified");
+    let err = write_in_container(&container).expect_err("a read-only store refuses writes");
+    assert_eq!(err.raw_os_error(), Some(1), "EPERM, not {err}");
+    let db = store_in_container(&container).join("backend.sqlite3");
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&db)
+        .expect_err("the database does not open for writing");
+    assert_eq!(err.raw_os_error(), Some(1), "EPERM, not {err}");
+    assert!(
+        std::fs::metadata(&db).expect("the database is read").len() > 0,
+        "reads go on"
+    );
+    injector
+        .undo(read_only)
+        .await
+        .expect("disk_writable is verified");
+    write_in_container(&container).expect("a writable store takes writes again");
+
     let no_disk = injector
         .apply(&Fault::DiskFull {
             target: "fe1-1".into(),

@@ -11,9 +11,14 @@
 //!   block. Proven from the container's view (its root, `/proc/<pid>/root/data`): a new 4 KiB write there fails
 //!   with `ENOSPC` and the filesystem reports no block available. `disk_free` deletes the filler; proven by a
 //!   write there that succeeds (and is synced) and free blocks again.
-//! - `disk_read_only`: refused with the reason. A filesystem holding files open for writing (the store's
-//!   database, its write-ahead log) cannot be remounted read-only (`EBUSY`), and an I/O error under a mounted
-//!   ext4 aborts its journal, which no remount undoes while the node runs.
+//! - `disk_read_only`: the store's files and directory turn immutable (`chattr +i`; not SQLite's shared-memory
+//!   index, which the node writes through a memory map): every write to them fails (`EPERM`) while reads go on.
+//!   A remount read-only is not possible while the store holds its database and write-ahead log open for writing
+//!   (the kernel answers `EBUSY`), and failing a mounted ext4's I/O aborts its journal, which no remount undoes
+//!   while the node runs; immutable files refuse writes through descriptors already open, so the store sees what
+//!   a read-only disk does, and the undo is exact. Proven from the container's view: a new file in the store's
+//!   directory and opening the database for writing both fail with `EPERM`. `disk_writable` clears the flags;
+//!   proven by a synced write there and the database opening for writing.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,6 +49,10 @@ const PROBE: &str = ".poolchaos-disk-probe";
 pub const LABELS_FILE: &str = "labels.json";
 /// `ENOSPC`.
 const ENOSPC: i32 = 28;
+/// `EPERM`: what ext4 answers a write to an immutable file or directory.
+const EPERM: i32 = 1;
+/// The store's database in its directory (`poolnode::backend::store::DB_FILE`).
+const STORE_FILE: &str = "backend.sqlite3";
 
 /// Where every run's disks live on the host.
 pub fn disks_root() -> PathBuf {
@@ -416,7 +425,39 @@ pub(super) async fn apply(c: &Cluster, fault: &Fault, _id: usize) -> Result<(), 
             })
             .await
         }
-        Fault::DiskReadOnly { .. } => Err(read_only_refused(&node)),
+        Fault::DiskReadOnly { .. } => {
+            let data = store_dir(&c.run, &node.name);
+            blocking(
+                format!("turn the store of {} read-only", node.name),
+                move || set_immutable(&data, true),
+            )
+            .await?;
+            let view = container_view(c, &node).await?;
+            let name = node.name.clone();
+            blocking(
+                format!("verify that the store of {name} is read-only"),
+                move || {
+                    match probe_write(&view) {
+                        Err(e) if e.raw_os_error() == Some(EPERM) => {}
+                        other => {
+                            return Err(format!(
+                                "a new file in {} (the container's view): {other:?}, not EPERM",
+                                view.display()
+                            ))
+                        }
+                    }
+                    let db = view.join(STORE_FILE);
+                    match open_for_writing(&db) {
+                        Err(e) if e.raw_os_error() == Some(EPERM) => Ok(()),
+                        other => Err(format!(
+                            "opening {} for writing: {other:?}, not EPERM",
+                            db.display()
+                        )),
+                    }
+                },
+            )
+            .await
+        }
         _ => unreachable!("target() admits disk faults only"),
     }
 }
@@ -454,18 +495,68 @@ pub(super) async fn undo(c: &Cluster, fault: &Fault, _id: usize) -> Result<(), R
             )
             .await
         }
-        Fault::DiskReadOnly { .. } => Err(read_only_refused(&node)),
+        Fault::DiskReadOnly { .. } => {
+            let data = store_dir(&c.run, &node.name);
+            blocking(
+                format!("make the store of {} writable", node.name),
+                move || set_immutable(&data, false),
+            )
+            .await?;
+            let view = container_view(c, &node).await?;
+            let name = node.name.clone();
+            blocking(
+                format!("verify that the store of {name} takes writes again"),
+                move || {
+                    probe_write(&view)
+                        .map_err(|e| format!("a write in {} still fails: {e}", view.display()))?;
+                    let db = view.join(STORE_FILE);
+                    open_for_writing(&db)
+                        .map(drop)
+                        .map_err(|e| format!("opening {} for writing: {e}", db.display()))
+                },
+            )
+            .await
+        }
         _ => unreachable!("target() admits disk faults only"),
     }
 }
 
-fn read_only_refused(node: &NodeHandle) -> RuntimeError {
-    RuntimeError::Other(format!(
-        "disk_read_only on {}: not available: the store holds its database and write-ahead log open for \
-         writing, so its filesystem cannot be remounted read-only (the kernel answers EBUSY), and failing the \
-         disk's I/O under ext4 aborts its journal, which no remount undoes while the node runs; use disk_full",
-        node.name
-    ))
+/// The store's files in `dir` (every regular file but SQLite's shared-memory index, which the node maps and
+/// writes through memory: an immutable one would kill it) and `dir` itself made immutable (`chattr +i`: no write,
+/// no new file, no removal; reads go on) or mutable again. Turning on, the directory goes last and the files are
+/// listed again after it, so a file made meanwhile is caught.
+fn set_immutable(dir: &Path, on: bool) -> Result<(), String> {
+    let flag = if on { "+i" } else { "-i" };
+    let files = |dir: &Path| -> Result<Vec<String>, String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("list {}: {e}", dir.display()))?;
+        Ok(entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| !e.file_name().to_string_lossy().ends_with("-shm"))
+            .map(|e| e.path().display().to_string())
+            .collect())
+    };
+    let dir_s = dir.display().to_string();
+    if on {
+        for f in files(dir)? {
+            command("chattr", &[flag, &f])?;
+        }
+        command("chattr", &[flag, &dir_s])?;
+        for f in files(dir)? {
+            command("chattr", &[flag, &f])?;
+        }
+    } else {
+        command("chattr", &[flag, &dir_s])?;
+        for f in files(dir)? {
+            command("chattr", &[flag, &f])?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens a file for appending (writing nothing).
+fn open_for_writing(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().append(true).open(path)
 }
 
 #[cfg(test)]
