@@ -647,9 +647,26 @@ fn parse_fault(kind: &str, args: &[String]) -> anyhow::Result<Fault> {
             },
             _ => bail!("parse the fault: `link` takes <from> <to> <toxic-json>"),
         },
+        "packet" => match args {
+            [target, spec] => Fault::Packet {
+                target: target.clone(),
+                peers: Vec::new(),
+                packet: serde_json::from_str::<netfault::FaultSpec>(spec)
+                    .with_context(|| format!("parse the packet fault `{spec}`"))?,
+            },
+            [target, peers, spec] => Fault::Packet {
+                target: target.clone(),
+                peers: list(peers),
+                packet: serde_json::from_str::<netfault::FaultSpec>(spec)
+                    .with_context(|| format!("parse the packet fault `{spec}`"))?,
+            },
+            _ => bail!("parse the fault: `packet` takes <target> [<peer,…>] <packet-json>"),
+        },
+        "disk_full" => Fault::DiskFull { target: one()? },
+        "disk_read_only" => Fault::DiskReadOnly { target: one()? },
         other => bail!(
             "parse the fault: unknown kind `{other}`; expected kill, stop, pause, isolate, site_down, partition, \
-             one_way, bridge, ring, halves or link"
+             one_way, bridge, ring, halves, link, packet, disk_full or disk_read_only"
         ),
     })
 }
@@ -665,5 +682,48 @@ async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn disk_and_packet_faults_are_named_on_the_command_line() {
+        assert!(matches!(
+            parse_fault("disk_full", &args(&["be1-1"])).unwrap(),
+            Fault::DiskFull { target } if target == "be1-1"
+        ));
+        assert!(matches!(
+            parse_fault("disk_read_only", &args(&["principal-of:be1"])).unwrap(),
+            Fault::DiskReadOnly { target } if target == "principal-of:be1"
+        ));
+        match parse_fault("packet", &args(&["fe1-1", "users", r#"{"delay_ms": 40}"#])).unwrap() {
+            Fault::Packet {
+                target,
+                peers,
+                packet,
+            } => {
+                assert_eq!(target, "fe1-1");
+                assert_eq!(peers, vec!["users".to_string()]);
+                assert_eq!(packet.delay_ms, 40.0);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_fault_says_what_it_takes() {
+        let e = parse_fault("disk_full", &args(&["be1-1", "be1-2"])).unwrap_err();
+        assert!(e.to_string().contains("takes one target"), "{e}");
+        let e = parse_fault("packet", &args(&["fe1-1", "{not json"])).unwrap_err();
+        assert!(format!("{e:#}").contains("parse the packet fault"), "{e:#}");
+        let e = parse_fault("flood", &args(&["fe1-1"])).unwrap_err();
+        assert!(e.to_string().contains("disk_read_only"), "{e}");
     }
 }

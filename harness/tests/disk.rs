@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use poolchaos::fault::Fault;
-use poolchaos::runtime::{disk, docker, labels, Cluster, Injector};
+use poolchaos::runtime::{docker, labels, store_disk as disk, Cluster, Injector};
 use poolchaos::topology::Topology;
 
 fn topology(name: &str) -> Topology {
@@ -138,7 +138,7 @@ async fn sweep_removes_the_disks_of_a_dead_run_and_keeps_a_live_one() {
     let (dead, live) = (format!("dead{tag}"), format!("live{tag}"));
     for run in [&dead, &live] {
         let (r, node) = (run.clone(), "be1-1");
-        tokio::task::spawn_blocking(move || disk::create_blocking(&r, node))
+        tokio::task::spawn_blocking(move || disk::create_blocking(&r, node, &labels::for_run(&r)))
             .await
             .unwrap()
             .expect("a store disk is made");

@@ -286,7 +286,8 @@ impl Cluster {
             }
         }
         let run = self.run.clone();
-        let _ = tokio::task::spawn_blocking(move || super::disk::remove_run_blocking(&run)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || super::store_disk::remove_run_blocking(&run)).await;
         self.owned = false;
         self.timings.teardown = t0.elapsed();
         info!(run = %self.run, teardown_ms = self.timings.teardown.as_millis() as u64, "torn down");
@@ -644,16 +645,17 @@ impl Cluster {
         // A Back End node of the reference pool keeps its store on a disk of its own, for the disk faults.
         let binds = if self.has_store_disk(handle) {
             let (run, node) = (self.run.clone(), handle.name.clone());
-            let data =
-                tokio::task::spawn_blocking(move || super::disk::create_blocking(&run, &node))
-                    .await
-                    .map_err(|e| {
-                        RuntimeError::Other(format!("join the creation of a store disk: {e}"))
-                    })??;
+            let data = tokio::task::spawn_blocking(move || {
+                super::store_disk::create_blocking(&run, &node, &labels::for_run(&run))
+            })
+            .await
+            .map_err(|e| {
+                RuntimeError::Other(format!("join the creation of a store disk: {e}"))
+            })??;
             Some(vec![format!(
                 "{}:{}",
                 data.display(),
-                super::disk::STORE_DIR
+                super::store_disk::STORE_DIR
             )])
         } else {
             None
@@ -797,7 +799,7 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// the CLI timeout (60 s) (what is left then is swept by label on the next run).
 pub fn remove_by_label_blocking(run: &str) {
     remove_labelled_blocking(labels::RUN, run);
-    super::disk::remove_run_blocking(run);
+    super::store_disk::remove_run_blocking(run);
 }
 
 /// Removes every container and network of every run this process owns (a last resort before it exits on a
@@ -805,7 +807,7 @@ pub fn remove_by_label_blocking(run: &str) {
 pub fn remove_own_blocking() {
     let pid = std::process::id().to_string();
     remove_labelled_blocking(labels::PID, &pid);
-    super::disk::remove_labelled_blocking(labels::PID, &pid);
+    super::store_disk::remove_labelled_blocking(labels::PID, &pid);
 }
 
 fn remove_labelled_blocking(key: &str, value: &str) {

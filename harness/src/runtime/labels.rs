@@ -309,7 +309,7 @@ pub async fn sweep(docker: &Docker, scope: Scope<'_>) -> Result<Swept, RuntimeEr
         Scope::Dead => (false, None, detached.clone()),
     };
     let disk_runs = tokio::task::spawn_blocking(move || {
-        super::disk::sweep_blocking(|_, labels| {
+        super::store_disk::sweep_blocking(RUN, |_, labels| {
             let scope = match (&only, all) {
                 (_, true) => Scope::All,
                 (Some(r), _) => Scope::Run(r),

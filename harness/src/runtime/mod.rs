@@ -23,6 +23,7 @@ pub mod packet;
 pub mod partition;
 pub mod proxy;
 pub mod roles;
+pub mod store_disk;
 pub mod tunnel;
 
 pub use cluster::{remove_own_blocking, Cluster, NodeHandle};
