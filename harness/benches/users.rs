@@ -79,6 +79,7 @@ fn main() {
             director: None,
             calls: false,
             edges: Vec::new(),
+            transport: Default::default(),
         })
         .collect();
     let settings = Settings {

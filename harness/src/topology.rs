@@ -27,6 +27,7 @@
 //! home = "fe1"
 //! count = 50
 //! remote = 5                            # of them, how many sit on the external network
+//! udp = 10                              # of them, how many speak SIP over UDP (the others over TCP)
 //!
 //! [[link]]
 //! from = "fe1"                          # a pool, or "users" for the simulated clients
@@ -116,6 +117,10 @@ pub struct Users {
     /// How many of them are remote: on the external network, in only through an Edge pool.
     #[serde(default)]
     pub remote: usize,
+    /// How many of them speak SIP over UDP (transport `udp`; the last ones of the entry; the rest speak TCP).
+    /// Remote users come in over TCP through an Edge pool, so `remote + udp` is at most `count`.
+    #[serde(default)]
+    pub udp: usize,
 }
 
 /// A link that passes through the fault proxy, so link faults can be applied to it.
@@ -481,6 +486,30 @@ fn validate(path: &Path, text: &str, file: TopologyFile) -> Result<Topology, Fil
                 format!("at most count ({}) remote users", users.count),
             ));
         }
+        if users.remote + users.udp > users.count {
+            return Err(err(
+                spanned.span(),
+                field("udp"),
+                format!(
+                    "at most count ({}) less the remote users ({}): remote users speak TCP through an Edge pool",
+                    users.count, users.remote
+                ),
+            ));
+        }
+        let proxied = file.links.iter().any(|l| {
+            let l = l.get_ref();
+            l.from == USERS && l.to == users.home
+        });
+        if users.udp > 0 && proxied {
+            return Err(err(
+                spanned.span(),
+                field("udp"),
+                format!(
+                    "0: the users of `{}` reach it through a proxied TCP link (`[[link]] from = \"users\"`)",
+                    users.home
+                ),
+            ));
+        }
         if users.remote > 0 && !roles.values().any(|(r, _)| *r == Role::Edge) {
             return Err(err(
                 spanned.span(),
@@ -653,6 +682,18 @@ to = "fe1"
         assert_eq!(e.field, "timings.backup_failover_intervl_ms", "{e}");
         let ok = format!("{PAIRED}\n[timings]\nbackup_failover_interval_ms = 5000\nautomatic_pool_failover = false\n");
         assert_eq!(parse(&ok).unwrap().timings.len(), 2);
+    }
+
+    #[test]
+    fn udp_users_are_a_share_of_the_entry_and_never_behind_a_tcp_link() {
+        let unproxied = PAIRED.replace("[[link]]\nfrom = \"users\"", "[[link]]\nfrom = \"fe1\"");
+        let ok = parse(&unproxied.replace("count = 10", "count = 10\nudp = 4")).unwrap();
+        assert_eq!(ok.users[0].udp, 4);
+        let e = parse(&unproxied.replace("count = 10", "count = 10\nudp = 11")).unwrap_err();
+        assert_eq!(e.field, "users[0].udp");
+        let e = parse(&PAIRED.replace("count = 10", "count = 10\nudp = 2")).unwrap_err();
+        assert_eq!(e.field, "users[0].udp");
+        assert!(e.to_string().contains("proxied TCP link"), "{e}");
     }
 
     #[test]

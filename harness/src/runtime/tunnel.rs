@@ -55,6 +55,65 @@ pub async fn connect(
         .map_err(|_| TunnelError::Timeout(target.clone()))?
 }
 
+/// Opens a datagram flow to `host:port` inside the networks: the proxy sends what is written on the returned
+/// stream from a UDP socket of this flow's own, and writes back what that socket receives, each datagram as a
+/// 2-byte big-endian length and its bytes ([`frame_datagram`]). Nothing is dialled: a flow opens whether or not
+/// anything listens there, as UDP does.
+pub async fn datagrams(
+    tunnel: SocketAddr,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, TunnelError> {
+    let target = format!("{host}:{port}");
+    let fut = async {
+        let mut stream = TcpStream::connect(tunnel)
+            .await
+            .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(format!("DATAGRAM {target}\n").as_bytes())
+            .await
+            .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+        let line = read_line(&mut stream)
+            .await
+            .map_err(|e| TunnelError::Tunnel(tunnel, e.to_string()))?;
+        match line.strip_prefix("OK") {
+            Some(_) => Ok(stream),
+            None => Err(TunnelError::Refused {
+                target: target.clone(),
+                reason: line.trim_start_matches("ERR ").to_string(),
+            }),
+        }
+    };
+    tokio::time::timeout(timeout + Duration::from_millis(500), fut)
+        .await
+        .map_err(|_| TunnelError::Timeout(target.clone()))?
+}
+
+/// One datagram as a [`datagrams`] flow carries it: its length (2 bytes, big-endian), then its bytes.
+pub fn frame_datagram(datagram: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
+    let mut frame = Vec::with_capacity(2 + len as usize);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&datagram[..len as usize]);
+    frame
+}
+
+/// The next whole datagram at the front of `buf` (taken out of it), if `buf` holds one.
+pub fn next_datagram(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+    if buf.len() < 2 + len {
+        return None;
+    }
+    let datagram = buf[2..2 + len].to_vec();
+    buf.drain(..2 + len);
+    Some(datagram)
+}
+
 /// Every address a name resolves to inside the networks (a pool name gives all of its servers).
 pub async fn resolve(tunnel: SocketAddr, name: &str) -> Result<Vec<IpAddr>, TunnelError> {
     resolve_within(tunnel, name, Duration::from_secs(3)).await
@@ -97,4 +156,23 @@ async fn read_line(stream: &mut TcpStream) -> std::io::Result<String> {
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     Ok(line.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_cut_where_their_lengths_say() {
+        let mut buf = frame_datagram(b"REGISTER");
+        buf.extend(frame_datagram(b""));
+        let options = frame_datagram(b"OPTIONS");
+        buf.extend(&options[..4]);
+        assert_eq!(next_datagram(&mut buf), Some(b"REGISTER".to_vec()));
+        assert_eq!(next_datagram(&mut buf), Some(Vec::new()));
+        assert_eq!(next_datagram(&mut buf), None, "half a datagram waits");
+        buf.extend(&options[4..]);
+        assert_eq!(next_datagram(&mut buf), Some(b"OPTIONS".to_vec()));
+        assert!(buf.is_empty());
+    }
 }

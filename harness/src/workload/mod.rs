@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::history::Recorder;
 use crate::runtime::roles;
 use crate::topology::{Role, Topology};
+use sip::Transport;
 pub use user::UserSpec;
 
 /// What every user does, and how fast (a scenario's `[workload]` table, through `Scenario::settings`).
@@ -122,12 +123,23 @@ pub enum Directive {
 /// The users of a topology, as the harness and the pool both name them. Of each `[[users]]` entry, the
 /// first `remote` users are remote (in through the Edge pools only).
 pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
-    let names: Vec<(String, String, bool)> = topology
+    let names: Vec<(String, String, bool, Transport)> = topology
         .users
         .iter()
         .flat_map(|u| {
-            (1..=u.count)
-                .map(move |n| (roles::user_name(&u.home, n), u.home.clone(), n <= u.remote))
+            (1..=u.count).map(move |n| {
+                let transport = if n + u.udp > u.count {
+                    Transport::Udp
+                } else {
+                    Transport::Tcp
+                };
+                (
+                    roles::user_name(&u.home, n),
+                    u.home.clone(),
+                    n <= u.remote,
+                    transport,
+                )
+            })
         })
         .collect();
     // Pools of a role, those in `site` first: DNS SRV priorities as a client of that site gets them.
@@ -144,7 +156,7 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
     names
         .iter()
         .enumerate()
-        .map(|(i, (name, home, remote))| {
+        .map(|(i, (name, home, remote, transport))| {
             let pool = topology.pool(home);
             let site = pool.map(|p| p.pool.site.clone()).unwrap_or_default();
             let backup = pool.and_then(|p| p.pool.pair.clone());
@@ -163,8 +175,8 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
             // Front End serves presence of its own pool's users.)
             let same_home: Vec<&String> = names
                 .iter()
-                .filter(|(_, h, _)| h == home)
-                .map(|(n, _, _)| n)
+                .filter(|(_, h, _, _)| h == home)
+                .map(|(n, _, _, _)| n)
                 .collect();
             let me = same_home.iter().position(|n| *n == name).unwrap_or(0);
             let next = same_home[(me + 1) % same_home.len()].clone();
@@ -192,6 +204,7 @@ pub fn users_of(topology: &Topology, seed: u64) -> Vec<UserSpec> {
                     Vec::new()
                 },
                 via,
+                transport: *transport,
                 sign_off_at: None,
             }
         })

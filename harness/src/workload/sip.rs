@@ -192,6 +192,68 @@ pub fn aor(user: &str) -> String {
     format!("sip:{user}@{DOMAIN}")
 }
 
+/// The transport a user speaks SIP over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A connection (messages cut by Content-Length; `CRLF CRLF` keep-alives).
+    #[default]
+    Tcp,
+    /// Datagrams, one message each (RFC 3261 section 18), retransmitted by the client transaction's timers.
+    Udp,
+}
+
+impl Transport {
+    /// As a Via header names it: `TCP`, `UDP`.
+    pub fn via(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        }
+    }
+
+    /// As a URI's `transport` parameter names it: `tcp`, `udp`.
+    pub fn param(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// A user's Contact: an address nobody can dial (`.invalid`), so the server answers over the flow the user
+/// registered on (the connection, or the datagrams' source address and port).
+pub fn contact(user: &str, transport: Transport) -> String {
+    format!(
+        "<sip:{user}@{user}.invalid;transport={}>",
+        transport.param()
+    )
+}
+
+/// One datagram read as one SIP message (RFC 3261 section 18.3: without a Content-Length the body runs to the
+/// datagram's end; a datagram shorter than its Content-Length says is not a message). A datagram of line ends
+/// only is a keep-alive.
+pub fn parse_datagram(datagram: &[u8]) -> Result<Frame, FrameError> {
+    if datagram.iter().all(|b| *b == b'\r' || *b == b'\n') {
+        return Ok(Frame::Pong);
+    }
+    let mut framer = Framer::default();
+    framer.push(datagram);
+    match framer.next_frame()? {
+        Some(Frame::Message(mut m)) => {
+            if m.header("Content-Length").is_none() {
+                let head_end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
+                m.body = datagram.get(head_end + 4..).unwrap_or_default().to_vec();
+            }
+            Ok(Frame::Message(m))
+        }
+        Some(Frame::Pong) => Ok(Frame::Pong),
+        None => Err(FrameError(
+            "a datagram shorter than its message (or without a header section's end)".into(),
+        )),
+    }
+}
+
 /// A request from `user` with the mandatory headers.
 #[allow(clippy::too_many_arguments)]
 pub fn request(
@@ -203,13 +265,23 @@ pub fn request(
     from_tag: &str,
     cseq: u32,
     branch: &str,
+    transport: Transport,
 ) -> Message {
+    // Over UDP the answer must come back to the port the request left from (RFC 3581).
+    let rport = if transport == Transport::Udp {
+        ";rport"
+    } else {
+        ""
+    };
     Message {
         start: format!("{method} {uri} SIP/2.0"),
         headers: vec![
             (
                 "Via".into(),
-                format!("SIP/2.0/TCP {user}.invalid;branch=z9hG4bK{branch}"),
+                format!(
+                    "SIP/2.0/{} {user}.invalid{rport};branch=z9hG4bK{branch}",
+                    transport.via()
+                ),
             ),
             ("Max-Forwards".into(), "70".into()),
             ("From".into(), format!("<{}>;tag={from_tag}", aor(user))),
@@ -363,6 +435,28 @@ pub fn user_of(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_datagram_is_one_message_with_or_without_content_length() {
+        let with = b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 2\r\n\r\nhi";
+        let without = b"MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\nhello";
+        for (datagram, body) in [(&with[..], &b"hi"[..]), (&without[..], &b"hello"[..])] {
+            match parse_datagram(datagram).unwrap() {
+                Frame::Message(m) => assert_eq!(m.body, body),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(parse_datagram(b"\r\n\r\n").unwrap(), Frame::Pong);
+        let short = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 20\r\n\r\nhi";
+        assert!(parse_datagram(short).is_err());
+    }
+
+    #[test]
+    fn a_udp_request_asks_for_its_answer_at_its_source_port() {
+        let req = request("OPTIONS", "sip:d", "al", "sip:d", "c", "t", 1, "b", Transport::Udp);
+        assert_eq!(req.header("Via"), Some("SIP/2.0/UDP al.invalid;rport;branch=z9hG4bKb"));
+        assert_eq!(contact("al", Transport::Udp), "<sip:al@al.invalid;transport=udp>");
+    }
 
     #[test]
     fn frames_pipelined_messages_and_pongs() {

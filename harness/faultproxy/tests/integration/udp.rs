@@ -394,3 +394,66 @@ async fn datagram_and_sip_types_show_their_default_attributes() {
         assert_eq!(toxic["attributes"], attributes, "{type_name}");
     }
 }
+
+#[tokio::test]
+async fn the_tunnel_carries_datagrams_from_a_socket_of_each_stream_s_own() {
+    // Claim: `DATAGRAM host:port` turns the tunnel stream into length-prefixed datagrams: each one written
+    // arrives at the UDP server whole, from one source port per stream (two streams, two ports), and each
+    // answer comes back as one frame, in order.
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let echo = UdpEcho::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tunnel = listener.local_addr().unwrap();
+    tokio::spawn(faultproxy::tunnel::serve(listener));
+    let open = || async {
+        let stream = tokio::net::TcpStream::connect(tunnel).await.unwrap();
+        let mut stream = BufReader::new(stream);
+        stream
+            .get_mut()
+            .write_all(format!("DATAGRAM {}\n", echo.addr).as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert_eq!(line, format!("OK {}\n", echo.addr));
+        stream
+    };
+    let (mut a, mut b) = (open().await, open().await);
+    for round in 0..10u8 {
+        for (stream, tag) in [(&mut a, b'a'), (&mut b, b'b')] {
+            // Two datagrams in one write: they stay two.
+            let payloads = [vec![tag, round], vec![tag, round, 9, 9, 9]];
+            let mut frames = Vec::new();
+            for p in &payloads {
+                frames.extend_from_slice(&(p.len() as u16).to_be_bytes());
+                frames.extend_from_slice(p);
+            }
+            stream.get_mut().write_all(&frames).await.unwrap();
+            for p in &payloads {
+                let mut len = [0u8; 2];
+                tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len))
+                    .await
+                    .expect("an answer in time")
+                    .unwrap();
+                let mut back = vec![0u8; u16::from_be_bytes(len) as usize];
+                stream.read_exact(&mut back).await.unwrap();
+                assert_eq!(&back, p, "stream {}", tag as char);
+            }
+        }
+    }
+    let seen = echo.seen();
+    let sources = |tag: u8| -> BTreeSet<_> {
+        seen.iter()
+            .filter(|(_, payload, _)| payload[0] == tag)
+            .map(|(from, _, _)| *from)
+            .collect()
+    };
+    assert_eq!(seen.len(), 40, "every datagram arrived once");
+    let (from_a, from_b) = (sources(b'a'), sources(b'b'));
+    assert_eq!(
+        (from_a.len(), from_b.len()),
+        (1, 1),
+        "one source per stream"
+    );
+    assert_ne!(from_a, from_b, "each stream its own socket");
+}

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use super::request::{new_request, send, Kind, Outstanding};
 use super::state::{Life, UserSpec};
+use super::wire::{Resend, Writer};
 use crate::history::{Op, Recorder};
 use crate::workload::sip::{self, Message};
 use crate::workload::Settings;
@@ -23,7 +23,7 @@ use crate::workload::Settings;
 /// activities are its methods; the session's loop reads and writes its fields directly.
 pub(super) struct Session<'a> {
     pub(super) spec: &'a UserSpec,
-    pub(super) write: OwnedWriteHalf,
+    pub(super) write: Writer,
     pub(super) recorder: &'a Recorder,
     /// The requests sent and not answered yet, by CSeq.
     pub(super) outstanding: HashMap<u32, Outstanding>,
@@ -31,6 +31,8 @@ pub(super) struct Session<'a> {
     pub(super) settings: &'a Settings,
     /// The From tag of every request of the session.
     pub(super) from_tag: String,
+    /// The ACK sent for each call's `200`, by the INVITE's CSeq: sent again when the `200` comes again (UDP).
+    pub(super) acks: HashMap<u32, Message>,
 }
 
 impl Session<'_> {
@@ -61,11 +63,19 @@ impl Session<'_> {
                 pending,
                 pending_op: op,
                 deadline: Instant::now() + timeout,
+                resend: Resend::first(self.write.transport, &req),
                 request: req,
                 authorized: false,
             },
         );
         Ok(())
+    }
+
+    /// The keep-alive of a UDP session: an OPTIONS to the domain, outside any dialog and not tracked (its answer,
+    /// like any datagram, shows the server is there).
+    pub(super) fn keep_alive_request(&mut self) -> Message {
+        let domain = sip::domain_uri();
+        self.new_request("OPTIONS", &domain, &domain)
     }
 
     /// A new request of the session (next CSeq, the session's From tag).
@@ -93,10 +103,7 @@ impl Session<'_> {
             req.headers.push(("Expires".into(), "3600".into()));
             req.headers.push((
                 "Contact".into(),
-                format!(
-                    "<sip:{}@{}.invalid;transport=tcp>",
-                    self.spec.name, self.spec.name
-                ),
+                sip::contact(&self.spec.name, self.spec.transport),
             ));
             let op = Op::Subscribe { target: contact };
             self.send_tracked(Kind::Subscribe, op, req).await?;
@@ -153,10 +160,7 @@ impl Session<'_> {
         let mut req = self.new_request("INVITE", &uri, &uri);
         req.headers.push((
             "Contact".into(),
-            format!(
-                "<sip:{}@{}.invalid;transport=tcp>",
-                self.spec.name, self.spec.name
-            ),
+            sip::contact(&self.spec.name, self.spec.transport),
         ));
         req.headers.push((
             "X-Hold-Ms".into(),

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use super::activity::Session;
 use super::locate::registrars_of;
 use super::request::{send, set_cseq, with_auth, Kind};
 use super::state::{Life, UserSpec};
+use super::wire::{Resend, Writer};
 use crate::history::{Attachment, CallEndedBy, Op, Recorder};
 use crate::workload::sip::{self, Challenge, Message};
 
@@ -65,16 +65,20 @@ pub(super) async fn on_response(
     msg: Message,
 ) -> Result<Option<Answered>, String> {
     let (spec, recorder, settings) = (session.spec, session.recorder, session.settings);
-    let (outstanding, write, life) = (
+    let (outstanding, write, life, acks) = (
         &mut session.outstanding,
         &mut session.write,
         &mut *session.life,
+        &mut session.acks,
     );
     let Some(cseq) = msg.cseq() else {
         return Ok(None);
     };
     let status = msg.status().unwrap_or(0);
     if status < 200 {
+        if let Some(o) = outstanding.get_mut(&cseq) {
+            o.resend = o.resend.and_then(Resend::proceeding);
+        }
         return Ok(None);
     }
     let Some(mut o) = outstanding.remove(&cseq) else {
@@ -92,6 +96,7 @@ pub(super) async fn on_response(
             let challenge = life.challenge.clone();
             let again = with_auth(again, &challenge, spec, life);
             send(write, &again).await.map_err(|e| e.to_string())?;
+            o.resend = Resend::first(write.transport, &again);
             o.request = again;
             o.authorized = true;
             o.deadline = Instant::now() + settings.request_timeout;
@@ -115,6 +120,7 @@ pub(super) async fn on_response(
             .retain(|(n, _)| !n.eq_ignore_ascii_case("Authorization"));
         set_cseq(&mut again, life.cseq);
         send(write, &again).await.map_err(|e| e.to_string())?;
+        o.resend = Resend::first(write.transport, &again);
         o.request = again;
         o.deadline = Instant::now() + settings.request_timeout;
         outstanding.insert(life.cseq, o);
@@ -210,6 +216,9 @@ pub(super) async fn on_response(
             ));
             ack.headers.push(("CSeq".into(), format!("{cseq} ACK")));
             send(write, &ack).await.map_err(|e| e.to_string())?;
+            if write.transport == crate::workload::sip::Transport::Udp {
+                acks.insert(cseq, ack);
+            }
             if let Op::CallSetup { call_id, .. } = &o.pending_op {
                 life.calls_up.insert(call_id.clone());
             }
@@ -295,7 +304,7 @@ pub(super) enum Heard {
 pub(super) async fn on_request(
     spec: &UserSpec,
     msg: &Message,
-    write: &mut OwnedWriteHalf,
+    write: &mut Writer,
     recorder: &Recorder,
     calls_up: &mut std::collections::BTreeSet<String>,
 ) -> Result<Heard, String> {
@@ -323,10 +332,8 @@ pub(super) async fn on_request(
                     v.push_str(&format!(";tag=in{}", msg.cseq().unwrap_or_default()));
                 }
             }
-            ok.headers.push((
-                "Contact".into(),
-                format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name),
-            ));
+            ok.headers
+                .push(("Contact".into(), sip::contact(&spec.name, spec.transport)));
             return send(write, &ok)
                 .await
                 .map(|()| Heard::Nothing)

@@ -35,7 +35,7 @@ pub async fn run(
         if *directive.borrow() == Directive::Stop {
             return;
         }
-        let Some((stream, registrar, register_uri)) =
+        let Some((way, registrar, register_uri)) =
             connect(&spec, tunnel, &settings, &mut life).await
         else {
             back_off(&settings, &mut life, &mut directive).await;
@@ -43,7 +43,7 @@ pub async fn run(
         };
         match session(
             &spec,
-            stream,
+            way,
             &registrar,
             &register_uri,
             &recorder,

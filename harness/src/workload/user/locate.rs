@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::request::{register_request, with_auth};
 use super::state::{Life, UserSpec};
+use super::wire::{self, transact, Reader, Writer};
 use crate::runtime::tunnel;
-use crate::workload::sip::{self, Challenge, Frame, Framer, Message};
+use crate::workload::sip::{self, Challenge, Message, Transport};
 use crate::workload::Settings;
 
 /// How long a name's addresses are used without asking DNS again.
@@ -38,7 +38,7 @@ pub(super) async fn connect(
     tunnel: SocketAddr,
     settings: &Settings,
     life: &mut Life,
-) -> Option<(tokio::net::TcpStream, String, String)> {
+) -> Option<((Reader, Writer), String, String)> {
     let now = Instant::now();
     life.suspect
         .retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
@@ -50,14 +50,24 @@ pub(super) async fn connect(
     None
 }
 
-/// Connects to `ip` through the tunnel, keeping the suspect list.
+/// Connects to `ip` through the tunnel (over UDP: opens a datagram flow to it), keeping the suspect list. A UDP
+/// flow opens whether a server listens or not: a silent one is found out by the session's first answer timeout.
 async fn dial(
     tunnel: SocketAddr,
     ip: &str,
+    transport: Transport,
     settings: &Settings,
     life: &mut Life,
-) -> Option<tokio::net::TcpStream> {
-    match tunnel::connect(tunnel, ip, settings.sip_port, settings.connect_timeout).await {
+) -> Option<(Reader, Writer)> {
+    match wire::open(
+        tunnel,
+        ip,
+        settings.sip_port,
+        settings.connect_timeout,
+        transport,
+    )
+    .await
+    {
         Ok(stream) => {
             life.suspect.remove(ip);
             life.dialled = Some(ip.to_string());
@@ -84,16 +94,15 @@ async fn connect_pass(
     settings: &Settings,
     life: &mut Life,
     pass: Pass,
-) -> Option<(tokio::net::TcpStream, String, String)> {
+) -> Option<((Reader, Writer), String, String)> {
     let plain_uri = format!("sip:{}", sip::DOMAIN);
     if !spec.edges.is_empty() {
         for edge in &spec.edges {
             for ip in addresses(tunnel, edge, life, pass).await {
-                let Some(mut stream) = dial(tunnel, &ip, settings, life).await else {
+                let Some(mut way) = dial(tunnel, &ip, Transport::Tcp, settings, life).await else {
                     continue;
                 };
-                let Some((primary, backup)) = redirect(&mut stream, spec, settings, life).await
-                else {
+                let Some((primary, backup)) = redirect(&mut way, spec, settings, life).await else {
                     continue;
                 };
                 life.registrars = Some((primary.clone(), backup.clone()));
@@ -103,22 +112,30 @@ async fn connect_pass(
                     _ => primary,
                 };
                 let uri = format!("sip:{target}:{};transport=tcp", settings.sip_port);
-                return Some((stream, target, uri));
+                return Some((way, target, uri));
             }
         }
         return None;
     }
     if let (Some((host, port)), Pass::Fresh) = (&spec.via, pass) {
-        if let Ok(stream) = tunnel::connect(tunnel, host, *port, settings.connect_timeout).await {
+        if let Ok(way) = wire::open(
+            tunnel,
+            host,
+            *port,
+            settings.connect_timeout,
+            Transport::Tcp,
+        )
+        .await
+        {
             // Through the fault proxy: the node behind it is the one the answer names.
             life.dialled = None;
-            return Some((stream, spec.home.clone(), plain_uri));
+            return Some((way, spec.home.clone(), plain_uri));
         }
     }
     if let (Some(director), None) = (&spec.director, &life.registrars) {
         'ask: for ip in addresses(tunnel, director, life, pass).await {
-            if let Some(mut stream) = dial(tunnel, &ip, settings, life).await {
-                if let Some(found) = redirect(&mut stream, spec, settings, life).await {
+            if let Some(mut way) = dial(tunnel, &ip, spec.transport, settings, life).await {
+                if let Some(found) = redirect(&mut way, spec, settings, life).await {
                     life.registrars = Some(found);
                     break 'ask;
                 }
@@ -141,8 +158,8 @@ async fn connect_pass(
     }
     for pool in order {
         for ip in addresses(tunnel, &pool, life, pass).await {
-            if let Some(stream) = dial(tunnel, &ip, settings, life).await {
-                return Some((stream, pool, plain_uri));
+            if let Some(way) = dial(tunnel, &ip, spec.transport, settings, life).await {
+                return Some((way, pool, plain_uri));
             }
         }
     }
@@ -188,14 +205,13 @@ async fn addresses(tunnel: SocketAddr, name: &str, life: &mut Life, pass: Pass) 
 /// Asks a Director (directly, or through an Edge server) for the user's registrars: REGISTER, answer the
 /// digest challenge, read the `301`'s Contacts by `q` (primary first). `None` if it does not redirect.
 async fn redirect(
-    stream: &mut tokio::net::TcpStream,
+    (reader, writer): &mut (Reader, Writer),
     spec: &UserSpec,
     settings: &Settings,
     life: &mut Life,
 ) -> Option<(String, Option<String>)> {
     let call_id = format!("dir-{}-{}", spec.name, life.rng.gen::<u32>());
     let from_tag = format!("d{}", life.rng.gen::<u32>());
-    let mut framer = Framer::default();
     // At most: credentials for another server's challenge refused, a fresh challenge, the redirect.
     for _attempt in 0..3 {
         let req = register_request(
@@ -209,7 +225,7 @@ async fn redirect(
         let challenge = life.challenge.clone();
         let sent_credentials = challenge.is_some();
         let req = with_auth(req, &challenge, spec, life);
-        let answer = transact(stream, &mut framer, &req, settings.request_timeout).await?;
+        let answer = transact(reader, writer, &req, settings.request_timeout).await?;
         tracing::debug!(user = %spec.name, answer = %answer.start, "registrar lookup");
         match answer.status()? {
             401 | 407 => {
@@ -255,34 +271,4 @@ pub(super) fn registrars_of(answer: &Message) -> Option<(String, Option<String>)
     let mut hosts = found.into_iter().map(|(_, h)| h);
     let primary = hosts.next()?;
     Some((primary, hosts.next()))
-}
-
-/// Sends one request on a stream that has no session yet and waits for its final answer.
-async fn transact(
-    stream: &mut tokio::net::TcpStream,
-    framer: &mut Framer,
-    req: &Message,
-    timeout: Duration,
-) -> Option<Message> {
-    stream.write_all(&req.to_bytes()).await.ok()?;
-    let cseq = req.cseq();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + timeout;
-    loop {
-        while let Ok(Some(frame)) = framer.next_frame() {
-            if let Frame::Message(m) = frame {
-                if m.status().is_some_and(|s| s >= 200) && m.cseq() == cseq {
-                    return Some(m);
-                }
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        framer.push(&buf[..n]);
-    }
 }

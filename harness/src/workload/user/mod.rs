@@ -19,6 +19,8 @@
 //! - `incoming`: what the server's messages mean: answers to the user's requests (a challenge, a redirect, a lost
 //!   binding, a publication to repeat) and the server's own requests (IMs, presence and resiliency notices, calls).
 //! - `activity`: what a registered user does: add contacts, watch and publish presence, send IMs, place calls.
+//! - `wire`: what the messages travel on, TCP or UDP (datagrams through the tunnel), and UDP's retransmission
+//!   timers and answers to retransmitted requests.
 //! - `request`: building requests (Call-ID, CSeq, digest credentials), sending them, and tracking each one in the
 //!   history until its answer.
 
@@ -29,6 +31,7 @@ mod locate;
 mod request;
 mod session;
 mod state;
+mod wire;
 
 pub use life::run;
 pub use state::UserSpec;

@@ -3,11 +3,10 @@
 //! the session reads its answer.
 
 use rand::Rng;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use super::state::{Life, UserSpec};
+use super::wire::{Resend, Writer};
 use crate::history::{Op, Pending};
 use crate::workload::sip::{self, Challenge, Message};
 use crate::workload::Settings;
@@ -36,6 +35,8 @@ pub(super) struct Outstanding {
     /// The request as sent, to send again with credentials after a 401.
     pub(super) request: Message,
     pub(super) authorized: bool,
+    /// When the request goes again, over UDP (`None` over TCP, or once an INVITE was answered provisionally).
+    pub(super) resend: Option<Resend>,
 }
 
 pub(super) fn new_request(
@@ -62,6 +63,7 @@ pub(super) fn new_request(
         from_tag,
         life.cseq,
         &format!("{:x}", life.rng.gen::<u64>()),
+        spec.transport,
     )
 }
 
@@ -84,11 +86,10 @@ pub(super) fn register_request(
         from_tag,
         life.cseq,
         &format!("{:x}", life.rng.gen::<u64>()),
+        spec.transport,
     );
-    req.headers.push((
-        "Contact".into(),
-        format!("<sip:{}@{}.invalid;transport=tcp>", spec.name, spec.name),
-    ));
+    req.headers
+        .push(("Contact".into(), sip::contact(&spec.name, spec.transport)));
     req.headers
         .push(("Expires".into(), settings.register_expires_s.to_string()));
     req
@@ -124,6 +125,6 @@ pub(super) fn set_cseq(req: &mut Message, cseq: u32) {
     }
 }
 
-pub(super) async fn send(write: &mut OwnedWriteHalf, msg: &Message) -> std::io::Result<()> {
-    write.write_all(&msg.to_bytes()).await
+pub(super) async fn send(write: &mut Writer, msg: &Message) -> std::io::Result<()> {
+    write.send(msg).await
 }

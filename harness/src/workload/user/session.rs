@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -16,8 +15,9 @@ use super::activity::Session;
 use super::incoming::{on_request, on_response, Answered, Heard};
 use super::request::{register_request, send, with_auth, Kind, Outstanding};
 use super::state::{Life, UserSpec};
+use super::wire::{Answers, Reader, Resend, Writer};
 use crate::history::{Op, Recorder};
-use crate::workload::sip::{Frame, Framer};
+use crate::workload::sip::{Frame, Transport};
 use crate::workload::{Directive, Settings};
 
 /// Why a session ended.
@@ -38,7 +38,7 @@ pub(super) enum End {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn session(
     spec: &UserSpec,
-    stream: tokio::net::TcpStream,
+    (mut reader, write): (Reader, Writer),
     registrar: &str,
     register_uri: &str,
     recorder: &Recorder,
@@ -46,8 +46,9 @@ pub(super) async fn session(
     life: &mut Life,
     directive: &mut watch::Receiver<Directive>,
 ) -> End {
-    let (mut read, write) = stream.into_split();
-    let mut framer = Framer::default();
+    let udp = write.transport == Transport::Udp;
+    // Over UDP: the answers given to the server's requests, for their retransmissions.
+    let mut answers = Answers::default();
     let mut registered = false;
     let mut last_rx = Instant::now();
     // Nothing heard yet on this connection: a server that answers neither the REGISTER nor a keep-alive within
@@ -64,7 +65,6 @@ pub(super) async fn session(
     let mut sign_off = spec.sign_off_at;
     let mut keepalive = tokio::time::interval(settings.keepalive_interval);
     let mut final_list_sent = false;
-    let mut buf = vec![0u8; 4096];
     let mut s = Session {
         spec,
         write,
@@ -73,6 +73,7 @@ pub(super) async fn session(
         life,
         settings,
         from_tag,
+        acks: HashMap::new(),
     };
 
     let op = Op::Register {
@@ -104,6 +105,7 @@ pub(super) async fn session(
             pending,
             pending_op: op,
             deadline: Instant::now() + settings.request_timeout,
+            resend: Resend::first(s.write.transport, &register),
             request: register,
             authorized: false,
         },
@@ -129,24 +131,38 @@ pub(super) async fn session(
             .chain(sign_off)
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let resend_at = s
+            .outstanding
+            .values()
+            .filter_map(|o| o.resend.map(|r| r.at))
+            .min();
         tokio::select! {
-            read = read.read(&mut buf) => {
-                let n = match read {
+            read = reader.fill() => {
+                match read {
                     Ok(0) => return fail_all(&mut s.outstanding, "connection closed by the server"),
-                    Ok(n) => n,
+                    Ok(_) => {}
                     Err(e) => return fail_all(&mut s.outstanding, &format!("connection error: {e}")),
                 };
                 last_rx = Instant::now();
                 heard = true;
-                framer.push(&buf[..n]);
                 loop {
-                    let frame = match framer.next_frame() {
+                    let frame = match reader.next_frame() {
                         Ok(Some(f)) => f,
                         Ok(None) => break,
                         Err(e) => return fail_all(&mut s.outstanding, &e.to_string()),
                     };
                     let Frame::Message(msg) = frame else { continue };
                     if msg.status().is_some() {
+                        // A 2xx to an INVITE already answered came again: our ACK was lost (UDP).
+                        if let Some(ack) = msg.cseq().filter(|c| !s.outstanding.contains_key(c)).and_then(|c| s.acks.get(&c)) {
+                            if msg.status().is_some_and(|st| (200..300).contains(&st)) {
+                                let ack = ack.clone();
+                                if let Err(e) = s.write.send(&ack).await {
+                                    return fail_all(&mut s.outstanding, &format!("ACK again: {e}"));
+                                }
+                            }
+                            continue;
+                        }
                         let action = on_response(&mut s, msg).await;
                         match action {
                             Ok(Some(Answered::Registered { granted })) => {
@@ -173,7 +189,20 @@ pub(super) async fn session(
                             Err(e) => return fail_all(&mut s.outstanding, &e),
                         }
                     } else {
-                        match on_request(spec, &msg, &mut s.write, recorder, &mut s.life.calls_up).await {
+                        // A request the server sent again because our answer was lost: the same answer again.
+                        let key = (udp && msg.method() != Some("ACK")).then(|| Answers::key(&msg));
+                        if let Some(answer) = key.as_deref().and_then(|k| answers.get(k)) {
+                            if let Err(e) = s.write.resend_answer(answer).await {
+                                return fail_all(&mut s.outstanding, &format!("answer the server again: {e}"));
+                            }
+                            continue;
+                        }
+                        s.write.take_last_answer();
+                        let heard_now = on_request(spec, &msg, &mut s.write, recorder, &mut s.life.calls_up).await;
+                        if let (Some(key), Some(answer)) = (key, s.write.take_last_answer()) {
+                            answers.keep(key, answer);
+                        }
+                        match heard_now {
                             Ok(Heard::Nothing) => {}
                             // Out of resiliency mode: publish the presence the pool could not take meanwhile.
                             Ok(Heard::FullService) => next_publish = Instant::now(),
@@ -256,7 +285,15 @@ pub(super) async fn session(
                 if last_rx.elapsed() > settings.dead_after {
                     return fail_silent(&mut s.outstanding, "no answer: the server went silent");
                 }
-                if s.write.write_all(b"\r\n\r\n").await.is_err() {
+                // A connection pings with CRLF CRLF; datagrams with an OPTIONS outside any dialog, whose answer is
+                // heard like any other (its CSeq is no request's the session waits for).
+                let ping = if udp {
+                    let req = s.keep_alive_request();
+                    s.write.send(&req).await
+                } else {
+                    s.write.ping().await
+                };
+                if ping.is_err() {
                     return fail_all(&mut s.outstanding, "keep-alive: write failed");
                 }
                 let now = Instant::now();
@@ -270,6 +307,18 @@ pub(super) async fn session(
                 }
                 if lost {
                     return fail_silent(&mut s.outstanding, "no answer: REGISTER without answer");
+                }
+            }
+            _ = tokio::time::sleep_until(resend_at.unwrap_or_else(Instant::now)), if resend_at.is_some() => {
+                let now = Instant::now();
+                let due: Vec<u32> = s.outstanding.iter().filter(|(_, o)| o.resend.is_some_and(|r| r.at <= now)).map(|(c, _)| *c).collect();
+                for cseq in due {
+                    let Some(o) = s.outstanding.get_mut(&cseq) else { continue };
+                    o.resend = o.resend.map(Resend::next);
+                    let request = o.request.clone();
+                    if let Err(e) = s.write.send(&request).await {
+                        return fail_all(&mut s.outstanding, &format!("retransmit: {e}"));
+                    }
                 }
             }
             _ = directive.changed() => {}

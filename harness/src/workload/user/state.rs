@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use crate::workload::sip::Challenge;
+use crate::workload::sip::{Challenge, Transport};
 
 /// Who a user is and whom it talks to.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct UserSpec {
     /// A link through the fault proxy to the home pool (`toxiproxy:<port>`), when the topology has one:
     /// the user then connects there, and the proxy picks a server of the pool for each connection.
     pub via: Option<(String, u16)>,
+    /// What the user speaks SIP over: TCP, or UDP (datagrams through the tunnel, from a port of the user's own).
+    pub transport: Transport,
     /// When the user signs off (REGISTER `Expires: 0`) and stops, if it is one of those the workload's
     /// `sign_off` picks; set when the workload starts.
     pub sign_off_at: Option<Instant>,
