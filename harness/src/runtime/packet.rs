@@ -7,8 +7,11 @@
 //! is. Its rules use `--queue-bypass`, so a harness that dies leaves traffic flowing, and its undo removes the rules
 //! before it releases the packets it holds: an undo never drops traffic.
 //!
+//! The peer `users` is the fault proxy's container: every simulated user reaches the nodes through its tunnel, so
+//! the users' packets are the ones from and to its addresses.
+//!
 //! The proof: a UDP echo (`netfault echo`) in a partner's namespace — a peer of the fault, else the fault proxy,
-//! which shares every network — and `netfault probe` from the target's. Before the fault a short probe gives the
+//! which shares every network (and is where the users' packets come from) — and `netfault probe` from the target's. Before the fault a short probe gives the
 //! baseline; with the fault, the loss, the added round trip, duplicates, reordering and throughput must show what
 //! the spec asks (loss well above zero, delay at least half the configured one, …); after the undo, none of it.
 
@@ -23,7 +26,7 @@ use tracing::info;
 
 use super::cluster::{Cluster, NodeHandle, PROXY};
 use super::docker::RuntimeError;
-use super::nodes::{inspect, on_networks, pid, resolve};
+use super::nodes::{on_networks, pid, resolve};
 use crate::fault::Fault;
 
 /// Queue numbers of packet faults: this plus the fault's id.
@@ -53,31 +56,15 @@ fn binary() -> std::path::PathBuf {
     crate::images::netfault_binary(&crate::images::workspace_root())
 }
 
-/// The peer name that means the simulated users: they run on the host, so their packets come from each network's
-/// gateway address.
-pub const USERS: &str = "users";
+/// The peer name that means the simulated users: they reach the nodes through the fault proxy's tunnel, so their
+/// packets come from the proxy container's addresses.
+pub const USERS: &str = crate::topology::USERS;
 
 struct Parts<'f> {
     nodes: Vec<NodeHandle>,
     spec: FaultSpec,
-    partner: Partner,
+    partner: NodeHandle,
     _fault: &'f Fault,
-}
-
-/// Where a probe's echo runs: in a node's namespace, or on the host (the users' side).
-#[derive(Debug, Clone)]
-enum Partner {
-    Node(Box<NodeHandle>),
-    Host,
-}
-
-impl Partner {
-    fn name(&self) -> &str {
-        match self {
-            Partner::Node(n) => &n.name,
-            Partner::Host => USERS,
-        }
-    }
 }
 
 async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeError> {
@@ -116,18 +103,14 @@ async fn parts<'f>(c: &Cluster, fault: &'f Fault) -> Result<Parts<'f>, RuntimeEr
     for p in &peer_nodes {
         spec.peers.extend(v4_addresses(c, p).await?);
     }
+    let proxy = c.node(PROXY)?.clone();
     if users {
-        for node in &nodes {
-            spec.peers.extend(gateways(c, node).await?);
-        }
+        spec.peers.extend(v4_addresses(c, &proxy).await?);
     }
     spec.validate()
         .map_err(|e| RuntimeError::Other(format!("packet: {e}")))?;
-    let partner = match peer_nodes.first() {
-        Some(p) => Partner::Node(Box::new(p.clone())),
-        None if users => Partner::Host,
-        None => Partner::Node(Box::new(c.node(PROXY)?.clone())),
-    };
+    // The users' side is the proxy: it is also the partner when no node peer is named.
+    let partner = peer_nodes.first().cloned().unwrap_or(proxy);
     Ok(Parts {
         nodes,
         spec,
@@ -187,7 +170,7 @@ pub(super) async fn apply(c: &Cluster, fault: &Fault, id: usize) -> Result<(), R
             RuntimeError::Other(format!(
                 "verify the packet fault on {} (probe to {}): {e}",
                 node.name,
-                p.partner.name()
+                p.partner.name
             ))
         })?;
     }
@@ -238,18 +221,6 @@ async fn v4_addresses(c: &Cluster, node: &NodeHandle) -> Result<Vec<Ipv4Addr>, R
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(_) => None,
         })
-        .collect())
-}
-
-/// The gateway addresses of a node's networks: where the host's (the users') packets come from.
-async fn gateways(c: &Cluster, node: &NodeHandle) -> Result<Vec<Ipv4Addr>, RuntimeError> {
-    Ok(inspect(c, node)
-        .await?
-        .network_settings
-        .and_then(|n| n.networks)
-        .unwrap_or_default()
-        .into_values()
-        .filter_map(|e| e.gateway?.parse().ok())
         .collect())
 }
 
@@ -391,49 +362,34 @@ fn drop_rate(spec: &FaultSpec) -> f64 {
     1.0 - (1.0 - loss) * (1.0 - spec.corrupt)
 }
 
-/// Probes from `from`'s namespace to an echo in `partner`'s (on a network both are on), or on the host (at the
-/// gateway of one of `from`'s networks).
+/// Probes from `from`'s namespace to an echo in `partner`'s (on a network both are on).
 async fn probe(
     c: &Cluster,
     from: &NodeHandle,
-    partner: &Partner,
+    partner: &NodeHandle,
     port: u16,
     plan: &Plan,
 ) -> Result<ProbeReport, RuntimeError> {
     let length = plan.interval * plan.count + plan.timeout;
     let echo_args = netfault::cli::echo_args(port, length + Duration::from_secs(5));
-    let (to, mut echo) = match partner {
-        Partner::Node(partner) => {
-            let from_nets = on_networks(c, from).await?;
-            let to = on_networks(c, partner)
-                .await?
-                .into_iter()
-                .find_map(|(net, ip)| match ip {
-                    IpAddr::V4(v4) if from_nets.contains_key(&net) => Some(v4),
-                    _ => None,
-                })
-                .ok_or_else(|| {
-                    RuntimeError::Other(format!(
-                        "probe {} from {}: they share no network",
-                        partner.name, from.name
-                    ))
-                })?;
-            let mut command = Command::new("nsenter");
-            command
-                .args(["-t", &pid(c, partner).await?.to_string(), "-n"])
-                .arg(binary())
-                .args(&echo_args);
-            (to, command)
-        }
-        Partner::Host => {
-            let to = gateways(c, from).await?.into_iter().next().ok_or_else(|| {
-                RuntimeError::Other(format!("probe the host from {}: no gateway", from.name))
-            })?;
-            let mut command = Command::new(binary());
-            command.args(&echo_args);
-            (to, command)
-        }
-    };
+    let from_nets = on_networks(c, from).await?;
+    let to = on_networks(c, partner)
+        .await?
+        .into_iter()
+        .find_map(|(net, ip)| match ip {
+            IpAddr::V4(v4) if from_nets.contains_key(&net) => Some(v4),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            RuntimeError::Other(format!(
+                "probe {} from {}: they share no network",
+                partner.name, from.name
+            ))
+        })?;
+    let mut echo = Command::new("nsenter");
+    echo.args(["-t", &pid(c, partner).await?.to_string(), "-n"])
+        .arg(binary())
+        .args(&echo_args);
     let mut echo = echo
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
