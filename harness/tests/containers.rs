@@ -165,6 +165,27 @@ async fn every_fault_is_verified_and_undone_on_a_two_site_topology() {
             .await
             .unwrap_or_else(|e| panic!("{} {}: {e}", fault.undo_name(), fault.target()));
     }
+    // A packet fault towards `users` slows what the simulated users send and receive: they reach the nodes
+    // through the tunnel, so a connection to fe1-1 made through it waits for the delayed SYN-ACK.
+    let tunnel = cluster.tunnel().await.expect("the tunnel");
+    let id = injector
+        .apply(&packet(
+            "fe1-1",
+            &["users"],
+            r#"{"direction":"egress","delay_ms":300}"#,
+        ))
+        .await
+        .expect("packet delay towards the users");
+    let started = std::time::Instant::now();
+    poolchaos::runtime::tunnel::connect(tunnel, "fe1-1", 5060, Duration::from_secs(5))
+        .await
+        .expect("a connection through the tunnel");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "a connect from the users' side took {took:?} under a 300 ms delay towards them"
+    );
+    injector.undo(id).await.expect("clear the delay");
     // Two faults in force at once, left for the final undo of everything still in force.
     injector
         .apply(&Fault::Pause {
@@ -182,7 +203,7 @@ async fn every_fault_is_verified_and_undone_on_a_two_site_topology() {
     injector.undo_all().await.expect("undo everything in force");
     assert!(injector.in_force().is_empty());
     let records = injector.records();
-    assert_eq!(records.len(), faults.len() + 2);
+    assert_eq!(records.len(), faults.len() + 3);
     for r in records {
         assert!(
             r.verified >= r.requested && r.undone.is_some_and(|u| u >= r.verified),

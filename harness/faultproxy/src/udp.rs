@@ -288,7 +288,10 @@ impl FlowTask {
                 }
             } else {
                 let due = self.queue.peek().map(|Reverse(next)| next.at);
+                // A change of the toxics is taken before any datagram that is ready with it: the API answers once
+                // the change is published, so a datagram sent after that answer never meets a removed toxic.
                 tokio::select! {
+                    biased;
                     _ = stop.changed() => Event::Stop,
                     changed = toxics_rx.changed() => Event::Changed(changed.is_ok()),
                     received = socket.recv(&mut batch.buffer) => Event::FromServer(received),

@@ -169,8 +169,7 @@ pub(super) async fn apply(c: &Cluster, fault: &Fault, id: usize) -> Result<(), R
         effect_shows(&p.spec, baseline, &report).map_err(|e| {
             RuntimeError::Other(format!(
                 "verify the packet fault on {} (probe to {}): {e}",
-                node.name,
-                p.partner.name
+                node.name, p.partner.name
             ))
         })?;
     }

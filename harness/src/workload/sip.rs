@@ -453,9 +453,25 @@ mod tests {
 
     #[test]
     fn a_udp_request_asks_for_its_answer_at_its_source_port() {
-        let req = request("OPTIONS", "sip:d", "al", "sip:d", "c", "t", 1, "b", Transport::Udp);
-        assert_eq!(req.header("Via"), Some("SIP/2.0/UDP al.invalid;rport;branch=z9hG4bKb"));
-        assert_eq!(contact("al", Transport::Udp), "<sip:al@al.invalid;transport=udp>");
+        let req = request(
+            "OPTIONS",
+            "sip:d",
+            "al",
+            "sip:d",
+            "c",
+            "t",
+            1,
+            "b",
+            Transport::Udp,
+        );
+        assert_eq!(
+            req.header("Via"),
+            Some("SIP/2.0/UDP al.invalid;rport;branch=z9hG4bKb")
+        );
+        assert_eq!(
+            contact("al", Transport::Udp),
+            "<sip:al@al.invalid;transport=udp>"
+        );
     }
 
     #[test]

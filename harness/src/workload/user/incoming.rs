@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::activity::Session;
 use super::locate::registrars_of;
-use super::request::{send, set_cseq, with_auth, Kind};
+use super::request::{renew, send, with_auth, Kind};
 use super::state::{Life, UserSpec};
 use super::wire::{Resend, Writer};
 use crate::history::{Attachment, CallEndedBy, Op, Recorder};
@@ -92,7 +92,7 @@ pub(super) async fn on_response(
             life.challenge = Some(c);
             life.cseq += 1;
             let mut again = o.request.clone();
-            set_cseq(&mut again, life.cseq);
+            renew(&mut again, life.cseq, life);
             let challenge = life.challenge.clone();
             let again = with_auth(again, &challenge, spec, life);
             send(write, &again).await.map_err(|e| e.to_string())?;
@@ -118,7 +118,7 @@ pub(super) async fn on_response(
         again
             .headers
             .retain(|(n, _)| !n.eq_ignore_ascii_case("Authorization"));
-        set_cseq(&mut again, life.cseq);
+        renew(&mut again, life.cseq, life);
         send(write, &again).await.map_err(|e| e.to_string())?;
         o.resend = Resend::first(write.transport, &again);
         o.request = again;

@@ -116,12 +116,62 @@ pub(super) fn with_auth(
     req
 }
 
-pub(super) fn set_cseq(req: &mut Message, cseq: u32) {
+/// Makes `req` a new transaction (RFC 3261 section 8.1.3.5: a request sent again with credentials is a new
+/// request): CSeq `cseq`, and a new branch in its Via, so a server's transaction layer does not take it for a
+/// retransmission of the one it answered (over UDP it would send that answer again).
+pub(super) fn renew(req: &mut Message, cseq: u32, life: &mut Life) {
     let method = req.method().unwrap_or("REGISTER").to_string();
+    let branch = format!("z9hG4bK{:x}", life.rng.gen::<u64>());
+    let mut via_done = false;
     for (n, v) in req.headers.iter_mut() {
         if n.eq_ignore_ascii_case("CSeq") {
             *v = format!("{cseq} {method}");
+        } else if n.eq_ignore_ascii_case("Via") && !via_done {
+            via_done = true;
+            let params: Vec<String> = v
+                .split(';')
+                .map(|p| {
+                    if p.trim_start().starts_with("branch=") {
+                        format!("branch={branch}")
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect();
+            *v = params.join(";");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_request_sent_again_with_credentials_is_a_new_transaction() {
+        let mut life = Life::new(1, Arc::new(HashMap::new()));
+        let first = sip::request(
+            "REGISTER",
+            "sip:d",
+            "al",
+            "sip:al@d",
+            "c",
+            "t",
+            1,
+            "b1",
+            sip::Transport::Udp,
+        );
+        let mut again = first.clone();
+        renew(&mut again, 2, &mut life);
+        assert_eq!(again.header("CSeq"), Some("2 REGISTER"));
+        let (old, new) = (first.header("Via").unwrap(), again.header("Via").unwrap());
+        assert_ne!(old, new, "a new branch");
+        assert!(
+            new.starts_with("SIP/2.0/UDP al.invalid;rport;branch=z9hG4bK"),
+            "{new}"
+        );
     }
 }
 
