@@ -143,6 +143,10 @@ pub(super) fn renew(req: &mut Message, cseq: u32, life: &mut Life) {
     }
 }
 
+pub(super) async fn send(write: &mut Writer, msg: &Message) -> std::io::Result<()> {
+    write.send(msg).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,8 +177,4 @@ mod tests {
             "{new}"
         );
     }
-}
-
-pub(super) async fn send(write: &mut Writer, msg: &Message) -> std::io::Result<()> {
-    write.send(msg).await
 }
