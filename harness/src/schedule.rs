@@ -70,7 +70,8 @@ pub struct RandomSpec {
     /// `one_way` (the target's packets to `rest` dropped, or the other way, drawn), `bridge` (the target bridges
     /// two halves of `rest`, drawn), `ring` (majorities ring over the targets, in an order drawn), `halves` (the
     /// targets and `rest` cut into two halves drawn from the seed), `packet` (delay and loss drawn, on the target's
-    /// packets to and from `rest`, or all of them without `rest`).
+    /// packets to and from `rest`, or all of them without `rest`), `disk_full` and `disk_read_only` (on one of
+    /// `disks`, drawn).
     pub kinds: Vec<String>,
     /// Nodes the faults may hit.
     pub targets: Vec<String>,
@@ -81,6 +82,9 @@ pub struct RandomSpec {
     /// For the partition shapes: the other side (nodes, pools or `site:<name>`).
     #[serde(default)]
     pub rest: Vec<String>,
+    /// For the disk faults: the Back End nodes whose store disk they may hit (`be1-1`, `principal-of:be1`).
+    #[serde(default)]
+    pub disks: Vec<String>,
 }
 
 /// One fault of a schedule, with its times from the end of the warm-up.
@@ -228,10 +232,19 @@ impl RandomSpec {
                     among: self.targets.iter().chain(&self.rest).cloned().collect(),
                     seed: Some(rng.gen()),
                 },
+                "disk_full" | "disk_read_only" if !self.disks.is_empty() => {
+                    let target = self.disks.choose(&mut rng).expect("not empty").clone();
+                    if kind == "disk_full" {
+                        Fault::DiskFull { target }
+                    } else {
+                        Fault::DiskReadOnly { target }
+                    }
+                }
                 other => {
                     return Err(ScheduleError(format!(
                         "random.kinds: `{other}` cannot be drawn (kill, stop, pause, isolate, ring, halves, packet; \
-                         partition and one_way with `rest`; bridge with two or more in `rest`)"
+                         partition and one_way with `rest`; bridge with two or more in `rest`; disk_full and \
+                         disk_read_only with `disks`)"
                     )))
                 }
             };
@@ -341,6 +354,33 @@ mod tests {
         };
         assert_eq!(seed_of(5), seed_of(5));
         assert_ne!(seed_of(5), seed_of(6));
+    }
+
+    #[test]
+    fn disk_faults_are_drawn_on_the_disks_named_and_only_there() {
+        let mut s = spec();
+        let r = s.random.as_mut().unwrap();
+        r.kinds = ["disk_full", "disk_read_only"].map(String::from).to_vec();
+        r.count = 20;
+        assert!(s.plan(1).unwrap_err().0.contains("disks"), "no disks named");
+        let r = s.random.as_mut().unwrap();
+        r.disks = vec!["principal-of:be1".into(), "be2-1".into()];
+        let plan = s.plan(1).unwrap();
+        let drawn: std::collections::BTreeSet<(&str, String)> = plan
+            .iter()
+            .filter(|p| p.fault.kind().starts_with("disk"))
+            .map(|p| (p.fault.kind(), p.fault.target()))
+            .collect();
+        assert_eq!(
+            drawn,
+            [
+                ("disk_full", "be2-1".to_string()),
+                ("disk_full", "principal-of:be1".to_string()),
+                ("disk_read_only", "be2-1".to_string()),
+                ("disk_read_only", "principal-of:be1".to_string()),
+            ]
+            .into()
+        );
     }
 
     #[test]
