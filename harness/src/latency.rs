@@ -9,6 +9,10 @@
 //! - `write_unavailable`: per user, from the invoke of a contact or presence write that failed or timed out to
 //!   the acknowledgement of that user's next successful one;
 //! - `call_setup`: from INVITE to answer of each answered call.
+//!
+//! Every user counts: a user a fault signed out who never registered again within the run is no sample of
+//! `reregister` (nor of `full_service`, nor one never back in full service), but is counted as that metric's
+//! `never`, shown beside its percentiles and judged by bounds (`reregister.never == 0`).
 
 use std::collections::BTreeMap;
 
@@ -86,6 +90,8 @@ fn empty_histograms() -> Histograms {
 pub struct FaultLatencies {
     pub fault: Fault,
     pub histograms: Histograms,
+    /// By metric: the users whose latency never ended within the run.
+    pub never: BTreeMap<Metric, u64>,
 }
 
 /// The latencies of one run.
@@ -93,9 +99,24 @@ pub struct FaultLatencies {
 pub struct Latencies {
     pub overall: Histograms,
     pub per_fault: Vec<FaultLatencies>,
+    /// By metric: the users whose latency never ended within the run (no sample in the histogram).
+    pub never: BTreeMap<Metric, u64>,
 }
 
 impl Latencies {
+    /// A latency that started and never ended within the run.
+    fn record_never(&mut self, metric: Metric, fault: Option<u64>) {
+        *self.never.entry(metric).or_default() += 1;
+        if let Some(f) = fault.and_then(|id| self.per_fault.iter_mut().find(|f| f.fault.id == id)) {
+            *f.never.entry(metric).or_default() += 1;
+        }
+    }
+
+    /// How many of `metric`'s latencies never ended within the run.
+    pub fn never(&self, metric: Metric) -> u64 {
+        self.never.get(&metric).copied().unwrap_or(0)
+    }
+
     fn record(&mut self, metric: Metric, fault: Option<u64>, value_us: u64) {
         // A zero latency (same stamp) is recorded as 1 µs, the histogram's lowest discernible value.
         let value_us = value_us.max(1);
@@ -123,8 +144,10 @@ pub fn measure(history: &History, aftermath_ms: u64) -> Latencies {
             .map(|f| FaultLatencies {
                 fault: f.clone(),
                 histograms: empty_histograms(),
+                never: BTreeMap::new(),
             })
             .collect(),
+        never: BTreeMap::new(),
     };
     let operations = history.operations();
 
@@ -149,11 +172,13 @@ pub fn measure(history: &History, aftermath_ms: u64) -> Latencies {
         let Some(cause) = s.cause else { continue };
         let fault = cause.fault();
         let start = s.outage_start_us(history);
-        if let Some(back) = s.back_at_us {
-            latencies.record(Metric::Reregister, fault, back.saturating_sub(start));
+        match s.back_at_us {
+            Some(back) => latencies.record(Metric::Reregister, fault, back.saturating_sub(start)),
+            None => latencies.record_never(Metric::Reregister, fault),
         }
-        if let Some(full) = s.full_service_at_us {
-            latencies.record(Metric::FullService, fault, full.saturating_sub(start));
+        match s.full_service_at_us {
+            Some(full) => latencies.record(Metric::FullService, fault, full.saturating_sub(start)),
+            None => latencies.record_never(Metric::FullService, fault),
         }
         if let Some(at) = seen
             .get(s.user.as_str())
@@ -281,6 +306,33 @@ mod tests {
         assert_eq!(count(Metric::CallSetup), 1);
         // The IM sent during the fault belongs to it.
         assert_eq!(l.per_fault[0].histograms[&Metric::ImDelivery].len(), 1);
+    }
+
+    #[test]
+    fn a_user_who_never_came_back_is_counted_not_left_out() {
+        // carol is signed in, loses her registration while the fault holds, and never registers again.
+        let h = clean()
+            .observe(
+                "carol",
+                Op::RegistrationLost {
+                    reason: "gone".into(),
+                },
+                10_400,
+            )
+            .build();
+        let l = measure(&h, 5_000);
+        assert_eq!(
+            l.overall[&Metric::Reregister].len(),
+            1,
+            "alice's sample alone"
+        );
+        assert_eq!(l.never(Metric::Reregister), 1);
+        assert_eq!(l.never(Metric::FullService), 1);
+        assert_eq!(l.per_fault[0].never[&Metric::Reregister], 1);
+        assert_eq!(
+            measure(&clean().build(), 5_000).never(Metric::Reregister),
+            0
+        );
     }
 
     #[test]

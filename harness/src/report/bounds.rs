@@ -8,6 +8,10 @@
 //! - `<metric>.count` is 0, a number like any count: a scenario that needs samples says so explicitly with
 //!   `<metric>.count >= 1` (for `fe-kill`, the killed server's users must have registered again), which is
 //!   missed — a violation — when there were none.
+//!
+//! Latencies that began and never ended within the run (a user signed out who never came back) are no samples but
+//! count: `<metric>.never` is their number, and they rank above every sample, so a percentile or the max that falls
+//! among them misses any upper bound ("never"), and a metric whose every user never came back is not "no sample".
 
 use std::fmt;
 
@@ -93,7 +97,7 @@ pub enum BoundOutcome {
     Undecided(String),
 }
 
-const STATS: [&str; 6] = ["count", "p50", "p90", "p99", "p999", "max"];
+const STATS: [&str; 7] = ["count", "never", "p50", "p90", "p99", "p999", "max"];
 
 impl Bound {
     /// Parses one bound.
@@ -141,7 +145,8 @@ impl Bound {
                 )))
             }
         };
-        let is_duration = matches!(&subject, Subject::Metric { stat, .. } if stat != "count");
+        let is_duration =
+            matches!(&subject, Subject::Metric { stat, .. } if stat != "count" && stat != "never");
         let limit = if let Some(quoted) = right.strip_prefix('"') {
             let inner = quoted
                 .strip_suffix('"')
@@ -203,9 +208,24 @@ impl Bound {
                         metric.name()
                     ));
                 };
+                // Users who never came back wait longer than any bound: a percentile (or the max) that falls among
+                // them is missed, however fast the others were.
+                if let Some(rank) = m.in_never(stat) {
+                    let outcome = if matches!(self.op, CmpOp::Ge | CmpOp::Gt) {
+                        BoundOutcome::Met
+                    } else {
+                        BoundOutcome::Missed(format!(
+                            "{}.{stat} = never ({rank}: {} of {} never came back within the run)",
+                            metric.name(),
+                            m.never,
+                            m.count + m.never
+                        ))
+                    };
+                    return outcome;
+                }
                 match m.stat(stat) {
-                    Some(value) if stat == "count" => {
-                        (value, format!("{}.count = {value}", metric.name()))
+                    Some(value) if stat == "count" || stat == "never" => {
+                        (value, format!("{}.{stat} = {value}", metric.name()))
                     }
                     Some(value) => (value, format!("{}.{stat} = {value} ms", metric.name())),
                     // Nobody waited, so nobody waited longer than the bound.
@@ -286,7 +306,7 @@ mod tests {
                     }
                 }
                 let p = crate::latency::percentiles(&h);
-                (m.name().to_owned(), MetricSummary::from_percentiles(p))
+                (m.name().to_owned(), MetricSummary::from_percentiles(p, 0))
             })
             .collect();
         Summary {
@@ -307,6 +327,34 @@ mod tests {
 
     fn judge(bound: &str, summary: &Summary) -> BoundOutcome {
         Bound::parse(bound).unwrap().evaluate(summary)
+    }
+
+    #[test]
+    fn users_who_never_came_back_miss_every_latency_bound_that_reaches_them() {
+        // 99 users back in 1 s, one never: p50 and p90 are met, p99 lands on rank 99 (a sample), max on the one
+        // who never came back. With everyone gone for good, the p99 is no longer "no sample, so met".
+        let mut s = summary(&[1000; 99], 0);
+        s.metrics.get_mut("reregister").unwrap().never = 1;
+        assert_eq!(judge(r#"reregister.p50 <= "2s""#, &s), BoundOutcome::Met);
+        assert_eq!(judge(r#"reregister.p99 <= "2s""#, &s), BoundOutcome::Met);
+        match judge(r#"reregister.max <= "1h""#, &s) {
+            BoundOutcome::Missed(why) => assert!(why.contains("1 of 100 never came back"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            judge("reregister.never == 0", &s),
+            BoundOutcome::Missed("reregister.never = 1".into())
+        );
+        let mut gone = summary(&[], 0);
+        gone.metrics.get_mut("reregister").unwrap().never = 3;
+        assert!(matches!(
+            judge(r#"reregister.p99 <= "10s""#, &gone),
+            BoundOutcome::Missed(_)
+        ));
+        assert!(
+            Bound::parse(r#"reregister.never == "1s""#).is_err(),
+            "a count"
+        );
     }
 
     #[test]

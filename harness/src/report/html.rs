@@ -241,12 +241,13 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(out, "<h2>Timeline</h2>");
     timeline_chart(&mut out, report);
-    let _ = writeln!(out, "\n<h2>Failover latency</h2>\n<table><tr><th>metric</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
+    let _ = writeln!(out, "\n<h2>Failover latency</h2>\n<table><tr><th>metric</th><th>count</th><th title=\"began and never ended within the run\">never</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
     for (name, m) in &s.metrics {
         let _ = writeln!(
             out,
-            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             m.count,
+            m.never,
             ms(m.p50),
             ms(m.p90),
             ms(m.p99),

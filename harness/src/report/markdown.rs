@@ -14,13 +14,17 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "\nUndecided: {reason}");
     }
     let _ = writeln!(out, "\n## Failover latency (ms)\n");
-    let _ = writeln!(out, "| metric | count | p50 | p90 | p99 | p99.9 | max |");
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| metric | count | never | p50 | p90 | p99 | p99.9 | max |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, m) in &s.metrics {
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             m.count,
+            m.never,
             ms(m.p50),
             ms(m.p90),
             ms(m.p99),

@@ -91,7 +91,10 @@ impl Report {
             .map(|m| {
                 (
                     m.name().to_owned(),
-                    MetricSummary::from_percentiles(latency::percentiles(&latencies.overall[m])),
+                    MetricSummary::from_percentiles(
+                        latency::percentiles(&latencies.overall[m]),
+                        latencies.never(*m),
+                    ),
                 )
             })
             .collect();

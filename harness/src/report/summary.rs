@@ -52,6 +52,10 @@ impl From<&Violation> for ViolationEntry {
 pub struct MetricSummary {
     pub unit: String,
     pub count: u64,
+    /// Latencies that began and never ended within the run (a user signed out who never came back): no sample,
+    /// but counted, and longer than any bound.
+    #[serde(default)]
+    pub never: u64,
     pub p50: Option<f64>,
     pub p90: Option<f64>,
     pub p99: Option<f64>,
@@ -60,10 +64,11 @@ pub struct MetricSummary {
 }
 
 impl MetricSummary {
-    pub fn from_percentiles(p: Option<Percentiles>) -> Self {
+    pub fn from_percentiles(p: Option<Percentiles>, never: u64) -> Self {
         MetricSummary {
             unit: "ms".into(),
             count: p.map_or(0, |p| p.count),
+            never,
             p50: p.map(|p| p.p50_ms),
             p90: p.map(|p| p.p90_ms),
             p99: p.map(|p| p.p99_ms),
@@ -72,10 +77,27 @@ impl MetricSummary {
         }
     }
 
-    /// A statistic by its bound name (`count`, `p50`, `p90`, `p99`, `p999`, `max`).
+    /// Whether statistic `name` (a percentile or the max) falls among the latencies that never ended, which rank
+    /// above every sample: the rank it takes, as `p99` takes the 99th percent of `count + never`.
+    pub fn in_never(&self, name: &str) -> Option<String> {
+        let quantile = match name {
+            "p50" => 0.5,
+            "p90" => 0.9,
+            "p99" => 0.99,
+            "p999" => 0.999,
+            "max" => 1.0,
+            _ => return None,
+        };
+        let total = self.count + self.never;
+        let rank = ((quantile * total as f64).ceil() as u64).max(1);
+        (self.never > 0 && rank > self.count).then(|| format!("rank {rank} of {total}"))
+    }
+
+    /// A statistic by its bound name (`count`, `never`, `p50`, `p90`, `p99`, `p999`, `max`).
     pub fn stat(&self, name: &str) -> Option<f64> {
         match name {
             "count" => Some(self.count as f64),
+            "never" => Some(self.never as f64),
             "p50" => self.p50,
             "p90" => self.p90,
             "p99" => self.p99,
